@@ -1,0 +1,1 @@
+//! triggerd: config, dispatcher, actions, reload and control socket.

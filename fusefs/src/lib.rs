@@ -1,0 +1,1 @@
+//! The trigger filesystem: a FUSE tree of trigger files whose writes become messages.

@@ -1,0 +1,1 @@
+//! The local fast path: shared-memory rings, doorbell, publisher and consumer.

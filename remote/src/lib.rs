@@ -1,0 +1,1 @@
+//! The wire to the broker: Majordomo codec, broker, worker, client, plugins, spool.

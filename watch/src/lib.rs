@@ -1,0 +1,1 @@
+//! fanotify: groups, marks, event and info-record parsing, handle to path resolution.
