@@ -1,1 +1,14 @@
-//! triggerd: config, dispatcher, actions, reload and control socket.
+//! triggerd: a per-host daemon that turns file events into actions. This crate holds the
+//! config (parse, validate), the dispatcher that matches events to rules, the actions, the
+//! event sources, the control socket, and `run`, which the `triggerd` binary calls.
+
+pub mod action;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dispatch;
+pub mod event;
+pub mod sources;
+pub mod systemd;
+
+pub use daemon::{run, Command, DaemonError};

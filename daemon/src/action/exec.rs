@@ -1,0 +1,185 @@
+//! Running a command for an event: argv with tokens substituted, `TRIGGERD_*` in the
+//! environment, the payload on stdin, its own process group (so a timeout or a restart kills
+//! everything it started), optional uid/gid, stdout/stderr logged line by line under the rule's
+//! name. The child is always waited for, so it never lingers as a zombie.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use super::substitute;
+use crate::config::ExecAction;
+use crate::event::Event;
+
+/// The last stdout bytes kept per run (a trigger file's read side shows them).
+const STDOUT_TAIL: usize = 64 * 1024;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    SpawnFailed(String),
+}
+
+impl ExecOutcome {
+    pub fn success(&self) -> bool {
+        *self == ExecOutcome::Exited(0)
+    }
+}
+
+/// A started run, as the dispatcher tracks it: its process group is its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    pub pgid: i32,
+}
+
+impl Running {
+    /// Kills the run's whole process group.
+    pub fn kill(&self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Runs `action` for `event`; `started` is told the process group as soon as it exists.
+pub async fn run_exec(
+    rule: &str,
+    action: &ExecAction,
+    timeout: Option<Duration>,
+    event: &Event,
+    started: impl FnOnce(Running),
+) -> (ExecOutcome, Vec<u8>) {
+    let mut command = build_command(rule, action, event);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let program = action.argv.first().map(|p| p.to_string_lossy().into_owned());
+            let message = format!("{}: {e}", program.unwrap_or_default());
+            tracing::warn!(rule, "cannot start: {message}");
+            return (ExecOutcome::SpawnFailed(message), Vec::new());
+        }
+    };
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return (ExecOutcome::SpawnFailed("child vanished".into()), Vec::new());
+    };
+    let running = Running { pgid: pid };
+    started(running);
+
+    if let Some(mut stdin) = child.stdin.take() {
+        let payload = event.payload.clone();
+        tokio::spawn(async move {
+            // A command that does not read its stdin closes the pipe: not an error.
+            let _ = stdin.write_all(&payload).await;
+        });
+    }
+    let stdout = child.stdout.take().map(|out| tokio::spawn(log_lines(rule.to_owned(), "stdout", out)));
+    let stderr = child.stderr.take().map(|err| tokio::spawn(log_lines(rule.to_owned(), "stderr", err)));
+
+    let waited = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => Some(status),
+            Err(_) => {
+                running.kill();
+                let _ = child.wait().await;
+                None
+            }
+        },
+        None => Some(child.wait().await),
+    };
+    let outcome = match waited {
+        None => ExecOutcome::TimedOut,
+        Some(Ok(status)) => match (status.code(), status.signal()) {
+            (Some(code), _) => ExecOutcome::Exited(code),
+            (None, Some(signal)) => ExecOutcome::Signaled(signal),
+            (None, None) => ExecOutcome::Exited(-1),
+        },
+        Some(Err(e)) => ExecOutcome::SpawnFailed(format!("wait: {e}")),
+    };
+    // Output may still be held open by a process the command left behind; do not wait for it
+    // past a short bound.
+    let mut tail = Vec::new();
+    if let Some(task) = stdout {
+        if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(1), task).await {
+            tail = bytes;
+        }
+    }
+    if let Some(task) = stderr {
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
+    log_outcome(rule, &outcome);
+    (outcome, tail)
+}
+
+fn build_command(rule: &str, action: &ExecAction, event: &Event) -> Command {
+    let mut argv = action.argv.iter().map(|arg| substitute(arg, event));
+    let program = argv.next().unwrap_or_default();
+    let mut command = Command::new(program);
+    command.args(argv);
+    let path = &event.subject;
+    let since_epoch = event.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    command
+        .env("TRIGGERD_RULE", rule)
+        .env("TRIGGERD_SOURCE", event.source.as_str())
+        .env("TRIGGERD_ID", event.id.to_string())
+        .env("TRIGGERD_PATH", path.as_os_str())
+        .env("TRIGGERD_DIR", path.parent().map(|p| p.as_os_str()).unwrap_or_default())
+        .env("TRIGGERD_NAME", path.file_name().unwrap_or_default())
+        .env("TRIGGERD_EVENT", event.mask.to_string())
+        .env("TRIGGERD_MASK", event.mask.bits().to_string())
+        .env("TRIGGERD_PID", event.pid.map(|p| p.to_string()).unwrap_or_default())
+        .env(
+            "TRIGGERD_TIME",
+            format!("{}.{:09}", since_epoch.as_secs(), since_epoch.subsec_nanos()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(gid) = action.group {
+        command.gid(gid);
+    }
+    if let Some(uid) = action.user {
+        command.uid(uid);
+    }
+    command
+}
+
+/// Logs each line under the rule's name; returns the last `STDOUT_TAIL` bytes.
+async fn log_lines(rule: String, stream: &'static str, pipe: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    let mut tail = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                tail.extend_from_slice(&line);
+                if tail.len() > STDOUT_TAIL {
+                    tail.drain(..tail.len() - STDOUT_TAIL);
+                }
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(rule = %rule, stream, "{}", text.trim_end_matches('\n'));
+            }
+        }
+    }
+    tail
+}
+
+fn log_outcome(rule: &str, outcome: &ExecOutcome) {
+    match outcome {
+        ExecOutcome::Exited(0) => tracing::debug!(rule, "exited 0"),
+        ExecOutcome::Exited(code) => tracing::warn!(rule, code, "exited with status {code}"),
+        ExecOutcome::Signaled(signal) => tracing::warn!(rule, signal, "killed by signal {signal}"),
+        ExecOutcome::TimedOut => tracing::warn!(rule, "timed out; process group killed"),
+        ExecOutcome::SpawnFailed(m) => tracing::warn!(rule, "failed: {m}"),
+    }
+}

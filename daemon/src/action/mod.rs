@@ -1,0 +1,8 @@
+//! Actions: what a fired rule does. Today an exec'd command; each action reports how it ended
+//! so the dispatcher can count it and answer permission requests.
+
+mod exec;
+mod tokens;
+
+pub use exec::{run_exec, ExecOutcome, Running};
+pub use tokens::substitute;

@@ -1,0 +1,113 @@
+//! `triggerd [--config FILE]` runs the daemon; `triggerd check [FILE]` validates a config.
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use tokio::sync::mpsc;
+use triggerd::{config, Command};
+
+const DEFAULT_CONFIG: &str = "/etc/triggerd.conf";
+
+#[derive(Parser)]
+#[command(version, about = "Per-host event daemon: fanotify watches fire local actions")]
+struct Cli {
+    /// The config file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Verb>,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Validate a config file and exit (non-zero with `file:line: message` when it is bad).
+    Check { file: Option<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Verb::Check { file }) => check(&file.unwrap_or(cli.config)),
+        None => serve(&cli.config),
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(config) => {
+            println!("{}: ok ({} rules)", file.display(), config.rules.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(file: &std::path::Path) -> ExitCode {
+    let config = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (commands, receiver) = mpsc::unbounded_channel();
+    if let Err(e) = forward_signals(commands) {
+        eprintln!("triggerd: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("triggerd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(triggerd::run(config, receiver)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Signals become commands on a channel; the handler itself does no work.
+fn forward_signals(commands: mpsc::UnboundedSender<Command>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGHUP, SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let command = match signal {
+                    SIGUSR1 | SIGHUP => Command::Reload,
+                    _ => Command::Shutdown,
+                };
+                if commands.send(command).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIGGERD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // journald stamps each line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}

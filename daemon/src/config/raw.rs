@@ -1,0 +1,123 @@
+//! The config file as written: serde types that mirror the TOML with `deny_unknown_fields`,
+//! keeping each table's span so validation can point at the line of the offending key.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Problem;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub daemon: Option<Spanned<RawDaemon>>,
+    #[serde(default)]
+    pub facron: Option<Spanned<String>>,
+    #[serde(default)]
+    pub watch: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Accepted here too: TOML puts a key written after `[daemon]` inside it.
+    pub facron: Option<Spanned<String>>,
+    pub control: Option<String>,
+    pub control_mode: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub fs_mount: Option<String>,
+}
+
+/// One rule table (`[[watch]]`, and the other rule kinds as they arrive). All rule kinds share
+/// this one key set so that `deny_unknown_fields` works (serde cannot combine it with
+/// `flatten`); validation then rejects keys that do not belong to the table's kind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub events: Option<EventList>,
+    pub recursive: Option<bool>,
+    pub exec: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub timeout: Option<String>,
+    pub on_timeout: Option<String>,
+    pub debounce: Option<String>,
+    pub max_running: Option<i64>,
+    pub on_busy: Option<String>,
+    #[serde(rename = "loop")]
+    pub allow_loop: Option<bool>,
+}
+
+/// `events = "close_write|moved_to"` or `events = ["close_write", "moved_to"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EventList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl EventList {
+    /// All names as one expression that `parse_events` understands.
+    pub fn expression(&self) -> String {
+        match self {
+            EventList::One(s) => s.clone(),
+            EventList::Many(v) => v.join("|"),
+        }
+    }
+}
+
+pub fn parse(text: &str) -> Result<RawFile, Problem> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_at(text, s.start));
+        let key = e.span().and_then(|s| key_at(text, s.start));
+        let message = e.message().trim().to_string();
+        match key {
+            Some(key) if !message.contains(&format!("`{key}`")) => {
+                Problem::new(line, format!("{key}: {message}"))
+            }
+            _ => Problem::new(line, message),
+        }
+    })
+}
+
+/// 1-based line of a byte offset.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The key of a `key = value` line containing `offset`, when there is one.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    plain.then(|| key.to_string())
+}
+
+/// The line of `key` inside the table that starts at `span.start`, or the table's first line.
+/// The table runs to the next table header (a span may cover only the header itself).
+pub fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
+    let start = span.start.min(text.len());
+    let mut offset = start;
+    for (i, line) in text[start..].split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return line_at(text, offset);
+            }
+        }
+        offset += line.len();
+    }
+    line_at(text, start)
+}

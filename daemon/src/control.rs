@@ -1,0 +1,113 @@
+//! The control socket: a Unix stream socket (root-only by default) speaking one JSON request
+//! per line and one JSON reply per line. `triggerctl` is its client; the types here are the
+//! contract between the two.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::dispatch::RuleStatus;
+use crate::sources::fanotify::WatchStatus;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "verb", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub pid: u32,
+    pub config: String,
+    pub reloads: u64,
+    /// Why the last reload was refused, while the previous config keeps running.
+    pub reload_error: Option<String>,
+    pub rules: Vec<RuleStatus>,
+    pub watch: WatchStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    Status(Status),
+    Error(String),
+}
+
+/// Produces the daemon's answers; implemented by the daemon's state.
+pub trait Responder: Send + Sync + 'static {
+    fn status(&self) -> Status;
+}
+
+/// Binds the socket (replacing a stale one) with `mode`.
+pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Serves connections until `shutdown`, then removes the socket file.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    responder: Arc<dyn Responder>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer(stream, Arc::clone(&responder)));
+                }
+                Err(e) => tracing::warn!("control socket: {e}"),
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Longest request line accepted; a client cannot make the daemon buffer more.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+async fn answer(stream: UnixStream, responder: Arc<dyn Responder>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    let mut line = String::new();
+    while matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Status) => Reply::Status(responder.status()),
+            Err(e) => Reply::Error(format!("bad request: {e}")),
+        };
+        line.clear();
+        let Ok(mut text) = serde_json::to_string(&reply) else { break };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Client side: one request, one reply.
+pub async fn request(path: &Path, request: &Request) -> std::io::Result<Reply> {
+    let stream = UnixStream::connect(path).await?;
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(request).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}

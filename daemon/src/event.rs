@@ -1,0 +1,33 @@
+//! The one event type every source produces and every action sees.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use triggerd_watch::EventMask;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Fanotify,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Fanotify => "fanotify",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Unique within one daemon run, in the order events were read.
+    pub id: u64,
+    pub source: SourceKind,
+    /// The path (or trigger file, channel) the event is about; may hold any bytes.
+    pub subject: PathBuf,
+    pub mask: EventMask,
+    /// The process that caused it, when the source knows.
+    pub pid: Option<i32>,
+    pub time: SystemTime,
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,98 @@
+//! The command-line contract: `triggerd check` exit codes and messages, `triggerd` refusing a
+//! bad config with exit 2, `triggerctl status` in both forms, and the systemd unit verifying.
+
+mod common;
+
+use std::process::Command;
+
+use common::Daemon;
+
+fn triggerd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_triggerd"))
+}
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
+    let ok = triggerd().arg("check").arg(repo_file("etc/triggerd.conf")).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "[[watch]]\npath = \"/srv\"\nevents = \"clse_write\"\nexec = [\"/bin/true\"]\n").unwrap();
+    for args in [vec!["check"], vec!["--config"]] {
+        let out = triggerd().args(&args).arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&format!("{}:3: [[watch]]: events:", bad.display())), "{stderr}");
+    }
+    let missing = triggerd().arg("check").arg(dir.path().join("nope.conf")).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let usage = triggerd().arg("--no-such-flag").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn triggerctl_status_prints_a_table_and_json() {
+    let mut daemon = Daemon::start(
+        "[[watch]]\nname = \"docs\"\npath = \"{dir}\"\nevents = \"close_write\"\nexec = [\"/bin/true\"]\n",
+    );
+    daemon.wait_watching();
+    let ctl = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_triggerctl"));
+        c.arg("--socket").arg(&daemon.socket).arg("status");
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let table = ctl(false);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("RULE") && text.contains("MATCHED") && text.contains("docs"), "{text}");
+    let json = ctl(true);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["rules"][0]["name"], "docs");
+    assert_eq!(parsed["rules"][0]["fired"], 0);
+
+    let gone = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+        .arg("--socket")
+        .arg(daemon.path("absent.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        panic!("systemd-analyze is required (Debian package systemd)");
+    };
+    // The unit names installed paths: point them at the binaries under test.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo_file("systemd/triggerd.service")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_triggerd"));
+    let unit = unit.replace("/usr/local/bin/triggerd", &bin.display().to_string());
+    let path = dir.path().join("triggerd.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new(analyze).arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("triggerd.service"))
+        .collect();
+    assert!(out.status.success() && problems.is_empty(), "{stderr}");
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

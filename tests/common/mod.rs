@@ -1,0 +1,271 @@
+//! Shared harness for the end-to-end tests: a real `triggerd` process on a config in a temp
+//! dir, its control socket, an action script that records each run's arguments, and polling
+//! with deadlines. Every resource is released in `Drop`, so a failing test leaves nothing.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use triggerd::control::{Reply, Request, Status};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `f` until it returns Some, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The global fanotify sysctl is changed by the overflow test: every test that creates a
+/// fanotify group holds this lock shared while its daemon starts, the overflow test exclusively.
+pub struct SysctlLock(File);
+
+impl SysctlLock {
+    pub fn shared() -> Self {
+        Self::take(libc::LOCK_SH)
+    }
+    pub fn exclusive() -> Self {
+        Self::take(libc::LOCK_EX)
+    }
+    fn take(how: i32) -> Self {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/triggerd-fanotify-sysctl.lock")
+            .expect("lock file");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: flock on an fd we own; it is released when the file is closed.
+        let rc = unsafe { libc::flock(fd, how) };
+        assert_eq!(rc, 0, "flock");
+        Self(file)
+    }
+}
+
+/// A temp dir with a `triggerd` process running on `triggerd.conf` inside it.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes the config (`{dir}` is replaced by the temp dir, `{record}` by the recorder
+    /// script, `{out}` by the records dir) and starts the daemon; returns once it answers.
+    pub fn start(rules: &str) -> Self {
+        Self::start_inner(rules, None)
+    }
+
+    /// Starts while the caller holds the sysctl lock (and whatever else `guard` keeps alive).
+    pub fn start_holding_lock<G>(rules: &str, guard: G) -> Self {
+        let daemon = Self::start_inner(rules, Some(()));
+        drop(guard);
+        daemon
+    }
+
+    fn start_inner(rules: &str, lock_held: Option<()>) -> Self {
+        let dir = tempfile::Builder::new().prefix("triggerd-e2e").tempdir_in(test_root()).expect("tempdir");
+        // Actions may run as another user (`user = "nobody"`): let them reach their files.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let socket = dir.path().join("control.sock");
+        let config = dir.path().join("triggerd.conf");
+        let log = dir.path().join("daemon.log");
+        std::fs::create_dir_all(dir.path().join("out")).expect("out dir");
+        write_recorder(&dir.path().join("record"));
+        let mut daemon = Self {
+            dir,
+            child: None,
+            config,
+            socket,
+            log,
+        };
+        daemon.write_config(rules);
+        let _lock = lock_held.is_none().then(SysctlLock::shared);
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+
+    pub fn expand(&self, rules: &str) -> String {
+        let dir = self.dir.path().display().to_string();
+        rules
+            .replace("{record}", &format!("{dir}/record"))
+            .replace("{out}", &format!("{dir}/out"))
+            .replace("{dir}", &dir)
+    }
+
+    pub fn write_config(&self, rules: &str) {
+        let text = format!(
+            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\n\n{}",
+            self.socket.display(),
+            self.expand(rules)
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    fn spawn(&mut self) {
+        let log = File::create(&self.log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_triggerd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("TRIGGERD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn triggerd");
+        self.child = Some(child);
+        wait_for("the control socket", DEADLINE, || {
+            self.assert_alive();
+            self.try_status()
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill");
+    }
+
+    pub fn assert_alive(&mut self) {
+        if let Some(child) = &mut self.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("triggerd exited with {status}; log:\n{}", self.log_text());
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn try_status(&self) -> Option<Status> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        match runtime.block_on(triggerd::control::request(&self.socket, &Request::Status)) {
+            Ok(Reply::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn status(&mut self) -> Status {
+        self.assert_alive();
+        self.try_status().unwrap_or_else(|| panic!("no status; log:\n{}", self.log_text()))
+    }
+
+    /// Sends SIGUSR1 and waits until the daemon has counted the reload.
+    pub fn reload(&mut self) -> Status {
+        let before = self.status().reloads;
+        self.signal(libc::SIGUSR1);
+        wait_for("the reload", DEADLINE, || {
+            self.try_status().filter(|s| s.reloads > before)
+        })
+    }
+
+    /// Waits for the marks to be in place (no failing marks).
+    pub fn wait_watching(&mut self) {
+        wait_for("all marks", DEADLINE, || {
+            self.try_status().filter(|s| s.watch.failing_marks.is_empty())
+        });
+    }
+
+    pub fn rule(&mut self, name: &str) -> triggerd::dispatch::RuleStatus {
+        let status = self.status();
+        status
+            .rules
+            .into_iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no rule {name}"))
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().ok()?.code()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- triggerd log (last 60 lines) ---\n{}\n---", tail.join("\n"));
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Temp dirs live on the root filesystem (not tmpfs) so filesystem marks see a real disk fs.
+pub fn test_root() -> PathBuf {
+    let root = PathBuf::from("/var/tmp/triggerd-tests");
+    std::fs::create_dir_all(&root).expect("test root");
+    root
+}
+
+/// `record OUTDIR ARGS...` writes one file per run holding its arguments, NUL-terminated.
+fn write_recorder(path: &Path) {
+    let script = "#!/bin/sh\nout=\"$1\"; shift\nf=$(mktemp \"$out/run.XXXXXXXX\")\nprintf '%s\\0' \"$@\" > \"$f.tmp\" && mv \"$f.tmp\" \"$f.rec\" && rm -f \"$f\"\n";
+    let mut file = File::create(path).expect("recorder");
+    file.write_all(script.as_bytes()).expect("recorder");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// The argument lists of every completed run recorded in `out`.
+pub fn records(out: &Path) -> Vec<Vec<OsString>> {
+    let mut runs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(out) else { return runs };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "rec") {
+            if let Ok(bytes) = std::fs::read(&path) {
+                // Every argument ends with a NUL, so the last split piece is empty.
+                let mut args: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+                args.pop();
+                runs.push(args.iter().map(|a| OsString::from_vec(a.to_vec())).collect());
+            }
+        }
+    }
+    runs
+}
+
+/// Waits until at least `n` runs are recorded in `out` and returns them.
+pub fn wait_records(out: &Path, n: usize) -> Vec<Vec<OsString>> {
+    wait_for(&format!("{n} recorded runs in {}", out.display()), DEADLINE, || {
+        let r = records(out);
+        (r.len() >= n).then_some(r)
+    })
+}
