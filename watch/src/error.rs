@@ -1,0 +1,62 @@
+//! Typed errors of the crate: every variant says what failed, on which path or system call,
+//! and with which errno, so the daemon can log one line that needs no further context.
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// An error from fanotify set-up, marking, reading, resolution or event-name parsing.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum WatchError {
+    /// `fanotify_init` failed (no CAP_SYS_ADMIN, kernel without FID support, ...).
+    #[error("fanotify_init({what}) failed: {errno}")]
+    Init { what: &'static str, errno: Errno },
+    /// A system call on a given path failed (open, stat, statfs, fanotify_mark, ...).
+    #[error("{syscall} on {path:?} failed: {errno}")]
+    Path {
+        syscall: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
+    /// A system call on the fanotify group itself failed (read, write of a response).
+    #[error("{syscall} on the fanotify group failed: {errno}")]
+    Group { syscall: &'static str, errno: Errno },
+    /// An event expression could not be parsed; `message` says why and what is accepted.
+    #[error("invalid event expression {expr:?}: {message}")]
+    Events { expr: String, message: String },
+}
+
+impl WatchError {
+    pub(crate) fn path(syscall: &'static str, path: impl Into<PathBuf>, errno: Errno) -> Self {
+        Self::Path {
+            syscall,
+            path: path.into(),
+            errno,
+        }
+    }
+
+    /// The errno behind this error, if it came from a system call.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Self::Init { errno, .. } | Self::Path { errno, .. } | Self::Group { errno, .. } => {
+                Some(*errno)
+            }
+            Self::Events { .. } => None,
+        }
+    }
+}
+
+/// One mark specification that could not be applied; the daemon retries it later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkError {
+    pub path: PathBuf,
+    pub error: WatchError,
+}
+
+impl std::fmt::Display for MarkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot mark {:?}: {}", self.path, self.error)
+    }
+}
+
+impl std::error::Error for MarkError {}

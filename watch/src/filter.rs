@@ -1,0 +1,136 @@
+//! Which kinds of an event the specs asked for. The watcher marks more than the specs ask
+//! (directory renames for its path cache, ancestors, `ondir`), and several specs share one
+//! group, so each event is checked against the masks of the marks that could have produced
+//! it: the filesystem mark of its fsid, the inode mark of the object, and the inode mark of
+//! its parent directory when that one asked for `event_on_child`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::kinds::EventMask;
+use crate::marks::{MarkScope, MarkTable};
+use crate::record::{FileId, ParsedEvent};
+use crate::resolve::id_key_into;
+
+#[derive(Debug, Default)]
+pub(crate) struct Filter {
+    /// Masks of filesystem marks, and of inode marks whose handle could not be taken, by fsid.
+    by_fsid: HashMap<u64, EventMask>,
+    /// Masks of inode marks with `ondir|event_on_child` by fsid: a directory's own events
+    /// carry no parent id, so they are matched against these.
+    child_dirs_by_fsid: HashMap<u64, EventMask>,
+    /// Inode marks by handle key: the asked mask and the marked path (the last resort for an
+    /// object whose handle no longer opens).
+    inodes: HashMap<Box<[u8]>, (EventMask, PathBuf)>,
+    key: Vec<u8>,
+}
+
+impl Filter {
+    pub fn from_marks(table: &MarkTable) -> Filter {
+        let mut filter = Filter::default();
+        for object in table.objects.values() {
+            let mask = object.user_mask;
+            if mask.is_empty() {
+                continue;
+            }
+            let handle = match object.scope {
+                MarkScope::Filesystem => None,
+                MarkScope::Inode => object.handle.clone(),
+            };
+            match handle {
+                Some((handle_type, handle)) => {
+                    let id = FileId {
+                        fsid: object.fsid,
+                        handle_type,
+                        handle: &handle,
+                    };
+                    id_key_into(&id, &mut filter.key);
+                    let entry = filter
+                        .inodes
+                        .entry(filter.key.clone().into_boxed_slice())
+                        .or_insert((EventMask::EMPTY, object.path.clone()));
+                    entry.0 |= mask;
+                    if mask.contains(EventMask::ONDIR | EventMask::EVENT_ON_CHILD) {
+                        *filter.child_dirs_by_fsid.entry(object.fsid).or_default() |= mask;
+                    }
+                }
+                None => *filter.by_fsid.entry(object.fsid).or_default() |= mask,
+            }
+        }
+        filter
+    }
+
+    fn inode(&mut self, id: Option<&FileId<'_>>) -> EventMask {
+        let Some(id) = id else {
+            return EventMask::EMPTY;
+        };
+        if self.inodes.is_empty() {
+            return EventMask::EMPTY;
+        }
+        id_key_into(id, &mut self.key);
+        self.inodes
+            .get(self.key.as_slice())
+            .map_or(EventMask::EMPTY, |(mask, _)| *mask)
+    }
+
+    /// Records where an inode-marked object is now (after it moved), if `id` is one.
+    pub fn moved(&mut self, id: &FileId<'_>, path: &std::path::Path) {
+        id_key_into(id, &mut self.key);
+        if let Some((_, marked)) = self.inodes.get_mut(self.key.as_slice()) {
+            path.clone_into(marked);
+        }
+    }
+
+    /// The marked path of an inode-marked object, if `id` is one.
+    pub fn marked_path(&mut self, id: &FileId<'_>) -> Option<PathBuf> {
+        id_key_into(id, &mut self.key);
+        self.inodes
+            .get(self.key.as_slice())
+            .map(|(_, path)| path.clone())
+    }
+
+    /// The bits of `event` to return: asked-for kinds, plus `ondir` when the object is a
+    /// directory; empty when nothing was asked for.
+    pub fn wanted(&mut self, event: &ParsedEvent<'_>) -> EventMask {
+        let kinds = EventMask::from_bits_truncate(event.mask) & EventMask::ALL_NOTIFICATIONS;
+        let ondir = event.mask & EventMask::ONDIR.bits() != 0;
+        let dirent = kinds & EventMask::DIRENT;
+        let other = kinds.difference(EventMask::DIRENT);
+        let mut kept = EventMask::EMPTY;
+        if !dirent.is_empty() {
+            if let Some(dir) = event.dir.as_ref() {
+                let want = self.fs_mask(dir.fsid) | self.inode(Some(dir));
+                kept |= dirent & want;
+            }
+        }
+        if !other.is_empty() {
+            let Some(fsid) = event.object.or(event.dir).map(|id| id.fsid) else {
+                return kept;
+            };
+            let mut want = self.fs_mask(fsid) | self.inode(event.subject());
+            if ondir {
+                want |= self
+                    .child_dirs_by_fsid
+                    .get(&fsid)
+                    .copied()
+                    .unwrap_or_default();
+            } else {
+                let parent = self.inode(event.parent());
+                if parent.contains(EventMask::EVENT_ON_CHILD) {
+                    want |= parent;
+                }
+            }
+            if !ondir || want.contains(EventMask::ONDIR) {
+                kept |= other & want;
+            }
+        }
+        if ondir && !kept.is_empty() {
+            kept |= EventMask::ONDIR;
+        }
+        kept
+    }
+
+    fn fs_mask(&self, fsid: u64) -> EventMask {
+        self.by_fsid.get(&fsid).copied().unwrap_or_default()
+    }
+}

@@ -1,0 +1,281 @@
+//! Mark bookkeeping shared by both groups: what the kernel has marked now, keyed by the
+//! object the kernel marks ((st_dev, st_ino) for inodes, the fsid for filesystems), and the
+//! diff that turns it into a desired set with FAN_MARK_ADD / FAN_MARK_REMOVE of changed bits
+//! only, so an object whose mask is unchanged is never touched and no event is lost.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::fanotify::{Fanotify, MarkFlags, MaskFlags};
+
+use crate::error::{MarkError, WatchError};
+use crate::kinds::EventMask;
+use crate::sys;
+
+/// What one mark covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkScope {
+    /// The object at the path (and, with `event_on_child`, a directory's direct children).
+    Inode,
+    /// The whole filesystem holding the path (one `FAN_MARK_FILESYSTEM`): every directory at
+    /// any depth, including ones created later; the caller filters by path.
+    Filesystem,
+}
+
+/// One wanted mark: the daemon passes the full set to `set_marks` on every (re)load.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MarkSpec {
+    pub path: PathBuf,
+    pub scope: MarkScope,
+    pub mask: EventMask,
+}
+
+/// The kernel object a mark is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MarkKey {
+    Inode { dev: u64, ino: u64 },
+    Filesystem { fsid: u64 },
+}
+
+/// One marked (or to-be-marked) object. No fd on it is kept once it is marked: an open fd
+/// pins the dentry and would delay its `delete_self` until the fd is closed.
+#[derive(Debug)]
+pub(crate) struct MarkedObject {
+    /// The first spec path that named it (or the ancestor's path).
+    pub path: PathBuf,
+    /// An O_PATH fd while the object is being (re)marked; `None` once stored.
+    pub fd: Option<OwnedFd>,
+    /// The object's file handle (type, bytes): how a later unmark finds the very object
+    /// marked, even after its path was renamed or reused.
+    pub handle: Option<(i32, Vec<u8>)>,
+    pub fsid: u64,
+    pub is_dir: bool,
+    pub scope: MarkScope,
+    /// The union of the masks the specs asked for (empty for bookkeeping-only ancestors).
+    pub user_mask: EventMask,
+    /// The bits currently applied in the kernel.
+    pub kernel_mask: u64,
+}
+
+/// How a group turns an object's wanted mask into the kernel mask it applies.
+pub(crate) trait MarkPolicy {
+    /// Kernel mask for `object` (0 = no mark wanted).
+    fn kernel_mask(&self, object: &MarkedObject) -> u64;
+    /// Whether every ancestor directory of an inode-scope spec gets a bookkeeping mark.
+    fn mark_ancestors(&self) -> bool;
+}
+
+/// The objects currently marked in one group, and one mount fd per marked filesystem.
+#[derive(Debug, Default)]
+pub(crate) struct MarkTable {
+    pub objects: HashMap<MarkKey, MarkedObject>,
+    /// By fsid: an fd on the root of the mount a marked path is on (pins nothing that can
+    /// be deleted); open_by_handle_at opens handles through it.
+    pub mounts: HashMap<u64, OwnedFd>,
+}
+
+impl MarkTable {
+    /// Makes the kernel marks equal to `desired` (see `Watcher::set_marks`).
+    pub fn apply(
+        &mut self,
+        group: &Fanotify,
+        desired: &[MarkSpec],
+        policy: &dyn MarkPolicy,
+    ) -> Vec<MarkError> {
+        let mut errors = Vec::new();
+        let mut wanted: HashMap<MarkKey, MarkedObject> = HashMap::new();
+        for spec in desired {
+            match describe(&spec.path, spec.scope) {
+                Ok((key, object)) => {
+                    wanted.entry(key).or_insert(object).user_mask |= spec.mask;
+                }
+                Err(error) => errors.push(MarkError {
+                    path: spec.path.clone(),
+                    error,
+                }),
+            }
+        }
+        if policy.mark_ancestors() {
+            add_ancestors(&mut wanted);
+        }
+        let mut mounts = HashMap::new();
+        for object in wanted.values() {
+            if let Entry::Vacant(slot) = mounts.entry(object.fsid) {
+                let fd = self
+                    .mounts
+                    .remove(&object.fsid)
+                    .or_else(|| mount_root(object).ok());
+                if let Some(fd) = fd {
+                    slot.insert(fd);
+                }
+            }
+        }
+        let mut next: HashMap<MarkKey, MarkedObject> = HashMap::new();
+        for (key, mut object) in wanted {
+            let new_mask = policy.kernel_mask(&object);
+            let old = self.objects.remove(&key);
+            let old_mask = old.as_ref().map_or(0, |o| o.kernel_mask);
+            match change(group, &object, old_mask, new_mask) {
+                Ok(()) => {
+                    object.fd = None;
+                    object.kernel_mask = new_mask;
+                    if new_mask != 0 {
+                        next.insert(key, object);
+                    }
+                }
+                Err(error) => {
+                    if !object.user_mask.is_empty() {
+                        errors.push(MarkError {
+                            path: object.path.clone(),
+                            error,
+                        });
+                    }
+                    if let Some(old) = old {
+                        next.insert(key, old);
+                    }
+                }
+            }
+        }
+        for (_, mut stale) in self.objects.drain() {
+            // a handle that no longer opens: the object is gone and the kernel dropped its mark
+            let mount = self
+                .mounts
+                .get(&stale.fsid)
+                .or_else(|| mounts.get(&stale.fsid));
+            stale.fd = match (mount, stale.handle.as_ref()) {
+                (Some(mount), Some((handle_type, handle))) => sys::open_by_handle(
+                    mount.as_fd(),
+                    *handle_type,
+                    handle,
+                    OFlag::O_PATH | OFlag::O_CLOEXEC,
+                )
+                .ok(),
+                _ => None,
+            };
+            if stale.fd.is_some() {
+                // ENOENT: the kernel already dropped the mark; nothing else can be done
+                let _ = change(group, &stale, stale.kernel_mask, 0);
+            }
+        }
+        // keep mount fds of objects that failed to re-mark but are still marked
+        for object in next.values() {
+            if let Entry::Vacant(slot) = mounts.entry(object.fsid) {
+                if let Some(fd) = self.mounts.remove(&object.fsid) {
+                    slot.insert(fd);
+                }
+            }
+        }
+        self.objects = next;
+        self.mounts = mounts;
+        errors
+    }
+}
+
+/// Opens and identifies the object a spec names.
+fn describe(path: &Path, scope: MarkScope) -> Result<(MarkKey, MarkedObject), WatchError> {
+    let fd = sys::open_path(path).map_err(|e| WatchError::path("open", path, e))?;
+    let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| WatchError::path("fstat", path, e))?;
+    let fsid = sys::fsid_of(fd.as_fd()).map_err(|e| WatchError::path("fstatfs", path, e))?;
+    let handle = sys::handle_of(fd.as_fd()).ok();
+    let key = match scope {
+        MarkScope::Inode => MarkKey::Inode {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        },
+        MarkScope::Filesystem => MarkKey::Filesystem { fsid },
+    };
+    let object = MarkedObject {
+        path: path.to_path_buf(),
+        fd: Some(fd),
+        handle,
+        fsid,
+        is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        scope,
+        user_mask: EventMask::EMPTY,
+        kernel_mask: 0,
+    };
+    Ok((key, object))
+}
+
+/// An fd on the root directory of the mount `object` is on (walking up while the device
+/// stays the same), usable as open_by_handle_at's mount fd.
+fn mount_root(object: &MarkedObject) -> Result<OwnedFd, Errno> {
+    let fd = object.fd.as_ref().ok_or(Errno::EBADF)?;
+    let real = sys::path_of_fd(fd.as_fd())?;
+    let dev = nix::sys::stat::fstat(fd.as_fd())?.st_dev;
+    let mut root = real.as_path();
+    for dir in real.ancestors().skip(1) {
+        match nix::sys::stat::stat(dir) {
+            Ok(stat) if stat.st_dev == dev => root = dir,
+            _ => break,
+        }
+    }
+    let root_fd = sys::open_path(root)?;
+    sys::mount_fd_for(root_fd.as_fd(), root != real.as_path() || object.is_dir)
+}
+
+/// Adds every ancestor directory of the wanted objects (bookkeeping marks: a rename of any
+/// ancestor must be seen to keep cached directory paths right).
+fn add_ancestors(wanted: &mut HashMap<MarkKey, MarkedObject>) {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for object in wanted.values() {
+        let real = object.fd.as_ref().map(|fd| sys::path_of_fd(fd.as_fd()));
+        if let Some(Ok(real)) = real {
+            let mut at = real.parent();
+            while let Some(dir) = at {
+                paths.push(dir.to_path_buf());
+                at = dir.parent();
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    for path in paths {
+        if let Ok((key, object)) = describe(&path, MarkScope::Inode) {
+            wanted.entry(key).or_insert(object);
+        }
+    }
+}
+
+/// Moves one object's kernel mask from `old` to `new`: adds the new bits before removing the
+/// dropped ones, so bits present in both never stop being reported.
+fn change(group: &Fanotify, object: &MarkedObject, old: u64, new: u64) -> Result<(), WatchError> {
+    let scope_flag = match object.scope {
+        MarkScope::Inode => MarkFlags::FAN_MARK_INODE,
+        MarkScope::Filesystem => MarkFlags::FAN_MARK_FILESYSTEM,
+    };
+    let Some(fd) = object.fd.as_ref() else {
+        return Err(WatchError::path("open", &object.path, Errno::EBADF));
+    };
+    let target = sys::proc_fd_path(fd.as_fd());
+    let mark = |flag: MarkFlags, bits: u64| -> Result<(), Errno> {
+        group.mark(
+            flag | scope_flag,
+            MaskFlags::from_bits_retain(bits),
+            nix::fcntl::AT_FDCWD,
+            Some(target.as_path()),
+        )
+    };
+    let added = new & !old;
+    if added != 0 {
+        mark(MarkFlags::FAN_MARK_ADD, added)
+            .map_err(|e| WatchError::path("fanotify_mark(ADD)", &object.path, e))?;
+    }
+    let removed = old & !new;
+    if removed != 0 {
+        let result = if new == 0 {
+            mark(MarkFlags::FAN_MARK_REMOVE, old)
+        } else {
+            mark(MarkFlags::FAN_MARK_REMOVE, removed)
+        };
+        match result {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(WatchError::path("fanotify_mark(REMOVE)", &object.path, e)),
+        }
+    }
+    Ok(())
+}

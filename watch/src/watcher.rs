@@ -1,0 +1,281 @@
+//! The notification group: a FID-mode fanotify group (`FAN_REPORT_DFID_NAME|FAN_REPORT_FID`)
+//! that reports every notification kind, including create/delete/move, with the directory
+//! handle and entry name; its marks; and the read loop that turns records into
+//! [`WatchEvent`]s with absolute paths, keeping the directory-path cache right as it goes.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags};
+
+use crate::error::{MarkError, WatchError};
+use crate::filter::Filter;
+use crate::kinds::EventMask;
+use crate::marks::{MarkPolicy, MarkScope, MarkSpec, MarkTable, MarkedObject};
+use crate::record::{parse_events_buffer, ParsedEvent};
+use crate::resolve::{join_name, Resolver};
+
+/// Bytes per read: many records per system call (the kernel returns whole records only).
+const READ_BUFFER_LEN: usize = 256 * 1024;
+/// `read_events` returns after appending this many events, so one call stays short.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// One event, as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// Absolute path, from raw bytes (invalid UTF-8 preserved); empty for an overflow.
+    pub path: PathBuf,
+    /// Kind bits that a spec asked for, plus `ONDIR` when the object is a directory.
+    pub mask: EventMask,
+    /// The process (thread group) that caused the event; 0 for an overflow.
+    pub pid: i32,
+}
+
+/// The notification group.
+#[derive(Debug)]
+pub struct Watcher {
+    group: Fanotify,
+    marks: MarkTable,
+    filter: Filter,
+    resolver: Resolver,
+    buf: Vec<u8>,
+    overflows: u64,
+    unresolved: u64,
+    malformed: u64,
+}
+
+/// Kernel masks of the notification group: the asked kinds and flags, plus bookkeeping bits
+/// that let the path cache follow directory renames and deletions.
+struct NotifyPolicy;
+
+const DIR_RENAMES: u64 = libc::FAN_MOVED_FROM | libc::FAN_MOVE_SELF | libc::FAN_ONDIR;
+
+impl MarkPolicy for NotifyPolicy {
+    fn kernel_mask(&self, object: &MarkedObject) -> u64 {
+        let user = object.user_mask;
+        let asked =
+            user.notification_part().difference(EventMask::OVERFLOW) | (user & EventMask::FLAGS);
+        let bookkeeping = match (object.scope, object.is_dir, user.is_empty()) {
+            // an ancestor: only its own renames matter
+            (_, _, true) => libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
+            (MarkScope::Filesystem, _, _) => DIR_RENAMES,
+            (MarkScope::Inode, true, _) => DIR_RENAMES | libc::FAN_DELETE_SELF,
+            // its moves keep the path reported for its delete_self right
+            (MarkScope::Inode, false, _) => libc::FAN_MOVE_SELF,
+        };
+        asked.bits() | bookkeeping
+    }
+
+    fn mark_ancestors(&self) -> bool {
+        true
+    }
+}
+
+impl Watcher {
+    /// Creates the group (`FAN_CLASS_NOTIF`, FID + DFID_NAME, non-blocking, close-on-exec;
+    /// the kernel's `max_queued_events` applies, so overflow can happen and is reported).
+    pub fn new() -> Result<Self, WatchError> {
+        let flags = libc::FAN_CLASS_NOTIF
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_REPORT_DFID_NAME
+            | libc::FAN_REPORT_FID;
+        let file_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
+        let group = Fanotify::init(
+            InitFlags::from_bits_retain(flags),
+            EventFFlags::from_bits_retain(file_flags),
+        )
+        .map_err(|errno| WatchError::Init {
+            what: "FAN_CLASS_NOTIF|FAN_REPORT_DFID_NAME|FAN_REPORT_FID",
+            errno,
+        })?;
+        Ok(Watcher {
+            group,
+            marks: MarkTable::default(),
+            filter: Filter::default(),
+            resolver: Resolver::default(),
+            buf: vec![0; READ_BUFFER_LEN],
+            overflows: 0,
+            unresolved: 0,
+            malformed: 0,
+        })
+    }
+
+    /// Makes the kernel marks equal to the union of `desired`, diffing against what is marked
+    /// now: only changed bits are added or removed, an object whose mask is unchanged is not
+    /// touched (no event is lost across a reload). Objects are keyed by what the kernel marks
+    /// ((st_dev, st_ino) for inodes, the fsid for filesystems), so specs on one object OR
+    /// their masks. Returns one [`MarkError`] per spec that failed and applies the rest.
+    pub fn set_marks(&mut self, desired: &[MarkSpec]) -> Result<Vec<MarkError>, WatchError> {
+        let errors = self.marks.apply(&self.group, desired, &NotifyPolicy);
+        self.filter = Filter::from_marks(&self.marks);
+        let mounts = self
+            .marks
+            .mounts
+            .iter()
+            .filter_map(|(fsid, fd)| Some((*fsid, fd.try_clone().ok()?)));
+        self.resolver.set_mounts(mounts.collect());
+        Ok(errors)
+    }
+
+    /// Reads everything available without blocking and appends the events the specs asked
+    /// for. Returns how many were appended; `Ok(0)` means the queue is empty (EAGAIN). After
+    /// `Ok(n)` with n > 0, call again until `Ok(0)`.
+    pub fn read_events(&mut self, out: &mut Vec<WatchEvent>) -> Result<usize, WatchError> {
+        let start = out.len();
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            if out.len() - start >= MAX_BATCH {
+                break Ok(());
+            }
+            match nix::unistd::read(&self.group, &mut buf) {
+                Ok(0) | Err(Errno::EAGAIN) => break Ok(()),
+                Ok(n) => self.process(&buf[..n.min(buf.len())], out),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => {
+                    break Err(WatchError::Group {
+                        syscall: "read",
+                        errno,
+                    })
+                }
+            }
+        };
+        self.buf = buf;
+        result.map(|()| out.len() - start)
+    }
+
+    /// Queue overflows seen (each also returned as an `OVERFLOW` event).
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    /// Events skipped because no path could be found for them (stale handles).
+    pub fn unresolved(&self) -> u64 {
+        self.unresolved
+    }
+
+    /// Records skipped because they were malformed.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    fn process(&mut self, buf: &[u8], out: &mut Vec<WatchEvent>) {
+        for record in parse_events_buffer(buf) {
+            let event = match record {
+                Ok(event) if event.info_error.is_none() => event,
+                _ => {
+                    self.malformed += 1;
+                    continue;
+                }
+            };
+            if event.mask & libc::FAN_Q_OVERFLOW != 0 {
+                self.overflows += 1;
+                // a rename may have been lost with the dropped events
+                self.resolver.clear();
+                out.push(WatchEvent {
+                    path: PathBuf::new(),
+                    mask: EventMask::OVERFLOW,
+                    pid: 0,
+                });
+                continue;
+            }
+            let wanted = self.filter.wanted(&event);
+            self.follow_renames(&event);
+            let moved = event.mask & libc::FAN_MOVE_SELF != 0;
+            if !wanted.is_empty() || moved {
+                match self.event_path(&event) {
+                    Some(path) => {
+                        if let (true, Some(subject)) = (moved, event.subject()) {
+                            self.filter.moved(subject, &path);
+                        }
+                        if !wanted.is_empty() {
+                            out.push(WatchEvent {
+                                path,
+                                mask: wanted,
+                                pid: event.pid,
+                            });
+                        }
+                    }
+                    None => self.unresolved += u64::from(!wanted.is_empty()),
+                }
+            }
+            self.follow_deletes(&event);
+        }
+    }
+
+    /// The event's path: directory (cached) + name, else the object's own handle, else the
+    /// path it was marked by.
+    fn event_path(&mut self, event: &ParsedEvent<'_>) -> Option<PathBuf> {
+        let ondir = event.mask & libc::FAN_ONDIR != 0;
+        if let Some(dir) = event.dir.as_ref() {
+            let name = event.name.unwrap_or(b".");
+            if let Ok(path) = self.resolver.with_dir(dir, |d| join_name(d, name)) {
+                return Some(path);
+            }
+        }
+        let object = event.subject()?;
+        let resolved = if ondir {
+            self.resolver.with_dir(object, Path::to_path_buf)
+        } else {
+            self.resolver.resolve(object)
+        };
+        resolved.ok().or_else(|| self.filter.marked_path(object))
+    }
+
+    /// Keeps the directory cache true: a renamed directory's subtree is forgotten before the
+    /// event is resolved (so its `move_self` reports where it went), and resolved again on
+    /// next use.
+    fn follow_renames(&mut self, event: &ParsedEvent<'_>) {
+        if event.mask & libc::FAN_ONDIR == 0 {
+            return;
+        }
+        if event.mask & libc::FAN_MOVED_FROM != 0 {
+            let old = match (event.dir.as_ref(), event.name) {
+                (Some(dir), Some(name)) => {
+                    self.resolver.cached_dir(dir).map(|d| join_name(d, name))
+                }
+                _ => None,
+            };
+            self.forget_tree(old);
+        }
+        if event.mask & libc::FAN_MOVE_SELF != 0 {
+            let old = event
+                .subject()
+                .and_then(|id| self.resolver.cached_dir(id).map(Path::to_path_buf));
+            self.forget_tree(old);
+        }
+    }
+
+    /// A deleted directory is forgotten after its last event was resolved.
+    fn follow_deletes(&mut self, event: &ParsedEvent<'_>) {
+        if event.mask & libc::FAN_ONDIR == 0 {
+            return;
+        }
+        if event.mask & libc::FAN_DELETE_SELF != 0 {
+            if let Some(id) = event.subject() {
+                self.resolver.forget_dir(id);
+            }
+        }
+    }
+
+    fn forget_tree(&mut self, old: Option<PathBuf>) {
+        match old {
+            Some(old) => self.resolver.forget_tree(&old),
+            // where it was is unknown, so any cached path may be below it
+            None => self.resolver.clear(),
+        }
+    }
+}
+
+impl AsFd for Watcher {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.group.as_fd()
+    }
+}
+
+impl AsRawFd for Watcher {
+    fn as_raw_fd(&self) -> RawFd {
+        self.group.as_fd().as_raw_fd()
+    }
+}

@@ -1,0 +1,126 @@
+//! `set_marks` is a diff: adding or removing one spec leaves the others' events flowing,
+//! re-applying the same set loses nothing, specs on one object OR their masks, and a spec
+//! that cannot be marked is reported alone.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use triggerd_watch::{EventMask as M, MarkScope, MarkSpec};
+
+fn child_writes(dir: &std::path::Path) -> MarkSpec {
+    spec(dir, MarkScope::Inode, M::CLOSE_WRITE | M::EVENT_ON_CHILD)
+}
+
+#[test]
+fn removing_a_spec_stops_only_its_events() {
+    let (_g1, one) = tempdir();
+    let (_g2, two) = tempdir();
+    let mut watcher = new_watcher();
+    let both = [child_writes(&one), child_writes(&two)];
+    mark(&mut watcher, &both);
+    let mut events = Vec::new();
+    fs::write(one.join("a"), b"").unwrap();
+    fs::write(two.join("a"), b"").unwrap();
+    expect(&mut watcher, &mut events, &one.join("a"), M::CLOSE_WRITE);
+    expect(&mut watcher, &mut events, &two.join("a"), M::CLOSE_WRITE);
+
+    mark(&mut watcher, &both[..1]);
+    events.clear();
+    fs::write(two.join("b"), b"").unwrap();
+    fs::write(one.join("b"), b"").unwrap(); // queued after two/b: when seen, two/b was read
+    expect(&mut watcher, &mut events, &one.join("b"), M::CLOSE_WRITE);
+    assert!(
+        events.iter().all(|e| !e.path.starts_with(&two)),
+        "{events:#?}"
+    );
+
+    mark(&mut watcher, &both);
+    fs::write(two.join("c"), b"").unwrap();
+    expect(&mut watcher, &mut events, &two.join("c"), M::CLOSE_WRITE);
+}
+
+#[test]
+fn specs_on_one_object_or_their_masks_and_failures_stay_alone() {
+    let (_guard, dir) = tempdir();
+    let mut watcher = new_watcher();
+    let missing = dir.join("not-there");
+    let errors = watcher
+        .set_marks(&[
+            spec(&dir, MarkScope::Inode, M::CREATE),
+            spec(&missing, MarkScope::Inode, M::CREATE),
+            child_writes(&dir),
+        ])
+        .unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, missing);
+    assert_eq!(errors[0].error.errno(), Some(nix::errno::Errno::ENOENT));
+    let file = dir.join("f");
+    fs::write(&file, b"").unwrap();
+    let mut events = Vec::new();
+    expect(&mut watcher, &mut events, &file, M::CREATE | M::CLOSE_WRITE);
+}
+
+#[test]
+fn reapplying_marks_while_writing_loses_no_event() {
+    const FILES: usize = 2000;
+    let (_g1, dir) = tempdir();
+    let (_g2, other) = tempdir();
+    let mut watcher = new_watcher();
+    let base = child_writes(&dir);
+    mark(&mut watcher, std::slice::from_ref(&base));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let dir = dir.clone();
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            for i in 0..FILES {
+                fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut events = Vec::new();
+    let mut round = 0usize;
+    while !done.load(Ordering::SeqCst) {
+        // the same set, then a set with one more and one changed spec, then back
+        let specs = match round % 3 {
+            0 => vec![base.clone()],
+            1 => vec![
+                base.clone(),
+                child_writes(&other),
+                spec(&dir, MarkScope::Inode, M::CREATE),
+            ],
+            _ => vec![base.clone(), child_writes(&other)],
+        };
+        mark(&mut watcher, &specs);
+        watcher.read_events(&mut events).unwrap();
+        round += 1;
+    }
+    writer.join().unwrap();
+    let want: HashSet<PathBuf> = (0..FILES).map(|i| dir.join(format!("f{i}"))).collect();
+    let seen = |events: &[triggerd_watch::WatchEvent]| {
+        events
+            .iter()
+            .filter(|e| e.mask.contains(M::CLOSE_WRITE))
+            .map(|e| e.path.clone())
+            .collect::<HashSet<_>>()
+    };
+    let complete = read_until(&mut watcher, &mut events, |evs| {
+        seen(evs).is_superset(&want)
+    });
+    assert!(
+        complete,
+        "missing {} of {FILES} after {round} re-marks",
+        want.difference(&seen(&events)).count()
+    );
+    assert!(
+        round > 3,
+        "the writer finished before marks were re-applied"
+    );
+}
