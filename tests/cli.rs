@@ -12,24 +12,45 @@ fn triggerd() -> Command {
 }
 
 fn repo_file(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 #[test]
 fn check_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
-    let ok = triggerd().arg("check").arg(repo_file("etc/triggerd.conf")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = triggerd()
+        .arg("check")
+        .arg(repo_file("etc/triggerd.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.conf");
-    std::fs::write(&bad, "[[watch]]\npath = \"/srv\"\nevents = \"clse_write\"\nexec = [\"/bin/true\"]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[[watch]]\npath = \"/srv\"\nevents = \"clse_write\"\nexec = [\"/bin/true\"]\n",
+    )
+    .unwrap();
     for args in [vec!["check"], vec!["--config"]] {
         let out = triggerd().args(&args).arg(&bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.starts_with(&format!("{}:3: [[watch]]: events:", bad.display())), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}:3: [[watch]]: events:", bad.display())),
+            "{stderr}"
+        );
     }
-    let missing = triggerd().arg("check").arg(dir.path().join("nope.conf")).output().unwrap();
+    let missing = triggerd()
+        .arg("check")
+        .arg(dir.path().join("nope.conf"))
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     let usage = triggerd().arg("--no-such-flag").output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
@@ -52,7 +73,10 @@ fn triggerctl_status_prints_a_table_and_json() {
     let table = ctl(false);
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("RULE") && text.contains("MATCHED") && text.contains("docs"), "{text}");
+    assert!(
+        text.contains("RULE") && text.contains("MATCHED") && text.contains("docs"),
+        "{text}"
+    );
     let json = ctl(true);
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(parsed["rules"][0]["name"], "docs");
@@ -79,7 +103,11 @@ fn systemd_unit_verifies() {
     let unit = unit.replace("/usr/local/bin/triggerd", &bin.display().to_string());
     let path = dir.path().join("triggerd.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new(analyze).arg("verify").arg(&path).output().unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let problems: Vec<&str> = stderr
         .lines()

@@ -15,7 +15,9 @@ fn cat(path: &std::path::Path) -> std::io::Result<String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()))
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 }
 
@@ -36,12 +38,18 @@ fn permission_rule_decides_by_exit_status() {
     daemon.wait_watching();
 
     let denied = cat(&daemon.path("secret")).expect_err("denied");
-    assert!(denied.to_string().contains("Operation not permitted"), "{denied}");
+    assert!(
+        denied.to_string().contains("Operation not permitted"),
+        "{denied}"
+    );
     assert_eq!(cat(&daemon.path("public")).unwrap(), "open");
 
     let started = Instant::now();
     assert!(cat(&daemon.path("slow-deny")).is_err());
-    assert!(started.elapsed() < Duration::from_secs(30), "timeout cut the action off");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "timeout cut the action off"
+    );
     assert_eq!(cat(&daemon.path("slow-allow")).unwrap(), "x");
 
     let deny = daemon.rule("deny");
@@ -65,7 +73,10 @@ fn own_action_does_not_fire_its_rule_again() {
         (r.loops_suppressed >= 1 && r.running == 0).then_some(r)
     });
     assert_eq!(rule.fired, 1, "{rule:?}");
-    assert_eq!(fs::read_to_string(daemon.path("in/start.log")).unwrap(), "again\n");
+    assert_eq!(
+        fs::read_to_string(daemon.path("in/start.log")).unwrap(),
+        "again\n"
+    );
 }
 
 #[test]
@@ -84,7 +95,11 @@ fn timeout_kills_the_whole_process_group() {
         (r.failed == 1 && r.running == 0).then_some(r)
     });
     assert_eq!(rule.fired, 1);
-    let pid: i32 = fs::read_to_string(daemon.path("grandchild.pid")).unwrap().trim().parse().unwrap();
+    let pid: i32 = fs::read_to_string(daemon.path("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     wait_for("the grandchild to be gone", DEADLINE, || {
         let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         (state.is_empty() || state.contains(") Z ")).then_some(())
@@ -124,8 +139,16 @@ fn busy_rules_queue_or_drop() {
         let q = daemon.rule("queue");
         (q.fired == 5 && q.running == 0).then_some(())
     });
-    assert_eq!(fs::read_to_string(daemon.out().join("queue")).unwrap().len(), 5);
-    assert_eq!(fs::read_to_string(daemon.out().join("drop")).unwrap().len(), 1);
+    assert_eq!(
+        fs::read_to_string(daemon.out().join("queue"))
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        fs::read_to_string(daemon.out().join("drop")).unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -157,7 +180,11 @@ fn action_sees_environment_and_failures_are_counted() {
     daemon.write_config(
         "[[watch]]\nname = \"env\"\npath = \"{dir}/in\"\nevents = \"close_write\"\nuser = \"nobody\"\nexec = [\"/bin/sh\", \"-c\", \"env | grep ^TRIGGERD_ | sort > \\\"$0\\\"; id -u >> \\\"$0\\\"; exit 3\", \"{out}/env\"]\n",
     );
-    fs::set_permissions(daemon.out(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::set_permissions(
+        daemon.out(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     daemon.reload();
     daemon.wait_watching();
     fs::write(daemon.path("in/file"), "x").unwrap();

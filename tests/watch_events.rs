@@ -18,7 +18,11 @@ fn rule(name: &str, path: &str, events: &str) -> String {
 }
 
 fn sh(script: &str) {
-    let status = Command::new("/bin/sh").arg("-c").arg(script).status().expect("sh");
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .expect("sh");
     assert!(status.success(), "{script}");
 }
 
@@ -34,8 +38,16 @@ fn runs_of(daemon: &Daemon, rule: &str) -> Vec<String> {
 #[test]
 fn every_event_kind_fires_its_rule() {
     let kinds = [
-        "access", "modify", "attrib", "open", "close_write", "close_nowrite", "create", "delete",
-        "moved_from", "moved_to",
+        "access",
+        "modify",
+        "attrib",
+        "open",
+        "close_write",
+        "close_nowrite",
+        "create",
+        "delete",
+        "moved_from",
+        "moved_to",
     ];
     let mut config: String = kinds.iter().map(|k| rule(k, "{dir}/w", k)).collect();
     config += &rule("delete_self", "{dir}/gone", "delete_self");
@@ -101,7 +113,9 @@ fn facron_lines_pasted_verbatim_fire() {
     daemon.reload();
     daemon.wait_watching();
     let d = daemon.dir.path().display().to_string();
-    sh(&format!("echo x > {d}/spool/job1 && echo y >> {d}/app.conf"));
+    sh(&format!(
+        "echo x > {d}/spool/job1 && echo y >> {d}/app.conf"
+    ));
     common::wait_for("facron runs", common::DEADLINE, || {
         let spool = runs_of(&daemon, "spool");
         let close = runs_of(&daemon, "close");
@@ -111,7 +125,12 @@ fn facron_lines_pasted_verbatim_fire() {
             && all.contains(&"app.conf".to_string()))
         .then_some(())
     });
-    let names: Vec<String> = daemon.status().rules.iter().map(|r| r.name.clone()).collect();
+    let names: Vec<String> = daemon
+        .status()
+        .rules
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
     assert!(names.contains(&format!("watch:{d}/spool")), "{names:?}");
 }
 
@@ -125,7 +144,9 @@ fn recursive_watch_covers_directories_made_after_start() {
     daemon.reload();
     daemon.wait_watching();
     let d = daemon.dir.path().display().to_string();
-    sh(&format!("cd {d}/tree && mkdir -p a/b/c/d && echo x > a/b/c/d/f"));
+    sh(&format!(
+        "cd {d}/tree && mkdir -p a/b/c/d && echo x > a/b/c/d/f"
+    ));
     let runs = wait_records(&daemon.out(), 1);
     let run = runs.iter().find(|r| r[0] == "tree").unwrap();
     assert_eq!(run[1], OsString::from(format!("{d}/tree/a/b/c/d/f")));
@@ -136,7 +157,11 @@ fn recursive_watch_covers_directories_made_after_start() {
     fs::create_dir_all(daemon.path("tree/z")).unwrap();
     fs::write(daemon.path("tree/z/g"), "x").unwrap();
     let runs = wait_records(&daemon.out(), 2);
-    assert!(runs.iter().all(|r| !r[1].to_string_lossy().ends_with("/outside")), "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| !r[1].to_string_lossy().ends_with("/outside")),
+        "{runs:?}"
+    );
 }
 
 #[test]
@@ -158,7 +183,11 @@ fn hostile_names_arrive_as_one_argument() {
         b"semi;colon|pipe&amp`tick`".to_vec(),
     ];
     for name in &names {
-        fs::write(daemon.path("in").join(OsString::from_vec(name.clone())), "x").unwrap();
+        fs::write(
+            daemon.path("in").join(OsString::from_vec(name.clone())),
+            "x",
+        )
+        .unwrap();
     }
     let runs = wait_records(&daemon.out(), names.len());
     let dir = daemon.path("in");
@@ -169,7 +198,10 @@ fn hostile_names_arrive_as_one_argument() {
         arg.push(&path);
         path = arg;
         let expected = vec![name.clone(), path];
-        assert!(runs.contains(&expected), "{name:?} not passed intact: {runs:?}");
+        assert!(
+            runs.contains(&expected),
+            "{name:?} not passed intact: {runs:?}"
+        );
     }
     assert_eq!(runs.len(), names.len(), "one run per file: {runs:?}");
 }

@@ -59,10 +59,15 @@ fn bad_config_on_reload_keeps_the_old_rules() {
     daemon.reload();
     daemon.wait_watching();
 
-    daemon.write_config("[[watch]]\npath = \"{dir}/in\"\nevents = [\"close_wirte\"]\nexec = [\"/bin/true\"]\n");
+    daemon.write_config(
+        "[[watch]]\npath = \"{dir}/in\"\nevents = [\"close_wirte\"]\nexec = [\"/bin/true\"]\n",
+    );
     let status = daemon.reload();
     let error = status.reload_error.expect("the reload is refused");
-    assert!(error.contains("triggerd.conf:7:"), "names file and line: {error}");
+    assert!(
+        error.contains("triggerd.conf:7:"),
+        "names file and line: {error}"
+    );
     assert!(error.contains("events"), "names the key: {error}");
     assert!(daemon.log_text().contains("reload refused"), "logged");
 
@@ -117,7 +122,10 @@ fn queue_overflow_is_counted_and_delivered() {
     let status = wait_for("the overflow", DEADLINE, || {
         daemon.try_status().filter(|s| s.watch.overflows > 0)
     });
-    assert!(status.rules.iter().all(|r| r.overflowed > 0), "counted for every watch: {status:?}");
+    assert!(
+        status.rules.iter().all(|r| r.overflowed > 0),
+        "counted for every watch: {status:?}"
+    );
     wait_for("the overflow rule to run", DEADLINE, || {
         common::records(&daemon.out())
             .iter()

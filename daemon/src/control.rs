@@ -92,7 +92,9 @@ async fn answer(stream: UnixStream, responder: Arc<dyn Responder>) {
             Err(e) => Reply::Error(format!("bad request: {e}")),
         };
         line.clear();
-        let Ok(mut text) = serde_json::to_string(&reply) else { break };
+        let Ok(mut text) = serde_json::to_string(&reply) else {
+            break;
+        };
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             break;

@@ -41,7 +41,11 @@ struct State {
 
 impl Responder for State {
     fn status(&self) -> Status {
-        let (reloads, reload_error) = self.reloads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (reloads, reload_error) = self
+            .reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Status {
             pid: std::process::id(),
             config: self
@@ -54,17 +58,26 @@ impl Responder for State {
             reloads,
             reload_error,
             rules: self.dispatcher.status(),
-            watch: self.watch.status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            watch: self
+                .watch
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
 
 /// Runs the daemon on `config` until a `Shutdown` command (or the sender is dropped).
-pub async fn run(config: Config, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) -> Result<(), DaemonError> {
     let dispatcher = Dispatcher::new();
     dispatcher.apply(&config);
     let (stop, stopped) = watch::channel(false);
-    let (watch_handle, watch_loop) = fanotify::start(Arc::clone(&dispatcher), Marks::of(&config), stopped.clone())?;
+    let (watch_handle, watch_loop) =
+        fanotify::start(Arc::clone(&dispatcher), Marks::of(&config), stopped.clone())?;
     let watch_task = tokio::spawn(watch_loop);
 
     let control_path = config.daemon.control.clone();
@@ -127,7 +140,12 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 /// Loads the config file again; a bad one is reported and the running config stays.
 async fn reload(state: &State) {
     systemd::reloading();
-    let file = state.config.lock().unwrap_or_else(|p| p.into_inner()).file.clone();
+    let file = state
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .file
+        .clone();
     let outcome = match config::load(&file) {
         Ok(new) => {
             let applied = state.dispatcher.apply(&new);
@@ -138,7 +156,13 @@ async fn reload(state: &State) {
                 removed = applied.removed,
                 "config reloaded"
             );
-            if new.daemon != state.config.lock().unwrap_or_else(|p| p.into_inner()).daemon {
+            if new.daemon
+                != state
+                    .config
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .daemon
+            {
                 tracing::warn!("[daemon] settings changed: they take effect at the next restart");
             }
             *state.config.lock().unwrap_or_else(|p| p.into_inner()) = new;
@@ -151,7 +175,10 @@ async fn reload(state: &State) {
     };
     let status = match &outcome {
         None => "STATUS=running".to_string(),
-        Some(e) => format!("STATUS=reload refused: {}", e.lines().next().unwrap_or_default()),
+        Some(e) => format!(
+            "STATUS=reload refused: {}",
+            e.lines().next().unwrap_or_default()
+        ),
     };
     {
         let mut reloads = state.reloads.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 /// Sends one notification (`"READY=1\nSTATUS=..."`); errors are logged, never fatal.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let bytes = path.as_encoded_bytes();
     let address = match bytes.strip_prefix(b"@") {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name),

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use triggerd::config::{self, ConfigError};
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -38,7 +40,9 @@ fn invalid_fixtures_name_line_and_key() {
             .next()
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{} has no `# expect:` line", file.display()));
-        let (line, message) = expect.split_once(": ").unwrap_or((expect.trim_end_matches(':'), ""));
+        let (line, message) = expect
+            .split_once(": ")
+            .unwrap_or((expect.trim_end_matches(':'), ""));
         let error = match config::load(&file) {
             Ok(_) => panic!("{} should be refused", file.display()),
             Err(e @ ConfigError::Invalid { .. }) => e.to_string(),
@@ -46,7 +50,9 @@ fn invalid_fixtures_name_line_and_key() {
         };
         let prefix = format!("{}:{line}: ", file.display());
         assert!(
-            error.lines().any(|l| l.starts_with(&prefix) && l.contains(message.trim())),
+            error
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(message.trim())),
             "{}: expected `{prefix}…{message}`, got:\n{error}",
             file.display()
         );
@@ -110,7 +116,18 @@ fn mutated_configs_never_panic() {
         .map(|f| std::fs::read(f).unwrap())
         .collect();
     let tokens: [&[u8]; 12] = [
-        b"[[watch]]\n", b"'''", b"\"", b"=", b"\n", b"|", b"$$", b"[", b"]", b"{", b"\xff", b"events = \"",
+        b"[[watch]]\n",
+        b"'''",
+        b"\"",
+        b"=",
+        b"\n",
+        b"|",
+        b"$$",
+        b"[",
+        b"]",
+        b"{",
+        b"\xff",
+        b"events = \"",
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let path = Path::new("fuzz.conf");

@@ -25,7 +25,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -81,9 +84,13 @@ impl Daemon {
     }
 
     fn start_inner(rules: &str, lock_held: Option<()>) -> Self {
-        let dir = tempfile::Builder::new().prefix("triggerd-e2e").tempdir_in(test_root()).expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("triggerd-e2e")
+            .tempdir_in(test_root())
+            .expect("tempdir");
         // Actions may run as another user (`user = "nobody"`): let them reach their files.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let socket = dir.path().join("control.sock");
         let config = dir.path().join("triggerd.conf");
         let log = dir.path().join("daemon.log");
@@ -168,7 +175,10 @@ impl Daemon {
     }
 
     pub fn try_status(&self) -> Option<Status> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
         match runtime.block_on(triggerd::control::request(&self.socket, &Request::Status)) {
             Ok(Reply::Status(s)) => Some(s),
             _ => None,
@@ -177,7 +187,8 @@ impl Daemon {
 
     pub fn status(&mut self) -> Status {
         self.assert_alive();
-        self.try_status().unwrap_or_else(|| panic!("no status; log:\n{}", self.log_text()))
+        self.try_status()
+            .unwrap_or_else(|| panic!("no status; log:\n{}", self.log_text()))
     }
 
     /// Sends SIGUSR1 and waits until the daemon has counted the reload.
@@ -192,7 +203,8 @@ impl Daemon {
     /// Waits for the marks to be in place (no failing marks).
     pub fn wait_watching(&mut self) {
         wait_for("all marks", DEADLINE, || {
-            self.try_status().filter(|s| s.watch.failing_marks.is_empty())
+            self.try_status()
+                .filter(|s| s.watch.failing_marks.is_empty())
         });
     }
 
@@ -220,7 +232,10 @@ impl Drop for Daemon {
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!("--- triggerd log (last 60 lines) ---\n{}\n---", tail.join("\n"));
+            eprintln!(
+                "--- triggerd log (last 60 lines) ---\n{}\n---",
+                tail.join("\n")
+            );
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -247,7 +262,9 @@ fn write_recorder(path: &Path) {
 /// The argument lists of every completed run recorded in `out`.
 pub fn records(out: &Path) -> Vec<Vec<OsString>> {
     let mut runs = Vec::new();
-    let Ok(entries) = std::fs::read_dir(out) else { return runs };
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return runs;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "rec") {
@@ -255,7 +272,11 @@ pub fn records(out: &Path) -> Vec<Vec<OsString>> {
                 // Every argument ends with a NUL, so the last split piece is empty.
                 let mut args: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
                 args.pop();
-                runs.push(args.iter().map(|a| OsString::from_vec(a.to_vec())).collect());
+                runs.push(
+                    args.iter()
+                        .map(|a| OsString::from_vec(a.to_vec()))
+                        .collect(),
+                );
             }
         }
     }
@@ -264,8 +285,12 @@ pub fn records(out: &Path) -> Vec<Vec<OsString>> {
 
 /// Waits until at least `n` runs are recorded in `out` and returns them.
 pub fn wait_records(out: &Path, n: usize) -> Vec<Vec<OsString>> {
-    wait_for(&format!("{n} recorded runs in {}", out.display()), DEADLINE, || {
-        let r = records(out);
-        (r.len() >= n).then_some(r)
-    })
+    wait_for(
+        &format!("{n} recorded runs in {}", out.display()),
+        DEADLINE,
+        || {
+            let r = records(out);
+            (r.len() >= n).then_some(r)
+        },
+    )
 }

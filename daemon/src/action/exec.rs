@@ -60,14 +60,20 @@ pub async fn run_exec(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let program = action.argv.first().map(|p| p.to_string_lossy().into_owned());
+            let program = action
+                .argv
+                .first()
+                .map(|p| p.to_string_lossy().into_owned());
             let message = format!("{}: {e}", program.unwrap_or_default());
             tracing::warn!(rule, "cannot start: {message}");
             return (ExecOutcome::SpawnFailed(message), Vec::new());
         }
     };
     let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return (ExecOutcome::SpawnFailed("child vanished".into()), Vec::new());
+        return (
+            ExecOutcome::SpawnFailed("child vanished".into()),
+            Vec::new(),
+        );
     };
     let running = Running { pgid: pid };
     started(running);
@@ -79,8 +85,14 @@ pub async fn run_exec(
             let _ = stdin.write_all(&payload).await;
         });
     }
-    let stdout = child.stdout.take().map(|out| tokio::spawn(log_lines(rule.to_owned(), "stdout", out)));
-    let stderr = child.stderr.take().map(|err| tokio::spawn(log_lines(rule.to_owned(), "stderr", err)));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(log_lines(rule.to_owned(), "stdout", out)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|err| tokio::spawn(log_lines(rule.to_owned(), "stderr", err)));
 
     let waited = match timeout {
         Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
@@ -129,14 +141,24 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> Command {
         .env("TRIGGERD_SOURCE", event.source.as_str())
         .env("TRIGGERD_ID", event.id.to_string())
         .env("TRIGGERD_PATH", path.as_os_str())
-        .env("TRIGGERD_DIR", path.parent().map(|p| p.as_os_str()).unwrap_or_default())
+        .env(
+            "TRIGGERD_DIR",
+            path.parent().map(|p| p.as_os_str()).unwrap_or_default(),
+        )
         .env("TRIGGERD_NAME", path.file_name().unwrap_or_default())
         .env("TRIGGERD_EVENT", event.mask.to_string())
         .env("TRIGGERD_MASK", event.mask.bits().to_string())
-        .env("TRIGGERD_PID", event.pid.map(|p| p.to_string()).unwrap_or_default())
+        .env(
+            "TRIGGERD_PID",
+            event.pid.map(|p| p.to_string()).unwrap_or_default(),
+        )
         .env(
             "TRIGGERD_TIME",
-            format!("{}.{:09}", since_epoch.as_secs(), since_epoch.subsec_nanos()),
+            format!(
+                "{}.{:09}",
+                since_epoch.as_secs(),
+                since_epoch.subsec_nanos()
+            ),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -43,7 +43,9 @@ fn token_value(token: u8, event: &Event) -> Option<Vec<u8>> {
             .map_or_else(Vec::new, |n| n.as_bytes().to_vec()),
         b'%' => event.mask.to_string().into_bytes(),
         b'&' => event.mask.bits().to_string().into_bytes(),
-        b'*' => event.pid.map_or_else(Vec::new, |p| p.to_string().into_bytes()),
+        b'*' => event
+            .pid
+            .map_or_else(Vec::new, |p| p.to_string().into_bytes()),
         _ => return None,
     })
 }
@@ -73,14 +75,23 @@ mod tests {
         let got = substitute(OsStr::new("--file=$$"), &e);
         assert_eq!(got.as_bytes(), b"--file=/srv/in/a b\n'\"$x\xff");
         assert_eq!(substitute(OsStr::new("$@"), &e).as_bytes(), b"/srv/in");
-        assert_eq!(substitute(OsStr::new("$#"), &e).as_bytes(), b"a b\n'\"$x\xff");
-        assert_eq!(substitute(OsStr::new("$*:$%"), &e), OsStr::new("42:close_write"));
+        assert_eq!(
+            substitute(OsStr::new("$#"), &e).as_bytes(),
+            b"a b\n'\"$x\xff"
+        );
+        assert_eq!(
+            substitute(OsStr::new("$*:$%"), &e),
+            OsStr::new("42:close_write")
+        );
         assert_eq!(substitute(OsStr::new("$&"), &e), OsStr::new("8"));
     }
 
     #[test]
     fn other_dollars_are_left_alone() {
         let e = event(b"/a");
-        assert_eq!(substitute(OsStr::new("$HOME $1 $"), &e), OsStr::new("$HOME $1 $"));
+        assert_eq!(
+            substitute(OsStr::new("$HOME $1 $"), &e),
+            OsStr::new("$HOME $1 $")
+        );
     }
 }

@@ -28,7 +28,10 @@ enum Verb {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("triggerctl: {e}");
@@ -63,7 +66,10 @@ fn main() -> ExitCode {
 }
 
 fn print_status(status: &Status) {
-    println!("triggerd pid {} config {} reloads {}", status.pid, status.config, status.reloads);
+    println!(
+        "triggerd pid {} config {} reloads {}",
+        status.pid, status.config, status.reloads
+    );
     if let Some(e) = &status.reload_error {
         println!("last reload refused (previous config running):\n{e}");
     }
@@ -76,8 +82,17 @@ fn print_status(status: &Status) {
         println!("  not watched yet: {path}: {why}");
     }
     let header = [
-        "RULE", "KIND", "SUBJECT", "EVENTS", "MATCHED", "FIRED", "FAILED", "DROPPED", "OVERFLOWED",
-        "RUNNING", "QUEUED",
+        "RULE",
+        "KIND",
+        "SUBJECT",
+        "EVENTS",
+        "MATCHED",
+        "FIRED",
+        "FAILED",
+        "DROPPED",
+        "OVERFLOWED",
+        "RUNNING",
+        "QUEUED",
     ];
     let rows: Vec<Vec<String>> = status
         .rules
@@ -99,7 +114,13 @@ fn print_status(status: &Status) {
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells

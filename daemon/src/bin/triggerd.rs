@@ -12,7 +12,10 @@ use triggerd::{config, Command};
 const DEFAULT_CONFIG: &str = "/etc/triggerd.conf";
 
 #[derive(Parser)]
-#[command(version, about = "Per-host event daemon: fanotify watches fire local actions")]
+#[command(
+    version,
+    about = "Per-host event daemon: fanotify watches fire local actions"
+)]
 struct Cli {
     /// The config file.
     #[arg(long, short, default_value = DEFAULT_CONFIG)]

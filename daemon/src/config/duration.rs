@@ -6,7 +6,9 @@ use std::time::Duration;
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("`{text}` has no unit (write e.g. \"{text}s\" or \"{text}ms\")"));
+        return Err(format!(
+            "`{text}` has no unit (write e.g. \"{text}s\" or \"{text}ms\")"
+        ));
     }
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration: {e}"))
 }

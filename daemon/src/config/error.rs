@@ -27,7 +27,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", Listing { file, problems })]
-    Invalid { file: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {

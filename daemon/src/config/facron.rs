@@ -88,7 +88,13 @@ mod tests {
         assert_eq!(lines[0].path, "/srv/a");
         assert_eq!(lines[0].masks, "FAN_CLOSE_WRITE");
         assert_eq!(lines[0].argv, ["/bin/echo", "two words", "$$"]);
-        assert_eq!(problems, [Problem::new(14, "facron: a line needs `<path> <masks> <command> [args...]`")]);
+        assert_eq!(
+            problems,
+            [Problem::new(
+                14,
+                "facron: a line needs `<path> <masks> <command> [args...]`"
+            )]
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ pub struct WatchTrigger {
 impl WatchTrigger {
     /// Whether an event on `path` with kinds `mask` concerns this watch.
     pub fn matches(&self, path: &Path, mask: EventMask) -> bool {
-        if !self.events.intersects(mask.notification_part().union(mask.permission_part())) {
+        if !self
+            .events
+            .intersects(mask.notification_part().union(mask.permission_part()))
+        {
             return false;
         }
         if mask.contains(EventMask::ONDIR) && !self.wants_directory_event(mask) {

@@ -85,7 +85,11 @@ pub fn parse(text: &str) -> Result<RawFile, Problem> {
 /// 1-based line of a byte offset.
 pub fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The key of a `key = value` line containing `offset`, when there is one.

@@ -49,9 +49,18 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         None => DaemonConfig::default(),
     };
     let mut rules = Vec::new();
-    let daemon_facron = raw.daemon.as_ref().and_then(|d| d.get_ref().facron.as_ref());
+    let daemon_facron = raw
+        .daemon
+        .as_ref()
+        .and_then(|d| d.get_ref().facron.as_ref());
     for table in raw.facron.iter().chain(daemon_facron) {
-        facron_rules(text, table.span(), table.get_ref(), &mut rules, &mut problems);
+        facron_rules(
+            text,
+            table.span(),
+            table.get_ref(),
+            &mut rules,
+            &mut problems,
+        );
     }
     for watch in &raw.watch {
         let table = Table {
@@ -87,7 +96,9 @@ fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>
     if let Some(mode) = &raw.control_mode {
         match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
             Ok(m) if m <= 0o777 => config.control_mode = m,
-            _ => problems.push(table.problem("control_mode", "expected an octal mode like \"0600\"")),
+            _ => {
+                problems.push(table.problem("control_mode", "expected an octal mode like \"0600\""))
+            }
         }
     }
     if let Some(grace) = &raw.shutdown_grace {
@@ -117,7 +128,8 @@ fn facron_rules(
     problems.append(&mut found);
     for entry in lines {
         let line = first_line + entry.index;
-        let mut line_problem = |m: String| problems.push(Problem::new(line, format!("facron: {m}")));
+        let mut line_problem =
+            |m: String| problems.push(Problem::new(line, format!("facron: {m}")));
         let path = match absolute(&entry.path) {
             Ok(p) => p,
             Err(m) => {
@@ -185,7 +197,9 @@ fn watch_rule(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> 
             problems.push(table.problem("path", "missing (the path to watch)"));
             None
         }
-        Some(p) => absolute(p).map_err(|m| problems.push(table.problem("path", m))).ok(),
+        Some(p) => absolute(p)
+            .map_err(|m| problems.push(table.problem("path", m)))
+            .ok(),
     };
     let events = match &raw.events {
         None => {
@@ -238,22 +252,32 @@ fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
         return Err("no event kinds given".into());
     }
     if !events.permission_part().is_empty() && !events.notification_part().is_empty() {
-        return Err("permission events (*_perm) and notification events need separate rules".into());
+        return Err(
+            "permission events (*_perm) and notification events need separate rules".into(),
+        );
     }
     Ok(())
 }
 
-fn exec_action(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<ExecAction> {
+fn exec_action(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<ExecAction> {
     let before = problems.len();
     let argv = match &raw.exec {
         None => {
             problems.push(table.problem("exec", "missing (the command to run, as a list)"));
             None
         }
-        Some(argv) => command(argv).map_err(|m| problems.push(table.problem("exec", m))).ok(),
+        Some(argv) => command(argv)
+            .map_err(|m| problems.push(table.problem("exec", m)))
+            .ok(),
     };
     let user = raw.user.as_deref().and_then(|name| {
-        lookup_user(name).map_err(|m| problems.push(table.problem("user", m))).ok()
+        lookup_user(name)
+            .map_err(|m| problems.push(table.problem("user", m)))
+            .ok()
     });
     let group = match raw.group.as_deref() {
         Some(name) => lookup_group(name)
@@ -298,7 +322,8 @@ fn policy(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Opti
             "queue" => policy.on_busy = OnBusy::Queue,
             "drop" => policy.on_busy = OnBusy::Drop,
             "restart" => policy.on_busy = OnBusy::Restart,
-            _ => problems.push(table.problem("on_busy", "expected \"queue\", \"drop\" or \"restart\"")),
+            _ => problems
+                .push(table.problem("on_busy", "expected \"queue\", \"drop\" or \"restart\"")),
         }
     }
     policy.allow_loop = raw.allow_loop.unwrap_or(false);
@@ -310,7 +335,10 @@ fn check_names(rules: &mut [Rule], problems: &mut Vec<Problem>) {
     let mut taken: HashSet<String> = HashSet::new();
     for rule in rules.iter().filter(|r| !r.name.is_empty()) {
         if !taken.insert(rule.name.clone()) {
-            problems.push(Problem::new(rule.line, format!("name: `{}` is used by another rule", rule.name)));
+            problems.push(Problem::new(
+                rule.line,
+                format!("name: `{}` is used by another rule", rule.name),
+            ));
         }
     }
     for rule in rules.iter_mut().filter(|r| r.name.is_empty()) {
@@ -332,7 +360,11 @@ fn absolute(path: &str) -> Result<PathBuf, String> {
         return Err(format!("`{path}` is not an absolute path"));
     }
     let trimmed = path.trim_end_matches('/');
-    Ok(PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed }))
+    Ok(PathBuf::from(if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }))
 }
 
 /// The command must name its program absolutely: it is exec'd directly, with no shell and no

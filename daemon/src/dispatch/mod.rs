@@ -53,7 +53,10 @@ impl Dispatcher {
                 }
             }
         }
-        for gone in old.iter().filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r))) {
+        for gone in old
+            .iter()
+            .filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r)))
+        {
             applied.removed += 1;
             gone.retire();
         }
@@ -132,9 +135,11 @@ impl Dispatcher {
             return true;
         }
         let group = process_group_of(pid);
-        self.rules()
-            .iter()
-            .any(|r| r.running_groups().iter().any(|g| *g == pid || Some(*g) == group))
+        self.rules().iter().any(|r| {
+            r.running_groups()
+                .iter()
+                .any(|g| *g == pid || Some(*g) == group)
+        })
     }
 
     pub fn status(&self) -> Vec<RuleStatus> {

@@ -80,14 +80,18 @@ impl RuleRuntime {
     fn state(&self) -> MutexGuard<'_, RunState> {
         // A panic while holding the lock cannot leave the state inconsistent in a way that
         // matters more than stopping the rule: keep going with what is there.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// An event matched this rule: count it, apply loop prevention and debounce, admit it.
     pub fn accept(self: &Arc<Self>, event: Event) {
         self.counters.matched.fetch_add(1, Ordering::Relaxed);
         if !self.rule.def.policy.allow_loop && self.caused_by_own_run(event.pid) {
-            self.counters.loops_suppressed.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .loops_suppressed
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         match self.rule.def.policy.debounce {
@@ -101,7 +105,11 @@ impl RuleRuntime {
         let Some(pid) = pid else { return false };
         let mut state = self.state();
         let now = Instant::now();
-        while state.recent.front().is_some_and(|(_, at)| now - *at > RECENT_WINDOW) {
+        while state
+            .recent
+            .front()
+            .is_some_and(|(_, at)| now - *at > RECENT_WINDOW)
+        {
             state.recent.pop_front();
         }
         if state.running.is_empty() && state.recent.is_empty() {
@@ -111,7 +119,10 @@ impl RuleRuntime {
             return true;
         }
         let group = process_group_of(pid);
-        state.running.iter().any(|r| r.pgid == pid || Some(r.pgid) == group)
+        state
+            .running
+            .iter()
+            .any(|r| r.pgid == pid || Some(r.pgid) == group)
     }
 
     /// Trailing-edge debounce per path: the run happens once the path has been quiet.
@@ -202,7 +213,10 @@ impl RuleRuntime {
                 state.recent.push_back((pid, Instant::now()));
             }
             let free = state.slots < self.rule.def.policy.max_running;
-            match (free && !state.retired).then(|| state.queue.pop_front()).flatten() {
+            match (free && !state.retired)
+                .then(|| state.queue.pop_front())
+                .flatten()
+            {
                 Some(event) => {
                     state.slots += 1;
                     Some(event)
@@ -243,7 +257,9 @@ impl RuleRuntime {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         match outcome {
-            ExecOutcome::TimedOut => self.rule.def.policy.on_timeout == crate::config::OnTimeout::Allow,
+            ExecOutcome::TimedOut => {
+                self.rule.def.policy.on_timeout == crate::config::OnTimeout::Allow
+            }
             other => other.success(),
         }
     }

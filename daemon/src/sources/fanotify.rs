@@ -128,7 +128,10 @@ pub fn start(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(FanotifyHandle, impl std::future::Future<Output = ()>), SourceError> {
     let notify = register(Watcher::new()?)?;
-    let permission = match PermissionGate::new().map_err(SourceError::from).and_then(register) {
+    let permission = match PermissionGate::new()
+        .map_err(SourceError::from)
+        .and_then(register)
+    {
         Ok(gate) => Some(gate),
         Err(e) => {
             tracing::warn!("permission events unavailable: {e}");
@@ -231,7 +234,11 @@ impl Delivery {
         drained
     }
 
-    fn read_permission(&mut self, gate: &mut PermissionGate, out: &mut Vec<PermissionRequest>) -> bool {
+    fn read_permission(
+        &mut self,
+        gate: &mut PermissionGate,
+        out: &mut Vec<PermissionRequest>,
+    ) -> bool {
         out.clear();
         let drained = match gate.read_requests(out) {
             Ok(0) => true,
@@ -262,20 +269,34 @@ impl Delivery {
 impl Source {
     fn apply(&mut self, marks: Marks) {
         let mut errors: Vec<(PathBuf, String)> = Vec::new();
-        let mut collect = |result: Result<Vec<MarkError>, triggerd_watch::WatchError>, specs: &[MarkSpec]| {
+        let mut collect = |result: Result<Vec<MarkError>, triggerd_watch::WatchError>,
+                           specs: &[MarkSpec]| {
             match result {
-                Ok(failed) => errors.extend(failed.into_iter().map(|e| (e.path, e.error.to_string()))),
+                Ok(failed) => {
+                    errors.extend(failed.into_iter().map(|e| (e.path, e.error.to_string())))
+                }
                 Err(e) => errors.extend(specs.iter().map(|s| (s.path.clone(), e.to_string()))),
             }
         };
-        collect(self.notify.get_mut().set_marks(&marks.notify), &marks.notify);
+        collect(
+            self.notify.get_mut().set_marks(&marks.notify),
+            &marks.notify,
+        );
         match &mut self.permission {
-            Some(gate) => collect(gate.get_mut().set_marks(&marks.permission), &marks.permission),
+            Some(gate) => collect(
+                gate.get_mut().set_marks(&marks.permission),
+                &marks.permission,
+            ),
             None => collect(Ok(Vec::new()), &[]),
         }
         if self.permission.is_none() {
             let why = "permission events are unavailable on this host".to_string();
-            errors.extend(marks.permission.iter().map(|s| (s.path.clone(), why.clone())));
+            errors.extend(
+                marks
+                    .permission
+                    .iter()
+                    .map(|s| (s.path.clone(), why.clone())),
+            );
         }
         let mut status = lock(&self.events.status);
         let mut failing = BTreeMap::new();
@@ -286,7 +307,11 @@ impl Source {
             }
             failing.insert(path, why);
         }
-        for path in status.failing_marks.keys().filter(|p| !failing.contains_key(*p)) {
+        for path in status
+            .failing_marks
+            .keys()
+            .filter(|p| !failing.contains_key(*p))
+        {
             tracing::info!(path = %path, "now watched");
         }
         self.failing = !failing.is_empty();
