@@ -1,0 +1,278 @@
+//! close() → command start latency and burst loss, triggerd vs incron, on the same stream in
+//! one run; plus idle RSS of both daemons. Both run the same tiny C program (`stamp`) that
+//! logs the time it started; the writer logs the time each close() returned.
+//!
+//! Run as root: `cargo run --release -p triggerd-benches --bin event_latency`
+//! (builds nothing else: set TRIGGERD_BIN, default target/release/triggerd).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+
+const PACED_FILES: usize = 2_000;
+const PACED_RATE: u64 = 500;
+const BURST_FILES: usize = 20_000;
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Removed(PathBuf);
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+fn main() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let triggerd = std::env::var_os("TRIGGERD_BIN")
+        .map_or_else(|| root.join("target/release/triggerd"), PathBuf::from);
+    if !triggerd.exists() {
+        bail!(
+            "{} missing: cargo build --release -p triggerd",
+            triggerd.display()
+        );
+    }
+    if Command::new("pgrep")
+        .arg("-x")
+        .arg("incrond")
+        .status()?
+        .success()
+    {
+        bail!("an incrond is already running; stop it first");
+    }
+    fs::create_dir_all("/var/tmp/triggerd-bench")?;
+    let work = tempfile::tempdir_in("/var/tmp/triggerd-bench")?;
+    let dir = work.path();
+    let stamp = dir.join("stamp");
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&stamp)
+        .arg(root.join("benches/c/stamp.c"))
+        .status()?;
+    if !status.success() {
+        bail!("cc failed");
+    }
+    let (paced, burst) = (dir.join("paced"), dir.join("burst"));
+    fs::create_dir(&paced)?;
+    fs::create_dir(&burst)?;
+    let log = |who: &str, what: &str| dir.join(format!("{who}-{what}.log"));
+
+    let config = dir.join("triggerd.conf");
+    let mut text = format!("[daemon]\ncontrol = \"{}/control.sock\"\n", dir.display());
+    for (what, path) in [("paced", &paced), ("burst", &burst)] {
+        text += &format!(
+            "[[watch]]\npath = \"{}\"\nevents = \"close_write\"\nmax_running = 64\nexec = [\"{}\", \"{}\", \"$#\"]\n",
+            path.display(),
+            stamp.display(),
+            log("triggerd", what).display()
+        );
+    }
+    fs::write(&config, text)?;
+    let table = Path::new("/etc/incron.d/triggerd-bench");
+    let mut incron_table = String::new();
+    for (what, path) in [("paced", &paced), ("burst", &burst)] {
+        incron_table += &format!(
+            "{} IN_CLOSE_WRITE {} {} $#\n",
+            path.display(),
+            stamp.display(),
+            log("incron", what).display()
+        );
+    }
+    fs::write(table, incron_table)?;
+    let _table = Removed(table.to_path_buf());
+
+    let daemon = Killed(
+        Command::new(&triggerd)
+            .arg("--config")
+            .arg(&config)
+            .env("TRIGGERD_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let incrond = Killed(
+        Command::new("incrond")
+            .arg("-n")
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    // Both must be watching before the stream starts: probe until each fires once.
+    let probe = paced.join("probe");
+    wait_until("both daemons to fire", Duration::from_secs(20), || {
+        fs::write(&probe, b"p").ok();
+        count(&log("triggerd", "paced")) > 0 && count(&log("incron", "paced")) > 0
+    })?;
+    let _ = fs::remove_file(log("triggerd", "paced"));
+    let _ = fs::remove_file(log("incron", "paced"));
+    let rss = (rss_kib(daemon.0.id()), rss_kib(incrond.0.id()));
+
+    // Paced stream.
+    let mut closed = HashMap::new();
+    let start = Instant::now();
+    for i in 0..PACED_FILES {
+        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / PACED_RATE);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let name = format!("f{i:06}");
+        fs::write(paced.join(&name), b"x")?;
+        closed.insert(name, now_ns());
+    }
+    let paced_logs = [log("triggerd", "paced"), log("incron", "paced")];
+    let _ = wait_until("paced runs", Duration::from_secs(60), || {
+        paced_logs.iter().all(|l| count(l) >= PACED_FILES)
+    });
+    let lat_t = latencies(&paced_logs[0], &closed);
+    let lat_i = latencies(&paced_logs[1], &closed);
+
+    // Burst.
+    for i in 0..BURST_FILES {
+        fs::write(burst.join(format!("b{i:06}")), b"x")?;
+    }
+    let burst_logs = [log("triggerd", "burst"), log("incron", "burst")];
+    settle(&burst_logs, Duration::from_secs(120));
+    let fired = (count(&burst_logs[0]), count(&burst_logs[1]));
+    let zombies = (zombies_of(daemon.0.id()), zombies_of(incrond.0.id()));
+
+    println!("event → action start latency, {PACED_FILES} files at {PACED_RATE}/s, same stream:");
+    print_latency("triggerd", &lat_t, PACED_FILES);
+    print_latency("incron  ", &lat_i, PACED_FILES);
+    if let (Some(t), Some(i)) = (percentile(&lat_t, 50.0), percentile(&lat_i, 50.0)) {
+        println!("  p50 ratio triggerd/incron = {:.2} (target ≤ 0.5)", t / i);
+    }
+    if let (Some(t), Some(i)) = (percentile(&lat_t, 99.0), percentile(&lat_i, 99.0)) {
+        println!("  p99 ratio triggerd/incron = {:.2}", t / i);
+    }
+    println!("burst of {BURST_FILES} files:");
+    println!(
+        "  triggerd fired {} (lost {}), zombies {}",
+        fired.0,
+        BURST_FILES - fired.0.min(BURST_FILES),
+        zombies.0
+    );
+    println!(
+        "  incron   fired {} (lost {}), zombies {}",
+        fired.1,
+        BURST_FILES - fired.1.min(BURST_FILES),
+        zombies.1
+    );
+    println!(
+        "idle RSS: triggerd {} KiB, incrond {} KiB (ratio {:.2}; target ≤ 10240 KiB)",
+        rss.0,
+        rss.1,
+        rss.0 as f64 / rss.1.max(1) as f64
+    );
+    drop(incrond);
+    drop(daemon);
+    Ok(())
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Waits until no log grows for 3 s (or `limit`).
+fn settle(logs: &[PathBuf], limit: Duration) {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    let mut still = Instant::now();
+    while start.elapsed() < limit {
+        let now: Vec<usize> = logs.iter().map(|l| count(l)).collect();
+        if now != last {
+            last = now;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_secs(3) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn count(log: &Path) -> usize {
+    fs::read(log).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+/// Milliseconds from close() to the command's start, per file logged.
+fn latencies(log: &Path, closed: &HashMap<String, i128>) -> Vec<f64> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let mut out: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, ns) = l.split_once(' ')?;
+            let started: i128 = ns.parse().ok()?;
+            Some((started - closed.get(name)?) as f64 / 1e6)
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted.get(i).copied()
+}
+
+fn print_latency(who: &str, sorted: &[f64], sent: usize) {
+    match (percentile(sorted, 50.0), percentile(sorted, 99.0)) {
+        (Some(p50), Some(p99)) => println!(
+            "  {who}: p50 {p50:.3} ms  p99 {p99:.3} ms  ({} of {sent} fired)",
+            sorted.len()
+        ),
+        _ => println!("  {who}: nothing fired"),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn zombies_of(parent: u32) -> usize {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                return false;
+            };
+            let mut fields = rest.split(' ');
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            state == Some("Z") && ppid == Some(parent)
+        })
+        .count()
+}
