@@ -18,9 +18,17 @@ use crate::sources::fanotify::WatchStatus;
 #[serde(tag = "verb", rename_all = "lowercase")]
 pub enum Request {
     Status,
+    List,
+    Show { rule: String },
+    Pause { rule: String },
+    Resume { rule: String },
+    Disable { rule: String, reason: Option<String> },
+    Enable { rule: String },
+    /// Runs the rule now, with `data` as the payload.
+    Fire { rule: String, data: Option<String> },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub pid: u32,
     pub config: String,
@@ -31,16 +39,19 @@ pub struct Status {
     pub watch: WatchStatus,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum Reply {
     Status(Status),
+    Rules(Vec<RuleStatus>),
+    /// A verb that changes something succeeded; says what it did.
+    Done(String),
     Error(String),
 }
 
 /// Produces the daemon's answers; implemented by the daemon's state.
 pub trait Responder: Send + Sync + 'static {
-    fn status(&self) -> Status;
+    fn answer(&self, request: Request) -> Reply;
 }
 
 /// Binds the socket (replacing a stale one) with `mode`.
@@ -88,7 +99,7 @@ async fn answer(stream: UnixStream, responder: Arc<dyn Responder>) {
     let mut line = String::new();
     while matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => Reply::Status(responder.status()),
+            Ok(request) => responder.answer(request),
             Err(e) => Reply::Error(format!("bad request: {e}")),
         };
         line.clear();

@@ -1,17 +1,26 @@
-//! The daemon's life: start the sources and the control socket on a validated config, turn
-//! reload and shutdown commands into a config diff or an orderly stop. Signals reach this
-//! module as `Command`s on a channel (the binary's signal thread sends them), so tests drive
-//! the same code without signals.
+//! The daemon's life: prepare the sources, serve the control socket, turn reload and shutdown
+//! commands into a config diff or an orderly stop. Signals reach this module as `Command`s on
+//! a channel (the binary's signal thread sends them), so tests drive the same code without
+//! signals.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Config};
-use crate::control::{self, Responder, Status};
-use crate::dispatch::Dispatcher;
-use crate::sources::fanotify::{self, FanotifyHandle, Marks};
+use crate::control::{self, Reply, Request, Responder, Status};
+use crate::dispatch::{Disabled, Dispatcher};
+use crate::event::SourceKind;
+use crate::sources::fanotify::{FanotifySource, WatchStatus};
+use crate::sources::timer::TimerSource;
+use crate::sources::webhook::WebhookSource;
+use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
 use crate::systemd;
+
+/// How long a reload waits for the sources to put new bindings in place.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -23,69 +32,131 @@ pub enum Command {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("fanotify: {0}")]
-    Watch(#[from] crate::sources::fanotify::SourceError),
+    #[error("{source_kind} source: {message}")]
+    Source { source_kind: &'static str, message: String },
     #[error("control socket {path}: {source}")]
-    Control {
-        path: String,
-        source: std::io::Error,
-    },
+    Control { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Every source the daemon knows; a new source is one more line here.
+fn sources(watch_status: &Arc<Mutex<WatchStatus>>) -> Vec<(Box<dyn EventSource>, SourceKind)> {
+    vec![
+        (Box::new(FanotifySource::new(Arc::clone(watch_status))), SourceKind::Fanotify),
+        (Box::new(TimerSource), SourceKind::Timer),
+        (Box::new(WebhookSource), SourceKind::Webhook),
+    ]
+}
+
+/// A running source as the core sees it.
+struct Bound {
+    kind: &'static str,
+    bindings: watch::Sender<Bindings>,
+    applied: watch::Receiver<u64>,
 }
 
 struct State {
     config: Mutex<Config>,
     reloads: Mutex<(u64, Option<String>)>,
     dispatcher: Arc<Dispatcher>,
-    watch: FanotifyHandle,
+    watch_status: Arc<Mutex<WatchStatus>>,
+    ids: Arc<AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Responder for State {
+    fn answer(&self, request: Request) -> Reply {
+        let d = &self.dispatcher;
+        fn done<T>(r: Result<T, crate::dispatch::LifecycleError>, what: &str) -> Reply {
+            match r {
+                Ok(_) => Reply::Done(what.to_string()),
+                Err(e) => Reply::Error(e.to_string()),
+            }
+        }
+        match request {
+            Request::Status => Reply::Status(self.status()),
+            Request::List => Reply::Rules(d.status()),
+            Request::Show { rule } => match d.rule(&rule) {
+                Some(r) => Reply::Rules(vec![r.status()]),
+                None => Reply::Error(format!("no rule named `{rule}`")),
+            },
+            Request::Pause { rule } => done(d.set_state(&rule, |s| s.paused = true), "paused"),
+            Request::Resume { rule } => done(d.set_state(&rule, |s| s.paused = false), "resumed"),
+            Request::Disable { rule, reason } => done(
+                d.set_state(&rule, |s| {
+                    s.disabled = Some(Disabled {
+                        reason: reason.unwrap_or_else(|| "admin".into()),
+                        since: crate::dispatch::unix_now(),
+                    })
+                }),
+                "disabled",
+            ),
+            Request::Enable { rule } => done(d.set_state(&rule, |s| s.disabled = None), "enabled"),
+            Request::Fire { rule, data } => {
+                let emitter = Emitter::new(Arc::clone(d), Arc::clone(&self.ids), SourceKind::Manual);
+                let subject = d.rule(&rule).map(|r| r.rule.def.trigger.subject()).unwrap_or_default();
+                let event = emitter.event(subject.into(), triggerd_watch::EventMask::EMPTY, None, data.unwrap_or_default().into_bytes());
+                done(d.fire(&rule, event), "fired")
+            }
+        }
+    }
+}
+
+impl State {
     fn status(&self) -> Status {
-        let (reloads, reload_error) = self
-            .reloads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
-            config: self
-                .config
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .file
-                .display()
-                .to_string(),
+            config: lock(&self.config).file.display().to_string(),
             reloads,
             reload_error,
             rules: self.dispatcher.status(),
-            watch: self
-                .watch
-                .status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            watch: lock(&self.watch_status).clone(),
         }
     }
 }
 
 /// Runs the daemon on `config` until a `Shutdown` command (or the sender is dropped).
-pub async fn run(
-    config: Config,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) -> Result<(), DaemonError> {
-    let dispatcher = Dispatcher::new();
+pub async fn run(config: Config, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<(), DaemonError> {
+    let dispatcher = Dispatcher::new(&config.daemon.state_dir);
+    let watch_status = Arc::new(Mutex::new(WatchStatus::default()));
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut prepared = Vec::new();
+    for (mut source, kind) in sources(&watch_status) {
+        source.prepare().map_err(|message| DaemonError::Source {
+            source_kind: source.kind(),
+            message,
+        })?;
+        prepared.push((source, kind));
+    }
+    validate_with(&prepared, &config).map_err(DaemonError::Config)?;
     dispatcher.apply(&config);
+
     let (stop, stopped) = watch::channel(false);
-    let (watch_handle, watch_loop) =
-        fanotify::start(Arc::clone(&dispatcher), Marks::of(&config), stopped.clone())?;
-    let watch_task = tokio::spawn(watch_loop);
+    let mut bound = Vec::new();
+    let mut tasks = Vec::new();
+    for (source, kind) in prepared {
+        let name = source.kind();
+        let (bindings, receiver) = watch::channel(bindings_for(name, &config, 1));
+        let emitter = Emitter::new(Arc::clone(&dispatcher), Arc::clone(&ids), kind);
+        let (ctx, applied) = SourceContext::new(receiver, emitter, stopped.clone(), config.daemon.state_dir.clone());
+        tasks.push(tokio::spawn(source.run(ctx)));
+        bound.push(Bound {
+            kind: name,
+            bindings,
+            applied,
+        });
+    }
+    wait_applied(&mut bound, 1).await;
 
     let control_path = config.daemon.control.clone();
-    let listener = control::bind(&control_path, config.daemon.control_mode).map_err(|source| {
-        DaemonError::Control {
-            path: control_path.display().to_string(),
-            source,
-        }
+    let listener = control::bind(&control_path, config.daemon.control_mode).map_err(|source| DaemonError::Control {
+        path: control_path.display().to_string(),
+        source,
     })?;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
@@ -93,7 +164,8 @@ pub async fn run(
         config: Mutex::new(config),
         reloads: Mutex::new((0, None)),
         dispatcher: Arc::clone(&dispatcher),
-        watch: watch_handle,
+        watch_status,
+        ids,
     });
     let control_task = tokio::spawn(control::serve(
         listener,
@@ -103,6 +175,7 @@ pub async fn run(
     ));
     systemd::notify("READY=1\nSTATUS=running");
 
+    let mut generation = 1;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     loop {
         let command = tokio::select! {
@@ -113,7 +186,10 @@ pub async fn run(
             }
         };
         match command {
-            Command::Reload => reload(&state).await,
+            Command::Reload => {
+                generation += 1;
+                reload(&state, &mut bound, generation).await;
+            }
             Command::Shutdown => break,
         }
     }
@@ -121,11 +197,49 @@ pub async fn run(
     systemd::notify("STOPPING=1");
     tracing::info!("stopping: no new events; waiting for running actions");
     let _ = stop.send(true);
-    let _ = watch_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     let _ = control_task.await;
     dispatcher.drain(grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn bindings_for(kind: &str, config: &Config, generation: u64) -> Bindings {
+    let rules = config
+        .rules
+        .iter()
+        .filter(|r| r.def.trigger.kind() == kind)
+        .cloned()
+        .collect();
+    Bindings {
+        generation,
+        rules: Arc::new(rules),
+    }
+}
+
+/// Asks each source to check the rules it would serve; the first refusal names the rule.
+fn validate_with(sources: &[(Box<dyn EventSource>, SourceKind)], config: &Config) -> Result<(), String> {
+    for rule in &config.rules {
+        let Some((source, _)) = sources.iter().find(|(s, _)| s.kind() == rule.def.trigger.kind()) else {
+            return Err(format!("{}:{}: no source serves `{}` rules", config.file.display(), rule.line, rule.def.trigger.kind()));
+        };
+        source
+            .validate(rule)
+            .map_err(|m| format!("{}:{}: {}: {m}", config.file.display(), rule.line, rule.name))?;
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until every source says the bindings of `generation` are in effect.
+async fn wait_applied(bound: &mut [Bound], generation: u64) {
+    for source in bound {
+        let waited = tokio::time::timeout(APPLY_TIMEOUT, source.applied.wait_for(|g| *g >= generation)).await;
+        if waited.is_err() {
+            tracing::warn!(source = source.kind, "bindings not applied within {APPLY_TIMEOUT:?}");
+        }
+    }
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
@@ -138,50 +252,38 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 /// Loads the config file again; a bad one is reported and the running config stays.
-async fn reload(state: &State) {
+async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     systemd::reloading();
-    let file = state
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .file
-        .clone();
-    let outcome = match config::load(&file) {
+    let file = lock(&state.config).file.clone();
+    let validators = sources(&state.watch_status);
+    let loaded = config::load(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|new| validate_with(&validators, &new).map(|()| new));
+    let outcome = match loaded {
         Ok(new) => {
             let applied = state.dispatcher.apply(&new);
-            state.watch.set_marks(Marks::of(&new)).await;
-            tracing::info!(
-                kept = applied.kept,
-                added = applied.added,
-                removed = applied.removed,
-                "config reloaded"
-            );
-            if new.daemon
-                != state
-                    .config
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .daemon
-            {
+            for source in bound.iter() {
+                source.bindings.send_replace(bindings_for(source.kind, &new, generation));
+            }
+            wait_applied(bound, generation).await;
+            tracing::info!(kept = applied.kept, added = applied.added, removed = applied.removed, "config reloaded");
+            if new.daemon != lock(&state.config).daemon {
                 tracing::warn!("[daemon] settings changed: they take effect at the next restart");
             }
-            *state.config.lock().unwrap_or_else(|p| p.into_inner()) = new;
+            *lock(&state.config) = new;
             None
         }
         Err(e) => {
             tracing::error!("reload refused, previous config keeps running:\n{e}");
-            Some(e.to_string())
+            Some(e)
         }
     };
     let status = match &outcome {
         None => "STATUS=running".to_string(),
-        Some(e) => format!(
-            "STATUS=reload refused: {}",
-            e.lines().next().unwrap_or_default()
-        ),
+        Some(e) => format!("STATUS=reload refused: {}", e.lines().next().unwrap_or_default()),
     };
     {
-        let mut reloads = state.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reloads = lock(&state.reloads);
         reloads.0 += 1;
         reloads.1 = outcome;
     }

@@ -8,12 +8,19 @@ use triggerd_watch::EventMask;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     Fanotify,
+    Timer,
+    Webhook,
+    /// `triggerctl fire`.
+    Manual,
 }
 
 impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Fanotify => "fanotify",
+            SourceKind::Timer => "timer",
+            SourceKind::Webhook => "webhook",
+            SourceKind::Manual => "manual",
         }
     }
 }

@@ -11,7 +11,7 @@ mod validate;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use triggerd_watch::EventMask;
 
@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub shutdown_grace: Duration,
     /// Where the trigger filesystem is mounted (used once trigger files exist).
     pub fs_mount: PathBuf,
+    /// Where state that must survive restarts lives (paused rules, timers' last fires).
+    pub state_dir: PathBuf,
 }
 
 impl Default for DaemonConfig {
@@ -37,6 +39,7 @@ impl Default for DaemonConfig {
             control_mode: 0o600,
             shutdown_grace: Duration::from_secs(10),
             fs_mount: PathBuf::from("/run/triggerd/fs"),
+            state_dir: PathBuf::from("/var/lib/triggerd"),
         }
     }
 }
@@ -68,23 +71,91 @@ pub struct RuleDef {
     pub policy: Policy,
 }
 
+/// What fires a rule; the variant names the event source that serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     Watch(WatchTrigger),
+    Timer(TimerTrigger),
+    Webhook(WebhookTrigger),
 }
 
 impl Trigger {
+    /// The config table and the source kind.
     pub fn kind(&self) -> &'static str {
         match self {
             Trigger::Watch(_) => "watch",
+            Trigger::Timer(_) => "timer",
+            Trigger::Webhook(_) => "webhook",
         }
     }
 
+    /// What the rule is about, for names and status.
     pub fn subject(&self) -> String {
         match self {
             Trigger::Watch(w) => w.path.display().to_string(),
+            Trigger::Timer(t) => t.schedule.to_string(),
+            Trigger::Webhook(w) => format!("{}{}", w.listen, w.path),
         }
     }
+
+    /// The event kinds, as `status` shows them.
+    pub fn events(&self) -> String {
+        match self {
+            Trigger::Watch(w) => w.events.to_string(),
+            Trigger::Timer(_) => "tick".into(),
+            Trigger::Webhook(_) => "post".into(),
+        }
+    }
+}
+
+/// When a timer fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every interval, phase-locked to `start` (or the Unix epoch), so restarts never drift.
+    Every(Duration),
+    /// A cron expression of 5 or 6 fields (seconds first), read in an IANA time zone.
+    Cron { expr: String, timezone: String },
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Schedule::Cron { expr, timezone } => write!(f, "cron {expr} {timezone}"),
+        }
+    }
+}
+
+/// What a timer does about fires it missed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catchup {
+    Skip,
+    Once,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerTrigger {
+    pub schedule: Schedule,
+    pub start: Option<SystemTime>,
+    pub stop: Option<SystemTime>,
+    /// Stop after this many fires (`once = true` is 1); counted across restarts.
+    pub max_fires: Option<u64>,
+    pub catchup: Catchup,
+    /// Missed fires older than this are not caught up.
+    pub catchup_window: Duration,
+    /// Each fire is delayed by a fixed amount in [0, jitter), derived from the rule's name,
+    /// so it is the same on every host restart.
+    pub jitter: Option<Duration>,
+}
+
+/// An HTTP POST on a local address fires the rule with the body as payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTrigger {
+    pub listen: std::net::SocketAddr,
+    /// The request path, starting with `/`.
+    pub path: String,
+    pub max_body: usize,
 }
 
 /// A fanotify watch on a real path.
@@ -161,6 +232,34 @@ pub enum OnTimeout {
     Deny,
 }
 
+/// What happens to an event that finds the rule's queue full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The source waits for room (back-pressure; a FUSE writer waits, fanotify reading pauses).
+    Block,
+    /// The new event is dropped and counted.
+    DropNewest,
+    /// Replaces a queued event for the same subject; dropped and counted if there is none.
+    Coalesce,
+}
+
+/// Retry a failed run with exponential back-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Total runs, the first included.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub jitter: bool,
+}
+
+/// At most `count` runs started per `per`; the rest wait in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
 /// How a rule's runs are governed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -173,6 +272,13 @@ pub struct Policy {
     pub on_busy: OnBusy,
     /// Let events caused by this rule's own running actions fire it again.
     pub allow_loop: bool,
+    pub retry: Option<Retry>,
+    /// Run for an event whose runs all failed.
+    pub dead_letter: Option<ExecAction>,
+    pub rate: Option<Rate>,
+    /// Events waiting for a run slot (or a rate token).
+    pub queue: usize,
+    pub when_full: WhenFull,
 }
 
 impl Default for Policy {
@@ -184,6 +290,11 @@ impl Default for Policy {
             max_running: 8,
             on_busy: OnBusy::Queue,
             allow_loop: false,
+            retry: None,
+            dead_letter: None,
+            rate: None,
+            queue: 65_536,
+            when_full: WhenFull::DropNewest,
         }
     }
 }

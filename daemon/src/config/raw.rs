@@ -15,6 +15,10 @@ pub struct RawFile {
     pub facron: Option<Spanned<String>>,
     #[serde(default)]
     pub watch: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub timer: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub webhook: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +30,7 @@ pub struct RawDaemon {
     pub control_mode: Option<String>,
     pub shutdown_grace: Option<String>,
     pub fs_mount: Option<String>,
+    pub state_dir: Option<String>,
 }
 
 /// One rule table (`[[watch]]`, and the other rule kinds as they arrive). All rule kinds share
@@ -48,6 +53,64 @@ pub struct RawRule {
     pub on_busy: Option<String>,
     #[serde(rename = "loop")]
     pub allow_loop: Option<bool>,
+    pub retry: Option<RawRetry>,
+    pub dead_letter: Option<Vec<String>>,
+    pub rate: Option<String>,
+    pub queue: Option<i64>,
+    pub when_full: Option<String>,
+    // [[timer]]
+    pub every: Option<String>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub start: Option<String>,
+    pub stop: Option<String>,
+    pub max_fires: Option<i64>,
+    pub once: Option<bool>,
+    pub catchup: Option<String>,
+    pub catchup_window: Option<String>,
+    pub jitter: Option<String>,
+    // [[webhook]]
+    pub listen: Option<String>,
+    pub max_body: Option<i64>,
+}
+
+/// Which keys belong to which rule table; the others are refused there.
+pub const WATCH_KEYS: &[&str] = &["path", "events", "recursive", "on_timeout"];
+pub const TIMER_KEYS: &[&str] = &[
+    "every", "cron", "timezone", "start", "stop", "max_fires", "once", "catchup",
+    "catchup_window", "jitter",
+];
+pub const WEBHOOK_KEYS: &[&str] = &["listen", "path", "max_body"];
+
+/// `retry = { attempts = 5, backoff = "1s", max_backoff = "1m", jitter = true }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<i64>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    pub jitter: Option<bool>,
+}
+
+/// The keys written in the table that starts at `span.start` (up to the next header).
+pub fn keys_in_table(text: &str, span: &std::ops::Range<usize>) -> Vec<(String, usize)> {
+    let start = span.start.min(text.len());
+    let mut keys = Vec::new();
+    let mut offset = start;
+    for (i, line) in text[start..].split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') {
+            break;
+        }
+        if let Some((key, _)) = trimmed.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                keys.push((key.to_string(), line_at(text, offset)));
+            }
+        }
+        offset += line.len();
+    }
+    keys
 }
 
 /// `events = "close_write|moved_to"` or `events = ["close_write", "moved_to"]`.

@@ -1,9 +1,12 @@
 //! The dispatcher: the one place every source hands its events to. It owns the rule set at run
-//! time, matches each event against it, and applies a new config as a diff, keeping the
-//! runtime (counters, queues, running actions) of every rule the reload did not change.
+//! time, matches each event against it (or hands it to the rule a source names), applies a new
+//! config as a diff that keeps the runtime (counters, queues, running actions) of every rule
+//! the reload did not change, and carries the lifecycle verbs (pause, resume, disable, fire).
 
+mod lifecycle;
 mod rule;
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,8 @@ use triggerd_watch::{EventMask, PermissionRequest};
 
 use crate::config::{Config, Rule, Trigger};
 use crate::event::Event;
-pub use rule::{process_group_of, RuleRuntime, RuleStatus};
+pub use lifecycle::{unix_now, write_atomically, Disabled, Lifecycle, RuleState};
+pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus};
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,18 +25,35 @@ pub struct Applied {
     pub removed: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("no rule named `{0}`")]
+    NoSuchRule(String),
+    #[error(transparent)]
+    Save(#[from] lifecycle::SaveError),
+}
+
+#[derive(Debug)]
 pub struct Dispatcher {
     rules: RwLock<Arc<Vec<Arc<RuleRuntime>>>>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Dispatcher {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// A dispatcher whose pause/disable states live in `state_dir`.
+    pub fn new(state_dir: &Path) -> Arc<Self> {
+        Arc::new(Self {
+            rules: RwLock::default(),
+            lifecycle: Arc::new(Lifecycle::load(state_dir)),
+        })
     }
 
     pub fn rules(&self) -> Arc<Vec<Arc<RuleRuntime>>> {
         Arc::clone(&self.rules.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn rule(&self, name: &str) -> Option<Arc<RuleRuntime>> {
+        self.rules().iter().find(|r| r.rule.name == name).cloned()
     }
 
     /// Makes the rule set equal to `config`'s. A rule with the same name and definition keeps
@@ -49,14 +70,11 @@ impl Dispatcher {
                 }
                 None => {
                     applied.added += 1;
-                    next.push(RuleRuntime::new(rule.clone()));
+                    next.push(RuleRuntime::new(rule.clone(), Arc::clone(&self.lifecycle)));
                 }
             }
         }
-        for gone in old
-            .iter()
-            .filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r)))
-        {
+        for gone in old.iter().filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r))) {
             applied.removed += 1;
             gone.retire();
         }
@@ -64,33 +82,48 @@ impl Dispatcher {
         applied
     }
 
-    /// Hands a notification event to every rule it concerns.
-    pub fn dispatch(&self, event: Event) {
+    /// Hands a watch event to every rule it concerns. Returns once every rule took it; a rule
+    /// whose full queue says `block` makes this wait for room.
+    pub async fn dispatch(&self, event: Event) {
         let rules = self.rules();
         if event.mask.contains(EventMask::OVERFLOW) {
-            self.overflow(&rules, event);
+            self.overflow(&rules, event).await;
             return;
         }
-        let mut matching = rules.iter().filter(|r| match &r.rule.def.trigger {
-            Trigger::Watch(w) => !w.is_permission() && w.matches(&event.subject, event.mask),
-        });
-        // Most events concern one rule: hand the event over without a copy then.
-        let Some(first) = matching.next() else { return };
-        for other in matching {
-            other.accept(event.clone());
+        let matching: Vec<&Arc<RuleRuntime>> = rules
+            .iter()
+            .filter(|r| match &r.rule.def.trigger {
+                Trigger::Watch(w) => !w.is_permission() && w.matches(&event.subject, event.mask),
+                _ => false,
+            })
+            .collect();
+        let Some((last, others)) = matching.split_last() else { return };
+        for rule in others {
+            deliver(rule, event.clone()).await;
         }
-        first.accept(event);
+        deliver(last, event).await;
+    }
+
+    /// Hands an event to the rule a source addresses by name (timers, webhooks).
+    pub async fn deliver_to(&self, name: &str, event: Event) -> bool {
+        match self.rule(name) {
+            Some(rule) => {
+                deliver(&rule, event).await;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The kernel queue overflowed: events may be lost for every watch. Count it for each and
     /// fire the rules that asked for `overflow`.
-    fn overflow(&self, rules: &[Arc<RuleRuntime>], event: Event) {
+    async fn overflow(&self, rules: &[Arc<RuleRuntime>], event: Event) {
         tracing::warn!("fanotify queue overflow: events were lost");
         for rule in rules {
-            let Trigger::Watch(w) = &rule.rule.def.trigger;
+            let Trigger::Watch(w) = &rule.rule.def.trigger else { continue };
             rule.overflowed();
             if w.events.contains(EventMask::OVERFLOW) {
-                rule.accept(event.clone());
+                deliver(rule, event.clone()).await;
             }
         }
     }
@@ -108,6 +141,7 @@ impl Dispatcher {
             .iter()
             .filter(|r| match &r.rule.def.trigger {
                 Trigger::Watch(w) => w.is_permission() && w.matches(&event.subject, event.mask),
+                _ => false,
             })
             .cloned()
             .collect();
@@ -135,11 +169,28 @@ impl Dispatcher {
             return true;
         }
         let group = process_group_of(pid);
-        self.rules().iter().any(|r| {
-            r.running_groups()
-                .iter()
-                .any(|g| *g == pid || Some(*g) == group)
-        })
+        self.rules()
+            .iter()
+            .any(|r| r.running_groups().iter().any(|g| *g == pid || Some(*g) == group))
+    }
+
+    /// Runs a rule now with `event` (`triggerctl fire`), whatever its state.
+    pub fn fire(&self, name: &str, event: Event) -> Result<(), LifecycleError> {
+        let rule = self.rule(name).ok_or_else(|| LifecycleError::NoSuchRule(name.into()))?;
+        if let Offer::Full(_) = rule.fire(event) {
+            rule.counters.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Changes a rule's lifecycle state; persisted at once.
+    pub fn set_state(&self, name: &str, change: impl FnOnce(&mut RuleState)) -> Result<RuleState, LifecycleError> {
+        if self.rule(name).is_none() {
+            return Err(LifecycleError::NoSuchRule(name.into()));
+        }
+        let state = self.lifecycle.update(name, change)?;
+        tracing::info!(rule = name, ?state, "rule state changed");
+        Ok(state)
     }
 
     pub fn status(&self) -> Vec<RuleStatus> {
@@ -158,6 +209,22 @@ impl Dispatcher {
             for rule in self.rules().iter() {
                 rule.kill_all();
             }
+        }
+    }
+}
+
+/// Offers `event` to `rule`, waiting for room while its queue is full and says `block`.
+async fn deliver(rule: &Arc<RuleRuntime>, event: Event) {
+    let mut offer = rule.offer(event);
+    while let Offer::Full(event) = offer {
+        // Register for the wake-up before re-checking, so a slot freed in between is seen.
+        let room = rule.room();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        offer = rule.retry_offer(event);
+        if let Offer::Full(event) = offer {
+            room.await;
+            offer = rule.retry_offer(event);
         }
     }
 }

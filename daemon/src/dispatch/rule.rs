@@ -1,22 +1,23 @@
-//! One rule at run time: its counters, its running actions, its queue and debounce timers.
-//! Admission (debounce, `max_running`, `on_busy`) and loop prevention live here, so every
-//! source gets the same behaviour. A `RuleRuntime` survives a reload when its rule is
-//! unchanged, which is what keeps queued events and counters across reloads.
+//! One rule at run time: its counters, running actions, queue, debounce timers and rate
+//! bucket. Admission (lifecycle, loop prevention, debounce, `max_running`, `on_busy`, `rate`,
+//! `queue`/`when_full`) and delivery (`retry`, `dead_letter`) live here, so every source gets
+//! the same behaviour and no source loops on its own. A `RuleRuntime` survives a reload when
+//! its rule is unchanged, which keeps its queue and counters across reloads.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
+use super::lifecycle::{Lifecycle, RuleState};
 use crate::action::{run_exec, ExecOutcome, Running};
-use crate::config::{OnBusy, Rule};
+use crate::config::{OnBusy, OnTimeout, Rule, WhenFull};
 use crate::event::Event;
 
-/// Events waiting for a free slot, per rule; past this they are counted as dropped.
-const QUEUE_LIMIT: usize = 65_536;
 /// How long a finished action's pid still counts as "this rule's own" for loop prevention:
 /// its events may be read after it exited.
 const RECENT_WINDOW: Duration = Duration::from_secs(5);
@@ -29,23 +30,49 @@ pub struct Counters {
     pub dropped: AtomicU64,
     pub overflowed: AtomicU64,
     pub loops_suppressed: AtomicU64,
+    pub skipped: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub coalesced: AtomicU64,
 }
 
 /// A rule's counters and state, as `triggerctl status` shows them.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RuleStatus {
     pub name: String,
     pub kind: String,
     pub subject: String,
     pub events: String,
+    /// `active`, `paused` or `disabled: REASON`.
+    pub state: String,
     pub matched: u64,
     pub fired: u64,
     pub failed: u64,
     pub dropped: u64,
     pub overflowed: u64,
     pub loops_suppressed: u64,
+    pub skipped: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub coalesced: u64,
     pub running: u64,
     pub queued: u64,
+    /// Seconds since the Unix epoch of the next scheduled fire (timers).
+    pub next_fire: Option<f64>,
+}
+
+/// An event on its way to a run, with how many runs it already had.
+#[derive(Debug, Clone)]
+struct Job {
+    event: Event,
+    attempt: u32,
+}
+
+/// Refills `count` tokens per `per`, one at a time.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -54,9 +81,13 @@ struct RunState {
     slots: usize,
     running: Vec<Running>,
     recent: VecDeque<(i32, Instant)>,
-    queue: VecDeque<Event>,
+    queue: VecDeque<Job>,
     debounce: HashMap<PathBuf, u64>,
     debounce_seq: u64,
+    bucket: Option<Bucket>,
+    /// A task will start queued jobs when the rate allows.
+    pump_pending: bool,
+    next_fire: Option<SystemTime>,
     /// Set when a reload removed or replaced the rule: queued work is abandoned.
     retired: bool,
 }
@@ -66,38 +97,73 @@ pub struct RuleRuntime {
     pub rule: Rule,
     pub counters: Counters,
     state: Mutex<RunState>,
+    room: Notify,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// Whether an offered event was taken.
+#[derive(Debug)]
+pub enum Offer {
+    Taken,
+    /// The queue is full and the rule says `when_full = "block"`: wait for `room` and retry.
+    Full(Event),
 }
 
 impl RuleRuntime {
-    pub fn new(rule: Rule) -> Arc<Self> {
+    pub fn new(rule: Rule, lifecycle: Arc<Lifecycle>) -> Arc<Self> {
         Arc::new(Self {
             rule,
             counters: Counters::default(),
             state: Mutex::new(RunState::default()),
+            room: Notify::new(),
+            lifecycle,
         })
     }
 
     fn state(&self) -> MutexGuard<'_, RunState> {
-        // A panic while holding the lock cannot leave the state inconsistent in a way that
-        // matters more than stopping the rule: keep going with what is there.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // The state stays consistent under every early return; a panic elsewhere must not
+        // stop the rule.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// An event matched this rule: count it, apply loop prevention and debounce, admit it.
-    pub fn accept(self: &Arc<Self>, event: Event) {
+    pub fn lifecycle_state(&self) -> RuleState {
+        self.lifecycle.get(&self.rule.name)
+    }
+
+    /// Resolves when a queue slot may have freed up.
+    pub fn room(&self) -> tokio::sync::futures::Notified<'_> {
+        self.room.notified()
+    }
+
+    /// An event matched this rule: count it, apply lifecycle, loop prevention and debounce,
+    /// then queue or run it.
+    pub fn offer(self: &Arc<Self>, event: Event) -> Offer {
         self.counters.matched.fetch_add(1, Ordering::Relaxed);
+        if !self.lifecycle_state().active() {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return Offer::Taken;
+        }
         if !self.rule.def.policy.allow_loop && self.caused_by_own_run(event.pid) {
-            self.counters
-                .loops_suppressed
-                .fetch_add(1, Ordering::Relaxed);
-            return;
+            self.counters.loops_suppressed.fetch_add(1, Ordering::Relaxed);
+            return Offer::Taken;
         }
         match self.rule.def.policy.debounce {
-            Some(quiet) => self.debounce(event, quiet),
-            None => self.admit(event),
+            Some(quiet) => {
+                self.debounce(event, quiet);
+                Offer::Taken
+            }
+            None => self.admit(Job { event, attempt: 0 }),
         }
+    }
+
+    /// Runs the rule now for `event`, whatever its lifecycle state (`triggerctl fire`).
+    pub fn fire(self: &Arc<Self>, event: Event) -> Offer {
+        self.admit(Job { event, attempt: 0 })
+    }
+
+    /// Re-offers an event that found the queue full, without counting it again.
+    pub fn retry_offer(self: &Arc<Self>, event: Event) -> Offer {
+        self.admit(Job { event, attempt: 0 })
     }
 
     /// Whether `pid` is one of this rule's runs, or a process they started.
@@ -105,11 +171,7 @@ impl RuleRuntime {
         let Some(pid) = pid else { return false };
         let mut state = self.state();
         let now = Instant::now();
-        while state
-            .recent
-            .front()
-            .is_some_and(|(_, at)| now - *at > RECENT_WINDOW)
-        {
+        while state.recent.front().is_some_and(|(_, at)| now - *at > RECENT_WINDOW) {
             state.recent.pop_front();
         }
         if state.running.is_empty() && state.recent.is_empty() {
@@ -119,13 +181,10 @@ impl RuleRuntime {
             return true;
         }
         let group = process_group_of(pid);
-        state
-            .running
-            .iter()
-            .any(|r| r.pgid == pid || Some(r.pgid) == group)
+        state.running.iter().any(|r| r.pgid == pid || Some(r.pgid) == group)
     }
 
-    /// Trailing-edge debounce per path: the run happens once the path has been quiet.
+    /// Trailing-edge debounce per subject: the run happens once it has been quiet.
     fn debounce(self: &Arc<Self>, event: Event, quiet: Duration) {
         let ticket = {
             let mut state = self.state();
@@ -146,42 +205,132 @@ impl RuleRuntime {
                 latest && !state.retired
             };
             if latest {
-                rule.admit(event);
+                // A debounced event has no source left to block: a full queue drops it.
+                if let Offer::Full(_) = rule.admit(Job { event, attempt: 0 }) {
+                    rule.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
     }
 
-    fn admit(self: &Arc<Self>, event: Event) {
+    fn admit(self: &Arc<Self>, job: Job) -> Offer {
         let policy = &self.rule.def.policy;
         let mut state = self.state();
         if state.retired {
-            return;
+            return Offer::Taken;
         }
-        if state.slots < policy.max_running {
+        let busy = state.slots >= policy.max_running;
+        if !busy && state.queue.is_empty() && self.take_token(&mut state) {
             state.slots += 1;
             drop(state);
-            self.start(event);
-            return;
+            self.start(job);
+            return Offer::Taken;
         }
-        match policy.on_busy {
-            OnBusy::Queue if state.queue.len() < QUEUE_LIMIT => state.queue.push_back(event),
-            OnBusy::Queue | OnBusy::Drop => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(rule = %self.rule.name, "busy: event dropped");
-            }
-            OnBusy::Restart => {
-                if let Some(oldest) = state.running.first() {
-                    oldest.kill();
+        if busy {
+            match policy.on_busy {
+                OnBusy::Drop => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Offer::Taken;
                 }
-                state.slots += 1;
-                drop(state);
-                self.start(event);
+                OnBusy::Restart => {
+                    if let Some(oldest) = state.running.first() {
+                        oldest.kill();
+                    }
+                    state.slots += 1;
+                    drop(state);
+                    self.start(job);
+                    return Offer::Taken;
+                }
+                OnBusy::Queue => {}
             }
+        }
+        let offer = self.enqueue(&mut state, job);
+        if !busy {
+            self.schedule_pump(&mut state);
+        }
+        offer
+    }
+
+    fn enqueue(&self, state: &mut RunState, job: Job) -> Offer {
+        let policy = &self.rule.def.policy;
+        if state.queue.len() < policy.queue {
+            state.queue.push_back(job);
+            return Offer::Taken;
+        }
+        match policy.when_full {
+            WhenFull::Block => return Offer::Full(job.event),
+            WhenFull::Coalesce => {
+                if let Some(queued) = state.queue.iter_mut().find(|q| q.event.subject == job.event.subject) {
+                    *queued = job;
+                    self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                    return Offer::Taken;
+                }
+            }
+            WhenFull::DropNewest => {}
+        }
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        Offer::Taken
+    }
+
+    /// Takes a rate token if the rule has a rate; true when a run may start now.
+    fn take_token(&self, state: &mut RunState) -> bool {
+        let Some(rate) = self.rule.def.policy.rate else { return true };
+        let capacity = f64::from(rate.count);
+        let now = Instant::now();
+        let bucket = state.bucket.get_or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let refill = now.duration_since(bucket.updated).as_secs_f64() / rate.per.as_secs_f64() * capacity;
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
-    /// Runs the action for `event` in a task; the caller has taken a slot for it.
-    fn start(self: &Arc<Self>, event: Event) {
+    /// When queued jobs wait only for a rate token, start them once one is due.
+    fn schedule_pump(self: &Arc<Self>, state: &mut RunState) {
+        let Some(rate) = self.rule.def.policy.rate else { return };
+        if state.pump_pending || state.queue.is_empty() {
+            return;
+        }
+        state.pump_pending = true;
+        let wait = rate.per.div_f64(f64::from(rate.count));
+        let rule = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            rule.state().pump_pending = false;
+            rule.pump();
+        });
+    }
+
+    /// Starts queued jobs while slots and rate allow.
+    fn pump(self: &Arc<Self>) {
+        loop {
+            let job = {
+                let mut state = self.state();
+                if state.retired || state.queue.is_empty() || state.slots >= self.rule.def.policy.max_running {
+                    return;
+                }
+                if !self.take_token(&mut state) {
+                    self.schedule_pump(&mut state);
+                    return;
+                }
+                let Some(job) = state.queue.pop_front() else { return };
+                state.slots += 1;
+                job
+            };
+            self.room.notify_waiters();
+            self.start(job);
+        }
+    }
+
+    /// Runs the action for `job` in a task; the caller has taken a slot for it.
+    fn start(self: &Arc<Self>, job: Job) {
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
         let rule = Arc::clone(self);
         tokio::spawn(async move {
@@ -190,48 +339,73 @@ impl RuleRuntime {
                 &rule.rule.name,
                 &rule.rule.def.action,
                 rule.rule.def.policy.timeout,
-                &event,
+                &job.event,
                 |running| {
                     pid = Some(running.pgid);
                     rule.state().running.push(running);
                 },
             )
             .await;
-            rule.finished(pid, &outcome);
+            rule.finished(pid, job, &outcome);
         });
     }
 
-    fn finished(self: &Arc<Self>, pid: Option<i32>, outcome: &ExecOutcome) {
-        if !outcome.success() {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        let next = {
+    fn finished(self: &Arc<Self>, pid: Option<i32>, job: Job, outcome: &ExecOutcome) {
+        {
             let mut state = self.state();
             state.slots = state.slots.saturating_sub(1);
             if let Some(pid) = pid {
                 state.running.retain(|r| r.pgid != pid);
                 state.recent.push_back((pid, Instant::now()));
             }
-            let free = state.slots < self.rule.def.policy.max_running;
-            match (free && !state.retired)
-                .then(|| state.queue.pop_front())
-                .flatten()
-            {
-                Some(event) => {
-                    state.slots += 1;
-                    Some(event)
-                }
-                None => None,
+        }
+        if !outcome.success() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.failed(job);
+        }
+        self.pump();
+        self.room.notify_waiters();
+    }
+
+    /// A run failed: retry it after back-off, or hand it to the dead-letter action.
+    fn failed(self: &Arc<Self>, job: Job) {
+        let policy = &self.rule.def.policy;
+        if let Some(retry) = &policy.retry {
+            if job.attempt + 1 < retry.attempts {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                let delay = backoff(retry, job.attempt, &self.rule.name, job.event.id);
+                tracing::info!(rule = %self.rule.name, attempt = job.attempt + 2, "retrying in {delay:?}");
+                let rule = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let next = Job {
+                        event: job.event,
+                        attempt: job.attempt + 1,
+                    };
+                    if let Offer::Full(_) = rule.admit(next) {
+                        rule.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                return;
             }
-        };
-        if let Some(event) = next {
-            self.start(event);
+        }
+        if let Some(dead_letter) = policy.dead_letter.clone() {
+            self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(rule = %self.rule.name, "all runs failed; running dead_letter");
+            let name = format!("{}.dead_letter", self.rule.name);
+            tokio::spawn(async move {
+                run_exec(&name, &dead_letter, None, &job.event, |_| {}).await;
+            });
         }
     }
 
     /// Runs the action for a permission request and says whether it allows the access.
     pub async fn decide(self: &Arc<Self>, event: Event) -> bool {
         self.counters.matched.fetch_add(1, Ordering::Relaxed);
+        if !self.lifecycle_state().active() {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
         self.state().slots += 1;
         let mut pid = None;
@@ -257,9 +431,7 @@ impl RuleRuntime {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         match outcome {
-            ExecOutcome::TimedOut => {
-                self.rule.def.policy.on_timeout == crate::config::OnTimeout::Allow
-            }
+            ExecOutcome::TimedOut => self.rule.def.policy.on_timeout == OnTimeout::Allow,
             other => other.success(),
         }
     }
@@ -267,6 +439,10 @@ impl RuleRuntime {
     /// Counts a queue overflow against this rule (events may have been lost for it).
     pub fn overflowed(&self) {
         self.counters.overflowed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_next_fire(&self, at: Option<SystemTime>) {
+        self.state().next_fire = at;
     }
 
     /// Process groups of the runs in progress.
@@ -286,10 +462,10 @@ impl RuleRuntime {
         let abandoned = state.queue.len() + state.debounce.len();
         state.queue.clear();
         state.debounce.clear();
+        drop(state);
+        self.room.notify_waiters();
         if abandoned > 0 {
-            self.counters
-                .dropped
-                .fetch_add(abandoned as u64, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(abandoned as u64, Ordering::Relaxed);
             tracing::warn!(rule = %self.rule.name, abandoned, "rule removed by reload; queued events dropped");
         }
     }
@@ -301,26 +477,52 @@ impl RuleRuntime {
     }
 
     pub fn status(&self) -> RuleStatus {
+        let lifecycle = self.lifecycle_state();
         let state = self.state();
         let c = &self.counters;
-        let events = match &self.rule.def.trigger {
-            crate::config::Trigger::Watch(w) => w.events.to_string(),
-        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RuleStatus {
             name: self.rule.name.clone(),
             kind: self.rule.def.trigger.kind().to_string(),
             subject: self.rule.def.trigger.subject(),
-            events,
-            matched: c.matched.load(Ordering::Relaxed),
-            fired: c.fired.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            overflowed: c.overflowed.load(Ordering::Relaxed),
-            loops_suppressed: c.loops_suppressed.load(Ordering::Relaxed),
+            events: self.rule.def.trigger.events(),
+            state: match (&lifecycle.disabled, lifecycle.paused) {
+                (Some(d), _) => format!("disabled: {}", d.reason),
+                (None, true) => "paused".into(),
+                (None, false) => "active".into(),
+            },
+            matched: load(&c.matched),
+            fired: load(&c.fired),
+            failed: load(&c.failed),
+            dropped: load(&c.dropped),
+            overflowed: load(&c.overflowed),
+            loops_suppressed: load(&c.loops_suppressed),
+            skipped: load(&c.skipped),
+            retried: load(&c.retried),
+            dead_lettered: load(&c.dead_lettered),
+            coalesced: load(&c.coalesced),
             running: state.slots as u64,
             queued: (state.queue.len() + state.debounce.len()) as u64,
+            next_fire: state
+                .next_fire
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
         }
     }
+}
+
+/// `backoff × 2^attempt`, capped, with a jitter of up to half of it derived from the event so
+/// that retries of different events spread out.
+fn backoff(retry: &crate::config::Retry, attempt: u32, rule: &str, event_id: u64) -> Duration {
+    let base = retry
+        .backoff
+        .saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX))
+        .min(retry.max_backoff);
+    if !retry.jitter {
+        return base;
+    }
+    let spread = crate::schedule::jitter_for(&format!("{rule}#{event_id}#{attempt}"), base / 2);
+    base / 2 + spread
 }
 
 /// The process group of a live process, if it still exists.

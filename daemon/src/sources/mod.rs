@@ -1,3 +1,138 @@
-//! Event sources: each turns something the kernel tells us into `Event`s for the dispatcher.
+//! Event sources and the one interface they share. A source describes itself, may check a
+//! rule's parameters beyond what the config parser knows, and runs until shutdown following
+//! the set of rules bound to it (`SourceContext::bindings`, re-published on every reload, to
+//! which it answers with `applied`). It emits through an `Emitter` the core owns, so retries,
+//! rate limits, queues, pause and disable are the core's business, never the source's.
+//!
+//! A new source is a type implementing `EventSource` plus one line in `daemon::sources()`;
+//! `webhook.rs` is a complete example in about 150 lines.
 
 pub mod fanotify;
+pub mod timer;
+pub mod webhook;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use triggerd_watch::{EventMask, PermissionRequest};
+
+use crate::config::Rule;
+use crate::dispatch::Dispatcher;
+use crate::event::{Event, SourceKind};
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The rules bound to one source, numbered so the core can wait until they are applied.
+#[derive(Debug, Clone, Default)]
+pub struct Bindings {
+    pub generation: u64,
+    pub rules: Arc<Vec<Rule>>,
+}
+
+pub trait EventSource: Send + 'static {
+    /// The rule table it serves (`watch`, `timer`, `webhook`): `Trigger::kind()`.
+    fn kind(&self) -> &'static str;
+    /// One line for logs and docs.
+    fn describe(&self) -> &'static str;
+    /// Checks a rule before a config that contains it is accepted (pure; no side effects).
+    fn validate(&self, _rule: &Rule) -> Result<(), String> {
+        Ok(())
+    }
+    /// Acquires what the source cannot run without (called once, before `run`); an error here
+    /// stops the daemon from starting.
+    fn prepare(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Runs until `ctx.shutdown`, following `ctx.bindings`.
+    fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture;
+}
+
+/// What a running source gets from the core.
+pub struct SourceContext {
+    pub bindings: watch::Receiver<Bindings>,
+    pub emitter: Emitter,
+    pub shutdown: watch::Receiver<bool>,
+    pub state_dir: PathBuf,
+    applied: watch::Sender<u64>,
+}
+
+impl SourceContext {
+    pub fn new(
+        bindings: watch::Receiver<Bindings>,
+        emitter: Emitter,
+        shutdown: watch::Receiver<bool>,
+        state_dir: PathBuf,
+    ) -> (Self, watch::Receiver<u64>) {
+        let (applied, acks) = watch::channel(0);
+        let ctx = Self {
+            bindings,
+            emitter,
+            shutdown,
+            state_dir,
+            applied,
+        };
+        (ctx, acks)
+    }
+
+    /// Tells the core that bindings of `generation` are in effect.
+    pub fn applied(&self, generation: u64) {
+        self.applied.send_replace(generation);
+    }
+}
+
+/// How sources hand events to the core.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    dispatcher: Arc<Dispatcher>,
+    ids: Arc<AtomicU64>,
+    kind: SourceKind,
+}
+
+impl Emitter {
+    pub fn new(dispatcher: Arc<Dispatcher>, ids: Arc<AtomicU64>, kind: SourceKind) -> Self {
+        Self {
+            dispatcher,
+            ids,
+            kind,
+        }
+    }
+
+    /// A new event from this source, numbered in the daemon-wide order.
+    pub fn event(&self, subject: PathBuf, mask: EventMask, pid: Option<i32>, payload: Vec<u8>) -> Event {
+        Event {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            source: self.kind,
+            subject,
+            mask,
+            pid,
+            time: SystemTime::now(),
+            payload,
+        }
+    }
+
+    /// To every rule the event matches (path-addressed sources).
+    pub async fn dispatch(&self, event: Event) {
+        self.dispatcher.dispatch(event).await;
+    }
+
+    /// To one named rule (rule-addressed sources); false if there is no such rule now.
+    pub async fn fire(&self, rule: &str, event: Event) -> bool {
+        self.dispatcher.deliver_to(rule, event).await
+    }
+
+    pub fn decide_permission(&self, request: PermissionRequest, event: Event) {
+        self.dispatcher.decide_permission(request, event);
+    }
+
+    /// Shown by `status` (timers).
+    pub fn set_next_fire(&self, rule: &str, at: Option<SystemTime>) {
+        if let Some(r) = self.dispatcher.rule(rule) {
+            r.set_next_fire(at);
+        }
+    }
+}

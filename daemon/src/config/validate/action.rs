@@ -1,0 +1,213 @@
+//! The keys every rule table shares: the command (`exec`, `user`, `group`) and how its runs
+//! are governed and delivered (`timeout`, `debounce`, `max_running`, `on_busy`, `loop`,
+//! `retry`, `dead_letter`, `rate`, `queue`, `when_full`).
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use super::super::raw::{RawRetry, RawRule};
+use super::super::{
+    parse_duration, ExecAction, OnBusy, OnTimeout, Policy, Problem, Rate, Retry, WhenFull,
+};
+use super::Table;
+
+pub(super) fn exec_action(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<ExecAction> {
+    match &raw.exec {
+        None => {
+            problems.push(table.problem("exec", "missing (the command to run, as a list)"));
+            None
+        }
+        Some(argv) => action_for(table, "exec", argv, raw, problems),
+    }
+}
+
+/// A command plus the identity it runs as (shared by `exec` and `dead_letter`).
+fn action_for(
+    table: &Table<'_>,
+    key: &str,
+    argv: &[String],
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<ExecAction> {
+    let before = problems.len();
+    let argv = command(argv).map_err(|m| problems.push(table.problem(key, m))).ok();
+    let user = raw.user.as_deref().and_then(|name| {
+        lookup_user(name).map_err(|m| problems.push(table.problem("user", m))).ok()
+    });
+    let group = match raw.group.as_deref() {
+        Some(name) => lookup_group(name).map_err(|m| problems.push(table.problem("group", m))).ok(),
+        None => user.map(|(_, gid)| gid),
+    };
+    (problems.len() == before).then(|| ExecAction {
+        argv: argv.unwrap_or_default(),
+        user: user.map(|(uid, _)| uid),
+        group,
+    })
+}
+
+/// One of a fixed set of words.
+fn choice<T: Copy>(
+    table: &Table<'_>,
+    key: &str,
+    value: &Option<String>,
+    options: &[(&str, T)],
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let value = value.as_deref()?;
+    let found = options.iter().find(|(word, _)| *word == value).map(|(_, v)| *v);
+    if found.is_none() {
+        let words: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+        problems.push(table.problem(key, format!("expected one of {}", words.join(", "))));
+    }
+    found
+}
+
+/// A whole number in `range`.
+fn number(
+    table: &Table<'_>,
+    key: &str,
+    value: Option<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    problems: &mut Vec<Problem>,
+) -> Option<i64> {
+    let n = value?;
+    if range.contains(&n) {
+        Some(n)
+    } else {
+        let (lo, hi) = range.into_inner();
+        problems.push(table.problem(key, format!("expected a number from {lo} to {hi}")));
+        None
+    }
+}
+
+pub(super) fn duration(
+    table: &Table<'_>,
+    key: &str,
+    value: &Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    value
+        .as_deref()
+        .and_then(|v| parse_duration(v).map_err(|m| problems.push(table.problem(key, m))).ok())
+}
+
+pub(super) fn policy(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<Policy> {
+    let before = problems.len();
+    let defaults = Policy::default();
+    let policy = Policy {
+        timeout: duration(table, "timeout", &raw.timeout, problems),
+        debounce: duration(table, "debounce", &raw.debounce, problems),
+        on_timeout: choice(
+            table,
+            "on_timeout",
+            &raw.on_timeout,
+            &[("allow", OnTimeout::Allow), ("deny", OnTimeout::Deny)],
+            problems,
+        )
+        .unwrap_or(defaults.on_timeout),
+        max_running: number(table, "max_running", raw.max_running, 1..=4096, problems)
+            .map_or(defaults.max_running, |n| n as usize),
+        on_busy: choice(
+            table,
+            "on_busy",
+            &raw.on_busy,
+            &[("queue", OnBusy::Queue), ("drop", OnBusy::Drop), ("restart", OnBusy::Restart)],
+            problems,
+        )
+        .unwrap_or(defaults.on_busy),
+        allow_loop: raw.allow_loop.unwrap_or(false),
+        retry: raw.retry.as_ref().and_then(|r| retry(table, r, problems)),
+        dead_letter: raw
+            .dead_letter
+            .as_ref()
+            .and_then(|argv| action_for(table, "dead_letter", argv, raw, problems)),
+        rate: raw.rate.as_deref().and_then(|r| {
+            parse_rate(r).map_err(|m| problems.push(table.problem("rate", m))).ok()
+        }),
+        queue: number(table, "queue", raw.queue, 1..=10_000_000, problems)
+            .map_or(defaults.queue, |n| n as usize),
+        when_full: choice(
+            table,
+            "when_full",
+            &raw.when_full,
+            &[
+                ("block", WhenFull::Block),
+                ("drop_newest", WhenFull::DropNewest),
+                ("coalesce", WhenFull::Coalesce),
+            ],
+            problems,
+        )
+        .unwrap_or(defaults.when_full),
+    };
+    (problems.len() == before).then_some(policy)
+}
+
+fn retry(table: &Table<'_>, raw: &RawRetry, problems: &mut Vec<Problem>) -> Option<Retry> {
+    let before = problems.len();
+    let retry = Retry {
+        attempts: number(table, "retry", raw.attempts, 1..=1000, problems).map_or(3, |n| n as u32),
+        backoff: duration(table, "retry", &raw.backoff, problems).unwrap_or(Duration::from_secs(1)),
+        max_backoff: duration(table, "retry", &raw.max_backoff, problems)
+            .unwrap_or(Duration::from_secs(300)),
+        jitter: raw.jitter.unwrap_or(true),
+    };
+    (problems.len() == before).then_some(retry)
+}
+
+/// `"10/s"`, `"100/m"`, `"5/1h"`: a count per duration.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || format!("`{text}` is not a rate (write e.g. \"10/s\" or \"100/5m\")");
+    let (count, per) = text.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = per.trim();
+    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(per)?
+    } else {
+        parse_duration(&format!("1{per}"))?
+    };
+    if count == 0 || per.is_zero() {
+        return Err(bad());
+    }
+    Ok(Rate { count, per })
+}
+
+/// The command must name its program absolutely: it is exec'd directly, with no shell and no
+/// PATH search, so what runs does not depend on the daemon's environment.
+pub(super) fn command(argv: &[String]) -> Result<Vec<OsString>, String> {
+    match argv.first() {
+        None => Err("the command is empty".into()),
+        Some(program) if !Path::new(program).is_absolute() => Err(format!(
+            "`{program}` must be an absolute path (commands run without a shell or PATH search)"
+        )),
+        Some(_) => Ok(argv.iter().map(OsString::from).collect()),
+    }
+}
+
+fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    if let Ok(uid) = name.parse::<u32>() {
+        let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+        return Ok((uid, user.map_or(uid, |u| u.gid.as_raw())));
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok((user.uid.as_raw(), user.gid.as_raw())),
+        Ok(None) => Err(format!("no user `{name}` on this host")),
+        Err(e) => Err(format!("cannot look up user `{name}`: {e}")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group `{name}` on this host")),
+        Err(e) => Err(format!("cannot look up group `{name}`: {e}")),
+    }
+}
+

@@ -1,0 +1,197 @@
+//! Raw tables → the validated model: required keys, names, event expressions, durations,
+//! users, schedules, and the rules that tie keys together. Every problem is collected (not
+//! just the first) with the line of the key it concerns. One file per rule kind; the keys
+//! every rule shares (action and delivery) are in `action`.
+
+mod action;
+mod timer;
+mod watch;
+mod webhook;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::raw::{keys_in_table, line_at, line_of_key, RawDaemon, RawFile, RawRule};
+use super::raw::{TIMER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
+use super::{parse_duration, Config, ConfigError, DaemonConfig, Problem, Rule, RuleDef, Trigger};
+
+/// Locates keys of one table in the source text for messages.
+pub(super) struct Table<'a> {
+    text: &'a str,
+    span: Range<usize>,
+    heading: &'static str,
+}
+
+impl Table<'_> {
+    fn problem(&self, key: &str, message: impl std::fmt::Display) -> Problem {
+        Problem::new(
+            line_of_key(self.text, &self.span, key),
+            format!("{}: {key}: {message}", self.heading),
+        )
+    }
+
+    fn line(&self) -> usize {
+        line_at(self.text, self.span.start)
+    }
+
+    /// Refuses keys that belong to another kind of rule table.
+    fn check_kind_keys(&self, own: &[&str], problems: &mut Vec<Problem>) {
+        let foreign = [WATCH_KEYS, TIMER_KEYS, WEBHOOK_KEYS];
+        for (key, line) in keys_in_table(self.text, &self.span) {
+            let elsewhere = foreign.iter().any(|keys| keys.contains(&key.as_str()));
+            if elsewhere && !own.contains(&key.as_str()) {
+                problems.push(Problem::new(
+                    line,
+                    format!("{}: {key}: not a key of this table", self.heading),
+                ));
+            }
+        }
+    }
+}
+
+/// Builds the trigger of one rule table, or records why it cannot.
+type TriggerBuilder = fn(&Table<'_>, &RawRule, &mut Vec<Problem>) -> Option<Trigger>;
+
+pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let daemon = match &raw.daemon {
+        Some(d) => {
+            let table = Table {
+                text,
+                span: d.span(),
+                heading: "[daemon]",
+            };
+            daemon_config(&table, d.get_ref(), &mut problems)
+        }
+        None => DaemonConfig::default(),
+    };
+    let mut rules = Vec::new();
+    let daemon_facron = raw.daemon.as_ref().and_then(|d| d.get_ref().facron.as_ref());
+    for table in raw.facron.iter().chain(daemon_facron) {
+        watch::facron_rules(text, table.span(), table.get_ref(), &mut rules, &mut problems);
+    }
+    let kinds: [(&[Spanned<RawRule>], &'static str, &[&str], TriggerBuilder); 3] = [
+        (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
+        (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
+        (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
+    ];
+    for (tables, heading, own_keys, build) in kinds {
+        for spanned in tables {
+            let table = Table {
+                text,
+                span: spanned.span(),
+                heading,
+            };
+            table.check_kind_keys(own_keys, &mut problems);
+            if let Some(rule) = rule(&table, spanned.get_ref(), build, &mut problems) {
+                rules.push(rule);
+            }
+        }
+    }
+    check_names(&mut rules, &mut problems);
+    if problems.is_empty() {
+        Ok(Config {
+            file: file.to_path_buf(),
+            daemon,
+            rules,
+        })
+    } else {
+        problems.sort_by_key(|p| p.line);
+        Err(ConfigError::invalid(file, problems))
+    }
+}
+
+/// One rule table: its trigger (by kind), action and policy.
+fn rule(
+    table: &Table<'_>,
+    raw: &RawRule,
+    build: TriggerBuilder,
+    problems: &mut Vec<Problem>,
+) -> Option<Rule> {
+    let before = problems.len();
+    let trigger = build(table, raw, problems);
+    let action = action::exec_action(table, raw, problems);
+    let policy = action::policy(table, raw, problems);
+    let (Some(trigger), Some(action), Some(policy)) = (trigger, action, policy) else {
+        return None;
+    };
+    if let Trigger::Watch(w) = &trigger {
+        watch::check_policy(table, raw, w, &policy, problems);
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(Rule {
+        name: raw.name.clone().unwrap_or_default(),
+        line: table.line(),
+        def: RuleDef {
+            trigger,
+            action,
+            policy,
+        },
+    })
+}
+
+fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>) -> DaemonConfig {
+    let mut config = DaemonConfig::default();
+    let mut path = |key: &str, value: &Option<String>, into: &mut PathBuf| {
+        if let Some(v) = value {
+            match absolute(v) {
+                Ok(p) => *into = p,
+                Err(m) => problems.push(table.problem(key, m)),
+            }
+        }
+    };
+    path("control", &raw.control, &mut config.control);
+    path("fs_mount", &raw.fs_mount, &mut config.fs_mount);
+    path("state_dir", &raw.state_dir, &mut config.state_dir);
+    if let Some(mode) = &raw.control_mode {
+        match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
+            Ok(m) if m <= 0o777 => config.control_mode = m,
+            _ => problems.push(table.problem("control_mode", "expected an octal mode like \"0600\"")),
+        }
+    }
+    if let Some(grace) = &raw.shutdown_grace {
+        match parse_duration(grace) {
+            Ok(d) => config.shutdown_grace = d,
+            Err(m) => problems.push(table.problem("shutdown_grace", m)),
+        }
+    }
+    config
+}
+
+/// Names must be unique; a rule without one gets `kind:subject`, numbered when that repeats.
+fn check_names(rules: &mut [Rule], problems: &mut Vec<Problem>) {
+    let mut taken: HashSet<String> = HashSet::new();
+    for rule in rules.iter().filter(|r| !r.name.is_empty()) {
+        if !taken.insert(rule.name.clone()) {
+            problems.push(Problem::new(
+                rule.line,
+                format!("name: `{}` is used by another rule", rule.name),
+            ));
+        }
+    }
+    for rule in rules.iter_mut().filter(|r| r.name.is_empty()) {
+        let base = format!("{}:{}", rule.def.trigger.kind(), rule.def.trigger.subject());
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken.contains(&name) {
+            name = format!("{base}#{n}");
+            n += 1;
+        }
+        taken.insert(name.clone());
+        rule.name = name;
+    }
+}
+
+fn absolute(path: &str) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("`{path}` is not an absolute path"));
+    }
+    let trimmed = path.trim_end_matches('/');
+    Ok(PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed }))
+}

@@ -1,0 +1,150 @@
+//! `[[watch]]` tables and facron lines: paths, event expressions, and what only watches may
+//! say (permission answers on timeout).
+
+use std::ops::Range;
+
+use triggerd_watch::{parse_events, EventMask};
+
+use super::super::raw::{line_at, RawRule};
+use super::super::{facron, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchTrigger};
+use super::{absolute, action::command, Table};
+
+pub(super) fn facron_rules(
+    text: &str,
+    span: Range<usize>,
+    table_text: &str,
+    rules: &mut Vec<Rule>,
+    problems: &mut Vec<Problem>,
+) {
+    let first_line = facron_first_line(text, &span);
+    let (lines, mut found) = facron::parse_table(table_text, first_line);
+    problems.append(&mut found);
+    for entry in lines {
+        let line = first_line + entry.index;
+        let mut line_problem =
+            |m: String| problems.push(Problem::new(line, format!("facron: {m}")));
+        let path = match absolute(&entry.path) {
+            Ok(p) => p,
+            Err(m) => {
+                line_problem(m);
+                continue;
+            }
+        };
+        let events = match parse_events(&entry.masks) {
+            Ok(e) => e,
+            Err(e) => {
+                line_problem(e.to_string());
+                continue;
+            }
+        };
+        let argv = match command(&entry.argv) {
+            Ok(a) => a,
+            Err(m) => {
+                line_problem(m);
+                continue;
+            }
+        };
+        let trigger = WatchTrigger {
+            path,
+            children: events.contains(EventMask::EVENT_ON_CHILD),
+            events,
+            recursive: false,
+        };
+        if let Err(m) = check_event_classes(&trigger) {
+            line_problem(m);
+            continue;
+        }
+        rules.push(Rule {
+            name: String::new(),
+            line,
+            def: RuleDef {
+                trigger: Trigger::Watch(trigger),
+                action: ExecAction {
+                    argv,
+                    user: None,
+                    group: None,
+                },
+                policy: Policy::default(),
+            },
+        });
+    }
+}
+
+/// The config line of the first line of a (possibly multi-line) string value: TOML drops a
+/// newline that directly follows the opening delimiter.
+fn facron_first_line(text: &str, span: &Range<usize>) -> usize {
+    let value = &text[span.start.min(text.len())..span.end.min(text.len())];
+    let delimiter = ["'''", "\"\"\"", "'", "\""]
+        .into_iter()
+        .find(|d| value.starts_with(d))
+        .map_or(0, str::len);
+    let after = &value[delimiter..];
+    let skipped = usize::from(after.starts_with('\n') || after.starts_with("\r\n"));
+    line_at(text, span.start) + skipped
+}
+
+
+pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<Trigger> {
+    let path = match raw.path.as_deref() {
+        None => {
+            problems.push(table.problem("path", "missing (the path to watch)"));
+            None
+        }
+        Some(p) => absolute(p).map_err(|m| problems.push(table.problem("path", m))).ok(),
+    };
+    let events = match &raw.events {
+        None => {
+            problems.push(table.problem("events", "missing (e.g. [\"close_write\"])"));
+            None
+        }
+        Some(list) => parse_events(&list.expression())
+            .map_err(|e| problems.push(table.problem("events", e)))
+            .ok(),
+    };
+    let trigger = WatchTrigger {
+        path: path?,
+        events: events?,
+        recursive: raw.recursive.unwrap_or(false),
+        children: true,
+    };
+    if let Err(m) = check_event_classes(&trigger) {
+        problems.push(table.problem("events", m));
+        return None;
+    }
+    Some(Trigger::Watch(trigger))
+}
+
+/// What only makes sense for one class of watch.
+pub(super) fn check_policy(
+    table: &Table<'_>,
+    raw: &RawRule,
+    trigger: &WatchTrigger,
+    policy: &Policy,
+    problems: &mut Vec<Problem>,
+) {
+    if trigger.is_permission() && policy.debounce.is_some() {
+        problems.push(table.problem("debounce", "permission events cannot be debounced"));
+    }
+    if trigger.is_permission() && policy.retry.is_some() {
+        problems.push(table.problem("retry", "a permission answer cannot be retried"));
+    }
+    if !trigger.is_permission() && raw.on_timeout.is_some() {
+        problems.push(table.problem("on_timeout", "only applies to permission events"));
+    }
+}
+
+/// Permission and notification kinds are answered differently; one rule does one of them.
+fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
+    let events = trigger.events;
+    if events.notification_part().is_empty() && events.permission_part().is_empty() {
+        return Err("no event kinds given".into());
+    }
+    if !events.permission_part().is_empty() && !events.notification_part().is_empty() {
+        return Err(
+            "permission events (*_perm) and notification events need separate rules".into(),
+        );
+    }
+    Ok(())
+}
+
+
