@@ -23,4 +23,4 @@ pub use kinds::EventMask;
 pub use marks::{MarkScope, MarkSpec};
 pub use permission::{PermissionGate, PermissionRequest};
 pub use record::{parse_events_buffer, EventRecords, FileId, ParseError, ParsedEvent};
-pub use watcher::{WatchEvent, Watcher};
+pub use watcher::{WatchEvent, Watcher, READ_BUFFER_LEN};

@@ -17,7 +17,7 @@ use crate::record::{parse_events_buffer, ParsedEvent};
 use crate::resolve::{join_name, Resolver};
 
 /// Bytes per read: many records per system call (the kernel returns whole records only).
-const READ_BUFFER_LEN: usize = 256 * 1024;
+pub const READ_BUFFER_LEN: usize = 256 * 1024;
 /// `read_events` returns after appending this many events, so one call stays short.
 const MAX_BATCH: usize = 64 * 1024;
 
