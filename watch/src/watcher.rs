@@ -182,7 +182,9 @@ impl Watcher {
             }
             let wanted = self.filter.wanted(&event);
             self.follow_renames(&event);
-            let moved = event.mask & libc::FAN_MOVE_SELF != 0;
+            // a marked object that moved: its new path is kept for a later delete_self
+            let moved = event.mask & libc::FAN_MOVE_SELF != 0
+                && event.subject().is_some_and(|id| self.filter.is_marked(id));
             if !wanted.is_empty() || moved {
                 match self.event_path(&event) {
                     Some(path) => {

@@ -113,3 +113,35 @@ fn requests_can_be_answered_from_another_thread() {
     std::thread::spawn(move || request.deny()).join().unwrap();
     assert!(!finish(child).status.success());
 }
+
+#[test]
+fn descendants_can_be_exempted() {
+    let (_guard, dir) = tempdir();
+    let file = dir.join("gated");
+    fs::write(&file, b"x").unwrap();
+    let mut gate = {
+        let _lock = shared_sysctl_lock();
+        PermissionGate::new().unwrap()
+    };
+    gate.set_exempt_descendants(true);
+    assert!(gate
+        .set_marks(&[spec(&file, MarkScope::Inode, M::OPEN_PERM)])
+        .unwrap()
+        .is_empty());
+    let child = spawn_cat(&file);
+    // nobody answers by hand: read_requests allows the child itself and returns nothing
+    let deadline = Instant::now() + DEADLINE;
+    let mut requests = Vec::new();
+    let mut child = child;
+    let status = loop {
+        gate.read_requests(&mut requests).unwrap();
+        assert!(requests.is_empty(), "{requests:?}");
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the exempt child stayed blocked");
+        let mut fds = [PollFd::new(gate.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(50u16));
+    };
+    assert!(status.success());
+}
