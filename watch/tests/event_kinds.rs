@@ -142,3 +142,13 @@ fn self_events_of_a_marked_directory() {
     fs::remove_dir(&moved).unwrap();
     expect(&mut watcher, &mut events, &moved, M::DELETE_SELF | M::ONDIR);
 }
+
+#[test]
+fn public_types_cross_threads() {
+    fn send<T: Send>() {}
+    send::<triggerd_watch::Watcher>();
+    send::<triggerd_watch::PermissionGate>();
+    send::<triggerd_watch::PermissionRequest>();
+    send::<triggerd_watch::WatchEvent>();
+    send::<triggerd_watch::WatchError>();
+}
