@@ -116,7 +116,8 @@ impl Filter {
             let Some(fsid) = event.object.or(event.dir).map(|id| id.fsid) else {
                 return kept;
             };
-            let mut want = self.fs_mask(fsid) | self.inode(event.subject());
+            let own = self.inode(event.subject());
+            let mut want = self.fs_mask(fsid) | own;
             if ondir {
                 want |= self
                     .child_dirs_by_fsid
@@ -131,6 +132,9 @@ impl Filter {
             }
             if !ondir || want.contains(EventMask::ONDIR) {
                 kept |= other & want;
+            } else {
+                // a directory marked for its own delete_self/move_self gets them without ondir
+                kept |= other & own & (EventMask::DELETE_SELF | EventMask::MOVE_SELF);
             }
         }
         if ondir && !kept.is_empty() {
@@ -234,6 +238,21 @@ mod tests {
             without.wanted(&own),
             EventMask::EMPTY,
             "directory events need ondir"
+        );
+        let mut gone = filter(vec![object(
+            MarkScope::Inode,
+            b"dir",
+            EventMask::DELETE_SELF,
+        )]);
+        let deleted = event(
+            EventMask::DELETE_SELF | EventMask::ONDIR,
+            Some(b"dir"),
+            Some(b"."),
+            None,
+        );
+        assert_eq!(
+            gone.wanted(&deleted),
+            EventMask::DELETE_SELF | EventMask::ONDIR
         );
     }
 
