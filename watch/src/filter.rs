@@ -4,7 +4,7 @@
 //! it: the filesystem mark of its fsid, the inode mark of the object, and the inode mark of
 //! its parent directory when that one asked for `event_on_child`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::kinds::EventMask;
@@ -22,6 +22,9 @@ pub(crate) struct Filter {
     /// Inode marks by handle key: the asked mask and the marked path (the last resort for an
     /// object whose handle no longer opens).
     inodes: HashMap<Box<[u8]>, (EventMask, PathBuf)>,
+    /// Handles of every inode-marked object, ancestors included: when one of them moves or
+    /// is deleted, spec paths may now name other objects.
+    pinned: HashSet<Box<[u8]>>,
     key: Vec<u8>,
 }
 
@@ -29,6 +32,16 @@ impl Filter {
     pub fn from_marks(table: &MarkTable) -> Filter {
         let mut filter = Filter::default();
         for object in table.objects.values() {
+            if let (MarkScope::Inode, Some((handle_type, handle))) = (object.scope, &object.handle)
+            {
+                let id = FileId {
+                    fsid: object.fsid,
+                    handle_type: *handle_type,
+                    handle,
+                };
+                id_key_into(&id, &mut filter.key);
+                filter.pinned.insert(filter.key.clone().into_boxed_slice());
+            }
             let mask = object.user_mask;
             if mask.is_empty() {
                 continue;
@@ -73,7 +86,16 @@ impl Filter {
             .map_or(EventMask::EMPTY, |(mask, _)| *mask)
     }
 
-    /// Whether `id` is an inode-marked object.
+    /// Whether `id` is an inode-marked object, ancestors included.
+    pub fn is_pinned(&mut self, id: &FileId<'_>) -> bool {
+        if self.pinned.is_empty() {
+            return false;
+        }
+        id_key_into(id, &mut self.key);
+        self.pinned.contains(self.key.as_slice())
+    }
+
+    /// Whether `id` is an inode-marked object that a spec asked events of.
     pub fn is_marked(&mut self, id: &FileId<'_>) -> bool {
         if self.inodes.is_empty() {
             return false;

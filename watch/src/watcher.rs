@@ -43,6 +43,7 @@ pub struct Watcher {
     overflows: u64,
     unresolved: u64,
     malformed: u64,
+    marks_stale: bool,
 }
 
 /// Kernel masks of the notification group: the asked kinds and flags, plus bookkeeping bits
@@ -62,7 +63,7 @@ impl MarkPolicy for NotifyPolicy {
             (MarkScope::Filesystem, _, _) => DIR_RENAMES,
             (MarkScope::Inode, true, _) => DIR_RENAMES | libc::FAN_DELETE_SELF,
             // its moves keep the path reported for its delete_self right
-            (MarkScope::Inode, false, _) => libc::FAN_MOVE_SELF,
+            (MarkScope::Inode, false, _) => libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF,
         };
         asked.bits() | bookkeeping
     }
@@ -99,6 +100,7 @@ impl Watcher {
             overflows: 0,
             unresolved: 0,
             malformed: 0,
+            marks_stale: false,
         })
     }
 
@@ -145,6 +147,14 @@ impl Watcher {
         result.map(|()| out.len() - start)
     }
 
+    /// True (once) after a marked object, or an ancestor directory of one, was moved or
+    /// deleted: spec paths may now name other objects (an editor replaced a file, a tree was
+    /// renamed), so the caller should call `set_marks` again with its specs. The cleared
+    /// flag is set again by the next such event.
+    pub fn marks_stale(&mut self) -> bool {
+        std::mem::take(&mut self.marks_stale)
+    }
+
     /// Queue overflows seen (each also returned as an `OVERFLOW` event).
     pub fn overflows(&self) -> u64 {
         self.overflows
@@ -181,6 +191,11 @@ impl Watcher {
                 continue;
             }
             let wanted = self.filter.wanted(&event);
+            if event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0
+                && event.subject().is_some_and(|id| self.filter.is_pinned(id))
+            {
+                self.marks_stale = true;
+            }
             self.follow_renames(&event);
             // a marked object that moved: its new path is kept for a later delete_self
             let moved = event.mask & libc::FAN_MOVE_SELF != 0
