@@ -151,3 +151,33 @@ fn a_replaced_file_asks_for_a_remark_and_is_watched_again() {
     fs::write(&file, b"v3").unwrap();
     expect(&mut watcher, &mut events, &file, M::CLOSE_WRITE);
 }
+
+#[test]
+fn dropping_kinds_and_flags_of_a_spec_applies() {
+    let (_guard, dir) = tempdir();
+    let mut watcher = new_watcher();
+    mark(
+        &mut watcher,
+        &[spec(
+            &dir,
+            MarkScope::Inode,
+            M::CREATE | M::CLOSE_WRITE | M::EVENT_ON_CHILD,
+        )],
+    );
+    let mut events = Vec::new();
+    fs::write(dir.join("one"), b"").unwrap();
+    expect(
+        &mut watcher,
+        &mut events,
+        &dir.join("one"),
+        M::CREATE | M::CLOSE_WRITE,
+    );
+
+    mark(&mut watcher, &[spec(&dir, MarkScope::Inode, M::CREATE)]);
+    events.clear();
+    fs::write(dir.join("two"), b"").unwrap();
+    fs::write(dir.join("three"), b"").unwrap();
+    expect(&mut watcher, &mut events, &dir.join("three"), M::CREATE);
+    assert_eq!(mask_of(&events, &dir.join("two")), M::CREATE, "{events:#?}");
+    assert!(events.iter().all(|e| e.mask == M::CREATE), "{events:#?}");
+}
