@@ -171,6 +171,12 @@ fn fanotify_from(fd: OwnedFd) -> Fanotify {
 }
 
 impl PermissionRequest {
+    /// The file being accessed, opened read-only by the kernel for this request (reading it
+    /// does not trigger the gate); valid until the request is answered.
+    pub fn file(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// Lets the access proceed.
     pub fn allow(mut self) {
         // refused only for a request the kernel no longer holds: nothing is left blocked

@@ -32,6 +32,13 @@ pub struct WatchEvent {
     pub pid: i32,
 }
 
+impl WatchEvent {
+    /// Whether this is the queue-overflow marker (events were lost before it).
+    pub fn is_overflow(&self) -> bool {
+        self.mask.contains(EventMask::OVERFLOW)
+    }
+}
+
 /// The notification group.
 #[derive(Debug)]
 pub struct Watcher {

@@ -65,6 +65,10 @@ fn deny_allow_and_drop() {
     let request = request_of(&mut gate, child.id());
     assert_eq!(request.path, file);
     assert_eq!(request.mask, M::OPEN_PERM);
+    // the request's own fd reads the content without waiting on the gate
+    let mut content = [0u8; 16];
+    let n = nix::sys::uio::pread(request.file().unwrap(), &mut content, 0).unwrap();
+    assert_eq!(&content[..n], b"secret\n");
     request.deny();
     let out = finish(child);
     assert!(!out.status.success());
