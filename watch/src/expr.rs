@@ -81,6 +81,15 @@ pub fn parse_events(expr: &str) -> Result<EventMask, WatchError> {
     Ok(mask)
 }
 
+impl std::str::FromStr for EventMask {
+    type Err = WatchError;
+
+    /// Same grammar as [`parse_events`].
+    fn from_str(expr: &str) -> Result<EventMask, WatchError> {
+        parse_events(expr)
+    }
+}
+
 fn parse_one(token: &str) -> Result<EventMask, String> {
     if let Some(bits) = parse_number(token) {
         return number_to_mask(bits);
@@ -262,5 +271,6 @@ mod tests {
     fn text_form_parses_back() {
         let mask = EventMask::CLOSE_WRITE | EventMask::MOVED_TO | EventMask::ONDIR;
         assert_eq!(ok(&mask.to_string()), mask);
+        assert_eq!(mask.to_string().parse::<EventMask>(), Ok(mask));
     }
 }

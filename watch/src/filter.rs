@@ -4,7 +4,7 @@
 //! it: the filesystem mark of its fsid, the inode mark of the object, and the inode mark of
 //! its parent directory when that one asked for `event_on_child`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::kinds::EventMask;
@@ -22,6 +22,9 @@ pub(crate) struct Filter {
     /// Inode marks by handle key: the asked mask and the marked path (the last resort for an
     /// object whose handle no longer opens).
     inodes: HashMap<Box<[u8]>, (EventMask, PathBuf)>,
+    /// Handles of every inode-marked object, ancestors included: when one of them moves or
+    /// is deleted, spec paths may now name other objects.
+    pinned: HashSet<Box<[u8]>>,
     key: Vec<u8>,
 }
 
@@ -29,6 +32,16 @@ impl Filter {
     pub fn from_marks(table: &MarkTable) -> Filter {
         let mut filter = Filter::default();
         for object in table.objects.values() {
+            if let (MarkScope::Inode, Some((handle_type, handle))) = (object.scope, &object.handle)
+            {
+                let id = FileId {
+                    fsid: object.fsid,
+                    handle_type: *handle_type,
+                    handle,
+                };
+                id_key_into(&id, &mut filter.key);
+                filter.pinned.insert(filter.key.clone().into_boxed_slice());
+            }
             let mask = object.user_mask;
             if mask.is_empty() {
                 continue;
@@ -73,6 +86,24 @@ impl Filter {
             .map_or(EventMask::EMPTY, |(mask, _)| *mask)
     }
 
+    /// Whether `id` is an inode-marked object, ancestors included.
+    pub fn is_pinned(&mut self, id: &FileId<'_>) -> bool {
+        if self.pinned.is_empty() {
+            return false;
+        }
+        id_key_into(id, &mut self.key);
+        self.pinned.contains(self.key.as_slice())
+    }
+
+    /// Whether `id` is an inode-marked object that a spec asked events of.
+    pub fn is_marked(&mut self, id: &FileId<'_>) -> bool {
+        if self.inodes.is_empty() {
+            return false;
+        }
+        id_key_into(id, &mut self.key);
+        self.inodes.contains_key(self.key.as_slice())
+    }
+
     /// Records where an inode-marked object is now (after it moved), if `id` is one.
     pub fn moved(&mut self, id: &FileId<'_>, path: &std::path::Path) {
         id_key_into(id, &mut self.key);
@@ -107,7 +138,8 @@ impl Filter {
             let Some(fsid) = event.object.or(event.dir).map(|id| id.fsid) else {
                 return kept;
             };
-            let mut want = self.fs_mask(fsid) | self.inode(event.subject());
+            let own = self.inode(event.subject());
+            let mut want = self.fs_mask(fsid) | own;
             if ondir {
                 want |= self
                     .child_dirs_by_fsid
@@ -122,6 +154,9 @@ impl Filter {
             }
             if !ondir || want.contains(EventMask::ONDIR) {
                 kept |= other & want;
+            } else {
+                // a directory marked for its own delete_self/move_self gets them without ondir
+                kept |= other & own & (EventMask::DELETE_SELF | EventMask::MOVE_SELF);
             }
         }
         if ondir && !kept.is_empty() {
@@ -132,5 +167,173 @@ impl Filter {
 
     fn fs_mask(&self, fsid: u64) -> EventMask {
         self.by_fsid.get(&fsid).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::marks::{MarkKey, MarkedObject};
+
+    const FSID: u64 = 7;
+
+    fn object(scope: MarkScope, handle: &[u8], mask: EventMask) -> MarkedObject {
+        MarkedObject {
+            path: PathBuf::from(format!("/marked/{}", handle.len())),
+            fd: None,
+            handle: Some((1, handle.to_vec())),
+            fsid: FSID,
+            is_dir: true,
+            scope,
+            user_mask: mask,
+            kernel_mask: 1,
+        }
+    }
+
+    fn filter(objects: Vec<MarkedObject>) -> Filter {
+        let mut table = MarkTable::default();
+        for (ino, o) in objects.into_iter().enumerate() {
+            table.objects.insert(
+                MarkKey::Inode {
+                    dev: 1,
+                    ino: ino as u64,
+                },
+                o,
+            );
+        }
+        Filter::from_marks(&table)
+    }
+
+    fn id(handle: &[u8]) -> FileId<'_> {
+        FileId {
+            fsid: FSID,
+            handle_type: 1,
+            handle,
+        }
+    }
+
+    fn event<'a>(
+        mask: EventMask,
+        dir: Option<&'a [u8]>,
+        name: Option<&'a [u8]>,
+        object: Option<&'a [u8]>,
+    ) -> ParsedEvent<'a> {
+        ParsedEvent {
+            mask: mask.bits(),
+            fd: -1,
+            pid: 1,
+            object: object.map(id),
+            dir: dir.map(id),
+            name,
+            info_error: None,
+        }
+    }
+
+    #[test]
+    fn children_need_event_on_child_on_the_parent() {
+        let mut with = filter(vec![object(
+            MarkScope::Inode,
+            b"dir",
+            EventMask::CLOSE_WRITE | EventMask::EVENT_ON_CHILD,
+        )]);
+        let mut without = filter(vec![object(
+            MarkScope::Inode,
+            b"dir",
+            EventMask::CLOSE_WRITE,
+        )]);
+        let write = event(
+            EventMask::CLOSE_WRITE,
+            Some(b"dir"),
+            Some(b"f"),
+            Some(b"file"),
+        );
+        assert_eq!(with.wanted(&write), EventMask::CLOSE_WRITE);
+        assert_eq!(without.wanted(&write), EventMask::EMPTY);
+        // the directory's own event ("." name, no FID record)
+        let own = event(
+            EventMask::CLOSE_WRITE | EventMask::ONDIR,
+            Some(b"dir"),
+            Some(b"."),
+            None,
+        );
+        assert_eq!(
+            without.wanted(&own),
+            EventMask::EMPTY,
+            "directory events need ondir"
+        );
+        let mut gone = filter(vec![object(
+            MarkScope::Inode,
+            b"dir",
+            EventMask::DELETE_SELF,
+        )]);
+        let deleted = event(
+            EventMask::DELETE_SELF | EventMask::ONDIR,
+            Some(b"dir"),
+            Some(b"."),
+            None,
+        );
+        assert_eq!(
+            gone.wanted(&deleted),
+            EventMask::DELETE_SELF | EventMask::ONDIR
+        );
+    }
+
+    #[test]
+    fn entry_changes_of_directories_come_with_ondir() {
+        let mut f = filter(vec![object(MarkScope::Inode, b"dir", EventMask::CREATE)]);
+        let mkdir = event(
+            EventMask::CREATE | EventMask::ONDIR,
+            Some(b"dir"),
+            Some(b"sub"),
+            None,
+        );
+        assert_eq!(f.wanted(&mkdir), EventMask::CREATE | EventMask::ONDIR);
+        // bookkeeping bits the spec did not ask for are dropped
+        let rename = event(
+            EventMask::MOVED_FROM | EventMask::ONDIR,
+            Some(b"dir"),
+            Some(b"sub"),
+            None,
+        );
+        assert_eq!(f.wanted(&rename), EventMask::EMPTY);
+        let elsewhere = event(EventMask::CREATE, Some(b"other"), Some(b"x"), Some(b"x"));
+        assert_eq!(f.wanted(&elsewhere), EventMask::EMPTY);
+    }
+
+    #[test]
+    fn filesystem_masks_cover_every_object_of_their_fsid() {
+        let mut f = filter(vec![object(
+            MarkScope::Filesystem,
+            b"root",
+            EventMask::ATTRIB | EventMask::ONDIR,
+        )]);
+        let attrib = event(
+            EventMask::ATTRIB | EventMask::ONDIR,
+            Some(b"any"),
+            Some(b"."),
+            None,
+        );
+        assert_eq!(f.wanted(&attrib), EventMask::ATTRIB | EventMask::ONDIR);
+        let mut other_fs = attrib;
+        other_fs.dir = Some(FileId {
+            fsid: FSID + 1,
+            handle_type: 1,
+            handle: b"any",
+        });
+        assert_eq!(f.wanted(&other_fs), EventMask::EMPTY);
+        assert!(!f.is_marked(&id(b"root")));
+    }
+
+    #[test]
+    fn moved_objects_keep_their_new_path() {
+        let mut f = filter(vec![object(
+            MarkScope::Inode,
+            b"file",
+            EventMask::DELETE_SELF,
+        )]);
+        assert!(f.is_marked(&id(b"file")));
+        f.moved(&id(b"file"), std::path::Path::new("/new"));
+        assert_eq!(f.marked_path(&id(b"file")), Some(PathBuf::from("/new")));
+        assert_eq!(f.marked_path(&id(b"nope")), None);
     }
 }

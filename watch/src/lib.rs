@@ -5,6 +5,25 @@
 //!
 //! Entry points: [`Watcher`] (notifications), [`PermissionGate`] (permission requests),
 //! [`parse_events`] (event expressions from configs), [`parse_events_buffer`] (the pure parser).
+//!
+//! How the daemon drives a [`Watcher`] (same shape for a [`PermissionGate`]):
+//!
+//! ```text
+//! let mut watcher = Watcher::new()?;
+//! for failed in watcher.set_marks(&specs)? { log + retry later }   // again on every reload
+//! let fd = tokio::io::unix::AsyncFd::new(watcher)?;
+//! loop {
+//!     let mut guard = fd.readable_mut().await?;
+//!     let n = guard.get_inner_mut().read_events(&mut batch)?;  // drains until EAGAIN
+//!     if n == 0 { guard.clear_ready(); }                       // Ok(0) = queue empty
+//!     dispatch(batch.drain(..));                               // match rules by path
+//! }
+//! ```
+//!
+//! Recursive watches are one `MarkScope::Filesystem` mark plus a path-prefix filter in the
+//! daemon: a directory created later, at any depth, is covered at once. Events carry the
+//! current path of their directory: an event queued before a rename of a directory that was
+//! never resolved before reports the directory's new path.
 
 mod error;
 mod expr;
@@ -23,4 +42,4 @@ pub use kinds::EventMask;
 pub use marks::{MarkScope, MarkSpec};
 pub use permission::{PermissionGate, PermissionRequest};
 pub use record::{parse_events_buffer, EventRecords, FileId, ParseError, ParsedEvent};
-pub use watcher::{WatchEvent, Watcher};
+pub use watcher::{WatchEvent, Watcher, READ_BUFFER_LEN};

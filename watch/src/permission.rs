@@ -27,6 +27,7 @@ pub struct PermissionGate {
     marker: Fanotify,
     marks: MarkTable,
     own_pid: i32,
+    exempt_descendants: bool,
     buf: Vec<u8>,
     unreadable: u64,
 }
@@ -83,9 +84,21 @@ impl PermissionGate {
             marker,
             marks: MarkTable::default(),
             own_pid: std::process::id() as i32,
+            exempt_descendants: false,
             buf: vec![0; READ_BUFFER_LEN],
             unreadable: 0,
         })
+    }
+
+    /// When on, requests of any descendant of this process (the daemon's actions and what
+    /// they start) are also allowed inside `read_requests`, so a gated action can never wait
+    /// on itself. A process that left the tree (double fork, reparented) is gated again.
+    pub fn set_exempt_descendants(&mut self, on: bool) {
+        self.exempt_descendants = on;
+    }
+
+    fn is_exempt(&self, pid: i32) -> bool {
+        pid == self.own_pid || (self.exempt_descendants && sys::is_descendant(pid, self.own_pid))
     }
 
     /// Same diff semantics as `Watcher::set_marks`; only the `*_PERM` bits (with `ondir` and
@@ -95,7 +108,8 @@ impl PermissionGate {
     }
 
     /// Reads every pending request without blocking and appends those of other processes;
-    /// the daemon's own are allowed at once. `Ok(0)` when none was pending.
+    /// the daemon's own (and, if set, its descendants') are allowed at once, never returned.
+    /// `Ok(0)` when none was pending.
     pub fn read_requests(&mut self, out: &mut Vec<PermissionRequest>) -> Result<usize, WatchError> {
         let start = out.len();
         loop {
@@ -126,7 +140,7 @@ impl PermissionGate {
                     group: Arc::clone(&self.group),
                     fd: Some(fd),
                 };
-                if event.pid == self.own_pid || request.mask.is_empty() {
+                if request.mask.is_empty() || self.is_exempt(event.pid) {
                     request.allow();
                     continue;
                 }
@@ -157,6 +171,12 @@ fn fanotify_from(fd: OwnedFd) -> Fanotify {
 }
 
 impl PermissionRequest {
+    /// The file being accessed, opened read-only by the kernel for this request (reading it
+    /// does not trigger the gate); valid until the request is answered.
+    pub fn file(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// Lets the access proceed.
     pub fn allow(mut self) {
         // refused only for a request the kernel no longer holds: nothing is left blocked

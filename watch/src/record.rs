@@ -17,7 +17,7 @@ pub struct FileId<'a> {
     /// `__kernel_fsid_t` as two native-endian `i32` words, low word first.
     pub fsid: u64,
     pub handle_type: i32,
-    /// The opaque `f_handle` bytes (at most [`MAX_HANDLE_LEN`]).
+    /// The opaque `f_handle` bytes (at most `MAX_HANDLE_SZ`, 128).
     pub handle: &'a [u8],
 }
 

@@ -166,6 +166,31 @@ pub(crate) fn mount_fd_for(object: BorrowedFd<'_>, is_dir: bool) -> Result<Owned
     Ok(fd)
 }
 
+/// The parent of process `pid` (from /proc/PID/stat; the command name may hold spaces and
+/// parentheses, so fields are read after its last ')').
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(after + 1..)?).ok()?;
+    // " S PPID ..." : state, then the parent pid
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants (bounded walk up the parents).
+pub(crate) fn is_descendant(pid: i32, ancestor: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..256 {
+        if at == ancestor {
+            return true;
+        }
+        match parent_of(at) {
+            Some(parent) if parent > 0 && parent != at => at = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Opens `path` as an O_PATH fd (following symbolic links, as fanotify_mark does).
 pub(crate) fn open_path(path: &std::path::Path) -> Result<OwnedFd, Errno> {
     nix::fcntl::open(
@@ -200,6 +225,24 @@ mod tests {
         );
         let fsid = fsid_of(fd.as_fd()).unwrap();
         assert_eq!(fsid, fsid_of(mount.as_fd()).unwrap());
+    }
+
+    #[test]
+    fn descendants_are_found_through_proc() {
+        let me = std::process::id() as i32;
+        assert!(is_descendant(me, me));
+        assert!(is_descendant(me, 1));
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert_eq!(parent_of(pid), Some(me));
+        assert!(is_descendant(pid, me));
+        assert!(!is_descendant(me, pid));
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert_eq!(parent_of(-5), None);
     }
 
     #[test]

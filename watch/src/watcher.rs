@@ -17,7 +17,7 @@ use crate::record::{parse_events_buffer, ParsedEvent};
 use crate::resolve::{join_name, Resolver};
 
 /// Bytes per read: many records per system call (the kernel returns whole records only).
-const READ_BUFFER_LEN: usize = 256 * 1024;
+pub const READ_BUFFER_LEN: usize = 256 * 1024;
 /// `read_events` returns after appending this many events, so one call stays short.
 const MAX_BATCH: usize = 64 * 1024;
 
@@ -32,6 +32,13 @@ pub struct WatchEvent {
     pub pid: i32,
 }
 
+impl WatchEvent {
+    /// Whether this is the queue-overflow marker (events were lost before it).
+    pub fn is_overflow(&self) -> bool {
+        self.mask.contains(EventMask::OVERFLOW)
+    }
+}
+
 /// The notification group.
 #[derive(Debug)]
 pub struct Watcher {
@@ -43,6 +50,7 @@ pub struct Watcher {
     overflows: u64,
     unresolved: u64,
     malformed: u64,
+    marks_stale: bool,
 }
 
 /// Kernel masks of the notification group: the asked kinds and flags, plus bookkeeping bits
@@ -62,7 +70,7 @@ impl MarkPolicy for NotifyPolicy {
             (MarkScope::Filesystem, _, _) => DIR_RENAMES,
             (MarkScope::Inode, true, _) => DIR_RENAMES | libc::FAN_DELETE_SELF,
             // its moves keep the path reported for its delete_self right
-            (MarkScope::Inode, false, _) => libc::FAN_MOVE_SELF,
+            (MarkScope::Inode, false, _) => libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF,
         };
         asked.bits() | bookkeeping
     }
@@ -99,6 +107,7 @@ impl Watcher {
             overflows: 0,
             unresolved: 0,
             malformed: 0,
+            marks_stale: false,
         })
     }
 
@@ -145,6 +154,14 @@ impl Watcher {
         result.map(|()| out.len() - start)
     }
 
+    /// True (once) after a marked object, or an ancestor directory of one, was moved or
+    /// deleted: spec paths may now name other objects (an editor replaced a file, a tree was
+    /// renamed), so the caller should call `set_marks` again with its specs. The cleared
+    /// flag is set again by the next such event.
+    pub fn marks_stale(&mut self) -> bool {
+        std::mem::take(&mut self.marks_stale)
+    }
+
     /// Queue overflows seen (each also returned as an `OVERFLOW` event).
     pub fn overflows(&self) -> u64 {
         self.overflows
@@ -181,8 +198,15 @@ impl Watcher {
                 continue;
             }
             let wanted = self.filter.wanted(&event);
+            if event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0
+                && event.subject().is_some_and(|id| self.filter.is_pinned(id))
+            {
+                self.marks_stale = true;
+            }
             self.follow_renames(&event);
-            let moved = event.mask & libc::FAN_MOVE_SELF != 0;
+            // a marked object that moved: its new path is kept for a later delete_self
+            let moved = event.mask & libc::FAN_MOVE_SELF != 0
+                && event.subject().is_some_and(|id| self.filter.is_marked(id));
             if !wanted.is_empty() || moved {
                 match self.event_path(&event) {
                     Some(path) => {

@@ -69,10 +69,9 @@ fn self_events_of_a_marked_file() {
     let file = dir.join("self");
     fs::write(&file, b"x").unwrap();
     let mut watcher = new_watcher();
-    mark(
-        &mut watcher,
-        &[spec(&file, MarkScope::Inode, M::MOVE_SELF | M::DELETE_SELF)],
-    );
+    // facron lines often carry FAN_EVENT_ON_CHILD on files too: accepted, meaningless
+    let mask = M::MOVE_SELF | M::DELETE_SELF | M::EVENT_ON_CHILD;
+    mark(&mut watcher, &[spec(&file, MarkScope::Inode, mask)]);
     let mut events = Vec::new();
     let moved = dir.join("self-moved");
     fs::rename(&file, &moved).unwrap();
@@ -132,7 +131,8 @@ fn self_events_of_a_marked_directory() {
         &[spec(
             &sub,
             MarkScope::Inode,
-            M::MOVE_SELF | M::DELETE_SELF | M::ONDIR,
+            // no ondir: the spec names this directory for its own self events
+            M::MOVE_SELF | M::DELETE_SELF,
         )],
     );
     let mut events = Vec::new();
@@ -141,4 +141,14 @@ fn self_events_of_a_marked_directory() {
     expect(&mut watcher, &mut events, &moved, M::MOVE_SELF | M::ONDIR);
     fs::remove_dir(&moved).unwrap();
     expect(&mut watcher, &mut events, &moved, M::DELETE_SELF | M::ONDIR);
+}
+
+#[test]
+fn public_types_cross_threads() {
+    fn send<T: Send>() {}
+    send::<triggerd_watch::Watcher>();
+    send::<triggerd_watch::PermissionGate>();
+    send::<triggerd_watch::PermissionRequest>();
+    send::<triggerd_watch::WatchEvent>();
+    send::<triggerd_watch::WatchError>();
 }

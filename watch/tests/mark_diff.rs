@@ -124,3 +124,60 @@ fn reapplying_marks_while_writing_loses_no_event() {
         "the writer finished before marks were re-applied"
     );
 }
+
+#[test]
+fn a_replaced_file_asks_for_a_remark_and_is_watched_again() {
+    let (_guard, dir) = tempdir();
+    let file = dir.join("app.conf");
+    fs::write(&file, b"v1").unwrap();
+    let mut watcher = new_watcher();
+    let specs = [spec(&file, MarkScope::Inode, M::CLOSE_WRITE)];
+    mark(&mut watcher, &specs);
+    assert!(!watcher.marks_stale());
+    // an editor's atomic save: write a new file, rename it over the old one
+    let tmp = dir.join(".app.conf.swp");
+    fs::write(&tmp, b"v2").unwrap();
+    fs::rename(&tmp, &file).unwrap();
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut stale = false;
+    while !stale && std::time::Instant::now() < deadline {
+        wait_readable(&watcher, std::time::Duration::from_millis(200));
+        watcher.read_events(&mut events).unwrap();
+        stale = watcher.marks_stale();
+    }
+    assert!(stale, "the replaced file was not noticed");
+    mark(&mut watcher, &specs);
+    fs::write(&file, b"v3").unwrap();
+    expect(&mut watcher, &mut events, &file, M::CLOSE_WRITE);
+}
+
+#[test]
+fn dropping_kinds_and_flags_of_a_spec_applies() {
+    let (_guard, dir) = tempdir();
+    let mut watcher = new_watcher();
+    mark(
+        &mut watcher,
+        &[spec(
+            &dir,
+            MarkScope::Inode,
+            M::CREATE | M::CLOSE_WRITE | M::EVENT_ON_CHILD,
+        )],
+    );
+    let mut events = Vec::new();
+    fs::write(dir.join("one"), b"").unwrap();
+    expect(
+        &mut watcher,
+        &mut events,
+        &dir.join("one"),
+        M::CREATE | M::CLOSE_WRITE,
+    );
+
+    mark(&mut watcher, &[spec(&dir, MarkScope::Inode, M::CREATE)]);
+    events.clear();
+    fs::write(dir.join("two"), b"").unwrap();
+    fs::write(dir.join("three"), b"").unwrap();
+    expect(&mut watcher, &mut events, &dir.join("three"), M::CREATE);
+    assert_eq!(mask_of(&events, &dir.join("two")), M::CREATE, "{events:#?}");
+    assert!(events.iter().all(|e| e.mask == M::CREATE), "{events:#?}");
+}

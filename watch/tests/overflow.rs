@@ -27,7 +27,7 @@ fn overflow_is_reported_and_counted() {
     }
     let mut events = Vec::new();
     let seen = read_until(&mut watcher, &mut events, |evs| {
-        evs.iter().any(|e| e.mask == M::OVERFLOW)
+        evs.iter().any(|e| e.is_overflow())
     });
     assert!(seen, "{events:#?}");
     assert!(watcher.overflows() > 0);

@@ -188,3 +188,34 @@ fn tmpfs_supports_fid_marks() {
     fs::remove_file(&file).unwrap();
     expect(&mut watcher, &mut events, &file, M::DELETE);
 }
+
+#[test]
+fn events_of_vanished_directories_are_not_fatal() {
+    let (_guard, dir) = tempdir();
+    let gone = dir.join("gone");
+    fs::create_dir(&gone).unwrap();
+    let mut watcher = new_watcher();
+    mark(
+        &mut watcher,
+        &[spec(
+            &dir,
+            MarkScope::Filesystem,
+            M::CLOSE_WRITE | M::DELETE,
+        )],
+    );
+    // queued while the directory exists, read after it (and its handle) is gone
+    fs::write(gone.join("f"), b"x").unwrap();
+    fs::remove_dir_all(&gone).unwrap();
+    fs::write(dir.join("after"), b"x").unwrap();
+    let mut events = Vec::new();
+    expect(
+        &mut watcher,
+        &mut events,
+        &dir.join("after"),
+        M::CLOSE_WRITE,
+    );
+    let write_seen = mask_of(&events, &gone.join("f")).contains(M::CLOSE_WRITE);
+    assert!(write_seen || watcher.unresolved() > 0, "{events:#?}");
+    assert!(mask_of(&events, &gone).contains(M::DELETE | M::ONDIR) || watcher.unresolved() > 0);
+    assert_eq!(watcher.malformed(), 0);
+}

@@ -65,6 +65,10 @@ fn deny_allow_and_drop() {
     let request = request_of(&mut gate, child.id());
     assert_eq!(request.path, file);
     assert_eq!(request.mask, M::OPEN_PERM);
+    // the request's own fd reads the content without waiting on the gate
+    let mut content = [0u8; 16];
+    let n = nix::sys::uio::pread(request.file().unwrap(), &mut content, 0).unwrap();
+    assert_eq!(&content[..n], b"secret\n");
     request.deny();
     let out = finish(child);
     assert!(!out.status.success());
@@ -112,4 +116,36 @@ fn requests_can_be_answered_from_another_thread() {
     let request = request_of(&mut gate, child.id());
     std::thread::spawn(move || request.deny()).join().unwrap();
     assert!(!finish(child).status.success());
+}
+
+#[test]
+fn descendants_can_be_exempted() {
+    let (_guard, dir) = tempdir();
+    let file = dir.join("gated");
+    fs::write(&file, b"x").unwrap();
+    let mut gate = {
+        let _lock = shared_sysctl_lock();
+        PermissionGate::new().unwrap()
+    };
+    gate.set_exempt_descendants(true);
+    assert!(gate
+        .set_marks(&[spec(&file, MarkScope::Inode, M::OPEN_PERM)])
+        .unwrap()
+        .is_empty());
+    let child = spawn_cat(&file);
+    // nobody answers by hand: read_requests allows the child itself and returns nothing
+    let deadline = Instant::now() + DEADLINE;
+    let mut requests = Vec::new();
+    let mut child = child;
+    let status = loop {
+        gate.read_requests(&mut requests).unwrap();
+        assert!(requests.is_empty(), "{requests:?}");
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the exempt child stayed blocked");
+        let mut fds = [PollFd::new(gate.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(50u16));
+    };
+    assert!(status.success());
 }

@@ -95,10 +95,14 @@ pub fn read_until(
         if left.is_zero() {
             return false;
         }
-        let mut fds = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
-        let wait = PollTimeout::try_from(left.min(Duration::from_millis(200))).unwrap();
-        let _ = poll(&mut fds, wait);
+        wait_readable(watcher, left.min(Duration::from_millis(200)));
     }
+}
+
+/// Waits (in poll, not asleep) until the group has events or `limit` passed.
+pub fn wait_readable(watcher: &Watcher, limit: Duration) {
+    let mut fds = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::try_from(limit).unwrap());
 }
 
 /// The union of the masks of the events on `path`.
