@@ -19,13 +19,27 @@ use crate::sources::fanotify::WatchStatus;
 pub enum Request {
     Status,
     List,
-    Show { rule: String },
-    Pause { rule: String },
-    Resume { rule: String },
-    Disable { rule: String, reason: Option<String> },
-    Enable { rule: String },
+    Show {
+        rule: String,
+    },
+    Pause {
+        rule: String,
+    },
+    Resume {
+        rule: String,
+    },
+    Disable {
+        rule: String,
+        reason: Option<String>,
+    },
+    Enable {
+        rule: String,
+    },
     /// Runs the rule now, with `data` as the payload.
-    Fire { rule: String, data: Option<String> },
+    Fire {
+        rule: String,
+        data: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -33,9 +33,15 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{source_kind} source: {message}")]
-    Source { source_kind: &'static str, message: String },
+    Source {
+        source_kind: &'static str,
+        message: String,
+    },
     #[error("control socket {path}: {source}")]
-    Control { path: String, source: std::io::Error },
+    Control {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -43,7 +49,10 @@ pub enum DaemonError {
 /// Every source the daemon knows; a new source is one more line here.
 fn sources(watch_status: &Arc<Mutex<WatchStatus>>) -> Vec<(Box<dyn EventSource>, SourceKind)> {
     vec![
-        (Box::new(FanotifySource::new(Arc::clone(watch_status))), SourceKind::Fanotify),
+        (
+            Box::new(FanotifySource::new(Arc::clone(watch_status))),
+            SourceKind::Fanotify,
+        ),
         (Box::new(TimerSource), SourceKind::Timer),
         (Box::new(WebhookSource), SourceKind::Webhook),
     ]
@@ -97,9 +106,18 @@ impl Responder for State {
             ),
             Request::Enable { rule } => done(d.set_state(&rule, |s| s.disabled = None), "enabled"),
             Request::Fire { rule, data } => {
-                let emitter = Emitter::new(Arc::clone(d), Arc::clone(&self.ids), SourceKind::Manual);
-                let subject = d.rule(&rule).map(|r| r.rule.def.trigger.subject()).unwrap_or_default();
-                let event = emitter.event(subject.into(), triggerd_watch::EventMask::EMPTY, None, data.unwrap_or_default().into_bytes());
+                let emitter =
+                    Emitter::new(Arc::clone(d), Arc::clone(&self.ids), SourceKind::Manual);
+                let subject = d
+                    .rule(&rule)
+                    .map(|r| r.rule.def.trigger.subject())
+                    .unwrap_or_default();
+                let event = emitter.event(
+                    subject.into(),
+                    triggerd_watch::EventMask::EMPTY,
+                    None,
+                    data.unwrap_or_default().into_bytes(),
+                );
                 done(d.fire(&rule, event), "fired")
             }
         }
@@ -121,7 +139,10 @@ impl State {
 }
 
 /// Runs the daemon on `config` until a `Shutdown` command (or the sender is dropped).
-pub async fn run(config: Config, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) -> Result<(), DaemonError> {
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let watch_status = Arc::new(Mutex::new(WatchStatus::default()));
     let ids = Arc::new(AtomicU64::new(0));
@@ -143,7 +164,12 @@ pub async fn run(config: Config, mut commands: mpsc::UnboundedReceiver<Command>)
         let name = source.kind();
         let (bindings, receiver) = watch::channel(bindings_for(name, &config, 1));
         let emitter = Emitter::new(Arc::clone(&dispatcher), Arc::clone(&ids), kind);
-        let (ctx, applied) = SourceContext::new(receiver, emitter, stopped.clone(), config.daemon.state_dir.clone());
+        let (ctx, applied) = SourceContext::new(
+            receiver,
+            emitter,
+            stopped.clone(),
+            config.daemon.state_dir.clone(),
+        );
         tasks.push(tokio::spawn(source.run(ctx)));
         bound.push(Bound {
             kind: name,
@@ -154,9 +180,11 @@ pub async fn run(config: Config, mut commands: mpsc::UnboundedReceiver<Command>)
     wait_applied(&mut bound, 1).await;
 
     let control_path = config.daemon.control.clone();
-    let listener = control::bind(&control_path, config.daemon.control_mode).map_err(|source| DaemonError::Control {
-        path: control_path.display().to_string(),
-        source,
+    let listener = control::bind(&control_path, config.daemon.control_mode).map_err(|source| {
+        DaemonError::Control {
+            path: control_path.display().to_string(),
+            source,
+        }
     })?;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
@@ -220,14 +248,30 @@ fn bindings_for(kind: &str, config: &Config, generation: u64) -> Bindings {
 }
 
 /// Asks each source to check the rules it would serve; the first refusal names the rule.
-fn validate_with(sources: &[(Box<dyn EventSource>, SourceKind)], config: &Config) -> Result<(), String> {
+fn validate_with(
+    sources: &[(Box<dyn EventSource>, SourceKind)],
+    config: &Config,
+) -> Result<(), String> {
     for rule in &config.rules {
-        let Some((source, _)) = sources.iter().find(|(s, _)| s.kind() == rule.def.trigger.kind()) else {
-            return Err(format!("{}:{}: no source serves `{}` rules", config.file.display(), rule.line, rule.def.trigger.kind()));
+        let Some((source, _)) = sources
+            .iter()
+            .find(|(s, _)| s.kind() == rule.def.trigger.kind())
+        else {
+            return Err(format!(
+                "{}:{}: no source serves `{}` rules",
+                config.file.display(),
+                rule.line,
+                rule.def.trigger.kind()
+            ));
         };
-        source
-            .validate(rule)
-            .map_err(|m| format!("{}:{}: {}: {m}", config.file.display(), rule.line, rule.name))?;
+        source.validate(rule).map_err(|m| {
+            format!(
+                "{}:{}: {}: {m}",
+                config.file.display(),
+                rule.line,
+                rule.name
+            )
+        })?;
     }
     Ok(())
 }
@@ -235,9 +279,14 @@ fn validate_with(sources: &[(Box<dyn EventSource>, SourceKind)], config: &Config
 /// Waits (bounded) until every source says the bindings of `generation` are in effect.
 async fn wait_applied(bound: &mut [Bound], generation: u64) {
     for source in bound {
-        let waited = tokio::time::timeout(APPLY_TIMEOUT, source.applied.wait_for(|g| *g >= generation)).await;
+        let waited =
+            tokio::time::timeout(APPLY_TIMEOUT, source.applied.wait_for(|g| *g >= generation))
+                .await;
         if waited.is_err() {
-            tracing::warn!(source = source.kind, "bindings not applied within {APPLY_TIMEOUT:?}");
+            tracing::warn!(
+                source = source.kind,
+                "bindings not applied within {APPLY_TIMEOUT:?}"
+            );
         }
     }
 }
@@ -263,10 +312,17 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         Ok(new) => {
             let applied = state.dispatcher.apply(&new);
             for source in bound.iter() {
-                source.bindings.send_replace(bindings_for(source.kind, &new, generation));
+                source
+                    .bindings
+                    .send_replace(bindings_for(source.kind, &new, generation));
             }
             wait_applied(bound, generation).await;
-            tracing::info!(kept = applied.kept, added = applied.added, removed = applied.removed, "config reloaded");
+            tracing::info!(
+                kept = applied.kept,
+                added = applied.added,
+                removed = applied.removed,
+                "config reloaded"
+            );
             if new.daemon != lock(&state.config).daemon {
                 tracing::warn!("[daemon] settings changed: they take effect at the next restart");
             }
@@ -280,7 +336,10 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     };
     let status = match &outcome {
         None => "STATUS=running".to_string(),
-        Some(e) => format!("STATUS=reload refused: {}", e.lines().next().unwrap_or_default()),
+        Some(e) => format!(
+            "STATUS=reload refused: {}",
+            e.lines().next().unwrap_or_default()
+        ),
     };
     {
         let mut reloads = lock(&state.reloads);

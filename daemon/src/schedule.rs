@@ -15,15 +15,23 @@ use crate::config::{Schedule, TimerTrigger};
 /// A schedule ready to compute fire times.
 #[derive(Debug, Clone)]
 pub enum Compiled {
-    Every { period: Duration, anchor: SystemTime },
-    Cron { cron: Box<Cron>, timezone: Tz },
+    Every {
+        period: Duration,
+        anchor: SystemTime,
+    },
+    Cron {
+        cron: Box<Cron>,
+        timezone: Tz,
+    },
 }
 
 /// Parses a cron expression of 5 fields, or 6 with seconds first (or `@daily` and friends).
 pub fn parse_cron(expr: &str) -> Result<Cron, String> {
     let fields = expr.split_whitespace().count();
     if !expr.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
-        return Err(format!("`{expr}` has {fields} fields; cron takes 5, or 6 with seconds first"));
+        return Err(format!(
+            "`{expr}` has {fields} fields; cron takes 5, or 6 with seconds first"
+        ));
     }
     CronParser::builder()
         .year(Year::Disallowed)
@@ -79,9 +87,9 @@ pub fn jitter_for(name: &str, jitter: Duration) -> Duration {
     if jitter.is_zero() {
         return Duration::ZERO;
     }
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
     Duration::from_nanos(hash % jitter.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
 
@@ -103,23 +111,42 @@ mod tests {
     }
 
     fn at(rfc3339: &str) -> SystemTime {
-        DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc).into()
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .with_timezone(&Utc)
+            .into()
     }
 
     fn cron(expr: &str, tz: &str) -> Compiled {
-        Compiled::new(&timer(Schedule::Cron { expr: expr.into(), timezone: tz.into() })).unwrap()
+        Compiled::new(&timer(Schedule::Cron {
+            expr: expr.into(),
+            timezone: tz.into(),
+        }))
+        .unwrap()
     }
 
     #[test]
     fn every_is_phase_locked_to_its_anchor() {
         let mut t = timer(Schedule::Every(Duration::from_secs(300)));
         let c = Compiled::new(&t).unwrap();
-        assert_eq!(c.next_after(at("2026-03-01T10:02:13Z")), Some(at("2026-03-01T10:05:00Z")));
-        assert_eq!(c.next_after(at("2026-03-01T10:05:00Z")), Some(at("2026-03-01T10:10:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-03-01T10:02:13Z")),
+            Some(at("2026-03-01T10:05:00Z"))
+        );
+        assert_eq!(
+            c.next_after(at("2026-03-01T10:05:00Z")),
+            Some(at("2026-03-01T10:10:00Z"))
+        );
         t.start = Some(at("2026-03-01T10:01:00Z"));
         let c = Compiled::new(&t).unwrap();
-        assert_eq!(c.next_after(at("2026-03-01T09:00:00Z")), Some(at("2026-03-01T10:01:00Z")));
-        assert_eq!(c.next_after(at("2026-03-01T10:02:13Z")), Some(at("2026-03-01T10:06:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-03-01T09:00:00Z")),
+            Some(at("2026-03-01T10:01:00Z"))
+        );
+        assert_eq!(
+            c.next_after(at("2026-03-01T10:02:13Z")),
+            Some(at("2026-03-01T10:06:00Z"))
+        );
     }
 
     // Hand-checked: in 2026, Europe/Paris springs forward on 29 March (02:00 CET → 03:00 CEST)
@@ -129,25 +156,50 @@ mod tests {
     fn cron_across_dst_in_paris() {
         let daily_0830 = cron("30 8 * * *", "Europe/Paris");
         // Before the change 08:30 CET = 07:30 UTC; after it 08:30 CEST = 06:30 UTC.
-        assert_eq!(daily_0830.next_after(at("2026-03-28T12:00:00Z")), Some(at("2026-03-29T06:30:00Z")));
-        assert_eq!(daily_0830.next_after(at("2026-03-27T12:00:00Z")), Some(at("2026-03-28T07:30:00Z")));
-        assert_eq!(daily_0830.next_after(at("2026-10-24T12:00:00Z")), Some(at("2026-10-25T07:30:00Z")));
+        assert_eq!(
+            daily_0830.next_after(at("2026-03-28T12:00:00Z")),
+            Some(at("2026-03-29T06:30:00Z"))
+        );
+        assert_eq!(
+            daily_0830.next_after(at("2026-03-27T12:00:00Z")),
+            Some(at("2026-03-28T07:30:00Z"))
+        );
+        assert_eq!(
+            daily_0830.next_after(at("2026-10-24T12:00:00Z")),
+            Some(at("2026-10-25T07:30:00Z"))
+        );
         // 02:30 does not exist on 29 March: the next real 02:30 is on the 30th (00:30 UTC).
         let at_0230 = cron("30 2 * * *", "Europe/Paris");
         let next = at_0230.next_after(at("2026-03-28T12:00:00Z")).unwrap();
-        assert!(next >= at("2026-03-29T00:00:00Z") && next <= at("2026-03-30T00:30:00Z"), "{:?}", DateTime::<Utc>::from(next));
+        assert!(
+            next >= at("2026-03-29T00:00:00Z") && next <= at("2026-03-30T00:30:00Z"),
+            "{:?}",
+            DateTime::<Utc>::from(next)
+        );
     }
 
     #[test]
     fn cron_across_dst_in_new_york() {
         let daily_0900 = cron("0 9 * * *", "America/New_York");
         // 09:00 EST = 14:00 UTC before 8 March, 09:00 EDT = 13:00 UTC after.
-        assert_eq!(daily_0900.next_after(at("2026-03-07T15:00:00Z")), Some(at("2026-03-08T13:00:00Z")));
-        assert_eq!(daily_0900.next_after(at("2026-03-06T15:00:00Z")), Some(at("2026-03-07T14:00:00Z")));
-        assert_eq!(daily_0900.next_after(at("2026-11-01T00:00:00Z")), Some(at("2026-11-01T14:00:00Z")));
+        assert_eq!(
+            daily_0900.next_after(at("2026-03-07T15:00:00Z")),
+            Some(at("2026-03-08T13:00:00Z"))
+        );
+        assert_eq!(
+            daily_0900.next_after(at("2026-03-06T15:00:00Z")),
+            Some(at("2026-03-07T14:00:00Z"))
+        );
+        assert_eq!(
+            daily_0900.next_after(at("2026-11-01T00:00:00Z")),
+            Some(at("2026-11-01T14:00:00Z"))
+        );
         // Six fields: seconds first.
         let with_seconds = cron("15 0 12 * * *", "America/New_York");
-        assert_eq!(with_seconds.next_after(at("2026-07-04T00:00:00Z")), Some(at("2026-07-04T16:00:15Z")));
+        assert_eq!(
+            with_seconds.next_after(at("2026-07-04T00:00:00Z")),
+            Some(at("2026-07-04T16:00:15Z"))
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ fn full_fixture_means_what_it_says() {
     );
     let ingest = &config.rules[3];
     assert_eq!(ingest.line, 13);
-    let config::Trigger::Watch(w) = &ingest.def.trigger;
+    let config::Trigger::Watch(w) = &ingest.def.trigger else {
+        panic!("a watch")
+    };
     assert_eq!(w.path, Path::new("/srv/incoming"));
     assert!(w.recursive);
     let e = triggerd_watch::EventMask::CLOSE_WRITE

@@ -208,19 +208,22 @@ impl Watcher {
             let moved = event.mask & libc::FAN_MOVE_SELF != 0
                 && event.subject().is_some_and(|id| self.filter.is_marked(id));
             if !wanted.is_empty() || moved {
-                match self.event_path(&event) {
-                    Some(path) => {
-                        if let (true, Some(subject)) = (moved, event.subject()) {
-                            self.filter.moved(subject, &path);
-                        }
-                        if !wanted.is_empty() {
-                            out.push(WatchEvent {
-                                path,
-                                mask: wanted,
-                                pid: event.pid,
-                            });
-                        }
-                    }
+                // A marked object's own events carry the path it was marked by (what a rule
+                // names), not where it went; the new place is kept for what follows.
+                let marked_as = (event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0)
+                    .then(|| event.subject().and_then(|id| self.filter.marked_path(id)))
+                    .flatten();
+                let resolved = self.event_path(&event);
+                if let (true, Some(subject), Some(path)) = (moved, event.subject(), &resolved) {
+                    self.filter.moved(subject, path);
+                }
+                match marked_as.or(resolved) {
+                    Some(path) if !wanted.is_empty() => out.push(WatchEvent {
+                        path,
+                        mask: wanted,
+                        pid: event.pid,
+                    }),
+                    Some(_) => {}
                     None => self.unresolved += u64::from(!wanted.is_empty()),
                 }
             }

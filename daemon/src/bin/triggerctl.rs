@@ -1,11 +1,12 @@
-//! `triggerctl [--socket PATH] status [--json]`: talks to a running triggerd over its control
-//! socket. Exit codes: 0 ok, 1 the daemon could not be reached or refused, 2 usage.
+//! `triggerctl [--socket PATH] VERB`: talks to a running triggerd over its control socket
+//! (status, list, show, pause, resume, disable, enable, fire). Exit codes: 0 ok, 1 the daemon could not be reached or refused, 2 usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use triggerd::control::{self, Reply, Request, Status};
+use triggerd::dispatch::RuleStatus;
 
 #[derive(Parser)]
 #[command(version, about = "Control a running triggerd")]
@@ -24,6 +25,31 @@ enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Rules with their state and next fire time.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One rule in full.
+    Show {
+        rule: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop acting on the rule's events (kept across reload and restart).
+    Pause { rule: String },
+    /// Act on the rule's events again.
+    Resume { rule: String },
+    /// Like pause, with a reason shown by status.
+    Disable {
+        rule: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Undo disable.
+    Enable { rule: String },
+    /// Run the rule now (for testing), with DATA (or stdin when DATA is `-`) as the payload.
+    Fire { rule: String, data: Option<String> },
 }
 
 fn main() -> ExitCode {
@@ -38,31 +64,111 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Verb::Status { json } = cli.verb;
-    match runtime.block_on(control::request(&cli.socket, &Request::Status)) {
-        Ok(Reply::Status(status)) => {
-            if json {
-                match serde_json::to_string_pretty(&status) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("triggerctl: {e}");
+    let (request, json) = match cli.verb {
+        Verb::Status { json } => (Request::Status, json),
+        Verb::List { json } => (Request::List, json),
+        Verb::Show { rule, json } => (Request::Show { rule }, json),
+        Verb::Pause { rule } => (Request::Pause { rule }, false),
+        Verb::Resume { rule } => (Request::Resume { rule }, false),
+        Verb::Disable { rule, reason } => (Request::Disable { rule, reason }, false),
+        Verb::Enable { rule } => (Request::Enable { rule }, false),
+        Verb::Fire { rule, data } => {
+            let data = match data.as_deref() {
+                Some("-") => {
+                    let mut text = String::new();
+                    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    {
+                        eprintln!("triggerctl: stdin: {e}");
                         return ExitCode::from(1);
                     }
+                    Some(text)
                 }
-            } else {
-                print_status(&status);
-            }
-            ExitCode::SUCCESS
+                _ => data,
+            };
+            (Request::Fire { rule, data }, false)
         }
-        Ok(Reply::Error(e)) => {
-            eprintln!("triggerctl: daemon says: {e}");
-            ExitCode::from(1)
-        }
+    };
+    let reply = match runtime.block_on(control::request(&cli.socket, &request)) {
+        Ok(reply) => reply,
         Err(e) => {
             eprintln!("triggerctl: {}: {e}", cli.socket.display());
-            ExitCode::from(1)
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        let value = match &reply {
+            Reply::Status(s) => serde_json::to_value(s),
+            Reply::Rules(r) => serde_json::to_value(r),
+            other => serde_json::to_value(other),
+        };
+        match value.and_then(|v| serde_json::to_string_pretty(&v)) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("triggerctl: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        return match reply {
+            Reply::Error(_) => ExitCode::from(1),
+            _ => ExitCode::SUCCESS,
+        };
+    }
+    match reply {
+        Reply::Status(status) => print_status(&status),
+        Reply::Rules(rules) if matches!(request, Request::Show { .. }) => print_rule(&rules),
+        Reply::Rules(rules) => print_list(&rules),
+        Reply::Done(what) => println!("{what}"),
+        Reply::Error(e) => {
+            eprintln!("triggerctl: {e}");
+            return ExitCode::from(1);
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn print_list(rules: &[RuleStatus]) {
+    let rows = rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.kind.clone(),
+                r.state.clone(),
+                next_fire(r),
+                r.subject.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["RULE", "KIND", "STATE", "NEXT FIRE", "SUBJECT"], rows);
+}
+
+fn print_rule(rules: &[RuleStatus]) {
+    for r in rules {
+        match serde_json::to_value(r) {
+            Ok(serde_json::Value::Object(fields)) => {
+                for (key, value) in fields {
+                    let value = match value {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Null => "-".into(),
+                        other => other.to_string(),
+                    };
+                    println!("{key:<17} {value}");
+                }
+                println!("{:<17} {}", "next_fire_utc", next_fire(r));
+            }
+            _ => println!("{r:?}"),
+        }
+    }
+}
+
+/// RFC 3339 in UTC, or `-`.
+fn next_fire(rule: &RuleStatus) -> String {
+    rule.next_fire
+        .and_then(|s| chrono::DateTime::from_timestamp(s as i64, ((s.fract()) * 1e9) as u32))
+        .map_or_else(
+            || "-".into(),
+            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
 }
 
 fn print_status(status: &Status) {
@@ -103,6 +209,7 @@ fn print_status(status: &Status) {
                 r.kind.clone(),
                 r.subject.clone(),
                 r.events.clone(),
+                r.state.clone(),
                 r.matched.to_string(),
                 r.fired.to_string(),
                 r.failed.to_string(),
@@ -110,9 +217,14 @@ fn print_status(status: &Status) {
                 r.overflowed.to_string(),
                 r.running.to_string(),
                 r.queued.to_string(),
+                next_fire(r),
             ]
         })
         .collect();
+    print_table(&header, rows);
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()

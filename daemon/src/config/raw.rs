@@ -77,8 +77,16 @@ pub struct RawRule {
 /// Which keys belong to which rule table; the others are refused there.
 pub const WATCH_KEYS: &[&str] = &["path", "events", "recursive", "on_timeout"];
 pub const TIMER_KEYS: &[&str] = &[
-    "every", "cron", "timezone", "start", "stop", "max_fires", "once", "catchup",
-    "catchup_window", "jitter",
+    "every",
+    "cron",
+    "timezone",
+    "start",
+    "stop",
+    "max_fires",
+    "once",
+    "catchup",
+    "catchup_window",
+    "jitter",
 ];
 pub const WEBHOOK_KEYS: &[&str] = &["listen", "path", "max_body"];
 

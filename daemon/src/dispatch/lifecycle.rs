@@ -70,7 +70,11 @@ impl Lifecycle {
     }
 
     /// Changes one rule's state and saves the whole set.
-    pub fn update(&self, rule: &str, change: impl FnOnce(&mut RuleState)) -> Result<RuleState, SaveError> {
+    pub fn update(
+        &self,
+        rule: &str,
+        change: impl FnOnce(&mut RuleState),
+    ) -> Result<RuleState, SaveError> {
         let mut states = self.lock();
         let mut state = states.get(rule).cloned().unwrap_or_default();
         change(&mut state);
@@ -88,7 +92,9 @@ impl Lifecycle {
     }
 
     fn save(&self, states: &BTreeMap<String, RuleState>) -> Result<(), SaveError> {
-        let Some(file) = &self.file else { return Ok(()) };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         let err = |source| SaveError {
             path: file.display().to_string(),
             source,
@@ -114,5 +120,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

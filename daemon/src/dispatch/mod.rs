@@ -74,7 +74,10 @@ impl Dispatcher {
                 }
             }
         }
-        for gone in old.iter().filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r))) {
+        for gone in old
+            .iter()
+            .filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r)))
+        {
             applied.removed += 1;
             gone.retire();
         }
@@ -90,18 +93,18 @@ impl Dispatcher {
             self.overflow(&rules, event).await;
             return;
         }
-        let matching: Vec<&Arc<RuleRuntime>> = rules
-            .iter()
-            .filter(|r| match &r.rule.def.trigger {
-                Trigger::Watch(w) => !w.is_permission() && w.matches(&event.subject, event.mask),
-                _ => false,
-            })
-            .collect();
-        let Some((last, others)) = matching.split_last() else { return };
-        for rule in others {
-            deliver(rule, event.clone()).await;
+        for rule in rules.iter() {
+            let Trigger::Watch(w) = &rule.rule.def.trigger else {
+                continue;
+            };
+            if w.is_permission() || !w.matches(&event.subject, event.mask) {
+                continue;
+            }
+            // The kernel merges kinds on one object; each rule sees the kinds it asked for.
+            let mut own = event.clone();
+            own.mask = event.mask.intersection(w.events.union(EventMask::ONDIR));
+            deliver(rule, own).await;
         }
-        deliver(last, event).await;
     }
 
     /// Hands an event to the rule a source addresses by name (timers, webhooks).
@@ -120,7 +123,9 @@ impl Dispatcher {
     async fn overflow(&self, rules: &[Arc<RuleRuntime>], event: Event) {
         tracing::warn!("fanotify queue overflow: events were lost");
         for rule in rules {
-            let Trigger::Watch(w) = &rule.rule.def.trigger else { continue };
+            let Trigger::Watch(w) = &rule.rule.def.trigger else {
+                continue;
+            };
             rule.overflowed();
             if w.events.contains(EventMask::OVERFLOW) {
                 deliver(rule, event.clone()).await;
@@ -169,22 +174,32 @@ impl Dispatcher {
             return true;
         }
         let group = process_group_of(pid);
-        self.rules()
-            .iter()
-            .any(|r| r.running_groups().iter().any(|g| *g == pid || Some(*g) == group))
+        self.rules().iter().any(|r| {
+            r.running_groups()
+                .iter()
+                .any(|g| *g == pid || Some(*g) == group)
+        })
     }
 
     /// Runs a rule now with `event` (`triggerctl fire`), whatever its state.
     pub fn fire(&self, name: &str, event: Event) -> Result<(), LifecycleError> {
-        let rule = self.rule(name).ok_or_else(|| LifecycleError::NoSuchRule(name.into()))?;
+        let rule = self
+            .rule(name)
+            .ok_or_else(|| LifecycleError::NoSuchRule(name.into()))?;
         if let Offer::Full(_) = rule.fire(event) {
-            rule.counters.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rule.counters
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Changes a rule's lifecycle state; persisted at once.
-    pub fn set_state(&self, name: &str, change: impl FnOnce(&mut RuleState)) -> Result<RuleState, LifecycleError> {
+    pub fn set_state(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut RuleState),
+    ) -> Result<RuleState, LifecycleError> {
         if self.rule(name).is_none() {
             return Err(LifecycleError::NoSuchRule(name.into()));
         }

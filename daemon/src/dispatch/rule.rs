@@ -123,7 +123,9 @@ impl RuleRuntime {
     fn state(&self) -> MutexGuard<'_, RunState> {
         // The state stays consistent under every early return; a panic elsewhere must not
         // stop the rule.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn lifecycle_state(&self) -> RuleState {
@@ -144,7 +146,9 @@ impl RuleRuntime {
             return Offer::Taken;
         }
         if !self.rule.def.policy.allow_loop && self.caused_by_own_run(event.pid) {
-            self.counters.loops_suppressed.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .loops_suppressed
+                .fetch_add(1, Ordering::Relaxed);
             return Offer::Taken;
         }
         match self.rule.def.policy.debounce {
@@ -171,7 +175,11 @@ impl RuleRuntime {
         let Some(pid) = pid else { return false };
         let mut state = self.state();
         let now = Instant::now();
-        while state.recent.front().is_some_and(|(_, at)| now - *at > RECENT_WINDOW) {
+        while state
+            .recent
+            .front()
+            .is_some_and(|(_, at)| now - *at > RECENT_WINDOW)
+        {
             state.recent.pop_front();
         }
         if state.running.is_empty() && state.recent.is_empty() {
@@ -181,7 +189,10 @@ impl RuleRuntime {
             return true;
         }
         let group = process_group_of(pid);
-        state.running.iter().any(|r| r.pgid == pid || Some(r.pgid) == group)
+        state
+            .running
+            .iter()
+            .any(|r| r.pgid == pid || Some(r.pgid) == group)
     }
 
     /// Trailing-edge debounce per subject: the run happens once it has been quiet.
@@ -260,7 +271,11 @@ impl RuleRuntime {
         match policy.when_full {
             WhenFull::Block => return Offer::Full(job.event),
             WhenFull::Coalesce => {
-                if let Some(queued) = state.queue.iter_mut().find(|q| q.event.subject == job.event.subject) {
+                if let Some(queued) = state
+                    .queue
+                    .iter_mut()
+                    .find(|q| q.event.subject == job.event.subject)
+                {
                     *queued = job;
                     self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Offer::Taken;
@@ -274,14 +289,17 @@ impl RuleRuntime {
 
     /// Takes a rate token if the rule has a rate; true when a run may start now.
     fn take_token(&self, state: &mut RunState) -> bool {
-        let Some(rate) = self.rule.def.policy.rate else { return true };
+        let Some(rate) = self.rule.def.policy.rate else {
+            return true;
+        };
         let capacity = f64::from(rate.count);
         let now = Instant::now();
         let bucket = state.bucket.get_or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() / rate.per.as_secs_f64() * capacity;
+        let refill =
+            now.duration_since(bucket.updated).as_secs_f64() / rate.per.as_secs_f64() * capacity;
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
@@ -294,7 +312,9 @@ impl RuleRuntime {
 
     /// When queued jobs wait only for a rate token, start them once one is due.
     fn schedule_pump(self: &Arc<Self>, state: &mut RunState) {
-        let Some(rate) = self.rule.def.policy.rate else { return };
+        let Some(rate) = self.rule.def.policy.rate else {
+            return;
+        };
         if state.pump_pending || state.queue.is_empty() {
             return;
         }
@@ -313,14 +333,19 @@ impl RuleRuntime {
         loop {
             let job = {
                 let mut state = self.state();
-                if state.retired || state.queue.is_empty() || state.slots >= self.rule.def.policy.max_running {
+                if state.retired
+                    || state.queue.is_empty()
+                    || state.slots >= self.rule.def.policy.max_running
+                {
                     return;
                 }
                 if !self.take_token(&mut state) {
                     self.schedule_pump(&mut state);
                     return;
                 }
-                let Some(job) = state.queue.pop_front() else { return };
+                let Some(job) = state.queue.pop_front() else {
+                    return;
+                };
                 state.slots += 1;
                 job
             };
@@ -465,7 +490,9 @@ impl RuleRuntime {
         drop(state);
         self.room.notify_waiters();
         if abandoned > 0 {
-            self.counters.dropped.fetch_add(abandoned as u64, Ordering::Relaxed);
+            self.counters
+                .dropped
+                .fetch_add(abandoned as u64, Ordering::Relaxed);
             tracing::warn!(rule = %self.rule.name, abandoned, "rule removed by reload; queued events dropped");
         }
     }

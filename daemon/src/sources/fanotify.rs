@@ -33,7 +33,9 @@ impl Marks {
     pub fn of(rules: &[Rule]) -> Self {
         let mut marks = Marks::default();
         for rule in rules {
-            let Trigger::Watch(w) = &rule.def.trigger else { continue };
+            let Trigger::Watch(w) = &rule.def.trigger else {
+                continue;
+            };
             let mut mask = w.events;
             if w.children && !w.recursive {
                 mask = mask.union(EventMask::EVENT_ON_CHILD);
@@ -75,7 +77,8 @@ impl OwnsGroupFd for PermissionGate {}
 fn register<T: OwnsGroupFd>(group: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `OwnsGroupFd` types hold their fd open, unchanged, until they are dropped, and
     // the AsyncFd owns the group, so the fd outlives the registration.
-    unsafe { AsyncFd::register_with_interest(group, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(group, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 pub struct FanotifySource {
@@ -86,7 +89,10 @@ pub struct FanotifySource {
 impl FanotifySource {
     /// `status` is shared with the control socket.
     pub fn new(status: Arc<Mutex<WatchStatus>>) -> Self {
-        Self { status, groups: None }
+        Self {
+            status,
+            groups: None,
+        }
     }
 }
 
@@ -102,10 +108,12 @@ impl EventSource for FanotifySource {
     fn prepare(&mut self) -> Result<(), String> {
         let watcher = Watcher::new().map_err(|e| e.to_string())?;
         let notify = register(watcher).map_err(|e| format!("fanotify group: {e}"))?;
-        let gate = PermissionGate::new().map_err(|e| e.to_string()).and_then(|mut gate| {
-            gate.set_exempt_descendants(true);
-            register(gate).map_err(|e| e.to_string())
-        });
+        let gate = PermissionGate::new()
+            .map_err(|e| e.to_string())
+            .and_then(|mut gate| {
+                gate.set_exempt_descendants(true);
+                register(gate).map_err(|e| e.to_string())
+            });
         let permission = match gate {
             Ok(gate) => Some(gate),
             Err(e) => {
@@ -203,17 +211,31 @@ impl Source {
 
     fn apply(&mut self, marks: Marks) {
         let mut errors: Vec<(PathBuf, String)> = Vec::new();
-        let mut collect = |result: Result<Vec<MarkError>, WatchError>, specs: &[MarkSpec]| match result {
-            Ok(failed) => errors.extend(failed.into_iter().map(|e| (e.path, e.error.to_string()))),
-            Err(e) => errors.extend(specs.iter().map(|s| (s.path.clone(), e.to_string()))),
-        };
-        collect(self.notify.get_mut().set_marks(&marks.notify), &marks.notify);
+        let mut collect =
+            |result: Result<Vec<MarkError>, WatchError>, specs: &[MarkSpec]| match result {
+                Ok(failed) => {
+                    errors.extend(failed.into_iter().map(|e| (e.path, e.error.to_string())))
+                }
+                Err(e) => errors.extend(specs.iter().map(|s| (s.path.clone(), e.to_string()))),
+            };
+        collect(
+            self.notify.get_mut().set_marks(&marks.notify),
+            &marks.notify,
+        );
         if let Some(gate) = &mut self.permission {
-            collect(gate.get_mut().set_marks(&marks.permission), &marks.permission);
+            collect(
+                gate.get_mut().set_marks(&marks.permission),
+                &marks.permission,
+            );
         } else {
             let why = "permission events are unavailable on this host";
             collect(Ok(Vec::new()), &[]);
-            errors.extend(marks.permission.iter().map(|s| (s.path.clone(), why.to_string())));
+            errors.extend(
+                marks
+                    .permission
+                    .iter()
+                    .map(|s| (s.path.clone(), why.to_string())),
+            );
         }
         let mut status = lock(&self.delivery.status);
         let mut failing = BTreeMap::new();
@@ -224,7 +246,11 @@ impl Source {
             }
             failing.insert(path, why);
         }
-        for path in status.failing_marks.keys().filter(|p| !failing.contains_key(*p)) {
+        for path in status
+            .failing_marks
+            .keys()
+            .filter(|p| !failing.contains_key(*p))
+        {
             tracing::info!(path = %path, "now watched");
         }
         self.failing = !failing.is_empty();
@@ -244,7 +270,11 @@ async fn readable(
 
 impl Delivery {
     /// Reads a bounded batch and dispatches it; returns (drained, marks went stale).
-    async fn read_notify(&mut self, watcher: &mut Watcher, events: &mut Vec<WatchEvent>) -> (bool, bool) {
+    async fn read_notify(
+        &mut self,
+        watcher: &mut Watcher,
+        events: &mut Vec<WatchEvent>,
+    ) -> (bool, bool) {
         events.clear();
         let drained = match watcher.read_events(events) {
             Ok(0) => true,
@@ -263,14 +293,20 @@ impl Delivery {
         }
         for event in events.drain(..) {
             tracing::trace!(path = ?event.path, mask = %event.mask, pid = event.pid, "fanotify event");
-            let event = self.emitter.event(event.path, event.mask, Some(event.pid), Vec::new());
+            let event = self
+                .emitter
+                .event(event.path, event.mask, Some(event.pid), Vec::new());
             self.emitter.dispatch(event).await;
         }
         (drained, stale)
     }
 
     /// Hands each request to the dispatcher; true when the group had nothing more to give.
-    fn read_permission(&mut self, gate: &mut PermissionGate, out: &mut Vec<PermissionRequest>) -> bool {
+    fn read_permission(
+        &mut self,
+        gate: &mut PermissionGate,
+        out: &mut Vec<PermissionRequest>,
+    ) -> bool {
         out.clear();
         let drained = match gate.read_requests(out) {
             Ok(0) => true,
@@ -282,7 +318,12 @@ impl Delivery {
         };
         lock(&self.status).permission_requests += out.len() as u64;
         for request in out.drain(..) {
-            let event = self.emitter.event(request.path.clone(), request.mask, Some(request.pid), Vec::new());
+            let event = self.emitter.event(
+                request.path.clone(),
+                request.mask,
+                Some(request.pid),
+                Vec::new(),
+            );
             self.emitter.decide_permission(request, event);
         }
         drained

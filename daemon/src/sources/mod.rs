@@ -103,7 +103,13 @@ impl Emitter {
     }
 
     /// A new event from this source, numbered in the daemon-wide order.
-    pub fn event(&self, subject: PathBuf, mask: EventMask, pid: Option<i32>, payload: Vec<u8>) -> Event {
+    pub fn event(
+        &self,
+        subject: PathBuf,
+        mask: EventMask,
+        pid: Option<i32>,
+        payload: Vec<u8>,
+    ) -> Event {
         Event {
             id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
             source: self.kind,

@@ -38,7 +38,10 @@ pub fn missed_fires(
     }
     let horizon = now.checked_sub(window).unwrap_or(UNIX_EPOCH).max(last);
     let mut missed = Vec::new();
-    let mut cursor = horizon;
+    // The window's edge is inclusive.
+    let mut cursor = horizon
+        .checked_sub(Duration::from_nanos(1))
+        .unwrap_or(horizon);
     // Bounded: a tiny period over a long window must not stall the daemon.
     while let Some(t) = schedule.next_after(cursor) {
         if t > now || missed.len() >= 100_000 {
@@ -67,7 +70,10 @@ struct Armed {
 
 impl Armed {
     fn due(&self) -> Option<SystemTime> {
-        let jitter = self.timer.jitter.map_or(Duration::ZERO, |j| jitter_for(&self.rule, j));
+        let jitter = self
+            .timer
+            .jitter
+            .map_or(Duration::ZERO, |j| jitter_for(&self.rule, j));
         match self.backlog.first() {
             Some(_) => Some(UNIX_EPOCH),
             None => self.next.map(|t| t + jitter),
@@ -119,9 +125,10 @@ async fn run(mut ctx: SourceContext) {
             }
             ctx.applied(bindings.generation);
         }
-        let wait = heap
-            .peek()
-            .map(|Reverse((due, _))| due.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+        let wait = heap.peek().map(|Reverse((due, _))| {
+            due.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
         tokio::select! {
             _ = sleep_or_forever(wait) => {}
             changed = ctx.bindings.changed() => {
@@ -140,8 +147,12 @@ async fn run(mut ctx: SourceContext) {
             if *due > now {
                 break;
             }
-            let Some(Reverse((due, name))) = heap.pop() else { break };
-            let Some(timer) = armed.get_mut(&name) else { continue };
+            let Some(Reverse((due, name))) = heap.pop() else {
+                break;
+            };
+            let Some(timer) = armed.get_mut(&name) else {
+                continue;
+            };
             // A stale heap entry (the timer was re-armed since) is skipped.
             if timer.due() != Some(due) {
                 continue;
@@ -156,7 +167,9 @@ async fn run(mut ctx: SourceContext) {
             record.last = Some(seconds(scheduled));
             record.fires += 1;
             fired_any = true;
-            let mut event = ctx.emitter.event(PathBuf::from(&name), EventMask::EMPTY, None, Vec::new());
+            let mut event =
+                ctx.emitter
+                    .event(PathBuf::from(&name), EventMask::EMPTY, None, Vec::new());
             event.time = scheduled;
             ctx.emitter.fire(&name, event).await;
             if timer.next.is_none() {
@@ -175,11 +188,18 @@ async fn run(mut ctx: SourceContext) {
 
 /// Arms timers for `rules`, keeping the schedule of those unchanged; on the first pass after
 /// start, missed fires are queued according to each timer's `catchup`.
-fn rearm(rules: &[Rule], armed: &mut HashMap<String, Armed>, records: &BTreeMap<String, TimerRecord>, starting: bool) {
+fn rearm(
+    rules: &[Rule],
+    armed: &mut HashMap<String, Armed>,
+    records: &BTreeMap<String, TimerRecord>,
+    starting: bool,
+) {
     let now = SystemTime::now();
     let mut next: HashMap<String, Armed> = HashMap::new();
     for rule in rules {
-        let Trigger::Timer(timer) = &rule.def.trigger else { continue };
+        let Trigger::Timer(timer) = &rule.def.trigger else {
+            continue;
+        };
         if let Some(existing) = armed.remove(&rule.name).filter(|a| a.timer == *timer) {
             next.insert(rule.name.clone(), existing);
             continue;
@@ -201,9 +221,17 @@ fn rearm(rules: &[Rule], armed: &mut HashMap<String, Armed>, records: &BTreeMap<
         };
         if starting {
             if let Some(last) = record.last.map(from_seconds) {
-                armed_timer.backlog = missed_fires(&armed_timer.schedule, last, now, timer.catchup, timer.catchup_window);
+                armed_timer.backlog = missed_fires(
+                    &armed_timer.schedule,
+                    last,
+                    now,
+                    timer.catchup,
+                    timer.catchup_window,
+                );
                 if let Some(max) = timer.max_fires {
-                    armed_timer.backlog.truncate(max.saturating_sub(record.fires) as usize);
+                    armed_timer
+                        .backlog
+                        .truncate(max.saturating_sub(record.fires) as usize);
                 }
             }
         }
@@ -244,7 +272,8 @@ async fn sleep_or_forever(wait: Option<Duration>) {
 }
 
 fn seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn from_seconds(s: f64) -> SystemTime {
@@ -298,7 +327,10 @@ mod tests {
         let s = every(10);
         let day = Duration::from_secs(86_400);
         assert!(missed_fires(&s, t(5), t(65), Catchup::Skip, day).is_empty());
-        assert_eq!(missed_fires(&s, t(5), t(65), Catchup::Once, day), vec![t(60)]);
+        assert_eq!(
+            missed_fires(&s, t(5), t(65), Catchup::Once, day),
+            vec![t(60)]
+        );
         assert_eq!(
             missed_fires(&s, t(5), t(65), Catchup::All, day),
             vec![t(10), t(20), t(30), t(40), t(50), t(60)]

@@ -59,7 +59,12 @@ async fn run(mut ctx: SourceContext) {
 }
 
 /// Makes the routes and listeners match `rules`: new addresses are bound, unused ones closed.
-async fn bind(rules: &[Rule], routes: &Routes, listeners: &mut HashMap<SocketAddr, JoinHandle<()>>, emitter: &Emitter) {
+async fn bind(
+    rules: &[Rule],
+    routes: &Routes,
+    listeners: &mut HashMap<SocketAddr, JoinHandle<()>>,
+    emitter: &Emitter,
+) {
     let mut table = HashMap::new();
     for rule in rules {
         if let Trigger::Webhook(w) = &rule.def.trigger {
@@ -96,10 +101,10 @@ async fn accept(listener: TcpListener, addr: SocketAddr, routes: Routes, emitter
             Ok((stream, _)) => {
                 let (routes, emitter) = (Arc::clone(&routes), emitter.clone());
                 tokio::spawn(async move {
-                    let (status, reason) = match tokio::time::timeout(READ_TIMEOUT, serve(stream, addr, &routes, &emitter)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => (408, "Request Timeout"),
-                    };
+                    let (status, reason) =
+                        tokio::time::timeout(READ_TIMEOUT, serve(stream, addr, &routes, &emitter))
+                            .await
+                            .unwrap_or((408, "Request Timeout"));
                     if status >= 400 {
                         tracing::debug!(%addr, status, "webhook request refused: {reason}");
                     }
@@ -111,11 +116,17 @@ async fn accept(listener: TcpListener, addr: SocketAddr, routes: Routes, emitter
 }
 
 /// Reads one request, delivers it, answers; returns the status sent.
-async fn serve(stream: TcpStream, addr: SocketAddr, routes: &Routes, emitter: &Emitter) -> (u16, &'static str) {
+async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    routes: &Routes,
+    emitter: &Emitter,
+) -> (u16, &'static str) {
     let mut reader = BufReader::new(stream);
     let outcome = read_and_deliver(&mut reader, addr, routes, emitter).await;
     let (status, reason) = outcome;
-    let response = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let response =
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let _ = reader.get_mut().write_all(response.as_bytes()).await;
     let _ = reader.get_mut().shutdown().await;
     outcome
@@ -130,7 +141,11 @@ async fn read_and_deliver(
     let mut head = Vec::new();
     loop {
         let before = head.len();
-        match (&mut *reader).take((MAX_HEAD - before) as u64).read_until(b'\n', &mut head).await {
+        match (&mut *reader)
+            .take((MAX_HEAD - before) as u64)
+            .read_until(b'\n', &mut head)
+            .await
+        {
             Ok(0) => return (400, "Bad Request"),
             Ok(_) if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") => break,
             Ok(_) if head.len() >= MAX_HEAD => return (431, "Request Header Fields Too Large"),
@@ -138,12 +153,22 @@ async fn read_and_deliver(
             Err(_) => return (400, "Bad Request"),
         }
     }
-    let Ok(head) = std::str::from_utf8(&head) else { return (400, "Bad Request") };
+    let Ok(head) = std::str::from_utf8(&head) else {
+        return (400, "Bad Request");
+    };
     let mut lines = head.lines();
     let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (request_line.next().unwrap_or_default(), request_line.next().unwrap_or_default());
+    let (method, target) = (
+        request_line.next().unwrap_or_default(),
+        request_line.next().unwrap_or_default(),
+    );
     let path = target.split('?').next().unwrap_or_default();
-    let Some((rule, max_body)) = routes.read().unwrap_or_else(|p| p.into_inner()).get(&(addr, path.to_string())).cloned() else {
+    let Some((rule, max_body)) = routes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(addr, path.to_string()))
+        .cloned()
+    else {
         return (404, "Not Found");
     };
     if method != "POST" {
@@ -151,14 +176,18 @@ async fn read_and_deliver(
     }
     let mut length = None;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         if name.eq_ignore_ascii_case("content-length") {
             length = value.trim().parse::<usize>().ok();
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return (411, "Length Required");
         }
     }
-    let Some(length) = length else { return (411, "Length Required") };
+    let Some(length) = length else {
+        return (411, "Length Required");
+    };
     if length > max_body {
         return (413, "Payload Too Large");
     }
@@ -166,7 +195,11 @@ async fn read_and_deliver(
     if reader.read_exact(&mut body).await.is_err() {
         return (400, "Bad Request");
     }
-    let peer = reader.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = reader
+        .get_ref()
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::debug!(rule = %rule, %peer, bytes = length, "webhook");
     let event = emitter.event(PathBuf::from(path), EventMask::EMPTY, None, body);
     if emitter.fire(&rule, event).await {

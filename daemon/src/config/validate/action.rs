@@ -35,12 +35,18 @@ fn action_for(
     problems: &mut Vec<Problem>,
 ) -> Option<ExecAction> {
     let before = problems.len();
-    let argv = command(argv).map_err(|m| problems.push(table.problem(key, m))).ok();
+    let argv = command(argv)
+        .map_err(|m| problems.push(table.problem(key, m)))
+        .ok();
     let user = raw.user.as_deref().and_then(|name| {
-        lookup_user(name).map_err(|m| problems.push(table.problem("user", m))).ok()
+        lookup_user(name)
+            .map_err(|m| problems.push(table.problem("user", m)))
+            .ok()
     });
     let group = match raw.group.as_deref() {
-        Some(name) => lookup_group(name).map_err(|m| problems.push(table.problem("group", m))).ok(),
+        Some(name) => lookup_group(name)
+            .map_err(|m| problems.push(table.problem("group", m)))
+            .ok(),
         None => user.map(|(_, gid)| gid),
     };
     (problems.len() == before).then(|| ExecAction {
@@ -59,7 +65,10 @@ fn choice<T: Copy>(
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
     let value = value.as_deref()?;
-    let found = options.iter().find(|(word, _)| *word == value).map(|(_, v)| *v);
+    let found = options
+        .iter()
+        .find(|(word, _)| *word == value)
+        .map(|(_, v)| *v);
     if found.is_none() {
         let words: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
         problems.push(table.problem(key, format!("expected one of {}", words.join(", "))));
@@ -91,12 +100,18 @@ pub(super) fn duration(
     value: &Option<String>,
     problems: &mut Vec<Problem>,
 ) -> Option<Duration> {
-    value
-        .as_deref()
-        .and_then(|v| parse_duration(v).map_err(|m| problems.push(table.problem(key, m))).ok())
+    value.as_deref().and_then(|v| {
+        parse_duration(v)
+            .map_err(|m| problems.push(table.problem(key, m)))
+            .ok()
+    })
 }
 
-pub(super) fn policy(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<Policy> {
+pub(super) fn policy(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<Policy> {
     let before = problems.len();
     let defaults = Policy::default();
     let policy = Policy {
@@ -116,7 +131,11 @@ pub(super) fn policy(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Proble
             table,
             "on_busy",
             &raw.on_busy,
-            &[("queue", OnBusy::Queue), ("drop", OnBusy::Drop), ("restart", OnBusy::Restart)],
+            &[
+                ("queue", OnBusy::Queue),
+                ("drop", OnBusy::Drop),
+                ("restart", OnBusy::Restart),
+            ],
             problems,
         )
         .unwrap_or(defaults.on_busy),
@@ -127,7 +146,9 @@ pub(super) fn policy(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Proble
             .as_ref()
             .and_then(|argv| action_for(table, "dead_letter", argv, raw, problems)),
         rate: raw.rate.as_deref().and_then(|r| {
-            parse_rate(r).map_err(|m| problems.push(table.problem("rate", m))).ok()
+            parse_rate(r)
+                .map_err(|m| problems.push(table.problem("rate", m)))
+                .ok()
         }),
         queue: number(table, "queue", raw.queue, 1..=10_000_000, problems)
             .map_or(defaults.queue, |n| n as usize),
@@ -210,4 +231,3 @@ fn lookup_group(name: &str) -> Result<u32, String> {
         Err(e) => Err(format!("cannot look up group `{name}`: {e}")),
     }
 }
-

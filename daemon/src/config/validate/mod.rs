@@ -55,6 +55,14 @@ impl Table<'_> {
 /// Builds the trigger of one rule table, or records why it cannot.
 type TriggerBuilder = fn(&Table<'_>, &RawRule, &mut Vec<Problem>) -> Option<Trigger>;
 
+/// One kind of rule table: its tables, heading, own keys and trigger builder.
+type RuleKind<'a> = (
+    &'a [Spanned<RawRule>],
+    &'static str,
+    &'static [&'static str],
+    TriggerBuilder,
+);
+
 pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let daemon = match &raw.daemon {
@@ -69,11 +77,20 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         None => DaemonConfig::default(),
     };
     let mut rules = Vec::new();
-    let daemon_facron = raw.daemon.as_ref().and_then(|d| d.get_ref().facron.as_ref());
+    let daemon_facron = raw
+        .daemon
+        .as_ref()
+        .and_then(|d| d.get_ref().facron.as_ref());
     for table in raw.facron.iter().chain(daemon_facron) {
-        watch::facron_rules(text, table.span(), table.get_ref(), &mut rules, &mut problems);
+        watch::facron_rules(
+            text,
+            table.span(),
+            table.get_ref(),
+            &mut rules,
+            &mut problems,
+        );
     }
-    let kinds: [(&[Spanned<RawRule>], &'static str, &[&str], TriggerBuilder); 3] = [
+    let kinds: [RuleKind<'_>; 3] = [
         (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
         (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
         (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
@@ -151,7 +168,9 @@ fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>
     if let Some(mode) = &raw.control_mode {
         match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
             Ok(m) if m <= 0o777 => config.control_mode = m,
-            _ => problems.push(table.problem("control_mode", "expected an octal mode like \"0600\"")),
+            _ => {
+                problems.push(table.problem("control_mode", "expected an octal mode like \"0600\""))
+            }
         }
     }
     if let Some(grace) = &raw.shutdown_grace {
@@ -193,5 +212,9 @@ fn absolute(path: &str) -> Result<PathBuf, String> {
         return Err(format!("`{path}` is not an absolute path"));
     }
     let trimmed = path.trim_end_matches('/');
-    Ok(PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed }))
+    Ok(PathBuf::from(if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }))
 }

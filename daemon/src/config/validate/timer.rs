@@ -9,7 +9,11 @@ use super::action::duration;
 use super::Table;
 use crate::schedule;
 
-pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<Trigger> {
+pub(super) fn trigger(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<Trigger> {
     let before = problems.len();
     let schedule = match (&raw.every, &raw.cron) {
         (Some(_), Some(_)) => {
@@ -17,7 +21,10 @@ pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Probl
             None
         }
         (None, None) => {
-            problems.push(table.problem("every", "missing (`every = \"5m\"` or `cron = \"*/5 * * * *\"`)"));
+            problems.push(table.problem(
+                "every",
+                "missing (`every = \"5m\"` or `cron = \"*/5 * * * *\"`)",
+            ));
             None
         }
         (Some(_), None) => {
@@ -36,7 +43,8 @@ pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Probl
         }
         (None, Some(expr)) => {
             let timezone = raw.timezone.clone().unwrap_or_else(|| "UTC".into());
-            let cron_ok = schedule::parse_cron(expr).map_err(|m| problems.push(table.problem("cron", m)));
+            let cron_ok =
+                schedule::parse_cron(expr).map_err(|m| problems.push(table.problem("cron", m)));
             let tz_ok = schedule::parse_timezone(&timezone)
                 .map_err(|m| problems.push(table.problem("timezone", m)));
             (cron_ok.is_ok() && tz_ok.is_ok()).then(|| Schedule::Cron {

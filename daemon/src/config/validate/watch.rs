@@ -83,14 +83,19 @@ fn facron_first_line(text: &str, span: &Range<usize>) -> usize {
     line_at(text, span.start) + skipped
 }
 
-
-pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<Trigger> {
+pub(super) fn trigger(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<Trigger> {
     let path = match raw.path.as_deref() {
         None => {
             problems.push(table.problem("path", "missing (the path to watch)"));
             None
         }
-        Some(p) => absolute(p).map_err(|m| problems.push(table.problem("path", m))).ok(),
+        Some(p) => absolute(p)
+            .map_err(|m| problems.push(table.problem("path", m)))
+            .ok(),
     };
     let events = match &raw.events {
         None => {
@@ -146,5 +151,3 @@ fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
     }
     Ok(())
 }
-
-

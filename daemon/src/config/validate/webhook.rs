@@ -8,7 +8,11 @@ use super::Table;
 
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
-pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<Trigger> {
+pub(super) fn trigger(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Option<Trigger> {
     let listen = match raw.listen.as_deref() {
         None => {
             problems.push(table.problem("listen", "missing (e.g. \"127.0.0.1:8787\")"));
@@ -16,12 +20,17 @@ pub(super) fn trigger(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Probl
         }
         Some(a) => a
             .parse::<SocketAddr>()
-            .map_err(|_| problems.push(table.problem("listen", format!("`{a}` is not an address:port"))))
+            .map_err(|_| {
+                problems.push(table.problem("listen", format!("`{a}` is not an address:port")))
+            })
             .ok(),
     };
     let path = raw.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') || path.contains(char::is_whitespace) {
-        problems.push(table.problem("path", format!("`{path}` must start with `/` and have no blanks")));
+        problems.push(table.problem(
+            "path",
+            format!("`{path}` must start with `/` and have no blanks"),
+        ));
         return None;
     }
     let max_body = match raw.max_body {
