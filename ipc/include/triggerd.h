@@ -30,6 +30,7 @@ extern "C" {
 #define TRIGGERD_ECORRUPT (-6)    /* the channel's region is corrupted or incompatible */
 #define TRIGGERD_ENOLANE (-7)     /* every publisher lane of the channel is in use */
 #define TRIGGERD_EOS (-8)         /* a system call failed */
+#define TRIGGERD_ECLOSED (-9)     /* triggerd removed the channel; free the handle, reconnect */
 
 typedef struct TriggerdPublisher triggerd_publisher;
 

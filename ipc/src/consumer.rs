@@ -108,8 +108,8 @@ struct Shared {
     quarantine: Mutex<Option<Quarantine>>,
 }
 
-/// The consumer side of one channel. Dropping it removes the region's name (publishers still
-/// mapped keep their mapping, and can no longer be read).
+/// The consumer side of one channel. Dropping it marks the region closed (connected publishers
+/// then get `PublishError::Closed`) and removes its name.
 pub struct Channel {
     shared: Arc<Shared>,
 }
@@ -139,6 +139,8 @@ const LANE_BATCH: usize = 256;
 const SPIN_MIN: Duration = Duration::from_micros(2);
 const SPIN_START: Duration = Duration::from_micros(20);
 const SPIN_MAX: Duration = Duration::from_micros(200);
+/// Idle polls before the spin starts yielding the CPU between polls (a few microseconds).
+const PURE_SPIN_POLLS: u32 = 256;
 /// Longest single sleep: a safety net if a hostile process clears the doorbell word.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
@@ -253,7 +255,13 @@ impl Channel {
                 if idle_polls % 32 == 0 && Instant::now() >= spin_until {
                     break;
                 }
-                std::hint::spin_loop();
+                // Past a short pure spin, poll between yields: if a publisher shares our CPU
+                // (an oversubscribed host), it gets to run instead of waiting out our budget.
+                if idle_polls < PURE_SPIN_POLLS {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
             spin_budget = (spin_budget / 2).max(SPIN_MIN);
             // Say we sleep, then look once more: a publisher that stored its tail before our
@@ -273,6 +281,11 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
+        // Publishers still mapped see this and fail with `Closed` instead of filling a dead ring.
+        self.shared
+            .region
+            .u32_at(layout::OFF_CLOSED)
+            .store(1, Ordering::Release);
         let _ = Region::unlink(&self.shared.name);
     }
 }
@@ -313,7 +326,7 @@ impl Shared {
         deliver: &mut impl FnMut(&[u8]),
     ) -> Result<usize, Quarantine> {
         let geometry = self.region.geometry();
-        let mut delivered = 0;
+        let (mut delivered, mut delivered_bytes) = (0, 0);
         for lane in self.active_lanes() {
             let head = cursor.heads[lane];
             let tail = self
@@ -349,11 +362,16 @@ impl Shared {
             self.region
                 .u64_at(geometry.lane_head(lane))
                 .store(pos, Ordering::Release);
-            self.counters
-                .messages
-                .fetch_add(count as u64, Ordering::Relaxed);
-            self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
             delivered += count;
+            delivered_bytes += bytes;
+        }
+        if delivered > 0 {
+            // Only the consumer (holding the cursor) writes these: no locked read-modify-write.
+            let counters = &self.counters;
+            let messages = counters.messages.load(Ordering::Relaxed) + delivered as u64;
+            counters.messages.store(messages, Ordering::Relaxed);
+            let bytes = counters.bytes.load(Ordering::Relaxed) + delivered_bytes;
+            counters.bytes.store(bytes, Ordering::Relaxed);
         }
         Ok(delivered)
     }

@@ -82,6 +82,10 @@ pub enum PublishError {
     /// The message is longer than the channel accepts.
     #[error("message of {len} bytes exceeds the channel's maximum of {max} bytes")]
     TooLarge { len: usize, max: usize },
+    /// The daemon removed the channel (stopped, or dropped the `[[channel]]`); reconnect once
+    /// it is back. Nothing was written.
+    #[error("channel closed by triggerd: reconnect")]
+    Closed,
     /// The lane's shared counters are impossible (another process wrote garbage into the region).
     #[error("channel region corrupted: {0}")]
     Corrupt(&'static str),

@@ -15,6 +15,7 @@ pub const TRIGGERD_EINVAL: c_int = -5;
 pub const TRIGGERD_ECORRUPT: c_int = -6;
 pub const TRIGGERD_ENOLANE: c_int = -7;
 pub const TRIGGERD_EOS: c_int = -8;
+pub const TRIGGERD_ECLOSED: c_int = -9;
 
 /// Opaque to C: `struct triggerd_publisher`.
 pub struct TriggerdPublisher(Publisher);
@@ -36,6 +37,7 @@ fn publish_code(result: Result<(), PublishError>) -> c_int {
         Err(PublishError::WouldBlock) => TRIGGERD_EWOULDBLOCK,
         Err(PublishError::TooLarge { .. }) => TRIGGERD_ETOOLARGE,
         Err(PublishError::Corrupt(_)) => TRIGGERD_ECORRUPT,
+        Err(PublishError::Closed) => TRIGGERD_ECLOSED,
     }
 }
 
@@ -149,6 +151,7 @@ pub extern "C" fn triggerd_strerror(code: c_int) -> *const c_char {
         TRIGGERD_ECORRUPT => c"channel region corrupted or incompatible",
         TRIGGERD_ENOLANE => c"all publisher lanes of the channel are in use",
         TRIGGERD_EOS => c"system call failed",
+        TRIGGERD_ECLOSED => c"channel closed by triggerd (reconnect)",
         _ => c"unknown error",
     };
     text.as_ptr()

@@ -3,7 +3,7 @@
 //! validates numbers, so every other module reaches the region through offsets checked here.
 //!
 //! ```text
-//! page 0      header: magic, version, lanes, lane_bytes | doorbell word | active-lane mask | full-ring waits
+//! page 0      header: magic, version, lanes, lane_bytes, closed | doorbell word | active-lane mask | full-ring waits
 //! page 1..    lane headers, 256 B each: owner | tail (written by the lane's publisher) | head (written by the consumer)
 //! then        lane data, `lane_bytes` each (a power of two): records of 8-byte header + payload padded to 8
 //! ```
@@ -21,6 +21,8 @@ pub const OFF_MAGIC: usize = 0;
 pub const OFF_VERSION: usize = 8;
 pub const OFF_LANES: usize = 12;
 pub const OFF_LANE_BYTES: usize = 16;
+/// Non-zero once the consumer has removed the channel: publishing into it would be lost.
+pub const OFF_CLOSED: usize = 24;
 /// The doorbell word (u32): 1 while the consumer sleeps (or is about to), else 0. It is also the
 /// futex the consumer waits on.
 pub const OFF_SLEEPING: usize = CACHE_LINE;

@@ -148,6 +148,14 @@ impl Publisher {
     }
 
     fn try_publish(&self, msgs: &[&[u8]]) -> Result<usize, PublishError> {
+        if self
+            .region
+            .u32_at(layout::OFF_CLOSED)
+            .load(Ordering::Acquire)
+            != 0
+        {
+            return Err(PublishError::Closed);
+        }
         let mut written = 0;
         for msg in msgs {
             match self.write_record(msg) {

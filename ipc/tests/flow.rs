@@ -1,6 +1,7 @@
 //! Back-pressure, message sizes, sleeping and shutdown: a full lane gives WouldBlock (counted,
 //! nothing dropped), `publish_timeout` waits for space, 64 KiB messages pass, a sleeping consumer
-//! is woken by a publish and stopped promptly by its stopper, and one channel has one consumer.
+//! is woken by a publish and stopped promptly by its stopper, one channel has one consumer, and
+//! publishing into a channel the daemon removed fails instead of vanishing.
 
 mod common;
 
@@ -153,5 +154,19 @@ fn one_consumer_per_channel_and_lanes_run_out_cleanly() {
     assert!(matches!(
         Publisher::connect("bad/name"),
         Err(IpcError::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn publishing_into_a_removed_channel_fails_with_closed() {
+    let name = common::unique("closed");
+    let channel = Channel::create(&small_spec(&name)).unwrap();
+    let publisher = Publisher::connect(&name).unwrap();
+    publisher.publish(b"before").unwrap();
+    drop(channel);
+    assert_eq!(publisher.publish(b"after"), Err(PublishError::Closed));
+    assert!(matches!(
+        Publisher::connect(&name),
+        Err(IpcError::NoSuchChannel { .. })
     ));
 }
