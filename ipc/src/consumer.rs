@@ -11,7 +11,7 @@ use crate::doorbell::{self, Sleeper, ASLEEP, AWAKE};
 use crate::error::{IpcError, Quarantine};
 use crate::layout::{self, Geometry, PAD_FLAG, RECORD_HEADER};
 use crate::region::Region;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -267,7 +267,6 @@ impl Channel {
             // Say we sleep, then look once more: a publisher that stored its tail before our
             // store is seen now; one after it sees ASLEEP and rings.
             word.store(ASLEEP, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
             if !shared.stop.load(Ordering::SeqCst) && !shared.has_pending(&cursor) {
                 shared.counters.sleeps.fetch_add(1, Ordering::Relaxed);
                 sleeper.sleep(word, ASLEEP, MAX_SLEEP);
@@ -296,7 +295,7 @@ impl Shared {
         let mut bits = self
             .region
             .u64_at(layout::OFF_ACTIVE)
-            .load(Ordering::Acquire)
+            .load(Ordering::SeqCst)
             & geometry.lane_mask();
         std::iter::from_fn(move || {
             let lane = bits.trailing_zeros() as usize;
@@ -313,7 +312,7 @@ impl Shared {
         self.active_lanes().any(|lane| {
             self.region
                 .u64_at(geometry.lane_tail(lane))
-                .load(Ordering::Acquire)
+                .load(Ordering::SeqCst)
                 != cursor.heads[lane]
         })
     }
@@ -358,10 +357,13 @@ impl Shared {
                 }
             }
             cursor.heads[lane] = pos;
-            // Release: our reads of the records happen before the publisher may reuse the space.
+            // SeqCst (includes release: our reads of the records happen before the publisher may
+            // reuse the space), then the lane's space doorbell: a publisher waiting for room either
+            // sees this head or has said it waits and is woken.
             self.region
                 .u64_at(geometry.lane_head(lane))
-                .store(pos, Ordering::Release);
+                .swap(pos, Ordering::SeqCst);
+            doorbell::ring_if_asleep(self.region.u32_at(geometry.lane_space_wait(lane)));
             delivered += count;
             delivered_bytes += bytes;
         }

@@ -6,12 +6,13 @@
 //! opcode is missing. (An eventfd is no fallback here: publishers find the channel by name and
 //! never receive the consumer's file descriptors.)
 //!
-//! No-lost-wakeup invariant: the consumer stores ASLEEP, issues a SeqCst fence, then re-checks
-//! every lane before waiting with "expected value ASLEEP"; a publisher stores its tail, issues a
-//! SeqCst fence, then reads the word. One of the two always sees the other's store.
+//! No-lost-wakeup invariant: the consumer stores ASLEEP, then re-checks every lane's tail before
+//! waiting with "expected value ASLEEP"; a publisher stores its tail, then reads the word. All
+//! four accesses are SeqCst, so one of the two always sees the other's store. The same protocol,
+//! roles swapped, runs on each lane's space doorbell for a publisher waiting for room.
 
 use io_uring::{opcode, types::SubmitArgs, types::Timespec, IoUring};
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const AWAKE: u32 = 0;
@@ -62,10 +63,10 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     }
 }
 
-/// Rings the doorbell if the consumer said it sleeps. Called by publishers after their tail store.
+/// Rings the doorbell if its sleeper said it sleeps. Called after a SeqCst store of whatever the
+/// sleeper waits for (a tail, a head).
 pub fn ring_if_asleep(word: &AtomicU32) -> bool {
-    fence(Ordering::SeqCst);
-    if word.load(Ordering::Relaxed) == ASLEEP && word.swap(AWAKE, Ordering::AcqRel) == ASLEEP {
+    if word.load(Ordering::SeqCst) == ASLEEP && word.swap(AWAKE, Ordering::AcqRel) == ASLEEP {
         futex_wake(word, i32::MAX);
         return true;
     }

@@ -4,18 +4,19 @@
 //!
 //! ```text
 //! page 0      header: magic, version, lanes, lane_bytes, closed | doorbell word | active-lane mask | full-ring waits
-//! page 1..    lane headers, 256 B each: owner | tail (written by the lane's publisher) | head (written by the consumer)
+//! page 1..    lane headers, 512 B each: owner | tail (written by the lane's publisher) | head (written by the consumer) | space doorbell
 //! then        lane data, `lane_bytes` each (a power of two): records of 8-byte header + payload padded to 8
 //! ```
-//! Each counter sits on its own cache line so the publisher's tail and the consumer's head do not
-//! false-share.
+//! Each shared word sits on its own pair of cache lines, so the publisher's tail, the consumer's
+//! head and the doorbells do not false-share.
 
 /// "TRGDSHM1", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TRGDSHM1");
 /// Layout version; a publisher refuses any other.
 pub const VERSION: u32 = 1;
 const PAGE: usize = 4096;
-const CACHE_LINE: usize = 64;
+/// Hot words sit 128 bytes apart: adjacent-line prefetchers move 64-byte lines in pairs.
+const SPACING: usize = 128;
 
 pub const OFF_MAGIC: usize = 0;
 pub const OFF_VERSION: usize = 8;
@@ -25,17 +26,18 @@ pub const OFF_LANE_BYTES: usize = 16;
 pub const OFF_CLOSED: usize = 24;
 /// The doorbell word (u32): 1 while the consumer sleeps (or is about to), else 0. It is also the
 /// futex the consumer waits on.
-pub const OFF_SLEEPING: usize = CACHE_LINE;
+pub const OFF_SLEEPING: usize = SPACING;
 /// Bit i set: lane i has (or had) a publisher; the consumer scans only these lanes.
-pub const OFF_ACTIVE: usize = 2 * CACHE_LINE;
+pub const OFF_ACTIVE: usize = 2 * SPACING;
 /// Publishers count here each time they find their lane full.
-pub const OFF_FULL_WAITS: usize = 3 * CACHE_LINE;
+pub const OFF_FULL_WAITS: usize = 3 * SPACING;
 
 const LANE_HEADERS_AT: usize = PAGE;
-const LANE_HEADER_SIZE: usize = 4 * CACHE_LINE;
+const LANE_HEADER_SIZE: usize = 4 * SPACING;
 const LANE_OWNER: usize = 0;
-const LANE_TAIL: usize = CACHE_LINE;
-const LANE_HEAD: usize = 2 * CACHE_LINE;
+const LANE_TAIL: usize = SPACING;
+const LANE_HEAD: usize = 2 * SPACING;
+const LANE_SPACE_WAIT: usize = 3 * SPACING;
 
 /// Size of a record header: `u32` length (high bit = padding) then `u32` sequence.
 pub const RECORD_HEADER: usize = 8;
@@ -134,6 +136,12 @@ impl Geometry {
 
     pub fn lane_head(&self, lane: usize) -> usize {
         self.lane_header(lane) + LANE_HEAD
+    }
+
+    /// The lane's space doorbell (u32 futex): 1 while its publisher waits for the consumer to
+    /// free space.
+    pub fn lane_space_wait(&self, lane: usize) -> usize {
+        self.lane_header(lane) + LANE_SPACE_WAIT
     }
 
     /// Offset in the region of byte position `pos` of `lane`'s data (positions wrap).

@@ -81,7 +81,7 @@ impl Publisher {
             }
             region
                 .u64_at(layout::OFF_ACTIVE)
-                .fetch_or(1 << lane, Ordering::AcqRel);
+                .fetch_or(1 << lane, Ordering::SeqCst);
             return Ok(Self {
                 region,
                 lane,
@@ -107,11 +107,11 @@ impl Publisher {
         self.publish_batch(&[msg]).map(drop)
     }
 
-    /// Publishes one message, waiting up to `timeout` for space (polling with backoff; the
-    /// consumer is never asked to wake anyone). Returns `WouldBlock` once the timeout has passed.
+    /// Publishes one message, waiting up to `timeout` for space (asleep on the lane's space
+    /// doorbell, which the consumer rings when it frees space and we said we wait). Returns
+    /// `WouldBlock` once the timeout has passed.
     pub fn publish_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), PublishError> {
         let deadline = Instant::now() + timeout;
-        let mut backoff = Backoff::default();
         let mut counted = false;
         loop {
             match self.try_publish(&[msg]) {
@@ -120,14 +120,52 @@ impl Publisher {
                         self.count_full_wait();
                         counted = true;
                     }
-                    if Instant::now() >= deadline {
+                    let need = layout::record_span(msg.len()) * 2;
+                    if !self.wait_for_space(need, deadline) {
                         return Err(PublishError::WouldBlock);
                     }
-                    backoff.wait(deadline);
                 }
                 other => return other.map(drop),
             }
         }
+    }
+
+    /// Waits until the consumer has freed room for `bytes` (capped at the lane size) or
+    /// `deadline` passes; returns whether the room is there. Use after `WouldBlock` from
+    /// `publish_batch`.
+    pub fn wait_for_space(&self, bytes: usize, deadline: Instant) -> bool {
+        let geometry = self.region.geometry();
+        let bytes = bytes.min(geometry.lane_bytes()) as u64;
+        let word = self.region.u32_at(geometry.lane_space_wait(self.lane));
+        let head_word = self.region.u64_at(geometry.lane_head(self.lane));
+        let tail = self.tail.get();
+        let roomy = |head: u64| {
+            tail.wrapping_sub(head).saturating_add(bytes) <= geometry.lane_bytes() as u64
+        };
+        for round in 0u32.. {
+            if roomy(head_word.load(Ordering::Acquire)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if round < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Say we wait, then look again: the consumer stores its head then reads this word
+            // (both SeqCst), so either it sees our 1 and wakes us, or we see its new head.
+            word.swap(doorbell::ASLEEP, Ordering::SeqCst);
+            if roomy(head_word.load(Ordering::SeqCst)) {
+                word.store(doorbell::AWAKE, Ordering::Relaxed);
+                return true;
+            }
+            // Bounded, in case a hostile process clears the word without waking us.
+            let nap = (deadline - now).min(Duration::from_millis(100));
+            doorbell::futex_wait(word, doorbell::ASLEEP, nap);
+        }
+        false
     }
 
     /// Publishes as many of `msgs` as fit, in order, with one tail store and at most one doorbell
@@ -166,9 +204,11 @@ impl Publisher {
         }
         if written > 0 {
             let geometry = self.region.geometry();
+            // SeqCst (an xchg on x86, no separate fence): orders the tail store before the
+            // doorbell read, pairing with the consumer's SeqCst "asleep" store and tail reads.
             self.region
                 .u64_at(geometry.lane_tail(self.lane))
-                .store(self.tail.get(), Ordering::Release);
+                .swap(self.tail.get(), Ordering::SeqCst);
             doorbell::ring_if_asleep(self.doorbell());
         }
         Ok(written)
@@ -255,24 +295,4 @@ fn lane_counters_valid(geometry: &Geometry, head: u64, tail: u64) -> bool {
         && tail - head <= geometry.lane_bytes() as u64
         && head % layout::RECORD_ALIGN as u64 == 0
         && tail % layout::RECORD_ALIGN as u64 == 0
-}
-
-/// Waiting for space: spin a little, then yield, then sleep in growing steps up to 1 ms.
-#[derive(Default)]
-struct Backoff {
-    rounds: u32,
-}
-
-impl Backoff {
-    fn wait(&mut self, deadline: Instant) {
-        self.rounds = self.rounds.saturating_add(1);
-        match self.rounds {
-            0..=64 => std::hint::spin_loop(),
-            65..=128 => std::thread::yield_now(),
-            n => {
-                let step = Duration::from_micros(10u64 << (n - 128).min(7));
-                std::thread::sleep(step.min(deadline.saturating_duration_since(Instant::now())));
-            }
-        }
-    }
 }

@@ -10,12 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use triggerd_ipc::ChannelSpec;
 
-/// `target/<profile>/libtriggerd_ipc.a`, built by cargo alongside this test (the library's
-/// crate types include `staticlib`).
+/// `target/<profile>/deps/libtriggerd_ipc.a`: `cargo test` builds the library with all its crate
+/// types (including `staticlib`) next to this test binary on every run. (The copy one level up
+/// is refreshed only by `cargo build` and may be stale.)
 fn static_library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("libtriggerd_ipc.a")
+    exe.with_file_name("libtriggerd_ipc.a")
 }
 
 #[test]

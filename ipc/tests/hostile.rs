@@ -119,7 +119,7 @@ fn publisher_killed_mid_write_wedges_nothing_and_its_lane_is_reused() {
     assert_eq!(consumer.stats().quarantines, 0);
 }
 
-/// Byte offsets of the layout (see the crate's `layout` module): lane headers from 4096, 256 B
+/// Byte offsets of the layout (see the crate's `layout` module): lane headers from 4096, 512 B
 /// each (tail at +64); data after the headers rounded to a page.
 struct Crafted {
     file: std::fs::File,
@@ -135,7 +135,7 @@ impl Crafted {
             .unwrap();
         Self {
             file,
-            lane_data: 4096 + (lanes * 256).next_multiple_of(4096),
+            lane_data: 4096 + (lanes * 512).next_multiple_of(4096),
         }
     }
 
@@ -149,7 +149,7 @@ impl Crafted {
 
     fn publish_tail(&self, tail: u64) {
         self.file
-            .write_all_at(&tail.to_le_bytes(), 4096 + 64)
+            .write_all_at(&tail.to_le_bytes(), 4096 + 128)
             .unwrap();
     }
 }

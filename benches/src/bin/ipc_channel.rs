@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use triggerd_ipc::{Channel, ChannelSpec, PublishError, Publisher};
 
 const BATCH: usize = 64;
+/// Room a producer that found its lane full waits for before writing again.
+const WAIT_FOR_BYTES: usize = 128 << 10;
 const SIZES: [usize; 2] = [64, 1024];
 
 struct Plan {
@@ -113,7 +115,12 @@ fn shm_throughput(size: usize, n: u64, batched: bool) -> f64 {
         };
         match publisher.publish_batch(&batch[..want]) {
             Ok(k) => sent += k as u64,
-            Err(PublishError::WouldBlock) => std::hint::spin_loop(),
+            // A full lane: sleep until the consumer has freed a good share of it (like a
+            // blocking send on the socket).
+            Err(PublishError::WouldBlock) => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                publisher.wait_for_space(WAIT_FOR_BYTES, deadline);
+            }
             Err(e) => panic!("publish: {e}"),
         }
     }

@@ -292,8 +292,8 @@ fn fuzz(args: &[String]) -> i32 {
             *b = next() as u8;
         }
         if round % 1024 == 0 {
-            // The doorbell word sits at byte 64 of the header: wake whoever sleeps there.
-            let word = map[64..68].as_mut_ptr();
+            // The doorbell word sits at byte 128 of the header: wake whoever sleeps there.
+            let word = map[128..132].as_mut_ptr();
             let null = std::ptr::null::<u8>();
             // SAFETY: FUTEX_WAKE only uses the address of a live, aligned word of our mapping.
             unsafe {
