@@ -284,7 +284,14 @@ impl Drop for Channel {
         self.shared
             .region
             .u32_at(layout::OFF_CLOSED)
-            .store(1, Ordering::Release);
+            .store(1, Ordering::SeqCst);
+        let geometry = self.shared.region.geometry();
+        for lane in 0..geometry.lanes() {
+            // Clearing the word first makes a wait about to start return at once.
+            let word = self.shared.region.u32_at(geometry.lane_space_wait(lane));
+            word.store(AWAKE, Ordering::SeqCst);
+            doorbell::futex_wake(word, i32::MAX);
+        }
         let _ = Region::unlink(&self.shared.name);
     }
 }

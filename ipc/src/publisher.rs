@@ -130,19 +130,23 @@ impl Publisher {
         }
     }
 
-    /// Waits until the consumer has freed room for `bytes` (capped at the lane size) or
-    /// `deadline` passes; returns whether the room is there. Use after `WouldBlock` from
-    /// `publish_batch`.
+    /// Waits until the consumer has freed room for `bytes` (capped at the lane size), the
+    /// channel is closed (the next publish reports it), or `deadline` passes; returns false only
+    /// in the last case. Use after `WouldBlock` from `publish_batch`.
     pub fn wait_for_space(&self, bytes: usize, deadline: Instant) -> bool {
         let geometry = self.region.geometry();
         let bytes = bytes.min(geometry.lane_bytes()) as u64;
         let word = self.region.u32_at(geometry.lane_space_wait(self.lane));
         let head_word = self.region.u64_at(geometry.lane_head(self.lane));
+        let closed = self.region.u32_at(layout::OFF_CLOSED);
         let tail = self.tail.get();
+        // A hostile head past our tail wraps to a huge distance: never "roomy", so we time out.
         let roomy = |head: u64| {
             tail.wrapping_sub(head).saturating_add(bytes) <= geometry.lane_bytes() as u64
+                || closed.load(Ordering::SeqCst) != 0
         };
-        for round in 0u32.. {
+        let mut spins = 0u32;
+        loop {
             if roomy(head_word.load(Ordering::Acquire)) {
                 return true;
             }
@@ -150,7 +154,8 @@ impl Publisher {
             if now >= deadline {
                 return false;
             }
-            if round < 64 {
+            if spins < 64 {
+                spins += 1;
                 std::hint::spin_loop();
                 continue;
             }
@@ -165,7 +170,6 @@ impl Publisher {
             let nap = (deadline - now).min(Duration::from_millis(100));
             doorbell::futex_wait(word, doorbell::ASLEEP, nap);
         }
-        false
     }
 
     /// Publishes as many of `msgs` as fit, in order, with one tail store and at most one doorbell

@@ -163,7 +163,18 @@ fn publishing_into_a_removed_channel_fails_with_closed() {
     let channel = Channel::create(&small_spec(&name)).unwrap();
     let publisher = Publisher::connect(&name).unwrap();
     publisher.publish(b"before").unwrap();
+    // Fill the lane, then wait for room in another thread while the daemon removes the channel:
+    // the waiter is woken and told the channel is closed.
+    while publisher.publish(&[0u8; 1000]).is_ok() {}
+    while publisher.publish(b"").is_ok() {}
+    let waiter = std::thread::spawn(move || {
+        let result = publisher.publish_timeout(b"waiting", Duration::from_secs(600));
+        (result, publisher)
+    });
+    assert!(common::wait_until(LONG, || channel.stats().full_ring_waits > 2));
     drop(channel);
+    let (result, publisher) = waiter.join().unwrap();
+    assert_eq!(result, Err(PublishError::Closed));
     assert_eq!(publisher.publish(b"after"), Err(PublishError::Closed));
     assert!(matches!(
         Publisher::connect(&name),

@@ -368,20 +368,20 @@ fn main() {
     for size in SIZES {
         for batched in [false, true] {
             let n = plan.messages;
-            let shm = median(
-                (0..plan.runs)
-                    .map(|_| shm_throughput(size, n, batched))
-                    .collect(),
-            );
-            let unix = median(
-                (0..plan.runs)
-                    .map(|_| unix_throughput(size, n, batched))
-                    .collect(),
-            );
+            // Interleave the transports run by run, so drifting load on the host hits all alike.
+            let (mut shm, mut unix, mut pipe) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..plan.runs {
+                shm.push(shm_throughput(size, n, batched));
+                unix.push(unix_throughput(size, n, batched));
+                if !batched {
+                    pipe.push(pipe_throughput(size, n));
+                }
+            }
+            let (shm, unix) = (median(shm), median(unix));
             let (pipe, pipe_ratio) = if batched {
                 ("-".to_owned(), "-".to_owned())
             } else {
-                let pipe = median((0..plan.runs).map(|_| pipe_throughput(size, n)).collect());
+                let pipe = median(pipe);
                 (rate(pipe), format!("{:.1}x", shm / pipe))
             };
             let mode = if batched { "batch of 64" } else { "unbatched" };
