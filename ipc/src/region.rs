@@ -241,7 +241,16 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    pub(crate) fn unique(tag: &str) -> String {
+    /// Removes a test's shared-memory object even when the test fails.
+    struct Unlink(String);
+
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = shm_unlink(self.0.as_str());
+        }
+    }
+
+    fn unique(tag: &str) -> String {
         static N: AtomicUsize = AtomicUsize::new(0);
         format!(
             "t{}-{tag}-{}",
@@ -264,6 +273,7 @@ mod tests {
         let g = Geometry::new(2, layout::MIN_LANE_BYTES).unwrap();
         let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
         let created = Region::create(&name, g, uid, gid, 0o600).unwrap();
+        let _cleanup = Unlink(object_name(&name).unwrap());
         let opened = Region::open(&name).unwrap();
         assert_eq!(opened.geometry(), g);
         opened.write(g.lane_byte(1, 8), b"hello");
@@ -287,6 +297,7 @@ mod tests {
     fn open_rejects_foreign_or_truncated_objects() {
         let name = unique("foreign");
         let object = object_name(&name).unwrap();
+        let _cleanup = Unlink(object.clone());
         let fd = shm_open(
             object.as_str(),
             OFlag::O_CREAT | OFlag::O_RDWR,
