@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use crate::dispatch::RuleStatus;
+use crate::sources::channel::ChannelStatus;
 use crate::sources::fanotify::WatchStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +52,7 @@ pub struct Status {
     pub reload_error: Option<String>,
     pub rules: Vec<RuleStatus>,
     pub watch: WatchStatus,
+    pub channels: std::collections::BTreeMap<String, ChannelStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Reply, Request, Responder, Status};
 use crate::dispatch::{Disabled, Dispatcher};
 use crate::event::SourceKind;
+use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
 use crate::sources::timer::TimerSource;
 use crate::sources::webhook::WebhookSource;
@@ -47,11 +48,15 @@ pub enum DaemonError {
 }
 
 /// Every source the daemon knows; a new source is one more line here.
-fn sources(watch_status: &Arc<Mutex<WatchStatus>>) -> Vec<(Box<dyn EventSource>, SourceKind)> {
+fn sources(shared: &Shared) -> Vec<(Box<dyn EventSource>, SourceKind)> {
     vec![
         (
-            Box::new(FanotifySource::new(Arc::clone(watch_status))),
+            Box::new(FanotifySource::new(Arc::clone(&shared.watch))),
             SourceKind::Fanotify,
+        ),
+        (
+            Box::new(ChannelSource::new(Arc::clone(&shared.channels))),
+            SourceKind::Channel,
         ),
         (Box::new(TimerSource), SourceKind::Timer),
         (Box::new(WebhookSource), SourceKind::Webhook),
@@ -65,11 +70,18 @@ struct Bound {
     applied: watch::Receiver<u64>,
 }
 
+/// What sources share with the control socket.
+#[derive(Default)]
+struct Shared {
+    watch: Arc<Mutex<WatchStatus>>,
+    channels: Channels,
+}
+
 struct State {
     config: Mutex<Config>,
     reloads: Mutex<(u64, Option<String>)>,
     dispatcher: Arc<Dispatcher>,
-    watch_status: Arc<Mutex<WatchStatus>>,
+    shared: Shared,
     ids: Arc<AtomicU64>,
 }
 
@@ -133,7 +145,8 @@ impl State {
             reloads,
             reload_error,
             rules: self.dispatcher.status(),
-            watch: lock(&self.watch_status).clone(),
+            watch: lock(&self.shared.watch).clone(),
+            channels: channel_status(&self.shared.channels),
         }
     }
 }
@@ -144,10 +157,10 @@ pub async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<(), DaemonError> {
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
-    let watch_status = Arc::new(Mutex::new(WatchStatus::default()));
+    let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));
     let mut prepared = Vec::new();
-    for (mut source, kind) in sources(&watch_status) {
+    for (mut source, kind) in sources(&shared) {
         source.prepare().map_err(|message| DaemonError::Source {
             source_kind: source.kind(),
             message,
@@ -192,7 +205,7 @@ pub async fn run(
         config: Mutex::new(config),
         reloads: Mutex::new((0, None)),
         dispatcher: Arc::clone(&dispatcher),
-        watch_status,
+        shared,
         ids,
     });
     let control_task = tokio::spawn(control::serve(
@@ -304,7 +317,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     systemd::reloading();
     let file = lock(&state.config).file.clone();
-    let validators = sources(&state.watch_status);
+    let validators = sources(&state.shared);
     let loaded = config::load(&file)
         .map_err(|e| e.to_string())
         .and_then(|new| validate_with(&validators, &new).map(|()| new));

@@ -10,6 +10,7 @@ pub enum SourceKind {
     Fanotify,
     Timer,
     Webhook,
+    Channel,
     /// `triggerctl fire`.
     Manual,
 }
@@ -20,6 +21,7 @@ impl SourceKind {
             SourceKind::Fanotify => "fanotify",
             SourceKind::Timer => "timer",
             SourceKind::Webhook => "webhook",
+            SourceKind::Channel => "channel",
             SourceKind::Manual => "manual",
         }
     }

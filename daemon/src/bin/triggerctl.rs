@@ -50,10 +50,30 @@ enum Verb {
     Enable { rule: String },
     /// Run the rule now (for testing), with DATA (or stdin when DATA is `-`) as the payload.
     Fire { rule: String, data: Option<String> },
+    /// Publish DATA (or stdin when DATA is `-` or absent) to a shared-memory channel, as one
+    /// message, or one message per line with --lines. Talks to the channel, not the socket.
+    Publish {
+        channel: String,
+        data: Option<String>,
+        #[arg(long)]
+        lines: bool,
+        /// How long to wait when the channel is full.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Verb::Publish {
+        channel,
+        data,
+        lines,
+        timeout,
+    } = &cli.verb
+    {
+        return publish(channel, data.as_deref(), *lines, *timeout);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,6 +107,7 @@ fn main() -> ExitCode {
             };
             (Request::Fire { rule, data }, false)
         }
+        Verb::Publish { .. } => unreachable!("handled above"),
     };
     let reply = match runtime.block_on(control::request(&cli.socket, &request)) {
         Ok(reply) => reply,
@@ -120,6 +141,47 @@ fn main() -> ExitCode {
         Reply::Done(what) => println!("{what}"),
         Reply::Error(e) => {
             eprintln!("triggerctl: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn publish(
+    channel: &str,
+    data: Option<&str>,
+    lines: bool,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let payload = match data {
+        Some(d) if d != "-" => d.as_bytes().to_vec(),
+        _ => {
+            let mut bytes = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+                eprintln!("triggerctl: stdin: {e}");
+                return ExitCode::from(1);
+            }
+            bytes
+        }
+    };
+    let publisher = match triggerd_ipc::Publisher::connect(channel) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("triggerctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let messages: Vec<&[u8]> = if lines {
+        payload
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect()
+    } else {
+        vec![&payload]
+    };
+    for message in messages {
+        if let Err(e) = publisher.publish_timeout(message, timeout) {
+            eprintln!("triggerctl: {channel}: {e}");
             return ExitCode::from(1);
         }
     }
@@ -186,6 +248,19 @@ fn print_status(status: &Status) {
     );
     for (path, why) in &w.failing_marks {
         println!("  not watched yet: {path}: {why}");
+    }
+    for (name, c) in &status.channels {
+        println!(
+            "channel {name}: {} messages, {} bytes, {} full-ring waits, {} quarantines{}",
+            c.messages,
+            c.bytes,
+            c.full_ring_waits,
+            c.quarantines,
+            c.quarantine
+                .as_deref()
+                .map(|q| format!(" ({q})"))
+                .unwrap_or_default()
+        );
     }
     let header = [
         "RULE",

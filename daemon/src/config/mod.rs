@@ -77,6 +77,7 @@ pub enum Trigger {
     Watch(WatchTrigger),
     Timer(TimerTrigger),
     Webhook(WebhookTrigger),
+    Channel(ChannelTrigger),
 }
 
 impl Trigger {
@@ -86,6 +87,7 @@ impl Trigger {
             Trigger::Watch(_) => "watch",
             Trigger::Timer(_) => "timer",
             Trigger::Webhook(_) => "webhook",
+            Trigger::Channel(_) => "channel",
         }
     }
 
@@ -95,6 +97,7 @@ impl Trigger {
             Trigger::Watch(w) => w.path.display().to_string(),
             Trigger::Timer(t) => t.schedule.to_string(),
             Trigger::Webhook(w) => format!("{}{}", w.listen, w.path),
+            Trigger::Channel(c) => c.name.clone(),
         }
     }
 
@@ -104,6 +107,7 @@ impl Trigger {
             Trigger::Watch(w) => w.events.to_string(),
             Trigger::Timer(_) => "tick".into(),
             Trigger::Webhook(_) => "post".into(),
+            Trigger::Channel(_) => "message".into(),
         }
     }
 }
@@ -147,6 +151,19 @@ pub struct TimerTrigger {
     /// Each fire is delayed by a fixed amount in [0, jitter), derived from the rule's name,
     /// so it is the same on every host restart.
     pub jitter: Option<Duration>,
+}
+
+/// A shared-memory channel: each message a local program publishes is one event. Who may
+/// publish is whoever may open the region: `owner`, `group`, `mode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelTrigger {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub capacity: usize,
+    /// Publishers connected at once.
+    pub lanes: usize,
 }
 
 /// An HTTP POST on a local address fires the rule with the body as payload.

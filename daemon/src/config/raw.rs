@@ -19,6 +19,8 @@ pub struct RawFile {
     pub timer: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub webhook: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub channel: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +74,11 @@ pub struct RawRule {
     // [[webhook]]
     pub listen: Option<String>,
     pub max_body: Option<i64>,
+    // [[channel]] (`group` there is the channel's group)
+    pub owner: Option<String>,
+    pub mode: Option<String>,
+    pub capacity: Option<i64>,
+    pub lanes: Option<i64>,
 }
 
 /// Which keys belong to which rule table; the others are refused there.
@@ -89,6 +96,7 @@ pub const TIMER_KEYS: &[&str] = &[
     "jitter",
 ];
 pub const WEBHOOK_KEYS: &[&str] = &["listen", "path", "max_body"];
+pub const CHANNEL_KEYS: &[&str] = &["owner", "mode", "capacity", "lanes"];
 
 /// `retry = { attempts = 5, backoff = "1s", max_backoff = "1m", jitter = true }`
 #[derive(Debug, Default, Deserialize)]

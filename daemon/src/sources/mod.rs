@@ -7,6 +7,7 @@
 //! A new source is a type implementing `EventSource` plus one line in `daemon::sources()`;
 //! `webhook.rs` is a complete example in about 150 lines.
 
+pub mod channel;
 pub mod fanotify;
 pub mod timer;
 pub mod webhook;

@@ -43,7 +43,11 @@ fn action_for(
             .map_err(|m| problems.push(table.problem("user", m)))
             .ok()
     });
-    let group = match raw.group.as_deref() {
+    let group = match raw
+        .group
+        .as_deref()
+        .filter(|_| !table.group_is_the_objects())
+    {
         Some(name) => lookup_group(name)
             .map_err(|m| problems.push(table.problem("group", m)))
             .ok(),
@@ -77,7 +81,7 @@ fn choice<T: Copy>(
 }
 
 /// A whole number in `range`.
-fn number(
+pub(super) fn number(
     table: &Table<'_>,
     key: &str,
     value: Option<i64>,
@@ -209,7 +213,7 @@ pub(super) fn command(argv: &[String]) -> Result<Vec<OsString>, String> {
     }
 }
 
-fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+pub(super) fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     if let Ok(uid) = name.parse::<u32>() {
         let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
         return Ok((uid, user.map_or(uid, |u| u.gid.as_raw())));
@@ -221,7 +225,7 @@ fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     }
 }
 
-fn lookup_group(name: &str) -> Result<u32, String> {
+pub(super) fn lookup_group(name: &str) -> Result<u32, String> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }

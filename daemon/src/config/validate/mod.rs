@@ -4,6 +4,7 @@
 //! every rule shares (action and delivery) are in `action`.
 
 mod action;
+mod channel;
 mod timer;
 mod watch;
 mod webhook;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{keys_in_table, line_at, line_of_key, RawDaemon, RawFile, RawRule};
-use super::raw::{TIMER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
+use super::raw::{CHANNEL_KEYS, TIMER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
 use super::{parse_duration, Config, ConfigError, DaemonConfig, Problem, Rule, RuleDef, Trigger};
 
 /// Locates keys of one table in the source text for messages.
@@ -37,9 +38,15 @@ impl Table<'_> {
         line_at(self.text, self.span.start)
     }
 
+    /// In tables that describe an object of their own (a channel), `group` is that object's
+    /// group, not the group the command runs as.
+    fn group_is_the_objects(&self) -> bool {
+        self.heading == "[[channel]]"
+    }
+
     /// Refuses keys that belong to another kind of rule table.
     fn check_kind_keys(&self, own: &[&str], problems: &mut Vec<Problem>) {
-        let foreign = [WATCH_KEYS, TIMER_KEYS, WEBHOOK_KEYS];
+        let foreign = [WATCH_KEYS, TIMER_KEYS, WEBHOOK_KEYS, CHANNEL_KEYS];
         for (key, line) in keys_in_table(self.text, &self.span) {
             let elsewhere = foreign.iter().any(|keys| keys.contains(&key.as_str()));
             if elsewhere && !own.contains(&key.as_str()) {
@@ -90,10 +97,11 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
             &mut problems,
         );
     }
-    let kinds: [RuleKind<'_>; 3] = [
+    let kinds: [RuleKind<'_>; 4] = [
         (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
         (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
         (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
+        (&raw.channel, "[[channel]]", CHANNEL_KEYS, channel::trigger),
     ];
     for (tables, heading, own_keys, build) in kinds {
         for spanned in tables {
