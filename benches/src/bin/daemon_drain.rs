@@ -1,0 +1,177 @@
+//! The whole daemon drains a fanotify backlog: 100,000 `close_write` events queued while
+//! triggerd is stopped (SIGSTOP), then timed from SIGCONT until its status has counted them
+//! all — read, parse, resolve, match and admit (the rule is busy and drops, so no process is
+//! spawned per event). Baseline in the same run, on the same backlog: a raw C fanotify read
+//! loop (`benches/c/fanotify_drain.c`). Target: triggerd ≥ 50 % of the C loop.
+//!
+//! Run as root: `cargo build --release -p triggerd -p triggerd-benches &&
+//! target/release/daemon_drain` (TRIGGERD_BIN overrides the daemon's path).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const EVENTS: usize = 100_000;
+const ROUNDS: usize = 3;
+const QUEUE_SYSCTL: &str = "/proc/sys/fs/fanotify/max_queued_events";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Raises the kernel queue for groups created while it lives; restores it on drop.
+struct QueueLimit(String);
+impl QueueLimit {
+    fn raise(to: usize) -> Result<Self> {
+        let old = std::fs::read_to_string(QUEUE_SYSCTL)?;
+        std::fs::write(QUEUE_SYSCTL, to.to_string())?;
+        Ok(Self(old))
+    }
+}
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write(QUEUE_SYSCTL, self.0.trim());
+    }
+}
+
+fn main() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let triggerd = std::env::var_os("TRIGGERD_BIN")
+        .map_or_else(|| root.join("target/release/triggerd"), PathBuf::from);
+    if !triggerd.exists() {
+        bail!(
+            "{} missing: cargo build --release -p triggerd",
+            triggerd.display()
+        );
+    }
+    let scratch = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    })?;
+    let dir = scratch.path().join("in");
+    std::fs::create_dir(&dir)?;
+    let c_loop = scratch.path().join("fanotify_drain");
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&c_loop)
+        .arg(root.join("benches/c/fanotify_drain.c"))
+        .status()?;
+    if !built.success() {
+        bail!("cc failed");
+    }
+    let socket = scratch.path().join("control.sock");
+    let config = scratch.path().join("triggerd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ncontrol = \"{}\"\nstate_dir = \"{}\"\n\n[[watch]]\nname = \"drain\"\npath = \"{}\"\nevents = \"close_write\"\nmax_running = 1\non_busy = \"drop\"\nexec = [\"/bin/sleep\", \"3600\"]\n",
+            socket.display(),
+            scratch.path().join("state").display(),
+            dir.display()
+        ),
+    )?;
+
+    let limit = QueueLimit::raise(EVENTS * 2 + 1024)?;
+    let mut c = Killed(
+        Command::new(&c_loop)
+            .arg(&dir)
+            .arg(triggerd_watch::READ_BUFFER_LEN.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut c_in = c.0.stdin.take().context("stdin")?;
+    let mut c_out = BufReader::new(c.0.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    c_out.read_line(&mut line)?;
+    let daemon = Killed(
+        Command::new(&triggerd)
+            .arg("--config")
+            .arg(&config)
+            .env("TRIGGERD_LOG", "error")
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let pid = daemon.0.id() as i32;
+    wait(Duration::from_secs(20), || status(&socket).is_some())?;
+    drop(limit);
+
+    let mut rates = Vec::new();
+    for round in 0..ROUNDS {
+        // Asked before stopping it: a stopped daemon does not answer.
+        let before = status(&socket).unwrap_or(0);
+        signal(pid, libc::SIGSTOP);
+        for i in 0..EVENTS {
+            std::fs::write(dir.join(format!("r{round}-{i}")), b"")?;
+        }
+        let start = Instant::now();
+        signal(pid, libc::SIGCONT);
+        wait(Duration::from_secs(120), || {
+            status(&socket).is_some_and(|n| n >= before + EVENTS as u64)
+        })?;
+        let daemon_rate = EVENTS as f64 / start.elapsed().as_secs_f64();
+        let (records, ns) = c_drain(&mut c_in, &mut c_out)?;
+        let c_rate = records as f64 / (ns as f64 / 1e9);
+        println!(
+            "round {round}: triggerd {daemon_rate:>10.0} events/s   C read loop {c_rate:>10.0} records/s ({records})   ratio {:.2}",
+            daemon_rate / c_rate
+        );
+        rates.push(daemon_rate / c_rate);
+        for entry in std::fs::read_dir(&dir)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        c_drain(&mut c_in, &mut c_out)?;
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "median ratio triggerd / C loop = {:.2} (target ≥ 0.50)",
+        rates[rates.len() / 2]
+    );
+    Ok(())
+}
+
+fn c_drain(input: &mut ChildStdin, output: &mut BufReader<ChildStdout>) -> Result<(u64, u64)> {
+    writeln!(input, "go")?;
+    let mut line = String::new();
+    output.read_line(&mut line)?;
+    let mut fields = line.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(records)), Some(Ok(ns))) => Ok((records, ns.max(1))),
+        _ => bail!("C loop said {line:?}"),
+    }
+}
+
+/// Events the daemon has read so far, from its control socket.
+fn status(socket: &Path) -> Option<u64> {
+    use std::os::unix::net::UnixStream;
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.write_all(b"{\"verb\":\"status\"}\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+    value["status"]["watch"]["events"].as_u64()
+}
+
+fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            bail!("timed out");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) on a child we spawned and still own.
+    unsafe { libc::kill(pid, signal) };
+}
