@@ -120,6 +120,23 @@ impl Mounted {
         }
     }
 
+    /// Takes over a filesystem mounted by the test itself.
+    pub fn adopt(
+        fs: TriggerFs,
+        sink: Arc<QueueSink>,
+        mnt: PathBuf,
+        state: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        Mounted {
+            fs: Some(fs),
+            sink,
+            mnt,
+            state,
+            dir,
+        }
+    }
+
     pub fn fs(&self) -> &TriggerFs {
         self.fs.as_ref().expect("mounted")
     }
