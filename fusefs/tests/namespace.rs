@@ -129,7 +129,7 @@ fn forbidden_operations_fail_with_eperm() {
     let file = m.path("nginx/access");
     let create = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
+        .create_new(true)
         .open(m.path("nginx/new"));
     assert_eq!(errno_of(create), Some(libc::EPERM), "create");
     assert_eq!(
