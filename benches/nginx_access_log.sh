@@ -1,10 +1,12 @@
 #!/bin/bash
 # nginx requests/s (wrk, loopback) with access_log into a trigger file (split = "line") vs
 # into a tmpfs file, unbuffered and with buffer=64k, in one run; prints req/s and the ratios
-# trigger/tmpfs, and checks zero loss: the lines received (trigger: events counted by the
+# trigger/tmpfs. A null FUSE filesystem (accepts and discards writes, same fuser options) is
+# measured too: what any FUSE file costs nginx on this machine. Checks zero loss: the lines received (trigger: events counted by the
 # filesystem; tmpfs: wc -l) must equal nginx's own request counter (stub_status).
 #
 # Usage (as root): benches/nginx_access_log.sh [SECONDS] [CONNECTIONS]
+# Environment: NGINX_WORKERS (default 2), TRIGGERFS_THREADS (FUSE threads, default 2).
 # Needs: nginx, wrk, /usr/bin/python3 (to pick a free port).
 set -euo pipefail
 
@@ -13,28 +15,40 @@ CONNS=${2:-32}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 cargo build --release -q -p triggerd-fusefs --example triggerfs_mount --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p triggerd-benches --bin fuse_write --manifest-path "$ROOT/Cargo.toml"
 MOUNT_BIN="$ROOT/target/release/examples/triggerfs_mount"
+NULL_BIN="$ROOT/target/release/fuse_write"
 
 WORK=$(mktemp -d)
 SHM=$(mktemp -d -p /dev/shm)
 chmod 755 "$WORK" "$SHM"
-mkdir -p "$WORK/mnt" "$WORK/state" "$WORK/nginx"
+mkdir -p "$WORK/mnt" "$WORK/state" "$WORK/nginx" "$WORK/null"
 
 NGINX_PID=
 cleanup() {
     if [[ -n "$NGINX_PID" ]]; then kill -QUIT "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
     if [[ -n "${FS_PID:-}" ]]; then exec {FS_IN}>&- || true; wait "$FS_PID" 2>/dev/null || true; fi
+    if [[ -n "${NULL_PID:-}" ]]; then exec {NULL_IN}>&- || true; wait "$NULL_PID" 2>/dev/null || true; fi
     umount -l "$WORK/mnt" 2>/dev/null || true
+    umount -l "$WORK/null" 2>/dev/null || true
     rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT
 
 # The trigger filesystem, in a child we talk to over its stdin/stdout.
-coproc FS { exec "$MOUNT_BIN" "$WORK/mnt" "$WORK/state" nginx/access:line; }
+coproc FS { exec ${TRIGGERFS_WRAP:-} "$MOUNT_BIN" "$WORK/mnt" "$WORK/state" nginx/access:line; }
 FS_IN=${FS[1]}
 FS_OUT=${FS[0]}
 read -r -u "$FS_OUT" ready
 [[ "$ready" == ready ]] || { echo "mount failed" >&2; exit 1; }
+
+# The null FUSE baseline, fed through a fifo that we keep open until the end.
+mkfifo "$WORK/null.in"
+"$NULL_BIN" --serve-null "$WORK/null" <"$WORK/null.in" >"$WORK/null.out" &
+NULL_PID=$!
+exec {NULL_IN}>"$WORK/null.in"
+for _ in $(seq 200); do grep -q ready "$WORK/null.out" 2>/dev/null && break; sleep 0.05; done
+grep -q ready "$WORK/null.out" || { echo "null FUSE mount failed" >&2; exit 1; }
 
 trigger_events() {
     echo stats >&"$FS_IN"
@@ -57,7 +71,7 @@ run_case() {
     conf="$WORK/nginx/nginx.conf"
     cat >"$conf" <<EOF
 daemon off;
-worker_processes 2;
+worker_processes ${NGINX_WORKERS:-2};
 user www-data;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log;
@@ -95,9 +109,11 @@ EOF
 printf '%-28s %10s %10s %10s %s\n' "access_log" "req/s" "requests" "lines" "loss"
 declare -A RPS
 for buffer in "" " buffer=64k"; do
-    for target in tmpfs trigger; do
+    for target in tmpfs null-fuse trigger; do
         if [[ $target == tmpfs ]]; then
             file="$SHM/access.log"; : >"$file"; chown www-data "$file"
+        elif [[ $target == null-fuse ]]; then
+            file="$WORK/null/null"
         else
             file="$WORK/mnt/nginx/access"; before=$(trigger_events)
         fi
@@ -105,6 +121,8 @@ for buffer in "" " buffer=64k"; do
         read -r rps handled < <(run_case "$directive")
         if [[ $target == tmpfs ]]; then
             lines=$(wc -l <"$file")
+        elif [[ $target == null-fuse ]]; then
+            lines=$handled # discarded: nothing to count
         else
             lines=$(( $(trigger_events) - before ))
         fi
@@ -116,5 +134,7 @@ for buffer in "" " buffer=64k"; do
 done
 awk -v t="${RPS[trigger unbuffered]}" -v f="${RPS[tmpfs unbuffered]}" \
     'BEGIN { printf "ratio trigger/tmpfs unbuffered: %.2f (target >= 0.60)\n", t / f }'
+awk -v t="${RPS[trigger unbuffered]}" -v f="${RPS[null-fuse unbuffered]}" \
+    'BEGIN { printf "ratio trigger/null FUSE unbuffered: %.2f\n", t / f }'
 awk -v t="${RPS[trigger buffer=64k]}" -v f="${RPS[tmpfs buffer=64k]}" \
     'BEGIN { printf "ratio trigger/tmpfs buffer=64k: %.2f (target >= 0.80)\n", t / f }'

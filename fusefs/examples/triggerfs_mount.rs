@@ -2,7 +2,7 @@
 //! with SIGKILL while mounted) and by `benches/nginx_access_log.sh` (reports lines received).
 //!
 //! Usage: `triggerfs_mount MOUNTPOINT STATE_DIR FILE[:line|:write] ...`
-//! Prints `ready` once mounted. Each `stats` line on stdin prints one line per trigger
+//! `TRIGGERFS_THREADS` sets the number of FUSE threads (default 2). Prints `ready` once mounted. Each `stats` line on stdin prints one line per trigger
 //! (`KEY events=N drops=N writes=N bytes=N`) and then `end`. End of stdin unmounts and exits.
 
 use std::io::{BufRead, Write};
@@ -44,11 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .collect();
-    let fs = TriggerFs::mount(
-        MountOptions::new(mountpoint, state_dir),
-        specs,
-        Arc::new(CountingSink),
-    )?;
+    let mut opts = MountOptions::new(mountpoint, state_dir);
+    if let Some(threads) = std::env::var("TRIGGERFS_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        opts.threads = threads;
+    }
+    let fs = TriggerFs::mount(opts, specs, Arc::new(CountingSink))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;

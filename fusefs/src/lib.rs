@@ -98,7 +98,9 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     /// Directory of the state file ([`STATE_FILE`]); created if missing.
     pub state_dir: PathBuf,
-    /// FUSE threads (at least 1).
+    /// FUSE threads (at least 1). The kernel wakes idle threads in FIFO order, so every
+    /// thread beyond what is needed makes each request land on a colder thread; a second
+    /// thread keeps lookups and stats answered while a write waits for the queue.
     pub threads: usize,
     /// Longest time one write waits for the sink before its messages count as dropped.
     pub queue_wait: Duration,
@@ -107,12 +109,12 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
-    /// Defaults: 4 threads, 1 s queue wait, 64 KiB replies.
+    /// Defaults: 2 threads, 1 s queue wait, 64 KiB replies.
     pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
         MountOptions {
             mountpoint: mountpoint.into(),
             state_dir: state_dir.into(),
-            threads: 4,
+            threads: 2,
             queue_wait: Duration::from_secs(1),
             reply_limit: 64 * 1024,
         }

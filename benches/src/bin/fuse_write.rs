@@ -4,6 +4,8 @@
 //!
 //! Usage: `cargo run --release -p triggerd-benches --bin fuse_write [WRITES_PER_WRITER] [ROUNDS]`
 //! (as root: FUSE mounts with allow_other). Prints per-round medians and ratios.
+//! `fuse_write --serve-null MOUNTPOINT` only mounts the null filesystem (file `null`) until
+//! stdin closes: the FUSE baseline of `benches/nginx_access_log.sh`.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -20,7 +22,13 @@ use fuser::{
 use triggerd_fusefs::{Message, MessageSink, MountOptions, Split, TriggerFs, TriggerSpec};
 
 const PAYLOAD: usize = 200;
-const THREADS: usize = 4;
+/// FUSE threads of both filesystems: `TRIGGERFS_THREADS`, default 2 (the crate's default).
+fn threads() -> usize {
+    std::env::var("TRIGGERFS_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2)
+}
 
 /// The baseline: one file that accepts and discards every write, with DIRECT_IO.
 struct NullFs;
@@ -174,13 +182,27 @@ fn fuse_config() -> Config {
         MountOption::DefaultPermissions,
     ];
     config.acl = SessionACL::All;
-    config.n_threads = Some(THREADS);
+    config.n_threads = Some(threads());
     config.clone_fd = true;
     config
 }
 
+/// Mounts the null filesystem on `mountpoint` and serves it until stdin is closed.
+fn serve_null(mountpoint: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let session = fuser::Session::new(NullFs, mountpoint, &fuse_config())?.spawn()?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+    session.umount_and_join()?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--serve-null") {
+        let mountpoint = args.nth(1).ok_or("--serve-null MOUNTPOINT")?;
+        return serve_null(&mountpoint);
+    }
     let n: usize = args.next().map_or(Ok(50_000), |a| a.parse())?;
     let rounds: usize = args.next().map_or(Ok(5), |a| a.parse())?;
 
@@ -196,7 +218,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let null = fuser::Session::new(NullFs, &null_mnt, &fuse_config())?.spawn()?;
     let sink = Arc::new(CountingSink::default());
     let mut opts = MountOptions::new(&trig_mnt, dir.path().join("state"));
-    opts.threads = THREADS;
+    opts.threads = threads();
     let spec = |file: &str, split| TriggerSpec {
         file: file.into(),
         split,
@@ -228,7 +250,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vec![null_mnt.join("null"), null_mnt.join("null2")],
         ),
     ];
-    println!("200-byte writes, {n} per writer, {rounds} rounds, {THREADS} FUSE threads; medians");
+    println!(
+        "200-byte writes, {n} per writer, {rounds} rounds, {} FUSE threads; medians",
+        threads()
+    );
     for writers in [1, 2] {
         // One file per writer only differs from the shared file with two writers.
         let targets = &targets[..if writers == 1 { 4 } else { targets.len() }];
