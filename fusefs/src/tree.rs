@@ -556,3 +556,7 @@ impl Reuse {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tree_tests.rs"]
+mod tests;
