@@ -8,7 +8,9 @@
 //!   answers ENOTCONN) is detached before mounting.
 //! - Trigger files are opened with FOPEN_DIRECT_IO, so one `write(2)` is one FUSE write.
 //!   Writes have append semantics whatever the offset or O_APPEND.
-//! - `split = "write"`: one message per write, payload = the written bytes exactly.
+//! - `split = "write"`: one message per write, payload = the written bytes exactly. (The
+//!   kernel cuts a write(2) larger than its FUSE request limit, 1 MiB by default,
+//!   `fs.fuse.max_pages_limit`, into several writes: several messages.)
 //!   `split = "line"`: one message per line, payload = the line WITHOUT its trailing `\n`;
 //!   a partial line is buffered per open file handle and emitted on flush (every close),
 //!   fsync and release. A partial line reaching [`MAX_LINE`] bytes is emitted as it is.
@@ -316,4 +318,15 @@ fn wanted(specs: &[TriggerSpec]) -> Vec<(Arc<str>, Split)> {
         .iter()
         .map(|s| (Arc::from(s.file.as_str()), s.split))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The daemon shares the handle between its reload path and its control socket.
+    #[test]
+    fn the_handle_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::TriggerFs>();
+        shared::<super::TriggerStats>();
+    }
 }

@@ -131,7 +131,18 @@ fn forbidden_operations_fail_with_eperm() {
         .write(true)
         .create_new(true)
         .open(m.path("nginx/new"));
-    assert_eq!(errno_of(create), Some(libc::EPERM), "create");
+    assert_eq!(errno_of(create), Some(libc::EPERM), "create (O_EXCL)");
+    let create = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("new"));
+    assert_eq!(
+        errno_of(create),
+        Some(libc::EPERM),
+        "create (what `echo > new` does)"
+    );
+    assert!(!exists(&m.path("new")) && !exists(&m.path("nginx/new")));
     assert_eq!(
         errno_of(std::fs::remove_file(&file)),
         Some(libc::EPERM),
