@@ -30,7 +30,10 @@
 //!   ENOSYS. A write through a handle whose trigger was removed by a reload: ESTALE (it
 //!   works again if a later reload brings the same `file` key back).
 //! - Directories that hold no trigger and were not made or changed at runtime vanish at the
-//!   next reload; a reload that removes a trigger makes its file disappear.
+//!   next reload; a reload that removes a trigger makes its file disappear at once (the
+//!   kernel's cached entry is invalidated) and forgets that trigger's runtime changes.
+//! - [`MessageSink::offer`] must not call [`TriggerFs::update`] (it runs on a FUSE thread,
+//!   and the kernel invalidations that `update` sends may wait for FUSE threads).
 
 mod delivery;
 mod fs;
@@ -202,6 +205,8 @@ impl TriggerFs {
             }
         }
         mount::prepare_mountpoint(&opts.mountpoint).map_err(mount_err)?;
+        // Unmounting later must name the same place even if the working directory changed.
+        let mountpoint = opts.mountpoint.canonicalize().map_err(mount_err)?;
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("triggerd".into()),
@@ -214,15 +219,15 @@ impl TriggerFs {
         config.acl = SessionACL::All;
         config.n_threads = Some(opts.threads.max(1));
         config.clone_fd = true;
-        let session = fuser::Session::new(FuseFs(shared.clone()), &opts.mountpoint, &config)
-            .map_err(mount_err)?;
+        let session =
+            fuser::Session::new(FuseFs(shared.clone()), &mountpoint, &config).map_err(mount_err)?;
         let notifier = session.notifier();
         let session = session.spawn().map_err(mount_err)?;
         Ok(TriggerFs {
             shared,
             session: Some(session),
             notifier,
-            mountpoint: opts.mountpoint,
+            mountpoint,
         })
     }
 
