@@ -67,6 +67,21 @@ pub enum Split {
     Line,
 }
 
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    /// Parses the config's `split` value: `"write"` or `"line"`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "write" => Ok(Split::Write),
+            "line" => Ok(Split::Line),
+            other => Err(format!(
+                "split must be \"write\" or \"line\", not {other:?}"
+            )),
+        }
+    }
+}
+
 /// One configured trigger file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerSpec {
@@ -333,5 +348,12 @@ mod tests {
         fn shared<T: Send + Sync>() {}
         shared::<super::TriggerFs>();
         shared::<super::TriggerStats>();
+    }
+
+    #[test]
+    fn split_parses_the_config_words_only() {
+        assert_eq!("line".parse(), Ok(super::Split::Line));
+        assert_eq!("write".parse(), Ok(super::Split::Write));
+        assert!("Line".parse::<super::Split>().is_err());
     }
 }
