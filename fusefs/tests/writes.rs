@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{spec, Mounted, QueueSink};
+use common::{spec, wait_until, Mounted, QueueSink};
 use triggerd_fusefs::Split;
 
 const T: Duration = Duration::from_secs(30);
@@ -146,7 +146,7 @@ fn thousand_concurrent_writers_lose_and_split_nothing() {
 
 #[test]
 fn a_full_queue_holds_the_write_then_counts_the_drop() {
-    let wait = Duration::from_millis(300);
+    let wait = Duration::from_secs(2);
     let m = Mounted::with(vec![spec("q", Split::Write)], QueueSink::new(1), |o| {
         o.queue_wait = wait
     });
@@ -164,7 +164,8 @@ fn a_full_queue_holds_the_write_then_counts_the_drop() {
     // Room made while a writer waits: accepted, not dropped.
     std::thread::scope(|s| {
         let writer = s.spawn(|| f.write_all(b"accepted late").expect("third write"));
-        std::thread::sleep(Duration::from_millis(50));
+        // The write is counted before it waits for room.
+        assert!(wait_until(T, || m.fs().stats()[0].writes == 3));
         assert_eq!(m.sink.recv(T).expect("first").payload, b"fits");
         writer.join().expect("writer");
     });
