@@ -1,0 +1,613 @@
+//! The broker's dispatch state machine: services with their workers and queues, requests in
+//! flight, heartbeats, liveness, timeouts and fail-over. Invariants: a request token is in at
+//! most one place (a service queue, or held by the workers listed in `holders`); a worker's
+//! `in_flight` lists exactly the tokens whose `holders` name it; the address frame a worker
+//! sees is the request token (8 bytes), so replies from a worker that no longer holds the
+//! request (it was declared dead, or the request timed out) are recognised and dropped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::store::{Algorithm, ServiceSettings};
+use super::{BrokerConfig, BrokerError};
+use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
+use crate::ext::{self, ReplyHeader, RequestHeader, WorkerHello};
+
+/// Longest frame count accepted in one message; the rest of a longer message is discarded.
+const MAX_FRAMES: usize = 1024;
+/// Messages handled per poll wake-up before housekeeping gets a turn.
+const DRAIN_BATCH: usize = 4096;
+
+type Identity = Vec<u8>;
+
+struct Service {
+    algorithm: Algorithm,
+    timeout: Option<Duration>,
+    workers: Vec<Identity>,
+    cursor: usize,
+    queue: VecDeque<u64>,
+    dispatched: usize,
+}
+
+struct Worker {
+    service: Frame,
+    version: Version,
+    hello: Option<WorkerHello>,
+    in_flight: Vec<u64>,
+    expiry: Instant,
+    last_sent: Instant,
+}
+
+impl Worker {
+    fn capacity(&self) -> usize {
+        self.hello.map_or(1, |h| h.capacity as usize)
+    }
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.capacity()
+    }
+}
+
+struct Request {
+    client: Identity,
+    version: Version,
+    service: Frame,
+    header: Option<RequestHeader>,
+    body: Vec<Frame>,
+    deadline: Instant,
+    holders: Vec<Identity>,
+    status: i32,
+    /// MDP/0.1 clients get one reply: streamed parts are gathered here.
+    gathered: Vec<Frame>,
+}
+
+pub(crate) struct Engine {
+    socket: zmq::Socket,
+    services: HashMap<Frame, Service>,
+    settings: HashMap<String, ServiceSettings>,
+    workers: HashMap<Identity, Worker>,
+    requests: HashMap<u64, Request>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_token: u64,
+    heartbeat: Duration,
+    liveness: u32,
+    default_timeout: Duration,
+    auth: bool,
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    pub(crate) fn new(socket: zmq::Socket, config: &BrokerConfig) -> Engine {
+        Engine {
+            socket,
+            services: HashMap::new(),
+            settings: HashMap::new(),
+            workers: HashMap::new(),
+            requests: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_token: 1,
+            heartbeat: config.heartbeat,
+            liveness: config.liveness,
+            default_timeout: config.timeout,
+            auth: config.auth,
+        }
+    }
+
+    pub(crate) fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
+    pub(crate) fn apply_settings(&mut self, settings: Vec<ServiceSettings>) {
+        self.settings = settings.into_iter().map(|s| (s.name.clone(), s)).collect();
+        for (name, service) in &mut self.services {
+            let stored = std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| self.settings.get(n));
+            service.algorithm = stored.map(|s| s.algorithm).unwrap_or_default();
+            service.timeout = stored.and_then(|s| s.timeout);
+        }
+    }
+
+    /// Receives and handles every message waiting on the socket (up to a batch).
+    pub(crate) fn drain(&mut self) -> Result<(), BrokerError> {
+        for _ in 0..DRAIN_BATCH {
+            let Some((peer, user, frames)) = self.receive()? else {
+                return Ok(());
+            };
+            self.handle(peer, user, frames);
+        }
+        Ok(())
+    }
+
+    fn receive(&self) -> Result<Option<(Identity, Option<String>, Vec<Frame>)>, BrokerError> {
+        let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
+            Ok(m) => m,
+            Err(zmq::Error::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut more = identity.get_more();
+        let mut frames = Vec::new();
+        let mut user = None;
+        while more {
+            let mut part = self.socket.recv_msg(0)?;
+            more = part.get_more();
+            if frames.is_empty() && self.auth {
+                user = part.gets("User-Id").map(str::to_string);
+            }
+            if frames.len() < MAX_FRAMES {
+                frames.push(part.to_vec());
+            }
+        }
+        if frames.len() >= MAX_FRAMES {
+            tracing::warn!(peer = %hex(&identity), "refused: more than {MAX_FRAMES} frames");
+            return Ok(Some((identity.to_vec(), user, Vec::new())));
+        }
+        Ok(Some((identity.to_vec(), user, frames)))
+    }
+
+    fn send(&self, peer: &[u8], frames: Vec<Frame>) {
+        let parts = std::iter::once(peer.to_vec()).chain(frames);
+        if let Err(e) = self.socket.send_multipart(parts, zmq::DONTWAIT) {
+            tracing::debug!(peer = %hex(peer), "send failed: {e}");
+        }
+    }
+
+    fn send_worker(&mut self, peer: &[u8], msg: Message) {
+        if let Some(w) = self.workers.get_mut(peer) {
+            w.last_sent = Instant::now();
+        }
+        self.send(peer, msg.into_frames());
+    }
+
+    fn handle(&mut self, peer: Identity, user: Option<String>, frames: Vec<Frame>) {
+        let msg = match Message::decode(&frames, Direction::ToBroker) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(peer = %hex(&peer), "refused malformed message: {e}");
+                return;
+            }
+        };
+        match msg {
+            Message::ClientRequest {
+                version,
+                service,
+                body,
+            } => self.on_request(peer, version, service, body),
+            Message::Ready {
+                version,
+                service,
+                extra,
+            } => self.on_ready(peer, user.as_deref(), version, service, &extra),
+            Message::WorkerReply {
+                kind,
+                address,
+                body,
+                ..
+            } => self.on_reply(&peer, kind, &address, body),
+            Message::Heartbeat { version } => match self.workers.get_mut(&peer) {
+                Some(w) => {
+                    w.expiry = Instant::now() + expiry_after(self.heartbeat, self.liveness, w.hello)
+                }
+                None => self.send(&peer, Message::Disconnect { version }.into_frames()),
+            },
+            Message::Disconnect { .. } => self.drop_worker(&peer, "disconnected"),
+            other => {
+                tracing::warn!(peer = %hex(&peer), "refused unexpected command {:?}", kind_name(&other));
+                if self.workers.contains_key(&peer) {
+                    let version = other.version();
+                    self.send(&peer, Message::Disconnect { version }.into_frames());
+                    self.drop_worker(&peer, "sent an unexpected command");
+                }
+            }
+        }
+    }
+
+    fn expiry_for(&self, hello: Option<WorkerHello>) -> Duration {
+        expiry_after(self.heartbeat, self.liveness, hello)
+    }
+
+    fn service_entry(&mut self, name: &[u8]) -> &mut Service {
+        let settings = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.settings.get(n));
+        self.services
+            .entry(name.to_vec())
+            .or_insert_with(|| Service {
+                algorithm: settings.map(|s| s.algorithm).unwrap_or_default(),
+                timeout: settings.and_then(|s| s.timeout),
+                workers: Vec::new(),
+                cursor: 0,
+                queue: VecDeque::new(),
+                dispatched: 0,
+            })
+    }
+
+    fn on_ready(
+        &mut self,
+        peer: Identity,
+        user: Option<&str>,
+        version: Version,
+        service: Frame,
+        extra: &[Frame],
+    ) {
+        let refuse = if self.workers.contains_key(&peer) {
+            Some("READY twice")
+        } else if service.starts_with(b"mmi.") {
+            Some("workers may not register mmi.* services")
+        } else if self.auth && !user.is_some_and(|u| u.starts_with("worker/")) {
+            Some("identity is not a worker")
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            tracing::warn!(peer = %hex(&peer), user = user.unwrap_or(""), "refused READY: {reason}");
+            self.send(&peer, Message::Disconnect { version }.into_frames());
+            self.drop_worker(&peer, reason);
+            return;
+        }
+        let hello = extra.first().and_then(|f| WorkerHello::decode(f));
+        let now = Instant::now();
+        let worker = Worker {
+            service: service.clone(),
+            version,
+            hello,
+            in_flight: Vec::new(),
+            expiry: now + self.expiry_for(hello),
+            last_sent: now,
+        };
+        tracing::info!(
+            worker = %hex(&peer), user = user.unwrap_or(""),
+            service = %String::from_utf8_lossy(&service), capacity = worker.capacity(), "worker ready"
+        );
+        self.workers.insert(peer.clone(), worker);
+        self.service_entry(&service).workers.push(peer);
+        self.dispatch(&service);
+    }
+
+    fn on_request(&mut self, client: Identity, version: Version, service: Frame, body: Vec<Frame>) {
+        let (header, rest) = ext::split_request(&body);
+        let header = header.clone();
+        let body = rest.to_vec();
+        if service.starts_with(b"mmi.") {
+            let answer: &[u8] = match (service.as_slice(), body.first()) {
+                (b"mmi.service", Some(name)) => {
+                    let known = self
+                        .services
+                        .get(name)
+                        .is_some_and(|s| !s.workers.is_empty());
+                    if known {
+                        b"200"
+                    } else {
+                        b"404"
+                    }
+                }
+                _ => b"501",
+            };
+            let mut reply = Vec::new();
+            if let Some(h) = &header {
+                reply.push(
+                    ReplyHeader {
+                        id: h.id,
+                        status: 0,
+                    }
+                    .encode(),
+                );
+            }
+            reply.push(answer.to_vec());
+            let msg = Message::ClientReply {
+                version,
+                kind: ReplyKind::Final,
+                service,
+                body: reply,
+            };
+            self.send(&client, msg.into_frames());
+            return;
+        }
+        let default_timeout = self.default_timeout;
+        let token = self.next_token;
+        self.next_token += 1;
+        let entry = self.service_entry(&service);
+        let mut timeout = entry.timeout.unwrap_or(default_timeout);
+        if let Some(h) = header.as_ref().filter(|h| h.timeout_ms > 0) {
+            timeout = timeout.min(Duration::from_millis(h.timeout_ms.into()));
+        }
+        let deadline = Instant::now() + timeout;
+        entry.queue.push_back(token);
+        self.deadlines.push(Reverse((deadline, token)));
+        let request = Request {
+            client,
+            version,
+            service: service.clone(),
+            header,
+            body,
+            deadline,
+            holders: Vec::new(),
+            status: 0,
+            gathered: Vec::new(),
+        };
+        self.requests.insert(token, request);
+        self.dispatch(&service);
+    }
+
+    /// Hands queued requests of `name` to workers as far as the algorithm and capacity allow.
+    fn dispatch(&mut self, name: &[u8]) {
+        loop {
+            let Some(service) = self.services.get_mut(name) else {
+                return;
+            };
+            let Some(&token) = service.queue.front() else {
+                return;
+            };
+            if !self.requests.contains_key(&token) {
+                service.queue.pop_front();
+                continue;
+            }
+            let n = service.workers.len();
+            let chosen: Vec<Identity> = match service.algorithm {
+                Algorithm::Serial if service.dispatched > 0 => return,
+                Algorithm::Roundrobin | Algorithm::Serial => {
+                    let found = (0..n).map(|i| (service.cursor + i) % n).find(|&i| {
+                        self.workers
+                            .get(&service.workers[i])
+                            .is_some_and(Worker::has_room)
+                    });
+                    let Some(i) = found else { return };
+                    service.cursor = (i + 1) % n.max(1);
+                    vec![service.workers[i].clone()]
+                }
+                Algorithm::Mirror => {
+                    let all_free = service
+                        .workers
+                        .iter()
+                        .all(|w| self.workers.get(w).is_some_and(Worker::has_room));
+                    if n == 0 || !all_free {
+                        return;
+                    }
+                    service.workers.clone()
+                }
+            };
+            service.queue.pop_front();
+            service.dispatched += 1;
+            for worker in &chosen {
+                self.send_to_worker(worker, token);
+            }
+            if let Some(request) = self.requests.get_mut(&token) {
+                request.holders = chosen;
+            }
+        }
+    }
+
+    fn send_to_worker(&mut self, peer: &[u8], token: u64) {
+        let (Some(worker), Some(request)) = (self.workers.get_mut(peer), self.requests.get(&token))
+        else {
+            return;
+        };
+        worker.in_flight.push(token);
+        let mut body = Vec::with_capacity(request.body.len() + 1);
+        if worker.hello.is_some() {
+            let remaining = request.deadline.saturating_duration_since(Instant::now());
+            let header = RequestHeader {
+                id: request.header.as_ref().map_or(0, |h| h.id),
+                timeout_ms: (remaining.as_millis() as u32).max(1),
+                plugin: request
+                    .header
+                    .as_ref()
+                    .map(|h| h.plugin.clone())
+                    .unwrap_or_default(),
+            };
+            body.push(header.encode());
+        }
+        body.extend(request.body.iter().cloned());
+        let msg = Message::WorkerRequest {
+            version: worker.version,
+            address: token.to_be_bytes().to_vec(),
+            body,
+        };
+        self.send_worker(peer, msg);
+    }
+
+    fn on_reply(&mut self, peer: &[u8], kind: ReplyKind, address: &[u8], body: Vec<Frame>) {
+        let Some(worker) = self.workers.get_mut(peer) else {
+            tracing::warn!(peer = %hex(peer), "refused reply from an unregistered worker");
+            return;
+        };
+        worker.expiry = Instant::now() + expiry_after(self.heartbeat, self.liveness, worker.hello);
+        let has_hello = worker.hello.is_some();
+        let Some(token) = address.try_into().ok().map(u64::from_be_bytes) else {
+            tracing::warn!(peer = %hex(peer), "refused reply with a foreign address frame");
+            return;
+        };
+        let held = self
+            .requests
+            .get(&token)
+            .is_some_and(|r| r.holders.iter().any(|h| h == peer));
+        if !held {
+            if kind == ReplyKind::Final {
+                worker.in_flight.retain(|&t| t != token);
+            }
+            tracing::debug!(peer = %hex(peer), "dropped a stale reply");
+            return;
+        }
+        let (status, body) = match ext::split_reply(&body) {
+            (Some(h), rest) if has_hello => (h.status, rest.to_vec()),
+            _ => (0, body),
+        };
+        if kind == ReplyKind::Partial {
+            self.to_client(token, ReplyKind::Partial, body, 0);
+            return;
+        }
+        worker.in_flight.retain(|&t| t != token);
+        let Some(request) = self.requests.get_mut(&token) else {
+            return;
+        };
+        request.holders.retain(|h| h != peer);
+        let service = request.service.clone();
+        let mirrored = self
+            .services
+            .get(&service)
+            .is_some_and(|s| s.algorithm == Algorithm::Mirror);
+        if mirrored {
+            if request.status == 0 {
+                request.status = status;
+            }
+            let done = request.holders.is_empty();
+            let status = request.status;
+            self.to_client(token, ReplyKind::Partial, body, 0);
+            if done {
+                self.finish(token, Vec::new(), status);
+            }
+        } else {
+            self.finish(token, body, status);
+        }
+        self.dispatch(&service);
+    }
+
+    /// Sends (or, for an MDP/0.1 client, gathers) one reply to the request's client.
+    fn to_client(&mut self, token: u64, kind: ReplyKind, body: Vec<Frame>, status: i32) {
+        let Some(request) = self.requests.get_mut(&token) else {
+            return;
+        };
+        if request.version == Version::V1 && kind == ReplyKind::Partial {
+            request.gathered.extend(body);
+            return;
+        }
+        let mut frames = Vec::with_capacity(body.len() + 1);
+        if let Some(h) = &request.header {
+            frames.push(ReplyHeader { id: h.id, status }.encode());
+        }
+        frames.append(&mut request.gathered);
+        frames.extend(body);
+        let msg = Message::ClientReply {
+            version: request.version,
+            kind,
+            service: request.service.clone(),
+            body: frames,
+        };
+        let client = request.client.clone();
+        self.send(&client, msg.into_frames());
+    }
+
+    /// Sends the FINAL and forgets the request.
+    fn finish(&mut self, token: u64, body: Vec<Frame>, status: i32) {
+        self.to_client(token, ReplyKind::Final, body, status);
+        if let Some(request) = self.requests.remove(&token) {
+            for holder in &request.holders {
+                if let Some(w) = self.workers.get_mut(holder) {
+                    w.in_flight.retain(|&t| t != token);
+                }
+            }
+            if let Some(s) = self.services.get_mut(&request.service) {
+                s.dispatched = s.dispatched.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Removes a worker; requests it held go back to the front of their queue (or, for
+    /// mirror, complete without its reply).
+    fn drop_worker(&mut self, peer: &[u8], reason: &str) {
+        let Some(worker) = self.workers.remove(peer) else {
+            return;
+        };
+        tracing::info!(worker = %hex(peer), service = %String::from_utf8_lossy(&worker.service), "worker dropped: {reason}");
+        let Some(service) = self.services.get_mut(&worker.service) else {
+            return;
+        };
+        service.workers.retain(|w| w != peer);
+        let mirrored = service.algorithm == Algorithm::Mirror;
+        for &token in worker.in_flight.iter().rev() {
+            let Some(request) = self.requests.get_mut(&token) else {
+                continue;
+            };
+            request.holders.retain(|h| h != peer);
+            if mirrored {
+                if request.holders.is_empty() {
+                    let status = request.status;
+                    self.finish(token, Vec::new(), status);
+                }
+            } else if let Some(service) = self.services.get_mut(&worker.service) {
+                service.dispatched = service.dispatched.saturating_sub(1);
+                service.queue.push_front(token);
+                tracing::info!(token, "request re-dispatched");
+            }
+        }
+        self.dispatch(&worker.service);
+    }
+
+    /// Heartbeats idle workers, drops silent ones and times out overdue requests.
+    pub(crate) fn housekeeping(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        let mut idle = Vec::new();
+        for (id, w) in &self.workers {
+            if now >= w.expiry {
+                dead.push(id.clone());
+            } else if now.duration_since(w.last_sent) >= self.heartbeat {
+                idle.push((id.clone(), w.version));
+            }
+        }
+        for id in dead {
+            self.drop_worker(&id, "missed its heartbeats");
+        }
+        for (id, version) in idle {
+            self.send_worker(&id, Message::Heartbeat { version });
+        }
+        while let Some(Reverse((deadline, token))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(request) = self.requests.get(&token) else {
+                continue;
+            };
+            let service = request.service.clone();
+            let queued = request.holders.is_empty();
+            tracing::info!(token, service = %String::from_utf8_lossy(&service), "request timed out");
+            let body = if request.header.is_some() {
+                Vec::new()
+            } else {
+                vec![b"timeout".to_vec()]
+            };
+            if queued {
+                // Still queued: `finish` must not release a dispatch slot it never took.
+                if let Some(s) = self.services.get_mut(&service) {
+                    s.dispatched += 1;
+                }
+            }
+            self.finish(token, body, ext::STATUS_TIMEOUT);
+            self.dispatch(&service);
+        }
+    }
+
+    pub(crate) fn disconnect_all(&mut self) {
+        let peers: Vec<(Identity, Version)> = self
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), w.version))
+            .collect();
+        for (id, version) in peers {
+            self.send(&id, Message::Disconnect { version }.into_frames());
+        }
+    }
+}
+
+/// How long a worker may stay silent: the slower of both heartbeat intervals, `liveness` times.
+fn expiry_after(heartbeat: Duration, liveness: u32, hello: Option<WorkerHello>) -> Duration {
+    let theirs = hello.map_or(Duration::ZERO, |h| {
+        Duration::from_millis(h.heartbeat_ms.into())
+    });
+    heartbeat.max(theirs) * liveness
+}
+
+fn kind_name(msg: &Message) -> &'static str {
+    match msg {
+        Message::ClientRequest { .. } => "client REQUEST",
+        Message::ClientReply { .. } => "client REPLY",
+        Message::Ready { .. } => "READY",
+        Message::WorkerRequest { .. } => "worker REQUEST",
+        Message::WorkerReply { .. } => "worker REPLY",
+        Message::Heartbeat { .. } => "HEARTBEAT",
+        Message::Disconnect { .. } => "DISCONNECT",
+    }
+}
