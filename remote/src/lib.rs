@@ -10,3 +10,5 @@ pub mod ext;
 pub mod forwarder;
 pub mod spool;
 pub mod worker;
+pub use client::{Client, ClientError, ClientOptions, Event, Reply};
+pub use worker::{Worker, WorkerError, WorkerOptions};
