@@ -11,4 +11,6 @@ pub mod forwarder;
 pub mod spool;
 pub mod worker;
 pub use client::{Client, ClientError, ClientOptions, Event, Reply};
+pub use forwarder::{Forwarder, ForwarderError, ForwarderOptions, ForwarderStats};
+pub use spool::{FullPolicy, Spool, SpoolError, SpoolOptions, SyncPolicy};
 pub use worker::{Worker, WorkerError, WorkerOptions};

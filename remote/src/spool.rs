@@ -423,6 +423,11 @@ impl Spool {
         Ok((index, reader))
     }
 
+    /// Sequence number the next [`Spool::read`] starts at.
+    pub fn read_position(&self) -> u64 {
+        self.read_seq
+    }
+
     /// Moves the read position back to the first unacknowledged record (to re-send).
     pub fn rewind(&mut self) {
         self.read_seq = self.acked;
