@@ -149,8 +149,11 @@ impl Client {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if self.socket.poll(zmq::POLLIN, left.as_millis() as i64)? == 0 {
-                return Ok(None);
+            match self.socket.poll(zmq::POLLIN, left.as_millis() as i64) {
+                Ok(0) => return Ok(None),
+                Err(zmq::Error::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
             }
             let frames = self.socket.recv_multipart(0)?;
             let Ok(Message::ClientReply { kind, body, .. }) =

@@ -99,16 +99,25 @@ fn admin(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
         Command::Service {
             action: ServiceAction::List { json },
         } => {
-            let services = store.services()?;
+            let services = store.service_overview()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&services)?);
             } else {
-                println!("{:<24} {:<12} TIMEOUT", "SERVICE", "ALGORITHM");
+                println!(
+                    "{:<24} {:<12} {:<10} WORKERS",
+                    "SERVICE", "ALGORITHM", "TIMEOUT"
+                );
                 for s in services {
-                    let timeout = s.timeout.map_or("default".into(), |t| {
+                    let timeout = s.settings.timeout.map_or("default".into(), |t| {
                         humantime::format_duration(t).to_string()
                     });
-                    println!("{:<24} {:<12} {timeout}", s.name, s.algorithm.as_str());
+                    let workers = if s.workers.is_empty() {
+                        "-".to_string()
+                    } else {
+                        s.workers.join(", ")
+                    };
+                    let (name, algorithm) = (&s.settings.name, s.settings.algorithm.as_str());
+                    println!("{name:<24} {algorithm:<12} {timeout:<10} {workers}");
                 }
             }
         }

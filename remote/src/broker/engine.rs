@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::store::{Algorithm, ServiceSettings};
+use super::store::{Algorithm, ServiceSettings, Store};
 use super::{BrokerConfig, BrokerError};
 use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
 use crate::ext::{self, ReplyHeader, RequestHeader, WorkerHello};
@@ -63,6 +63,7 @@ struct Request {
 
 pub(crate) struct Engine {
     socket: zmq::Socket,
+    store: Store,
     services: HashMap<Frame, Service>,
     settings: HashMap<String, ServiceSettings>,
     workers: HashMap<Identity, Worker>,
@@ -80,9 +81,13 @@ fn hex(id: &[u8]) -> String {
 }
 
 impl Engine {
-    pub(crate) fn new(socket: zmq::Socket, config: &BrokerConfig) -> Engine {
+    pub(crate) fn new(socket: zmq::Socket, store: Store, config: &BrokerConfig) -> Engine {
+        if let Err(e) = store.forget_worker(None) {
+            tracing::warn!("cannot reset the live worker list: {e}");
+        }
         Engine {
             socket,
+            store,
             services: HashMap::new(),
             settings: HashMap::new(),
             workers: HashMap::new(),
@@ -100,7 +105,14 @@ impl Engine {
         &self.socket
     }
 
-    pub(crate) fn apply_settings(&mut self, settings: Vec<ServiceSettings>) {
+    pub(crate) fn reload_settings(&mut self) {
+        match self.store.services() {
+            Ok(settings) => self.apply_settings(settings),
+            Err(e) => tracing::warn!("cannot reload service settings: {e}"),
+        }
+    }
+
+    fn apply_settings(&mut self, settings: Vec<ServiceSettings>) {
         self.settings = settings.into_iter().map(|s| (s.name.clone(), s)).collect();
         for (name, service) in &mut self.services {
             let stored = std::str::from_utf8(name)
@@ -125,7 +137,7 @@ impl Engine {
     fn receive(&self) -> Result<Option<(Identity, Option<String>, Vec<Frame>)>, BrokerError> {
         let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
             Ok(m) => m,
-            Err(zmq::Error::EAGAIN) => return Ok(None),
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let mut more = identity.get_more();
@@ -262,6 +274,16 @@ impl Engine {
             worker = %hex(&peer), user = user.unwrap_or(""),
             service = %String::from_utf8_lossy(&service), capacity = worker.capacity(), "worker ready"
         );
+        let service_name = String::from_utf8_lossy(&service);
+        let identity = user
+            .and_then(|u| u.split_once('/'))
+            .map_or("", |(_, name)| name);
+        if let Err(e) = self
+            .store
+            .record_worker(&hex(&peer), &service_name, identity)
+        {
+            tracing::warn!("cannot record worker: {e}");
+        }
         self.workers.insert(peer.clone(), worker);
         self.service_entry(&service).workers.push(peer);
         self.dispatch(&service);

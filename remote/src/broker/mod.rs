@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-pub use store::{Algorithm, Role, ServiceSettings, Store, StoreError};
+pub use store::{Algorithm, Role, ServiceOverview, ServiceSettings, Store, StoreError};
 
 /// Broker configuration (the `--config` TOML file; every key optional).
 #[derive(Debug, Clone, Deserialize)]
@@ -135,8 +135,8 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         std::fs::write(&tmp, endpoints.join("\n") + "\n")?;
         std::fs::rename(&tmp, path)?;
     }
-    let mut engine = engine::Engine::new(socket, config);
-    engine.apply_settings(store.services()?);
+    let mut engine = engine::Engine::new(socket, store, config);
+    engine.reload_settings();
     let tick = (config.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
     let mut next_tick = Instant::now();
     let mut next_settings = Instant::now() + Duration::from_secs(1);
@@ -146,7 +146,10 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
             engine.socket().as_poll_item(zmq::POLLIN),
             monitor.as_poll_item(zmq::POLLIN),
         ];
-        zmq::poll(&mut items, wait.as_millis() as i64)?;
+        match zmq::poll(&mut items, wait.as_millis() as i64) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
         let (peers_ready, monitor_ready) = (items[0].is_readable(), items[1].is_readable());
         if peers_ready {
             engine.drain()?;
@@ -160,10 +163,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
             next_tick = now + tick;
         }
         if now >= next_settings {
-            match store.services() {
-                Ok(settings) => engine.apply_settings(settings),
-                Err(e) => tracing::warn!("cannot reload service settings: {e}"),
-            }
+            engine.reload_settings();
             next_settings = now + Duration::from_secs(1);
         }
     }
@@ -180,15 +180,20 @@ fn log_monitor_events(monitor: &zmq::Socket) {
             continue;
         };
         let peer = String::from_utf8_lossy(addr);
-        let what = match zmq::SocketEvent::from_raw(code) {
-            zmq::SocketEvent::DISCONNECTED => {
-                "connection closed (peer gone, oversized frame or protocol error)"
+        // libzmq does not say why it closed a connection; an oversized frame is one reason.
+        match zmq::SocketEvent::from_raw(code) {
+            zmq::SocketEvent::DISCONNECTED => tracing::info!(
+                endpoint = %peer,
+                "connection closed (peer left, or refused: oversized frame, protocol error)"
+            ),
+            zmq::SocketEvent::HANDSHAKE_FAILED_AUTH => {
+                tracing::warn!(endpoint = %peer, "refused: authentication failed")
             }
-            zmq::SocketEvent::HANDSHAKE_FAILED_AUTH => "refused: authentication failed",
-            zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL => "refused: ZMTP protocol error",
-            _ => "refused: handshake failed",
-        };
-        tracing::info!(endpoint = %peer, "{what}");
+            zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL => {
+                tracing::warn!(endpoint = %peer, "refused: ZMTP protocol error")
+            }
+            _ => tracing::warn!(endpoint = %peer, "refused: handshake failed"),
+        }
     }
 }
 

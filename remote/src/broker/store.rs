@@ -99,6 +99,16 @@ fn serialize_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
     }
 }
 
+/// A service as `service list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceOverview {
+    /// Stored settings (defaults when the service only exists because workers serve it).
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
+    /// Connected workers: `identity (connection)`, or the connection alone without auth.
+    pub workers: Vec<String>,
+}
+
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -161,7 +171,9 @@ impl Store {
              CREATE TABLE IF NOT EXISTS identities (
                  name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS services (
-                 name TEXT PRIMARY KEY, algorithm TEXT NOT NULL, timeout_ms INTEGER);",
+                 name TEXT PRIMARY KEY, algorithm TEXT NOT NULL, timeout_ms INTEGER);
+             CREATE TABLE IF NOT EXISTS live_workers (
+                 worker TEXT PRIMARY KEY, service TEXT NOT NULL, identity TEXT NOT NULL);",
         )?;
         Ok(Store { conn })
     }
@@ -267,6 +279,77 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Records a connected worker (the running broker keeps this table current).
+    pub fn record_worker(
+        &self,
+        worker: &str,
+        service: &str,
+        identity: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO live_workers (worker, service, identity) VALUES (?1, ?2, ?3)",
+            params![worker, service, identity],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a worker (`None`: all of them, when a broker starts).
+    pub fn forget_worker(&self, worker: Option<&str>) -> Result<(), StoreError> {
+        match worker {
+            Some(w) => self
+                .conn
+                .execute("DELETE FROM live_workers WHERE worker = ?1", params![w])?,
+            None => self.conn.execute("DELETE FROM live_workers", [])?,
+        };
+        Ok(())
+    }
+
+    /// Every service that is configured or has workers, with its connected workers.
+    pub fn service_overview(&self) -> Result<Vec<ServiceOverview>, StoreError> {
+        let mut by_name: std::collections::BTreeMap<String, ServiceOverview> = self
+            .services()?
+            .into_iter()
+            .map(|settings| {
+                (
+                    settings.name.clone(),
+                    ServiceOverview {
+                        settings,
+                        workers: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT service, identity, worker FROM live_workers ORDER BY worker")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (service, identity, worker) = row?;
+            let entry = by_name
+                .entry(service.clone())
+                .or_insert_with(|| ServiceOverview {
+                    settings: ServiceSettings {
+                        name: service,
+                        algorithm: Algorithm::default(),
+                        timeout: None,
+                    },
+                    workers: Vec::new(),
+                });
+            entry.workers.push(if identity.is_empty() {
+                worker
+            } else {
+                format!("{identity} ({worker})")
+            });
+        }
+        Ok(by_name.into_values().collect())
     }
 
     /// Names and roles of all identities.

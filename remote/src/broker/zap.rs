@@ -51,7 +51,7 @@ impl Drop for ZapHandler {
 fn serve(socket: &zmq::Socket, store: &Store, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match socket.poll(zmq::POLLIN, 100) {
-            Ok(0) => continue,
+            Ok(0) | Err(zmq::Error::EINTR) => continue,
             Ok(_) => {}
             Err(e) => {
                 tracing::error!("zap: poll: {e}");

@@ -240,7 +240,10 @@ impl Worker {
                     socket.as_poll_item(zmq::POLLIN),
                     jobs.as_poll_item(zmq::POLLIN),
                 ];
-                zmq::poll(&mut items, tick.as_millis() as i64)?;
+                match zmq::poll(&mut items, tick.as_millis() as i64) {
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 let (from_broker, from_jobs) = (items[0].is_readable(), items[1].is_readable());
                 if from_jobs {
                     while let Ok(frames) = jobs.recv_multipart(zmq::DONTWAIT) {
