@@ -11,7 +11,7 @@ use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
 use crate::ext::{self, RequestHeader};
 
 /// How to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
     /// Identity name for PLAIN authentication (`None`: no authentication).
     pub identity: Option<String>,
@@ -19,16 +19,6 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// Extra attempts after a request timed out without any reply.
     pub retries: u32,
-}
-
-impl Default for ClientOptions {
-    fn default() -> ClientOptions {
-        ClientOptions {
-            identity: None,
-            token: None,
-            retries: 0,
-        }
-    }
 }
 
 /// The last answer to a request.
