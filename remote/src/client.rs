@@ -138,14 +138,23 @@ impl Client {
     pub fn recv(&mut self, wait: Duration) -> Result<Option<Event>, ClientError> {
         let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.socket.poll(zmq::POLLIN, left.as_millis() as i64) {
-                Ok(0) => return Ok(None),
-                Err(zmq::Error::EINTR) => continue,
-                Ok(_) => {}
+            // Pipelined replies are usually already queued: try before paying for a poll.
+            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    // Rounded up: a sub-millisecond wait must sleep, not spin.
+                    match self
+                        .socket
+                        .poll(zmq::POLLIN, left.as_micros().div_ceil(1000) as i64)
+                    {
+                        Ok(0) => return Ok(None),
+                        Ok(_) | Err(zmq::Error::EINTR) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Err(e) => return Err(e.into()),
-            }
-            let frames = self.socket.recv_multipart(0)?;
+            };
             let Ok(Message::ClientReply { kind, body, .. }) =
                 Message::decode(&frames, Direction::FromBroker)
             else {
