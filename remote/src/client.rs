@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
-use crate::ext::{self, RequestHeader};
+use crate::ext::{ReplyHeader, RequestHeader};
 
 /// How to connect.
 #[derive(Debug, Clone, Default)]
@@ -156,15 +156,16 @@ impl Client {
                 Err(e) => return Err(e.into()),
             };
             let Ok(Message::ClientReply { kind, body, .. }) =
-                Message::decode(&frames, Direction::FromBroker)
+                Message::decode_owned(frames, Direction::FromBroker)
             else {
                 tracing::debug!("client: skipped a message that is not a reply");
                 continue;
             };
-            let (Some(header), rest) = ext::split_reply(&body) else {
+            let Some(header) = body.first().and_then(|f| ReplyHeader::decode(f)) else {
                 continue;
             };
-            let body = rest.to_vec();
+            let mut body = body;
+            body.remove(0);
             return Ok(Some(match kind {
                 ReplyKind::Partial => Event::Partial {
                     id: header.id,

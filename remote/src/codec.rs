@@ -120,21 +120,31 @@ fn truncated(frame: &[u8]) -> Vec<u8> {
 impl Message {
     /// Decodes `frames` (after any ROUTER identity frame).
     pub fn decode(frames: &[Frame], direction: Direction) -> Result<Message, CodecError> {
+        Message::decode_owned(frames.to_vec(), direction)
+    }
+
+    /// Decodes `frames`, moving their bytes into the message instead of copying them.
+    pub fn decode_owned(
+        mut frames: Vec<Frame>,
+        direction: Direction,
+    ) -> Result<Message, CodecError> {
         let first = frames.first().ok_or(CodecError::Empty)?;
-        let (delimited, rest) = if first.is_empty() {
-            (true, &frames[1..])
-        } else {
-            (false, frames)
+        let delimited = first.is_empty();
+        let skip = usize::from(delimited);
+        let protocol = frames.get(skip).ok_or(CodecError::Missing("protocol"))?;
+        let decoder = match protocol.as_slice() {
+            MDPC01 | MDPW01 if !delimited => return Err(CodecError::MissingDelimiter),
+            MDPC01 => Decoder::ClientV1,
+            MDPW01 => Decoder::Worker(Version::V1),
+            MDPC02 => Decoder::ClientV2,
+            MDPW02 => Decoder::Worker(Version::V2),
+            other => return Err(CodecError::UnknownProtocol(truncated(other))),
         };
-        let protocol = rest.first().ok_or(CodecError::Missing("protocol"))?;
-        let after = &rest[1..];
-        match protocol.as_slice() {
-            MDPC01 | MDPW01 if !delimited => Err(CodecError::MissingDelimiter),
-            MDPC01 => decode_client_v1(after, direction),
-            MDPW01 => decode_worker(Version::V1, after),
-            MDPC02 => decode_client_v2(after),
-            MDPW02 => decode_worker(Version::V2, after),
-            other => Err(CodecError::UnknownProtocol(truncated(other))),
+        let after = frames.split_off(skip + 1);
+        match decoder {
+            Decoder::ClientV1 => decode_client_v1(after, direction),
+            Decoder::ClientV2 => decode_client_v2(after),
+            Decoder::Worker(version) => decode_worker(version, after),
         }
     }
 
@@ -236,9 +246,18 @@ impl Message {
     }
 }
 
-fn decode_client_v1(after: &[Frame], direction: Direction) -> Result<Message, CodecError> {
-    let service = after.first().ok_or(CodecError::Missing("service"))?.clone();
-    let body = after[1..].to_vec();
+enum Decoder {
+    ClientV1,
+    ClientV2,
+    Worker(Version),
+}
+
+fn decode_client_v1(mut after: Vec<Frame>, direction: Direction) -> Result<Message, CodecError> {
+    if after.is_empty() {
+        return Err(CodecError::Missing("service"));
+    }
+    let body = after.split_off(1);
+    let service = after.swap_remove(0);
     Ok(match direction {
         Direction::ToBroker => Message::ClientRequest {
             version: Version::V1,
@@ -262,10 +281,13 @@ fn command_byte(frame: Option<&Frame>) -> Result<u8, CodecError> {
     }
 }
 
-fn decode_client_v2(after: &[Frame]) -> Result<Message, CodecError> {
+fn decode_client_v2(mut after: Vec<Frame>) -> Result<Message, CodecError> {
     let command = command_byte(after.first())?;
-    let service = after.get(1).ok_or(CodecError::Missing("service"))?.clone();
-    let body = after[2..].to_vec();
+    if after.len() < 2 {
+        return Err(CodecError::Missing("service"));
+    }
+    let body = after.split_off(2);
+    let service = after.swap_remove(1);
     let version = Version::V2;
     Ok(match command {
         0x01 => Message::ClientRequest {
@@ -290,21 +312,23 @@ fn decode_client_v2(after: &[Frame]) -> Result<Message, CodecError> {
 }
 
 /// Splits `address "" body...` as carried by worker REQUEST and REPLY commands.
-fn address_and_body(frames: &[Frame]) -> Result<(Frame, Vec<Frame>), CodecError> {
-    let address = frames
-        .first()
-        .ok_or(CodecError::Missing("address"))?
-        .clone();
-    match frames.get(1) {
-        Some(empty) if empty.is_empty() => Ok((address, frames[2..].to_vec())),
+fn address_and_body(mut args: Vec<Frame>) -> Result<(Frame, Vec<Frame>), CodecError> {
+    if args.is_empty() {
+        return Err(CodecError::Missing("address"));
+    }
+    match args.get(1) {
+        Some(empty) if empty.is_empty() => {
+            let body = args.split_off(2);
+            Ok((args.swap_remove(0), body))
+        }
         _ => Err(CodecError::MissingAddressDelimiter),
     }
 }
 
-fn decode_worker(version: Version, after: &[Frame]) -> Result<Message, CodecError> {
+fn decode_worker(version: Version, mut after: Vec<Frame>) -> Result<Message, CodecError> {
     let command = command_byte(after.first())?;
-    let args = &after[1..];
-    let no_args = |name: &'static str, msg: Message| {
+    let mut args = after.split_off(1);
+    let no_args = |name: &'static str, args: &[Frame], msg: Message| {
         if args.is_empty() {
             Ok(msg)
         } else {
@@ -313,11 +337,14 @@ fn decode_worker(version: Version, after: &[Frame]) -> Result<Message, CodecErro
     };
     match (version, command) {
         (_, 0x01) => {
-            let service = args.first().ok_or(CodecError::Missing("service"))?.clone();
+            if args.is_empty() {
+                return Err(CodecError::Missing("service"));
+            }
+            let extra = args.split_off(1);
             Ok(Message::Ready {
                 version,
-                service,
-                extra: args[1..].to_vec(),
+                service: args.swap_remove(0),
+                extra,
             })
         }
         (_, 0x02) => {
@@ -343,10 +370,10 @@ fn decode_worker(version: Version, after: &[Frame]) -> Result<Message, CodecErro
             })
         }
         (Version::V1, 0x04) | (Version::V2, 0x05) => {
-            no_args("HEARTBEAT", Message::Heartbeat { version })
+            no_args("HEARTBEAT", &args, Message::Heartbeat { version })
         }
         (Version::V1, 0x05) | (Version::V2, 0x06) => {
-            no_args("DISCONNECT", Message::Disconnect { version })
+            no_args("DISCONNECT", &args, Message::Disconnect { version })
         }
         (_, other) => Err(CodecError::UnknownCommand(vec![other])),
     }

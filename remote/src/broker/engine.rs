@@ -16,6 +16,10 @@ use crate::ext::{self, ReplyHeader, RequestHeader, WorkerHello};
 
 /// Longest frame count accepted in one message; the rest of a longer message is discarded.
 const MAX_FRAMES: usize = 1024;
+/// Requests waiting per service; beyond it clients get status 69 at once (memory bound).
+const MAX_QUEUED: usize = 1_000_000;
+/// Bytes of streamed output gathered for one MDP/0.1 client; the rest is dropped.
+const MAX_GATHERED: usize = 16 * 1024 * 1024;
 /// Messages handled per poll wake-up before housekeeping gets a turn.
 const DRAIN_BATCH: usize = 4096;
 
@@ -68,6 +72,7 @@ struct Request {
     status: i32,
     /// MDP/0.1 clients get one reply: streamed parts are gathered here.
     gathered: Vec<Frame>,
+    gathered_bytes: usize,
 }
 
 pub(crate) struct Engine {
@@ -188,7 +193,7 @@ impl Engine {
     }
 
     fn handle(&mut self, peer: Identity, user: Option<String>, frames: Vec<Frame>) {
-        let msg = match Message::decode(&frames, Direction::ToBroker) {
+        let msg = match Message::decode_owned(frames, Direction::ToBroker) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(peer = %hex(&peer), "refused malformed message: {e}");
@@ -303,9 +308,11 @@ impl Engine {
     }
 
     fn on_request(&mut self, client: Identity, version: Version, service: Frame, body: Vec<Frame>) {
-        let (header, rest) = ext::split_request(&body);
-        let header = header.clone();
-        let body = rest.to_vec();
+        let mut body = body;
+        let header = body.first().and_then(|f| RequestHeader::decode(f));
+        if header.is_some() {
+            body.remove(0);
+        }
         if service.starts_with(b"mmi.") {
             let answer: &[u8] = match (service.as_slice(), body.first()) {
                 (b"mmi.service", Some(name)) => {
@@ -345,6 +352,28 @@ impl Engine {
         let token = self.next_token;
         self.next_token += 1;
         let entry = self.service_entry(&service);
+        if entry.queue.len() >= MAX_QUEUED {
+            tracing::warn!(service = %String::from_utf8_lossy(&service), "refused request: queue full");
+            let mut reply = Vec::new();
+            if let Some(h) = &header {
+                reply.push(
+                    ReplyHeader {
+                        id: h.id,
+                        status: ext::STATUS_UNAVAILABLE,
+                    }
+                    .encode(),
+                );
+            }
+            reply.push(b"queue full".to_vec());
+            let msg = Message::ClientReply {
+                version,
+                kind: ReplyKind::Final,
+                service,
+                body: reply,
+            };
+            self.send(&client, msg.into_frames());
+            return;
+        }
         let mut timeout = entry.timeout.unwrap_or(default_timeout);
         if let Some(h) = header.as_ref().filter(|h| h.timeout_ms > 0) {
             timeout = timeout.min(Duration::from_millis(h.timeout_ms.into()));
@@ -362,6 +391,7 @@ impl Engine {
             holders: Vec::new(),
             status: 0,
             gathered: Vec::new(),
+            gathered_bytes: 0,
         };
         self.requests.insert(token, request);
         self.dispatch(&service);

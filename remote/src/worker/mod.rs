@@ -254,7 +254,7 @@ impl Worker {
                 if from_broker {
                     let mut told_to_leave = false;
                     while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
-                        match Message::decode(&frames, Direction::FromBroker) {
+                        match Message::decode_owned(frames, Direction::FromBroker) {
                             Ok(Message::WorkerRequest { address, body, .. }) => {
                                 last_heard = Instant::now();
                                 backoff = self.options.reconnect_min;

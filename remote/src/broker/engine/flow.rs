@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{expiry_after, hex, Engine, Identity, Worker};
 use crate::broker::store::Algorithm;
 use crate::codec::{Frame, Message, ReplyKind, Version};
-use crate::ext::{self, ReplyHeader, RequestHeader};
+use crate::ext::{ReplyHeader, RequestHeader};
 
 impl Engine {
     /// Hands queued requests of `name` to workers as far as the algorithm and capacity allow.
@@ -116,10 +116,15 @@ impl Engine {
             tracing::debug!(peer = %hex(peer), "dropped a stale reply");
             return;
         }
-        let (status, body) = match ext::split_reply(&body) {
-            (Some(h), rest) if has_hello => (h.status, rest.to_vec()),
-            _ => (0, body),
-        };
+        let mut body = body;
+        let header = body
+            .first()
+            .filter(|_| has_hello)
+            .and_then(|f| ReplyHeader::decode(f));
+        let status = header.map_or(0, |h| h.status);
+        if header.is_some() {
+            body.remove(0);
+        }
         if kind == ReplyKind::Partial {
             self.reply_to_client(token, ReplyKind::Partial, body, 0);
             return;
@@ -162,7 +167,11 @@ impl Engine {
             return;
         };
         if request.version == Version::V1 && kind == ReplyKind::Partial {
-            request.gathered.extend(body);
+            let size: usize = body.iter().map(Vec::len).sum();
+            if request.gathered_bytes + size <= super::MAX_GATHERED {
+                request.gathered_bytes += size;
+                request.gathered.extend(body);
+            }
             return;
         }
         let mut frames = Vec::with_capacity(body.len() + 1);
