@@ -45,9 +45,13 @@ impl Sink {
 }
 
 fn forwarder(spool_dir: &std::path::Path, endpoint: &str) -> Forwarder {
+    windowed_forwarder(spool_dir, endpoint, 256)
+}
+
+fn windowed_forwarder(spool_dir: &std::path::Path, endpoint: &str, window: usize) -> Forwarder {
     let spool = Spool::open(SpoolOptions::new(spool_dir)).expect("spool");
     let mut options = ForwarderOptions::new(endpoint);
-    options.window = 256;
+    options.window = window;
     options.request_timeout = Duration::from_secs(2);
     options.retry_after = Duration::from_secs(1);
     Forwarder::start(spool, options).expect("forwarder")
@@ -120,5 +124,47 @@ fn events_survive_a_broker_outage_and_a_forwarder_restart() {
     // The worker's own de-duplication already kept repeats away from the plugin.
     assert_eq!(seen.len(), EVENTS, "duplicates reached the plugin");
     drop(second);
+    drop(worker);
+}
+
+#[test]
+fn window_one_delivers_in_spool_order_across_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("mkdir");
+    let bind = format!("ipc://{}", dir.path().join("broker.sock").display());
+    let mut broker = Broker::start_in(&broker_dir, &bind, "auth = false\nheartbeat = \"100ms\"");
+    let sink = Arc::new(Sink::default());
+    let mut options = fast_worker(&broker.endpoint, "sink");
+    options.default_plugin = "sink".into();
+    let mut worker = Worker::new(options);
+    worker.add_plugin("sink", sink.clone());
+    let worker = WorkerThread::start(worker);
+    let forwarder = windowed_forwarder(&dir.path().join("spool"), &bind, 1);
+    for i in 0..500 {
+        forwarder
+            .submit("sink", "", format!("{i:03}").as_bytes())
+            .expect("submit");
+    }
+    wait_for(Duration::from_secs(60), || {
+        (sink.unique_payloads() >= 100).then_some(())
+    })
+    .expect("started");
+    broker.process.kill();
+    let _broker = Broker::start(&broker_dir);
+    wait_for(Duration::from_secs(120), || {
+        (sink.unique_payloads() == 500).then_some(())
+    })
+    .unwrap_or_else(|| panic!("only {} of 500 arrived", sink.unique_payloads()));
+    let seen: Vec<Vec<u8>> = sink
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..500).map(|i| format!("{i:03}").into_bytes()).collect();
+    assert_eq!(seen, expected, "in order, each once");
+    drop(forwarder);
     drop(worker);
 }
