@@ -276,6 +276,7 @@ fn drain(
                 .copied()
                 .unwrap_or_else(|| spool.read_position());
             spool.ack(upto)?;
+            spool.tick()?;
         }
         let now = Instant::now();
         for (&seq, flight) in in_flight.iter_mut() {

@@ -314,6 +314,19 @@ impl Spool {
         Ok(seq)
     }
 
+    /// Hands buffered records to the kernel, and forces them to disk when the sync policy's
+    /// interval has passed. Call it regularly (the forwarder does, every loop) so a quiet
+    /// spool does not keep its last records in memory.
+    pub fn tick(&mut self) -> Result<(), SpoolError> {
+        match self.options.sync {
+            SyncPolicy::Interval(every) if self.last_sync.elapsed() >= every => self.sync(),
+            _ => {
+                let path = self.current_path();
+                self.writer.flush().map_err(io_err(&path))
+            }
+        }
+    }
+
     /// Flushes buffered records and forces them to disk.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         let path = self.current_path();

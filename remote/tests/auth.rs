@@ -197,3 +197,42 @@ fn garbage_unknown_protocols_and_huge_frames_are_refused() {
         "broker died"
     );
 }
+
+#[test]
+fn admin_verbs_validate_their_arguments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Broker::configure(dir.path(), "tcp://127.0.0.1:*", "auth = true");
+    let run = |args: &[&str]| {
+        std::process::Command::new(broker_bin())
+            .arg("--config")
+            .arg(dir.path().join("broker.toml"))
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    for bad in [
+        &["service", "set", "web", "--algorithm", "random"][..],
+        &["service", "set", "web", "--timeout", "soon"],
+        &["token", "add", "admin", "root"],
+    ] {
+        assert_eq!(run(bad).status.code(), Some(2), "{bad:?}");
+    }
+    assert_eq!(run(&["token", "remove", "ghost"]).status.code(), Some(1));
+    assert!(run(&[
+        "service",
+        "set",
+        "web",
+        "--algorithm",
+        "serial",
+        "--timeout",
+        "5s"
+    ])
+    .status
+    .success());
+    let listing = String::from_utf8_lossy(&run(&["service", "list"]).stdout).into_owned();
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with("web"))
+        .expect("web listed");
+    assert!(row.contains("serial") && row.contains("5s"), "{listing}");
+}

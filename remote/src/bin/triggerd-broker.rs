@@ -57,6 +57,22 @@ enum ServiceAction {
     },
 }
 
+/// A bad argument: exits with 2 like a usage error.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    Usage(e.to_string()).into()
+}
+
 fn load_config(path: &PathBuf) -> anyhow::Result<BrokerConfig> {
     match std::fs::read_to_string(path) {
         Ok(text) => BrokerConfig::from_toml(&text).with_context(|| path.display().to_string()),
@@ -71,7 +87,7 @@ fn admin(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
         Command::Token {
             action: TokenAction::Add { role, name },
         } => {
-            let role: Role = role.parse()?;
+            let role: Role = role.parse().map_err(usage)?;
             println!("{}", store.add_identity(role, &name)?);
         }
         Command::Token {
@@ -89,11 +105,14 @@ fn admin(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
                     timeout,
                 },
         } => {
-            let algorithm = algorithm.map(|a| a.parse::<Algorithm>()).transpose()?;
+            let algorithm = algorithm
+                .map(|a| a.parse::<Algorithm>())
+                .transpose()
+                .map_err(usage)?;
             let timeout: Option<Duration> = timeout
                 .map(|t| humantime::parse_duration(&t))
                 .transpose()
-                .context("--timeout")?;
+                .map_err(|e| usage(format!("--timeout: {e}")))?;
             store.set_service(&name, algorithm, timeout)?;
         }
         Command::Service {
@@ -151,7 +170,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("triggerd-broker: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
