@@ -271,3 +271,23 @@ fn slow_service_times_out_with_status_124() {
     assert_eq!(reply.status, 124);
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[test]
+fn a_fast_heartbeating_worker_stays_connected_to_a_slow_heartbeating_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start_in(
+        dir.path(),
+        "tcp://127.0.0.1:*",
+        "auth = false\nheartbeat = \"2s\"",
+    );
+    let worker = WorkerThread::start(Worker::new(fast_worker(&broker.endpoint, "hb")));
+    wait_service_up(&broker.endpoint, "hb", Default::default());
+    // The worker gives up after 3 × 100 ms of silence; the broker must heartbeat it that often.
+    let reconnected = wait_for(Duration::from_millis(1500), || {
+        (worker.stats.connections.load(Ordering::Relaxed) > 1).then_some(())
+    });
+    assert!(
+        reconnected.is_none(),
+        "the worker lost the broker while idle"
+    );
+}

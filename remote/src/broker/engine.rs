@@ -404,7 +404,8 @@ impl Engine {
         for (id, w) in &self.workers {
             if now >= w.expiry {
                 dead.push(id.clone());
-            } else if now.duration_since(w.last_sent) >= self.heartbeat {
+            } else if now.duration_since(w.last_sent) >= heartbeat_towards(self.heartbeat, w.hello)
+            {
                 idle.push((id.clone(), w.version));
             }
         }
@@ -451,6 +452,13 @@ impl Engine {
             self.send(&id, Message::Disconnect { version }.into_frames());
         }
     }
+}
+
+/// How often to heartbeat a worker: a triggerd worker announced its own interval (and
+/// judges the broker dead after `liveness` of them), so the shorter of both applies.
+fn heartbeat_towards(broker: Duration, hello: Option<WorkerHello>) -> Duration {
+    let theirs = hello.map_or(broker, |h| Duration::from_millis(h.heartbeat_ms.into()));
+    broker.min(theirs).max(Duration::from_millis(1))
 }
 
 /// How long a worker may stay silent: the slower of both heartbeat intervals, `liveness` times.

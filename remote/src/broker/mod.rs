@@ -137,7 +137,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
     }
     let mut engine = engine::Engine::new(socket, store, config);
     engine.reload_settings();
-    let tick = (config.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    let tick = (config.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     let mut next_tick = Instant::now();
     let mut next_settings = Instant::now() + Duration::from_secs(1);
     while !shutdown.load(Ordering::Relaxed) {
