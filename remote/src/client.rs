@@ -129,7 +129,7 @@ impl Client {
             service: service.as_bytes().to_vec(),
             body: frames,
         };
-        self.socket.send_multipart(msg.into_frames(), 0)?;
+        crate::codec::send_frames(&self.socket, None, msg.into_frames(), 0)?;
         Ok(id)
     }
 

@@ -379,6 +379,34 @@ fn decode_worker(version: Version, mut after: Vec<Frame>) -> Result<Message, Cod
     }
 }
 
+/// Frames up to this size are copied into libzmq's inline small-message storage; larger
+/// ones are handed over without copying. (Zero-copy costs an allocation of its own, which
+/// is dearer than copying a few bytes.)
+const INLINE_FRAME: usize = 64;
+
+/// Sends `frames` as one multipart message, preceded by `peer` (a ROUTER identity) if given.
+pub(crate) fn send_frames(
+    socket: &zmq::Socket,
+    peer: Option<&[u8]>,
+    frames: Vec<Frame>,
+    flags: i32,
+) -> Result<(), zmq::Error> {
+    let count = frames.len();
+    if let Some(peer) = peer {
+        let more = if count > 0 { zmq::SNDMORE } else { 0 };
+        socket.send(peer, flags | more)?;
+    }
+    for (i, frame) in frames.into_iter().enumerate() {
+        let more = if i + 1 < count { zmq::SNDMORE } else { 0 };
+        if frame.len() <= INLINE_FRAME {
+            socket.send(frame.as_slice(), flags | more)?;
+        } else {
+            socket.send(frame, flags | more)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

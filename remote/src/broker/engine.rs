@@ -179,8 +179,7 @@ impl Engine {
     }
 
     fn send(&self, peer: &[u8], frames: Vec<Frame>) {
-        let parts = std::iter::once(peer.to_vec()).chain(frames);
-        if let Err(e) = self.socket.send_multipart(parts, zmq::DONTWAIT) {
+        if let Err(e) = crate::codec::send_frames(&self.socket, Some(peer), frames, zmq::DONTWAIT) {
             tracing::debug!(peer = %hex(peer), "send failed: {e}");
         }
     }

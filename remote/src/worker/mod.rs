@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub use external::{valid_plugin_name, External};
 pub use plugins::{Append, Command, Echo, Forward, Outcome, Plugin, PluginRequest};
 
-use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
+use crate::codec::{send_frames, Direction, Frame, Message, ReplyKind, Version};
 use crate::ext::{self, ReplyHeader, WorkerHello};
 
 /// Exit status when the requested plugin does not exist here.
@@ -199,7 +199,7 @@ impl Worker {
             service: o.service.as_bytes().to_vec(),
             extra: vec![hello.encode()],
         };
-        socket.send_multipart(ready.into_frames(), 0)?;
+        send_frames(&socket, None, ready.into_frames(), 0)?;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         Ok(socket)
     }
@@ -233,7 +233,7 @@ impl Worker {
                         version: Version::V2,
                     }
                     .into_frames();
-                    let _ = socket.send_multipart(bye, zmq::DONTWAIT);
+                    let _ = send_frames(&socket, None, bye, zmq::DONTWAIT);
                     return Ok(());
                 }
                 let mut items = [
@@ -247,7 +247,7 @@ impl Worker {
                 let (from_broker, from_jobs) = (items[0].is_readable(), items[1].is_readable());
                 if from_jobs {
                     while let Ok(frames) = jobs.recv_multipart(zmq::DONTWAIT) {
-                        socket.send_multipart(frames, 0)?;
+                        send_frames(&socket, None, frames, 0)?;
                         last_sent = Instant::now();
                     }
                 }
@@ -287,7 +287,9 @@ impl Worker {
                     break "the broker is silent";
                 }
                 if now.duration_since(last_sent) >= heartbeat {
-                    socket.send_multipart(
+                    send_frames(
+                        &socket,
+                        None,
                         Message::Heartbeat {
                             version: Version::V2,
                         }
@@ -322,7 +324,9 @@ impl Worker {
         let id = header.as_ref().map_or(0, |h| h.id);
         if !dedup.first_time(id) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            socket.send_multipart(
+            send_frames(
+                socket,
+                None,
                 reply_frames(&address, id, ReplyKind::Final, 0, Vec::new()),
                 0,
             )?;
@@ -331,7 +335,9 @@ impl Worker {
         let plugin_name = header.as_ref().map(|h| h.plugin.as_str()).unwrap_or("");
         let Some(plugin) = self.resolve(plugin_name) else {
             let message = format!("no plugin {plugin_name:?} here").into_bytes();
-            socket.send_multipart(
+            send_frames(
+                socket,
+                None,
                 reply_frames(
                     &address,
                     id,
@@ -357,14 +363,18 @@ impl Worker {
             let mut sent: Result<(), zmq::Error> = Ok(());
             let outcome = plugin.call(&request, &mut |line| {
                 if sent.is_ok() {
-                    sent = socket.send_multipart(
+                    sent = send_frames(
+                        socket,
+                        None,
                         reply_frames(&address, id, ReplyKind::Partial, 0, vec![line]),
                         0,
                     );
                 }
             });
             sent?;
-            socket.send_multipart(
+            send_frames(
+                socket,
+                None,
                 reply_frames(&address, id, ReplyKind::Final, outcome.status, outcome.body),
                 0,
             )?;
@@ -374,12 +384,16 @@ impl Worker {
         out.connect(jobs_endpoint)?;
         std::thread::spawn(move || {
             let outcome = plugin.call(&request, &mut |line| {
-                let _ = out.send_multipart(
+                let _ = send_frames(
+                    &out,
+                    None,
                     reply_frames(&address, id, ReplyKind::Partial, 0, vec![line]),
                     0,
                 );
             });
-            let _ = out.send_multipart(
+            let _ = send_frames(
+                &out,
+                None,
                 reply_frames(&address, id, ReplyKind::Final, outcome.status, outcome.body),
                 0,
             );
