@@ -1,0 +1,481 @@
+//! The broker's dispatch state machine: services with their workers and queues, requests in
+//! flight, heartbeats, liveness, timeouts and fail-over. Invariants: a request token is in at
+//! most one place (a service queue, or held by the workers listed in `holders`); a worker's
+//! `in_flight` lists exactly the tokens whose `holders` name it; the address frame a worker
+//! sees is the request token (8 bytes), so replies from a worker that no longer holds the
+//! request (it was declared dead, or the request timed out) are recognised and dropped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::store::{Algorithm, ServiceSettings, Store};
+use super::{BrokerConfig, BrokerError};
+use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
+use crate::ext::{self, ReplyHeader, RequestHeader, WorkerHello};
+
+/// Longest frame count accepted in one message; the rest of a longer message is discarded.
+const MAX_FRAMES: usize = 1024;
+/// Requests waiting per service; beyond it clients get status 69 at once (memory bound).
+const MAX_QUEUED: usize = 1_000_000;
+/// Bytes of streamed output gathered for one MDP/0.1 client; the rest is dropped.
+const MAX_GATHERED: usize = 16 * 1024 * 1024;
+/// Messages handled per poll wake-up before housekeeping gets a turn.
+const DRAIN_BATCH: usize = 4096;
+
+mod flow;
+
+type Identity = Vec<u8>;
+
+/// One message off the ROUTER: peer identity, ZAP user id (with auth), frames.
+struct Received {
+    peer: Identity,
+    user: Option<String>,
+    frames: Vec<Frame>,
+}
+
+struct Service {
+    algorithm: Algorithm,
+    timeout: Option<Duration>,
+    workers: Vec<Identity>,
+    cursor: usize,
+    queue: VecDeque<u64>,
+    dispatched: usize,
+}
+
+struct Worker {
+    service: Frame,
+    version: Version,
+    hello: Option<WorkerHello>,
+    in_flight: Vec<u64>,
+    expiry: Instant,
+    last_sent: Instant,
+}
+
+impl Worker {
+    fn capacity(&self) -> usize {
+        self.hello.map_or(1, |h| h.capacity as usize)
+    }
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.capacity()
+    }
+}
+
+struct Request {
+    client: Identity,
+    version: Version,
+    service: Frame,
+    header: Option<RequestHeader>,
+    body: Vec<Frame>,
+    deadline: Instant,
+    holders: Vec<Identity>,
+    status: i32,
+    /// MDP/0.1 clients get one reply: streamed parts are gathered here.
+    gathered: Vec<Frame>,
+    gathered_bytes: usize,
+}
+
+pub(crate) struct Engine {
+    socket: zmq::Socket,
+    store: Store,
+    services: HashMap<Frame, Service>,
+    settings: HashMap<String, ServiceSettings>,
+    workers: HashMap<Identity, Worker>,
+    requests: HashMap<u64, Request>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_token: u64,
+    heartbeat: Duration,
+    liveness: u32,
+    default_timeout: Duration,
+    auth: bool,
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    pub(crate) fn new(socket: zmq::Socket, store: Store, config: &BrokerConfig) -> Engine {
+        if let Err(e) = store.forget_worker(None) {
+            tracing::warn!("cannot reset the live worker list: {e}");
+        }
+        Engine {
+            socket,
+            store,
+            services: HashMap::new(),
+            settings: HashMap::new(),
+            workers: HashMap::new(),
+            requests: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_token: 1,
+            heartbeat: config.heartbeat,
+            liveness: config.liveness,
+            default_timeout: config.timeout,
+            auth: config.auth,
+        }
+    }
+
+    pub(crate) fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
+    pub(crate) fn reload_settings(&mut self) {
+        match self.store.services() {
+            Ok(settings) => self.apply_settings(settings),
+            Err(e) => tracing::warn!("cannot reload service settings: {e}"),
+        }
+    }
+
+    fn apply_settings(&mut self, settings: Vec<ServiceSettings>) {
+        self.settings = settings.into_iter().map(|s| (s.name.clone(), s)).collect();
+        for (name, service) in &mut self.services {
+            let stored = std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| self.settings.get(n));
+            service.algorithm = stored.map(|s| s.algorithm).unwrap_or_default();
+            service.timeout = stored.and_then(|s| s.timeout);
+        }
+    }
+
+    /// Receives and handles every message waiting on the socket (up to a batch).
+    pub(crate) fn drain(&mut self) -> Result<(), BrokerError> {
+        for _ in 0..DRAIN_BATCH {
+            let Some(received) = self.receive()? else {
+                return Ok(());
+            };
+            self.handle(received.peer, received.user, received.frames);
+        }
+        Ok(())
+    }
+
+    fn receive(&self) -> Result<Option<Received>, BrokerError> {
+        let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
+            Ok(m) => m,
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut more = identity.get_more();
+        let mut frames = Vec::new();
+        let mut user = None;
+        while more {
+            let mut part = self.socket.recv_msg(0)?;
+            more = part.get_more();
+            if frames.is_empty() && self.auth {
+                user = part.gets("User-Id").map(str::to_string);
+            }
+            if frames.len() < MAX_FRAMES {
+                frames.push(part.to_vec());
+            }
+        }
+        if frames.len() >= MAX_FRAMES {
+            tracing::warn!(peer = %hex(&identity), "refused: more than {MAX_FRAMES} frames");
+            frames.clear();
+        }
+        Ok(Some(Received {
+            peer: identity.to_vec(),
+            user,
+            frames,
+        }))
+    }
+
+    fn send(&self, peer: &[u8], frames: Vec<Frame>) {
+        if let Err(e) = crate::codec::send_frames(&self.socket, Some(peer), frames, zmq::DONTWAIT) {
+            tracing::debug!(peer = %hex(peer), "send failed: {e}");
+        }
+    }
+
+    fn send_worker(&mut self, peer: &[u8], msg: Message) {
+        if let Some(w) = self.workers.get_mut(peer) {
+            w.last_sent = Instant::now();
+        }
+        self.send(peer, msg.into_frames());
+    }
+
+    fn handle(&mut self, peer: Identity, user: Option<String>, frames: Vec<Frame>) {
+        let msg = match Message::decode_owned(frames, Direction::ToBroker) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(peer = %hex(&peer), "refused malformed message: {e}");
+                return;
+            }
+        };
+        match msg {
+            Message::ClientRequest {
+                version,
+                service,
+                body,
+            } => self.on_request(peer, version, service, body),
+            Message::Ready {
+                version,
+                service,
+                extra,
+            } => self.on_ready(peer, user.as_deref(), version, service, &extra),
+            Message::WorkerReply {
+                kind,
+                address,
+                body,
+                ..
+            } => self.on_reply(&peer, kind, &address, body),
+            Message::Heartbeat { version } => match self.workers.get_mut(&peer) {
+                Some(w) => {
+                    w.expiry = Instant::now() + expiry_after(self.heartbeat, self.liveness, w.hello)
+                }
+                None => self.send(&peer, Message::Disconnect { version }.into_frames()),
+            },
+            Message::Disconnect { .. } => self.drop_worker(&peer, "disconnected"),
+            other => {
+                tracing::warn!(peer = %hex(&peer), "refused unexpected command {:?}", kind_name(&other));
+                if self.workers.contains_key(&peer) {
+                    let version = other.version();
+                    self.send(&peer, Message::Disconnect { version }.into_frames());
+                    self.drop_worker(&peer, "sent an unexpected command");
+                }
+            }
+        }
+    }
+
+    fn expiry_for(&self, hello: Option<WorkerHello>) -> Duration {
+        expiry_after(self.heartbeat, self.liveness, hello)
+    }
+
+    fn service_entry(&mut self, name: &[u8]) -> &mut Service {
+        let settings = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.settings.get(n));
+        self.services
+            .entry(name.to_vec())
+            .or_insert_with(|| Service {
+                algorithm: settings.map(|s| s.algorithm).unwrap_or_default(),
+                timeout: settings.and_then(|s| s.timeout),
+                workers: Vec::new(),
+                cursor: 0,
+                queue: VecDeque::new(),
+                dispatched: 0,
+            })
+    }
+
+    fn on_ready(
+        &mut self,
+        peer: Identity,
+        user: Option<&str>,
+        version: Version,
+        service: Frame,
+        extra: &[Frame],
+    ) {
+        let refuse = if self.workers.contains_key(&peer) {
+            Some("READY twice")
+        } else if service.starts_with(b"mmi.") {
+            Some("workers may not register mmi.* services")
+        } else if self.auth && !user.is_some_and(|u| u.starts_with("worker/")) {
+            Some("identity is not a worker")
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            tracing::warn!(peer = %hex(&peer), user = user.unwrap_or(""), "refused READY: {reason}");
+            self.send(&peer, Message::Disconnect { version }.into_frames());
+            self.drop_worker(&peer, reason);
+            return;
+        }
+        let hello = extra.first().and_then(|f| WorkerHello::decode(f));
+        let now = Instant::now();
+        let worker = Worker {
+            service: service.clone(),
+            version,
+            hello,
+            in_flight: Vec::new(),
+            expiry: now + self.expiry_for(hello),
+            last_sent: now,
+        };
+        tracing::info!(
+            worker = %hex(&peer), user = user.unwrap_or(""),
+            service = %String::from_utf8_lossy(&service), capacity = worker.capacity(), "worker ready"
+        );
+        let service_name = String::from_utf8_lossy(&service);
+        let identity = user
+            .and_then(|u| u.split_once('/'))
+            .map_or("", |(_, name)| name);
+        if let Err(e) = self
+            .store
+            .record_worker(&hex(&peer), &service_name, identity)
+        {
+            tracing::warn!("cannot record worker: {e}");
+        }
+        self.workers.insert(peer.clone(), worker);
+        self.service_entry(&service).workers.push(peer);
+        self.dispatch(&service);
+    }
+
+    fn on_request(&mut self, client: Identity, version: Version, service: Frame, body: Vec<Frame>) {
+        let mut body = body;
+        let header = body.first().and_then(|f| RequestHeader::decode(f));
+        if header.is_some() {
+            body.remove(0);
+        }
+        if service.starts_with(b"mmi.") {
+            let answer: &[u8] = match (service.as_slice(), body.first()) {
+                (b"mmi.service", Some(name)) => {
+                    let known = self
+                        .services
+                        .get(name)
+                        .is_some_and(|s| !s.workers.is_empty());
+                    if known {
+                        b"200"
+                    } else {
+                        b"404"
+                    }
+                }
+                _ => b"501",
+            };
+            let mut reply = Vec::new();
+            if let Some(h) = &header {
+                reply.push(
+                    ReplyHeader {
+                        id: h.id,
+                        status: 0,
+                    }
+                    .encode(),
+                );
+            }
+            reply.push(answer.to_vec());
+            let msg = Message::ClientReply {
+                version,
+                kind: ReplyKind::Final,
+                service,
+                body: reply,
+            };
+            self.send(&client, msg.into_frames());
+            return;
+        }
+        let default_timeout = self.default_timeout;
+        let token = self.next_token;
+        self.next_token += 1;
+        let entry = self.service_entry(&service);
+        if entry.queue.len() >= MAX_QUEUED {
+            tracing::warn!(service = %String::from_utf8_lossy(&service), "refused request: queue full");
+            let mut reply = Vec::new();
+            if let Some(h) = &header {
+                reply.push(
+                    ReplyHeader {
+                        id: h.id,
+                        status: ext::STATUS_UNAVAILABLE,
+                    }
+                    .encode(),
+                );
+            }
+            reply.push(b"queue full".to_vec());
+            let msg = Message::ClientReply {
+                version,
+                kind: ReplyKind::Final,
+                service,
+                body: reply,
+            };
+            self.send(&client, msg.into_frames());
+            return;
+        }
+        let mut timeout = entry.timeout.unwrap_or(default_timeout);
+        if let Some(h) = header.as_ref().filter(|h| h.timeout_ms > 0) {
+            timeout = timeout.min(Duration::from_millis(h.timeout_ms.into()));
+        }
+        let deadline = Instant::now() + timeout;
+        entry.queue.push_back(token);
+        self.deadlines.push(Reverse((deadline, token)));
+        let request = Request {
+            client,
+            version,
+            service: service.clone(),
+            header,
+            body,
+            deadline,
+            holders: Vec::new(),
+            status: 0,
+            gathered: Vec::new(),
+            gathered_bytes: 0,
+        };
+        self.requests.insert(token, request);
+        self.dispatch(&service);
+    }
+
+    /// Heartbeats idle workers, drops silent ones and times out overdue requests.
+    pub(crate) fn housekeeping(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        let mut idle = Vec::new();
+        for (id, w) in &self.workers {
+            if now >= w.expiry {
+                dead.push(id.clone());
+            } else if now.duration_since(w.last_sent) >= heartbeat_towards(self.heartbeat, w.hello)
+            {
+                idle.push((id.clone(), w.version));
+            }
+        }
+        for id in dead {
+            self.drop_worker(&id, "missed its heartbeats");
+        }
+        for (id, version) in idle {
+            self.send_worker(&id, Message::Heartbeat { version });
+        }
+        while let Some(Reverse((deadline, token))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(request) = self.requests.get(&token) else {
+                continue;
+            };
+            let service = request.service.clone();
+            let queued = request.holders.is_empty();
+            tracing::info!(token, service = %String::from_utf8_lossy(&service), "request timed out");
+            let body = if request.header.is_some() {
+                Vec::new()
+            } else {
+                vec![b"timeout".to_vec()]
+            };
+            if queued {
+                // Still queued: `finish` must not release a dispatch slot it never took.
+                if let Some(s) = self.services.get_mut(&service) {
+                    s.dispatched += 1;
+                }
+            }
+            self.finish(token, body, ext::STATUS_TIMEOUT);
+            self.dispatch(&service);
+        }
+    }
+
+    pub(crate) fn disconnect_all(&mut self) {
+        let peers: Vec<(Identity, Version)> = self
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), w.version))
+            .collect();
+        for (id, version) in peers {
+            self.send(&id, Message::Disconnect { version }.into_frames());
+        }
+    }
+}
+
+/// How often to heartbeat a worker: a triggerd worker announced its own interval (and
+/// judges the broker dead after `liveness` of them), so the shorter of both applies.
+fn heartbeat_towards(broker: Duration, hello: Option<WorkerHello>) -> Duration {
+    let theirs = hello.map_or(broker, |h| Duration::from_millis(h.heartbeat_ms.into()));
+    broker.min(theirs).max(Duration::from_millis(1))
+}
+
+/// How long a worker may stay silent: the slower of both heartbeat intervals, `liveness` times.
+fn expiry_after(heartbeat: Duration, liveness: u32, hello: Option<WorkerHello>) -> Duration {
+    let theirs = hello.map_or(Duration::ZERO, |h| {
+        Duration::from_millis(h.heartbeat_ms.into())
+    });
+    heartbeat.max(theirs) * liveness
+}
+
+fn kind_name(msg: &Message) -> &'static str {
+    match msg {
+        Message::ClientRequest { .. } => "client REQUEST",
+        Message::ClientReply { .. } => "client REPLY",
+        Message::Ready { .. } => "READY",
+        Message::WorkerRequest { .. } => "worker REQUEST",
+        Message::WorkerReply { .. } => "worker REPLY",
+        Message::Heartbeat { .. } => "HEARTBEAT",
+        Message::Disconnect { .. } => "DISCONNECT",
+    }
+}

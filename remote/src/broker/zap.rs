@@ -1,0 +1,117 @@
+//! ZAP handler (RFC 27) for the broker: answers libzmq's authentication requests on
+//! `inproc://zeromq.zap.01` for the PLAIN mechanism, checking user name and password against
+//! the store's argon2 hashes. A match yields the ZMQ user id `ROLE/NAME`, which the broker
+//! reads from each message's metadata; every refusal is logged with the peer address. MDP
+//! frames are never touched.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::store::Store;
+use super::BrokerError;
+
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// A running ZAP handler thread; stops when dropped.
+pub(crate) struct ZapHandler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ZapHandler {
+    /// Binds the ZAP endpoint in `ctx` (before any PLAIN server socket binds) and serves it.
+    pub(crate) fn start(ctx: &zmq::Context, store: PathBuf) -> Result<ZapHandler, BrokerError> {
+        let socket = ctx.socket(zmq::REP)?;
+        socket.bind(ZAP_ENDPOINT)?;
+        let store = Store::open(&store)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("zap".into())
+            .spawn(move || serve(&socket, &store, &flag))
+            .map_err(BrokerError::Io)?;
+        Ok(ZapHandler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ZapHandler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(socket: &zmq::Socket, store: &Store, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match socket.poll(zmq::POLLIN, 100) {
+            Ok(0) | Err(zmq::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("zap: poll: {e}");
+                return;
+            }
+        }
+        let request = match socket.recv_multipart(0) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("zap: recv: {e}");
+                return;
+            }
+        };
+        let reply = answer(store, &request);
+        if let Err(e) = socket.send_multipart(reply, 0) {
+            tracing::error!("zap: send: {e}");
+            return;
+        }
+    }
+}
+
+/// Builds the ZAP reply for one request: version, request id, status code, status text,
+/// user id, metadata.
+fn answer(store: &Store, request: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let field = |i: usize| request.get(i).map(Vec::as_slice).unwrap_or_default();
+    let request_id = field(1).to_vec();
+    let address = String::from_utf8_lossy(field(3)).into_owned();
+    let reply = |code: &str, text: &str, user: String| {
+        vec![
+            b"1.0".to_vec(),
+            request_id.clone(),
+            code.into(),
+            text.into(),
+            user.into(),
+            Vec::new(),
+        ]
+    };
+    if field(0) != b"1.0" {
+        return reply("400", "bad ZAP version", String::new());
+    }
+    if field(5) != b"PLAIN" {
+        tracing::warn!(peer = %address, "refused: mechanism {:?} is not PLAIN", String::from_utf8_lossy(field(5)));
+        return reply("400", "PLAIN required", String::new());
+    }
+    let Ok(name) = std::str::from_utf8(field(6)) else {
+        tracing::warn!(peer = %address, "refused: user name is not UTF-8");
+        return reply("400", "bad user name", String::new());
+    };
+    match store.verify(name, field(7)) {
+        Ok(Some(role)) => {
+            tracing::debug!(peer = %address, identity = name, "authenticated");
+            reply("200", "OK", format!("{}/{}", role.as_str(), name))
+        }
+        Ok(None) => {
+            tracing::warn!(peer = %address, identity = name, "refused: unknown identity or wrong token");
+            reply("400", "unknown identity or wrong token", String::new())
+        }
+        Err(e) => {
+            tracing::error!(peer = %address, identity = name, "refused: {e}");
+            reply("500", "store failure", String::new())
+        }
+    }
+}

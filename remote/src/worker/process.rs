@@ -1,0 +1,152 @@
+//! Runs one child process for a plugin: argv (never a shell), payload written to stdin,
+//! stdout and stderr read line by line and handed over as they arrive, SIGKILL when the
+//! deadline passes. The exit status is the child's code, or 128 + signal like a shell.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::ext::STATUS_TIMEOUT;
+
+/// Longest line handed over; longer lines are cut (the rest follows as further lines).
+const MAX_LINE: usize = 64 * 1024;
+
+fn pump(stream: impl Read + Send + 'static, lines: mpsc::Sender<Vec<u8>>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = Vec::new();
+            match (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if lines.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Runs `argv` with `env` added, feeding `stdin`; calls `on_line` for every output line.
+/// Returns the exit status, or [`STATUS_TIMEOUT`] when it had to be killed.
+pub(crate) fn run(
+    argv: &[String],
+    env: &[(&str, String)],
+    stdin: &[u8],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(Vec<u8>),
+) -> std::io::Result<i32> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("empty argv"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        pump(out, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(err, tx.clone());
+    }
+    drop(tx);
+    if let Some(mut input) = child.stdin.take() {
+        let payload = stdin.to_vec();
+        // A child that does not read its stdin must not block us: write from a thread.
+        std::thread::spawn(move || {
+            let _ = input.write_all(&payload);
+        });
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => on_line(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(STATUS_TIMEOUT);
+            }
+        }
+    }
+    // Output is closed; the child is exiting (or closed its pipes): wait within the deadline.
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(STATUS_TIMEOUT);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    #[test]
+    fn streams_lines_and_returns_exit_code() {
+        let mut lines = Vec::new();
+        let status = run(
+            &sh("cat; echo err >&2; exit 3"),
+            &[],
+            b"a\nb\n",
+            Duration::from_secs(10),
+            &mut |l| lines.push(l),
+        )
+        .expect("run");
+        assert_eq!(status, 3);
+        lines.sort();
+        assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec(), b"err".to_vec()]);
+    }
+
+    #[test]
+    fn kills_on_timeout() {
+        let started = Instant::now();
+        let status = run(
+            &sh("exec sleep 30"),
+            &[],
+            b"",
+            Duration::from_millis(200),
+            &mut |_| {},
+        )
+        .expect("run");
+        assert_eq!(status, STATUS_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn missing_program_is_an_error() {
+        assert!(run(
+            &["/nonexistent/prog".into()],
+            &[],
+            b"",
+            Duration::from_secs(1),
+            &mut |_| {}
+        )
+        .is_err());
+    }
+}
