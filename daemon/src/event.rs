@@ -1,6 +1,7 @@
 //! The one event type every source produces and every action sees.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use triggerd_watch::EventMask;
@@ -39,4 +40,16 @@ pub struct Event {
     pub pid: Option<i32>,
     pub time: SystemTime,
     pub payload: Vec<u8>,
+    /// Where the action's output goes back to (a trigger file's read side), if anywhere.
+    pub reply: Option<ReplyTo>,
+}
+
+/// Takes an action's output back to the event's source.
+#[derive(Clone)]
+pub struct ReplyTo(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyTo")
+    }
 }

@@ -90,10 +90,16 @@ fn full_fixture_means_what_it_says() {
     assert_eq!(ingest.def.policy.max_running, 4);
     assert_eq!(ingest.def.policy.on_busy, config::OnBusy::Restart);
     assert!(ingest.def.policy.allow_loop);
-    assert_eq!(ingest.def.action.group, Some(0));
+    let config::Action::Exec(exec) = &ingest.def.action else {
+        panic!("an exec action")
+    };
+    assert_eq!(exec.group, Some(0));
     let facron = &config.rules[2];
     assert_eq!(facron.line, 10);
-    assert_eq!(facron.def.action.argv, ["/bin/echo", "two words", "$#"]);
+    let config::Action::Exec(exec) = &facron.def.action else {
+        panic!("an exec action")
+    };
+    assert_eq!(exec.argv, ["/bin/echo", "two words", "$#"]);
 }
 
 /// xorshift: deterministic, no dependency.

@@ -66,6 +66,7 @@ mod tests {
             pid: Some(42),
             time: SystemTime::now(),
             payload: Vec::new(),
+            reply: None,
         }
     }
 

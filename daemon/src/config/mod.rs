@@ -67,8 +67,24 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleDef {
     pub trigger: Trigger,
-    pub action: ExecAction,
+    pub action: Action,
     pub policy: Policy,
+}
+
+/// What a fired rule does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run a command.
+    Exec(ExecAction),
+    /// Forward the event to a service at the broker (through the durable spool).
+    Send(SendAction),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendAction {
+    pub service: String,
+    /// The plugin the worker should run (the service's default when absent).
+    pub plugin: Option<String>,
 }
 
 /// What fires a rule; the variant names the event source that serves it.
@@ -78,6 +94,7 @@ pub enum Trigger {
     Timer(TimerTrigger),
     Webhook(WebhookTrigger),
     Channel(ChannelTrigger),
+    File(FileTrigger),
 }
 
 impl Trigger {
@@ -88,6 +105,7 @@ impl Trigger {
             Trigger::Timer(_) => "timer",
             Trigger::Webhook(_) => "webhook",
             Trigger::Channel(_) => "channel",
+            Trigger::File(_) => "trigger",
         }
     }
 
@@ -98,6 +116,7 @@ impl Trigger {
             Trigger::Timer(t) => t.schedule.to_string(),
             Trigger::Webhook(w) => format!("{}{}", w.listen, w.path),
             Trigger::Channel(c) => c.name.clone(),
+            Trigger::File(f) => f.file.clone(),
         }
     }
 
@@ -108,6 +127,10 @@ impl Trigger {
             Trigger::Timer(_) => "tick".into(),
             Trigger::Webhook(_) => "post".into(),
             Trigger::Channel(_) => "message".into(),
+            Trigger::File(f) => match f.split {
+                Split::Write => "write".into(),
+                Split::Line => "line".into(),
+            },
         }
     }
 }
@@ -164,6 +187,26 @@ pub struct ChannelTrigger {
     pub capacity: usize,
     /// Publishers connected at once.
     pub lanes: usize,
+}
+
+/// How a trigger file's writes become messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// One message per write(2).
+    Write,
+    /// One message per line (without its newline); a partial line waits for its end or close.
+    Line,
+}
+
+/// A trigger file under `[daemon] fs_mount`: every write is a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTrigger {
+    /// Relative path below the mount, e.g. "nginx/access".
+    pub file: String,
+    pub split: Split,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// An HTTP POST on a local address fires the rule with the body as payload.

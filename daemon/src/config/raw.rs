@@ -21,6 +21,8 @@ pub struct RawFile {
     pub webhook: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub channel: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub trigger: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +48,8 @@ pub struct RawRule {
     pub events: Option<EventList>,
     pub recursive: Option<bool>,
     pub exec: Option<Vec<String>>,
+    pub send: Option<String>,
+    pub plugin: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub timeout: Option<String>,
@@ -79,6 +83,9 @@ pub struct RawRule {
     pub mode: Option<String>,
     pub capacity: Option<i64>,
     pub lanes: Option<i64>,
+    // [[trigger]] (`owner`, `group`, `mode` there are the file's)
+    pub file: Option<String>,
+    pub split: Option<String>,
 }
 
 /// Which keys belong to which rule table; the others are refused there.
@@ -97,6 +104,7 @@ pub const TIMER_KEYS: &[&str] = &[
 ];
 pub const WEBHOOK_KEYS: &[&str] = &["listen", "path", "max_body"];
 pub const CHANNEL_KEYS: &[&str] = &["owner", "mode", "capacity", "lanes"];
+pub const TRIGGER_KEYS: &[&str] = &["file", "split", "owner", "mode"];
 
 /// `retry = { attempts = 5, backoff = "1s", max_backoff = "1m", jitter = true }`
 #[derive(Debug, Default, Deserialize)]

@@ -33,10 +33,40 @@ pub enum LifecycleError {
     Save(#[from] lifecycle::SaveError),
 }
 
+/// Where `send` actions hand their events (the durable spool to the broker).
+pub trait Outbox: Send + Sync {
+    /// Queues the event for `service`; an error means it was not queued (the run failed).
+    fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String>;
+}
+
+/// What every rule's runtime shares.
+#[derive(Default)]
+pub struct RuleContext {
+    pub lifecycle: Lifecycle,
+    outbox: RwLock<Option<Arc<dyn Outbox>>>,
+}
+
+impl std::fmt::Debug for RuleContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleContext")
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuleContext {
+    pub fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        self.outbox
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 #[derive(Debug)]
 pub struct Dispatcher {
     rules: RwLock<Arc<Vec<Arc<RuleRuntime>>>>,
-    lifecycle: Arc<Lifecycle>,
+    context: Arc<RuleContext>,
 }
 
 impl Dispatcher {
@@ -44,8 +74,20 @@ impl Dispatcher {
     pub fn new(state_dir: &Path) -> Arc<Self> {
         Arc::new(Self {
             rules: RwLock::default(),
-            lifecycle: Arc::new(Lifecycle::load(state_dir)),
+            context: Arc::new(RuleContext {
+                lifecycle: Lifecycle::load(state_dir),
+                outbox: RwLock::default(),
+            }),
         })
+    }
+
+    /// Sets where `send` actions go (none: they fail, counted).
+    pub fn set_outbox(&self, outbox: Option<Arc<dyn Outbox>>) {
+        *self
+            .context
+            .outbox
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = outbox;
     }
 
     pub fn rules(&self) -> Arc<Vec<Arc<RuleRuntime>>> {
@@ -70,7 +112,7 @@ impl Dispatcher {
                 }
                 None => {
                     applied.added += 1;
-                    next.push(RuleRuntime::new(rule.clone(), Arc::clone(&self.lifecycle)));
+                    next.push(RuleRuntime::new(rule.clone(), Arc::clone(&self.context)));
                 }
             }
         }
@@ -203,7 +245,7 @@ impl Dispatcher {
         if self.rule(name).is_none() {
             return Err(LifecycleError::NoSuchRule(name.into()));
         }
-        let state = self.lifecycle.update(name, change)?;
+        let state = self.context.lifecycle.update(name, change)?;
         tracing::info!(rule = name, ?state, "rule state changed");
         Ok(state)
     }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::lifecycle::{Lifecycle, RuleState};
+use super::lifecycle::RuleState;
+use super::RuleContext;
 use crate::action::{run_exec, ExecOutcome, Running};
-use crate::config::{OnBusy, OnTimeout, Rule, WhenFull};
+use crate::config::{Action, OnBusy, OnTimeout, Rule, WhenFull};
 use crate::event::Event;
 
 /// How long a finished action's pid still counts as "this rule's own" for loop prevention:
@@ -98,7 +99,7 @@ pub struct RuleRuntime {
     pub counters: Counters,
     state: Mutex<RunState>,
     room: Notify,
-    lifecycle: Arc<Lifecycle>,
+    context: Arc<RuleContext>,
 }
 
 /// Whether an offered event was taken.
@@ -110,13 +111,13 @@ pub enum Offer {
 }
 
 impl RuleRuntime {
-    pub fn new(rule: Rule, lifecycle: Arc<Lifecycle>) -> Arc<Self> {
+    pub fn new(rule: Rule, context: Arc<RuleContext>) -> Arc<Self> {
         Arc::new(Self {
             rule,
             counters: Counters::default(),
             state: Mutex::new(RunState::default()),
             room: Notify::new(),
-            lifecycle,
+            context,
         })
     }
 
@@ -129,7 +130,7 @@ impl RuleRuntime {
     }
 
     pub fn lifecycle_state(&self) -> RuleState {
-        self.lifecycle.get(&self.rule.name)
+        self.context.lifecycle.get(&self.rule.name)
     }
 
     /// Resolves when a queue slot may have freed up.
@@ -360,19 +361,43 @@ impl RuleRuntime {
         let rule = Arc::clone(self);
         tokio::spawn(async move {
             let mut pid = None;
-            let (outcome, _stdout) = run_exec(
-                &rule.rule.name,
-                &rule.rule.def.action,
-                rule.rule.def.policy.timeout,
-                &job.event,
-                |running| {
-                    pid = Some(running.pgid);
-                    rule.state().running.push(running);
-                },
-            )
-            .await;
+            let outcome = match &rule.rule.def.action {
+                Action::Exec(exec) => {
+                    let (outcome, stdout) = run_exec(
+                        &rule.rule.name,
+                        exec,
+                        rule.rule.def.policy.timeout,
+                        &job.event,
+                        |running| {
+                            pid = Some(running.pgid);
+                            rule.state().running.push(running);
+                        },
+                    )
+                    .await;
+                    if let Some(reply) = &job.event.reply {
+                        (reply.0)(&stdout);
+                    }
+                    outcome
+                }
+                Action::Send(send) => rule.send(send, &job.event),
+            };
             rule.finished(pid, job, &outcome);
         });
+    }
+
+    /// Hands the event to the outbox (the spool to the broker): queued durably, or failed.
+    fn send(&self, send: &crate::config::SendAction, event: &Event) -> ExecOutcome {
+        let queued = match self.context.outbox() {
+            Some(outbox) => outbox.submit(&send.service, send.plugin.as_deref(), event),
+            None => Err("no [broker] configured".into()),
+        };
+        match queued {
+            Ok(()) => ExecOutcome::Exited(0),
+            Err(e) => {
+                tracing::warn!(rule = %self.rule.name, service = %send.service, "not sent: {e}");
+                ExecOutcome::SpawnFailed(e)
+            }
+        }
     }
 
     fn finished(self: &Arc<Self>, pid: Option<i32>, job: Job, outcome: &ExecOutcome) {
@@ -431,12 +456,16 @@ impl RuleRuntime {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             return true;
         }
+        let Action::Exec(exec) = &self.rule.def.action else {
+            // Validation keeps `send` off permission rules; allow rather than wedge a process.
+            return true;
+        };
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
         self.state().slots += 1;
         let mut pid = None;
         let (outcome, _) = run_exec(
             &self.rule.name,
-            &self.rule.def.action,
+            exec,
             self.rule.def.policy.timeout,
             &event,
             |running| {

@@ -119,6 +119,7 @@ impl Emitter {
             pid,
             time: SystemTime::now(),
             payload,
+            reply: None,
         }
     }
 

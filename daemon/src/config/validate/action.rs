@@ -8,21 +8,48 @@ use std::time::Duration;
 
 use super::super::raw::{RawRetry, RawRule};
 use super::super::{
-    parse_duration, ExecAction, OnBusy, OnTimeout, Policy, Problem, Rate, Retry, WhenFull,
+    parse_duration, Action, ExecAction, OnBusy, OnTimeout, Policy, Problem, Rate, Retry,
+    SendAction, WhenFull,
 };
 use super::Table;
 
-pub(super) fn exec_action(
+/// `exec` (a command) or `send` (a service at the broker, with an optional `plugin`).
+pub(super) fn action(
     table: &Table<'_>,
     raw: &RawRule,
     problems: &mut Vec<Problem>,
-) -> Option<ExecAction> {
-    match &raw.exec {
-        None => {
-            problems.push(table.problem("exec", "missing (the command to run, as a list)"));
+) -> Option<Action> {
+    match (&raw.exec, &raw.send) {
+        (Some(_), Some(_)) => {
+            problems.push(table.problem("send", "give `exec` or `send`, not both"));
             None
         }
-        Some(argv) => action_for(table, "exec", argv, raw, problems),
+        (None, None) => {
+            problems.push(table.problem(
+                "exec",
+                "missing (the command to run as a list, or `send = \"SERVICE\"`)",
+            ));
+            None
+        }
+        (Some(argv), None) => {
+            if raw.plugin.is_some() {
+                problems.push(table.problem("plugin", "only applies to `send`"));
+            }
+            action_for(table, "exec", argv, raw, problems).map(Action::Exec)
+        }
+        (None, Some(service)) => {
+            if service.is_empty()
+                || service.starts_with("mmi.")
+                || service.contains(char::is_whitespace)
+            {
+                problems.push(table.problem("send", format!("`{service}` is not a service name")));
+                return None;
+            }
+            Some(Action::Send(SendAction {
+                service: service.clone(),
+                plugin: raw.plugin.clone(),
+            }))
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod action;
 mod channel;
+mod file;
 mod timer;
 mod watch;
 mod webhook;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{keys_in_table, line_at, line_of_key, RawDaemon, RawFile, RawRule};
-use super::raw::{CHANNEL_KEYS, TIMER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
+use super::raw::{CHANNEL_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
 use super::{parse_duration, Config, ConfigError, DaemonConfig, Problem, Rule, RuleDef, Trigger};
 
 /// Locates keys of one table in the source text for messages.
@@ -41,12 +42,18 @@ impl Table<'_> {
     /// In tables that describe an object of their own (a channel), `group` is that object's
     /// group, not the group the command runs as.
     fn group_is_the_objects(&self) -> bool {
-        self.heading == "[[channel]]"
+        matches!(self.heading, "[[channel]]" | "[[trigger]]")
     }
 
     /// Refuses keys that belong to another kind of rule table.
     fn check_kind_keys(&self, own: &[&str], problems: &mut Vec<Problem>) {
-        let foreign = [WATCH_KEYS, TIMER_KEYS, WEBHOOK_KEYS, CHANNEL_KEYS];
+        let foreign = [
+            WATCH_KEYS,
+            TIMER_KEYS,
+            WEBHOOK_KEYS,
+            CHANNEL_KEYS,
+            TRIGGER_KEYS,
+        ];
         for (key, line) in keys_in_table(self.text, &self.span) {
             let elsewhere = foreign.iter().any(|keys| keys.contains(&key.as_str()));
             if elsewhere && !own.contains(&key.as_str()) {
@@ -97,11 +104,12 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
             &mut problems,
         );
     }
-    let kinds: [RuleKind<'_>; 4] = [
+    let kinds: [RuleKind<'_>; 5] = [
         (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
         (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
         (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
         (&raw.channel, "[[channel]]", CHANNEL_KEYS, channel::trigger),
+        (&raw.trigger, "[[trigger]]", TRIGGER_KEYS, file::trigger),
     ];
     for (tables, heading, own_keys, build) in kinds {
         for spanned in tables {
@@ -138,13 +146,13 @@ fn rule(
 ) -> Option<Rule> {
     let before = problems.len();
     let trigger = build(table, raw, problems);
-    let action = action::exec_action(table, raw, problems);
+    let action = action::action(table, raw, problems);
     let policy = action::policy(table, raw, problems);
     let (Some(trigger), Some(action), Some(policy)) = (trigger, action, policy) else {
         return None;
     };
     if let Trigger::Watch(w) = &trigger {
-        watch::check_policy(table, raw, w, &policy, problems);
+        watch::check_policy(table, raw, w, &action, &policy, problems);
     }
     if problems.len() > before {
         return None;

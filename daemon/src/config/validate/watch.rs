@@ -6,7 +6,9 @@ use std::ops::Range;
 use triggerd_watch::{parse_events, EventMask};
 
 use super::super::raw::{line_at, RawRule};
-use super::super::{facron, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchTrigger};
+use super::super::{
+    facron, Action, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchTrigger,
+};
 use super::{absolute, action::command, Table};
 
 pub(super) fn facron_rules(
@@ -59,11 +61,11 @@ pub(super) fn facron_rules(
             line,
             def: RuleDef {
                 trigger: Trigger::Watch(trigger),
-                action: ExecAction {
+                action: Action::Exec(ExecAction {
                     argv,
                     user: None,
                     group: None,
-                },
+                }),
                 policy: Policy::default(),
             },
         });
@@ -124,9 +126,16 @@ pub(super) fn check_policy(
     table: &Table<'_>,
     raw: &RawRule,
     trigger: &WatchTrigger,
+    action: &Action,
     policy: &Policy,
     problems: &mut Vec<Problem>,
 ) {
+    if trigger.is_permission() && matches!(action, Action::Send(_)) {
+        problems.push(table.problem(
+            "send",
+            "a permission answer comes from a local command (`exec`)",
+        ));
+    }
     if trigger.is_permission() && policy.debounce.is_some() {
         problems.push(table.problem("debounce", "permission events cannot be debounced"));
     }
