@@ -53,6 +53,9 @@ pub struct Status {
     pub rules: Vec<RuleStatus>,
     pub watch: WatchStatus,
     pub channels: std::collections::BTreeMap<String, ChannelStatus>,
+    /// The broker side: spool, forwarder, served services.
+    #[serde(default)]
+    pub remote: crate::remote::RemoteStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Reply, Request, Responder, Status};
 use crate::dispatch::{Disabled, Dispatcher};
 use crate::event::SourceKind;
+use crate::remote::Remote;
 use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
 use crate::sources::timer::TimerSource;
@@ -45,6 +46,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Every source the daemon knows; a new source is one more line here.
@@ -83,6 +86,7 @@ struct State {
     dispatcher: Arc<Dispatcher>,
     shared: Shared,
     ids: Arc<AtomicU64>,
+    remote: Remote,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,6 +151,7 @@ impl State {
             rules: self.dispatcher.status(),
             watch: lock(&self.shared.watch).clone(),
             channels: channel_status(&self.shared.channels),
+            remote: self.remote.status(),
         }
     }
 }
@@ -169,6 +174,8 @@ pub async fn run(
     }
     validate_with(&prepared, &config).map_err(DaemonError::Config)?;
     dispatcher.apply(&config);
+    let remote = Remote::start(&config).map_err(DaemonError::Remote)?;
+    dispatcher.set_outbox(remote.outbox());
 
     let (stop, stopped) = watch::channel(false);
     let mut bound = Vec::new();
@@ -207,6 +214,7 @@ pub async fn run(
         dispatcher: Arc::clone(&dispatcher),
         shared,
         ids,
+        remote,
     });
     let control_task = tokio::spawn(control::serve(
         listener,
@@ -243,6 +251,9 @@ pub async fn run(
     }
     let _ = control_task.await;
     dispatcher.drain(grace).await;
+    dispatcher.set_outbox(None);
+    let stopping = Arc::clone(&state);
+    let _ = tokio::task::spawn_blocking(move || stopping.remote.shutdown()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -324,6 +335,7 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     let outcome = match loaded {
         Ok(new) => {
             let applied = state.dispatcher.apply(&new);
+            state.remote.reload(&new);
             for source in bound.iter() {
                 source
                     .bindings

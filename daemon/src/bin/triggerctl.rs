@@ -1,5 +1,7 @@
 //! `triggerctl [--socket PATH] VERB`: talks to a running triggerd over its control socket
-//! (status, list, show, pause, resume, disable, enable, fire). Exit codes: 0 ok, 1 the daemon could not be reached or refused, 2 usage.
+//! (status, list, show, pause, resume, disable, enable, fire); `publish` talks to a
+//! shared-memory channel and `send` to the broker. Exit codes: 0 ok, 1 the daemon could not
+//! be reached or refused, 2 usage; `send` exits with the remote exit code (124: no answer).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use triggerd::control::{self, Reply, Request, Status};
 use triggerd::dispatch::RuleStatus;
+use triggerd::remote::send::SendRequest;
 
 #[derive(Parser)]
 #[command(version, about = "Control a running triggerd")]
@@ -61,6 +64,28 @@ enum Verb {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Send DATA (or stdin when DATA is `-` or absent) to SERVICE through the broker; print
+    /// its output lines as they arrive and exit with its exit code. Talks to the broker.
+    Send {
+        service: String,
+        data: Option<String>,
+        /// The plugin to run (the service's default when absent).
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// The config whose `[broker]` says where and as whom to connect.
+        #[arg(long, default_value = "/etc/triggerd.conf")]
+        config: PathBuf,
+        /// Connect to this endpoint instead (with --identity and --token, if it needs them).
+        #[arg(long)]
+        broker: Option<String>,
+        #[arg(long, requires = "token")]
+        identity: Option<String>,
+        /// A file holding the token.
+        #[arg(long, requires = "identity")]
+        token: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +98,31 @@ fn main() -> ExitCode {
     } = &cli.verb
     {
         return publish(channel, data.as_deref(), *lines, *timeout);
+    }
+    if let Verb::Send {
+        service,
+        data,
+        plugin,
+        timeout,
+        config,
+        broker,
+        identity,
+        token,
+    } = cli.verb
+    {
+        let Some(payload) = read_data(data.as_deref()) else {
+            return ExitCode::from(1);
+        };
+        return ExitCode::from(triggerd::remote::send::send(&SendRequest {
+            service,
+            plugin,
+            timeout,
+            payload,
+            config,
+            broker,
+            identity,
+            token,
+        }));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,7 +157,7 @@ fn main() -> ExitCode {
             };
             (Request::Fire { rule, data }, false)
         }
-        Verb::Publish { .. } => unreachable!("handled above"),
+        Verb::Publish { .. } | Verb::Send { .. } => unreachable!("handled above"),
     };
     let reply = match runtime.block_on(control::request(&cli.socket, &request)) {
         Ok(reply) => reply,
@@ -145,6 +195,23 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// DATA, or stdin when DATA is `-` or absent.
+fn read_data(data: Option<&str>) -> Option<Vec<u8>> {
+    match data {
+        Some(d) if d != "-" => Some(d.as_bytes().to_vec()),
+        _ => {
+            let mut bytes = Vec::new();
+            match std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+                Ok(_) => Some(bytes),
+                Err(e) => {
+                    eprintln!("triggerctl: stdin: {e}");
+                    None
+                }
+            }
+        }
+    }
 }
 
 fn publish(
@@ -249,6 +316,7 @@ fn print_status(status: &Status) {
     for (path, why) in &w.failing_marks {
         println!("  not watched yet: {path}: {why}");
     }
+    print!("{}", status.remote);
     for (name, c) in &status.channels {
         println!(
             "channel {name}: {} messages, {} bytes, {} full-ring waits, {} quarantines{}",

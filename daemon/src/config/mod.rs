@@ -7,6 +7,7 @@ mod duration;
 mod error;
 mod facron;
 mod raw;
+mod remote;
 mod validate;
 
 use std::ffi::OsString;
@@ -17,6 +18,7 @@ use triggerd_watch::EventMask;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem};
+pub use remote::{BrokerSettings, FullPolicy, ServiceSettings, SyncPolicy};
 
 /// Where the daemon listens and how it stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,10 @@ pub struct Config {
     pub file: PathBuf,
     pub daemon: DaemonConfig,
     pub rules: Vec<Rule>,
+    /// `[broker]`: where `send` actions go (none: everything stays local).
+    pub broker: Option<BrokerSettings>,
+    /// `[[service]]` tables: services this host serves as a worker.
+    pub services: Vec<ServiceSettings>,
 }
 
 /// One rule: what fires it, what it runs, and how runs are governed.

@@ -23,6 +23,38 @@ pub struct RawFile {
     pub channel: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub trigger: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub broker: Option<Spanned<RawBroker>>,
+    #[serde(default)]
+    pub service: Vec<Spanned<RawService>>,
+}
+
+/// `[broker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    pub endpoint: Option<String>,
+    pub identity: Option<String>,
+    pub token: Option<String>,
+    pub spool: Option<String>,
+    pub spool_max: Option<i64>,
+    pub when_full: Option<String>,
+    pub sync: Option<String>,
+    pub heartbeat: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `[[service]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: Option<String>,
+    pub plugin: Option<String>,
+    pub exec: Option<Vec<String>>,
+    pub file: Option<String>,
+    pub forward: Option<String>,
+    pub plugin_dir: Option<String>,
+    pub capacity: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

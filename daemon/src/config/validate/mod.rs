@@ -6,6 +6,7 @@
 mod action;
 mod channel;
 mod file;
+mod remote;
 mod timer;
 mod watch;
 mod webhook;
@@ -119,17 +120,32 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
                 heading,
             };
             table.check_kind_keys(own_keys, &mut problems);
+            remote::check_send(
+                &table,
+                spanned.get_ref(),
+                raw.broker.is_some(),
+                &mut problems,
+            );
             if let Some(rule) = rule(&table, spanned.get_ref(), build, &mut problems) {
                 rules.push(rule);
             }
         }
     }
     check_names(&mut rules, &mut problems);
+    let (broker, services) = remote::remote(
+        text,
+        raw.broker.as_ref(),
+        &raw.service,
+        &daemon.state_dir,
+        &mut problems,
+    );
     if problems.is_empty() {
         Ok(Config {
             file: file.to_path_buf(),
             daemon,
             rules,
+            broker,
+            services,
         })
     } else {
         problems.sort_by_key(|p| p.line);

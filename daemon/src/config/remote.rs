@@ -1,0 +1,58 @@
+//! The validated model of the two tables that connect a host to the broker: `[broker]` (where
+//! `send` actions go, through the durable spool, and the credentials every connection uses)
+//! and `[[service]]` (a service this host serves as a worker, with its plugins). Parsing and
+//! checks live in `validate::remote`; the runtime that uses them in `crate::remote`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use triggerd_remote::{FullPolicy, SyncPolicy};
+
+/// `[broker]`: one broker per host. Changing it takes effect at the next restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// ZeroMQ endpoint, `tcp://host:port` or `ipc:///path`.
+    pub endpoint: String,
+    /// Identity for PLAIN authentication (with `token`); none: the broker runs without auth.
+    pub identity: Option<String>,
+    /// A file holding the token (secrets never live in the config itself).
+    pub token: Option<PathBuf>,
+    /// The spool directory: events for the broker wait here through outages and restarts.
+    pub spool: PathBuf,
+    /// Upper bound of the spool on disk, in bytes.
+    pub spool_max: u64,
+    /// What a `send` does when the spool holds `spool_max`.
+    pub when_full: FullPolicy,
+    /// When spooled events are forced to disk.
+    pub sync: SyncPolicy,
+    /// Heartbeat interval of this host's workers.
+    pub heartbeat: Duration,
+    /// Deadline every forwarded event carries; an event without an answer by then is resent.
+    pub timeout: Duration,
+}
+
+/// Defaults of `[broker]` keys.
+pub const DEFAULT_SPOOL_MAX: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_SYNC: Duration = Duration::from_millis(100);
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2500);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CAPACITY: u32 = 16;
+
+/// `[[service]]`: this host serves `name` with a worker. Every plugin configured here is
+/// available to requests (a request may name one); `plugin` is used when a request names none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    pub name: String,
+    /// The default plugin: `echo`, `command`, `append`, `forward` or an external plugin.
+    pub plugin: String,
+    /// The `command` plugin's argv (absolute program, no shell); payload on stdin.
+    pub exec: Option<Vec<String>>,
+    /// The `append` plugin's file: one line per payload.
+    pub file: Option<PathBuf>,
+    /// The `forward` plugin's target service.
+    pub forward: Option<String>,
+    /// Where external plugins (executables speaking JSON lines) are looked up by name.
+    pub plugin_dir: Option<PathBuf>,
+    /// Requests this worker holds at once.
+    pub capacity: u32,
+}

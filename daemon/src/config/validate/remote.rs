@@ -1,0 +1,304 @@
+//! `[broker]` and `[[service]]` tables, and the rule keys that need them: a `send` needs a
+//! `[broker]`, so does a `[[service]]`; each `[[service]]` configures the plugins its default
+//! `plugin` needs (`exec` for `command`, `file` for `append`, `forward` for `forward`,
+//! `plugin_dir` for an external one).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::super::raw::{RawBroker, RawRule, RawService};
+use super::super::remote::{
+    DEFAULT_CAPACITY, DEFAULT_HEARTBEAT, DEFAULT_SEND_TIMEOUT, DEFAULT_SPOOL_MAX, DEFAULT_SYNC,
+};
+use super::super::{BrokerSettings, FullPolicy, Problem, ServiceSettings, SyncPolicy};
+use super::action::{command, duration, number};
+use super::{absolute, Table};
+
+/// Names the broker accepts for services (and the spool's record format: at most 255 bytes).
+fn service_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.starts_with("mmi.")
+        || name.contains(|c: char| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "`{name}` is not a service name (1-255 bytes, no blanks, not `mmi.*`)"
+        ));
+    }
+    Ok(())
+}
+
+/// The plugins a worker has built in; any other name is an external plugin.
+const BUILT_IN: &[&str] = &["echo", "command", "append", "forward"];
+
+/// `[broker]` and every `[[service]]`; `state_dir` holds the spool unless `spool` says where.
+pub(super) fn remote(
+    text: &str,
+    broker: Option<&Spanned<RawBroker>>,
+    services: &[Spanned<RawService>],
+    state_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Option<BrokerSettings>, Vec<ServiceSettings>) {
+    let settings = broker.and_then(|b| {
+        let table = Table {
+            text,
+            span: b.span(),
+            heading: "[broker]",
+        };
+        broker_settings(&table, b.get_ref(), state_dir, problems)
+    });
+    let mut names = HashSet::new();
+    let mut built = Vec::new();
+    for spanned in services {
+        let table = Table {
+            text,
+            span: spanned.span(),
+            heading: "[[service]]",
+        };
+        if broker.is_none() {
+            problems.push(table.problem(
+                "name",
+                "a service needs a [broker] section (workers connect to it)",
+            ));
+        }
+        if let Some(service) = service(&table, spanned.get_ref(), problems) {
+            if !names.insert(service.name.clone()) {
+                problems.push(table.problem(
+                    "name",
+                    format!("service `{}` is already served by this host", service.name),
+                ));
+            }
+            built.push(service);
+        }
+    }
+    (settings, built)
+}
+
+/// A rule's `send` and `plugin` keys: there must be a broker to send to, and names it accepts.
+pub(super) fn check_send(
+    table: &Table<'_>,
+    raw: &RawRule,
+    has_broker: bool,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(service) = &raw.send else { return };
+    if !has_broker {
+        problems.push(table.problem(
+            "send",
+            format!("sending to `{service}` needs a [broker] section"),
+        ));
+    }
+    if service.len() > 255 {
+        problems.push(table.problem("send", "a service name has at most 255 bytes"));
+    }
+    if let Some(plugin) = &raw.plugin {
+        if !BUILT_IN.contains(&plugin.as_str())
+            && !triggerd_remote::worker::valid_plugin_name(plugin)
+        {
+            problems.push(table.problem("plugin", format!("`{plugin}` is not a plugin name")));
+        }
+    }
+}
+
+fn broker_settings(
+    table: &Table<'_>,
+    raw: &RawBroker,
+    state_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<BrokerSettings> {
+    let before = problems.len();
+    let endpoint = match raw.endpoint.as_deref() {
+        None => {
+            problems.push(table.problem("endpoint", "missing (e.g. \"tcp://broker:5555\")"));
+            String::new()
+        }
+        Some(e) => {
+            let ok = ["tcp://", "ipc://"]
+                .iter()
+                .any(|scheme| e.len() > scheme.len() && e.starts_with(scheme))
+                && !e.contains(char::is_whitespace);
+            if !ok {
+                problems.push(table.problem(
+                    "endpoint",
+                    format!("`{e}` is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc:///PATH)"),
+                ));
+            }
+            e.to_string()
+        }
+    };
+    if let Some(identity) = &raw.identity {
+        let ok = !identity.is_empty()
+            && identity.len() <= 128
+            && identity
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        if !ok {
+            problems.push(table.problem(
+                "identity",
+                format!("`{identity}`: use 1-128 of [A-Za-z0-9-_.@]"),
+            ));
+        }
+    }
+    let token = raw.token.as_deref().and_then(|t| {
+        absolute(t)
+            .map_err(|m| {
+                problems.push(table.problem("token", format!("{m} (the file holding the token)")))
+            })
+            .ok()
+    });
+    match (&raw.identity, &raw.token) {
+        (Some(_), None) => problems.push(table.problem(
+            "identity",
+            "needs `token` (the path of a file holding the token)",
+        )),
+        (None, Some(_)) => problems.push(table.problem("token", "needs `identity`")),
+        _ => {}
+    }
+    let spool = match raw.spool.as_deref() {
+        Some(s) => absolute(s)
+            .map_err(|m| problems.push(table.problem("spool", m)))
+            .ok(),
+        None => Some(state_dir.join("spool")),
+    };
+    let spool_max = number(
+        table,
+        "spool_max",
+        raw.spool_max,
+        65_536..=i64::MAX,
+        problems,
+    )
+    .map_or(DEFAULT_SPOOL_MAX, |n| n as u64);
+    let when_full = match raw.when_full.as_deref() {
+        None | Some("reject") => FullPolicy::Reject,
+        Some("drop_oldest") => FullPolicy::DropOldest,
+        Some(_) => {
+            problems.push(table.problem("when_full", "expected \"reject\" or \"drop_oldest\""));
+            FullPolicy::Reject
+        }
+    };
+    let sync = match raw.sync.as_deref() {
+        None => SyncPolicy::Interval(DEFAULT_SYNC),
+        Some("always") => SyncPolicy::Always,
+        Some("never") => SyncPolicy::Never,
+        Some(_) => match duration(table, "sync", &raw.sync, problems) {
+            Some(d) if !d.is_zero() => SyncPolicy::Interval(d),
+            Some(_) => SyncPolicy::Always,
+            None => SyncPolicy::Interval(DEFAULT_SYNC),
+        },
+    };
+    let positive = |key: &str, value: &Option<String>, problems: &mut Vec<Problem>| {
+        let d = duration(table, key, value, problems)?;
+        if d.is_zero() {
+            problems.push(table.problem(key, "must be longer than zero"));
+        }
+        Some(d)
+    };
+    let heartbeat = positive("heartbeat", &raw.heartbeat, problems).unwrap_or(DEFAULT_HEARTBEAT);
+    let timeout = positive("timeout", &raw.timeout, problems).unwrap_or(DEFAULT_SEND_TIMEOUT);
+    (problems.len() == before).then(|| BrokerSettings {
+        endpoint,
+        identity: raw.identity.clone(),
+        token,
+        spool: spool.unwrap_or_default(),
+        spool_max,
+        when_full,
+        sync,
+        heartbeat,
+        timeout,
+    })
+}
+
+fn service(
+    table: &Table<'_>,
+    raw: &RawService,
+    problems: &mut Vec<Problem>,
+) -> Option<ServiceSettings> {
+    let before = problems.len();
+    let name = match &raw.name {
+        None => {
+            problems.push(table.problem("name", "missing (the service this host serves)"));
+            String::new()
+        }
+        Some(n) => {
+            if let Err(m) = service_name(n) {
+                problems.push(table.problem("name", m));
+            }
+            n.clone()
+        }
+    };
+    let exec = raw.exec.as_ref().and_then(|argv| {
+        command(argv)
+            .map_err(|m| problems.push(table.problem("exec", m)))
+            .ok()
+            .map(|_| argv.clone())
+    });
+    let file = raw.file.as_deref().and_then(|f| {
+        absolute(f)
+            .map_err(|m| problems.push(table.problem("file", m)))
+            .ok()
+    });
+    if let Some(target) = &raw.forward {
+        if let Err(m) = service_name(target) {
+            problems.push(table.problem("forward", m));
+        } else if raw.name.as_ref() == Some(target) {
+            problems.push(table.problem("forward", "a service cannot forward to itself"));
+        }
+    }
+    let plugin_dir = raw.plugin_dir.as_deref().and_then(|d| {
+        absolute(d)
+            .map_err(|m| problems.push(table.problem("plugin_dir", m)))
+            .ok()
+    });
+    // Without `plugin`, the one plugin the table configures is the default.
+    let plugin = raw.plugin.clone().unwrap_or_else(|| {
+        match (&raw.exec, &raw.file, &raw.forward) {
+            (Some(_), _, _) => "command",
+            (None, Some(_), _) => "append",
+            (None, None, Some(_)) => "forward",
+            (None, None, None) => "echo",
+        }
+        .to_string()
+    });
+    let needs = |key: &str, present: bool, what: &str, problems: &mut Vec<Problem>| {
+        if !present {
+            problems
+                .push(table.problem(key, format!("missing: the `{plugin}` plugin needs {what}")));
+        }
+    };
+    match plugin.as_str() {
+        "echo" => {}
+        "command" => needs("exec", raw.exec.is_some(), "the command to run", problems),
+        "append" => needs(
+            "file",
+            raw.file.is_some(),
+            "the file to append to",
+            problems,
+        ),
+        "forward" => needs(
+            "forward",
+            raw.forward.is_some(),
+            "the service to forward to",
+            problems,
+        ),
+        external if triggerd_remote::worker::valid_plugin_name(external) => needs(
+            "plugin_dir",
+            raw.plugin_dir.is_some(),
+            "a `plugin_dir` (it is not built in: echo, command, append, forward)",
+            problems,
+        ),
+        other => problems.push(table.problem("plugin", format!("`{other}` is not a plugin name"))),
+    }
+    let capacity = number(table, "capacity", raw.capacity, 1..=4096, problems)
+        .map_or(DEFAULT_CAPACITY, |n| n as u32);
+    (problems.len() == before).then(|| ServiceSettings {
+        name,
+        plugin,
+        exec,
+        file,
+        forward: raw.forward.clone(),
+        plugin_dir,
+        capacity,
+    })
+}

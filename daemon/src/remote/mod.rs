@@ -1,0 +1,311 @@
+//! The daemon's side of the broker: with a `[broker]`, `send` actions go into the durable
+//! spool and a forwarder thread drains it to the broker (the dispatcher's [`Outbox`]); each
+//! `[[service]]` runs a worker thread serving that service with its plugins. A reload applies
+//! `[[service]]` changes (changed or removed services stop, new ones start); `[broker]`
+//! changes wait for a restart, because the spool and the connections are built from it.
+//! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
+//! [`status`].
+
+pub mod send;
+pub mod status;
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use triggerd_remote::worker::{Append, Command, Forward, WorkerStats};
+use triggerd_remote::{
+    Client, ClientOptions, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
+};
+
+use crate::config::{BrokerSettings, Config, ServiceSettings};
+use crate::dispatch::Outbox;
+use crate::event::Event;
+pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
+
+/// A spool segment is closed at this size (or an eighth of `spool_max` when smaller), so
+/// delivered events free disk space soon.
+const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Identity and token for PLAIN authentication, read once at start.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub identity: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Credentials {
+    /// Reads the token file `[broker]` names (trailing blanks and newline dropped).
+    pub fn load(broker: &BrokerSettings) -> Result<Credentials, String> {
+        let token = match &broker.token {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("[broker] token {}: {e}", path.display()))?;
+                let token = text.trim().to_string();
+                if token.is_empty() {
+                    return Err(format!(
+                        "[broker] token {}: the file is empty",
+                        path.display()
+                    ));
+                }
+                Some(token)
+            }
+        };
+        Ok(Credentials {
+            identity: broker.identity.clone(),
+            token,
+        })
+    }
+
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            identity: self.identity.clone(),
+            token: self.token.clone(),
+            retries: 0,
+        }
+    }
+}
+
+/// The bytes a `send` forwards: the event's payload, or, for an event that has none (a
+/// fanotify event, a timer tick, an empty message), its subject: the path, the schedule, the
+/// trigger file or channel.
+pub fn payload_of(event: &Event) -> &[u8] {
+    if event.payload.is_empty() {
+        event.subject.as_os_str().as_bytes()
+    } else {
+        &event.payload
+    }
+}
+
+/// `send` actions put events into the spool; the forwarder delivers them.
+struct SpoolOutbox {
+    forwarder: Forwarder,
+}
+
+impl Outbox for SpoolOutbox {
+    fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String> {
+        self.forwarder
+            .submit(service, plugin.unwrap_or(""), payload_of(event))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A worker thread serving one `[[service]]`.
+struct RunningService {
+    settings: ServiceSettings,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    stats: Arc<WorkerStats>,
+}
+
+/// Everything remote the daemon runs.
+pub struct Remote {
+    /// The `[broker]` the daemon started with (a reload does not change it).
+    broker: Option<BrokerSettings>,
+    credentials: Credentials,
+    outbox: Mutex<Option<Arc<SpoolOutbox>>>,
+    services: Mutex<Vec<RunningService>>,
+    /// Workers told to stop on reload, joined at shutdown.
+    stopping: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Remote {
+    /// Opens the spool and starts the forwarder (with a `[broker]`) and the workers.
+    pub fn start(config: &Config) -> Result<Remote, String> {
+        let Some(broker) = &config.broker else {
+            return Ok(Remote {
+                broker: None,
+                credentials: Credentials::default(),
+                outbox: Mutex::default(),
+                services: Mutex::default(),
+                stopping: Mutex::default(),
+            });
+        };
+        let credentials = Credentials::load(broker)?;
+        let spool = Spool::open(SpoolOptions {
+            dir: broker.spool.clone(),
+            segment_bytes: SEGMENT_BYTES.min(broker.spool_max / 8).max(4096),
+            max_bytes: broker.spool_max,
+            sync: broker.sync,
+            full: broker.when_full,
+        })
+        .map_err(|e| format!("[broker] spool: {e}"))?;
+        let pending = spool.stats().pending;
+        let mut options = ForwarderOptions::new(&broker.endpoint);
+        options.client = credentials.client_options();
+        options.request_timeout = broker.timeout;
+        options.retry_after = broker.timeout + std::time::Duration::from_secs(1);
+        let forwarder =
+            Forwarder::start(spool, options).map_err(|e| format!("[broker] forwarder: {e}"))?;
+        tracing::info!(
+            endpoint = %broker.endpoint,
+            spool = %broker.spool.display(),
+            pending,
+            "forwarding `send` actions to the broker"
+        );
+        let remote = Remote {
+            broker: Some(broker.clone()),
+            credentials,
+            outbox: Mutex::new(Some(Arc::new(SpoolOutbox { forwarder }))),
+            services: Mutex::default(),
+            stopping: Mutex::default(),
+        };
+        remote.apply_services(&config.services)?;
+        Ok(remote)
+    }
+
+    /// Where the dispatcher's `send` actions go.
+    pub fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        lock(&self.outbox)
+            .as_ref()
+            .map(|o| Arc::clone(o) as Arc<dyn Outbox>)
+    }
+
+    /// Applies a reloaded config: services follow it; a changed `[broker]` waits for a restart.
+    pub fn reload(&self, config: &Config) {
+        if config.broker != self.broker {
+            tracing::warn!("[broker] settings changed: they take effect at the next restart");
+        }
+        if self.broker.is_none() {
+            return;
+        }
+        if let Err(e) = self.apply_services(&config.services) {
+            tracing::error!("[[service]]: {e}");
+        }
+    }
+
+    /// Stops workers whose service is gone or changed, and starts the new ones.
+    fn apply_services(&self, wanted: &[ServiceSettings]) -> Result<(), String> {
+        let Some(broker) = &self.broker else {
+            return Ok(());
+        };
+        let mut running = lock(&self.services);
+        let (kept, gone): (Vec<_>, Vec<_>) = running
+            .drain(..)
+            .partition(|r| wanted.contains(&r.settings));
+        *running = kept;
+        for service in gone {
+            tracing::info!(service = %service.settings.name, "stopping worker");
+            service.stop.store(true, Ordering::Relaxed);
+            lock(&self.stopping).push(service.thread);
+        }
+        let mut first_error = None;
+        for settings in wanted {
+            if running.iter().any(|r| &r.settings == settings) {
+                continue;
+            }
+            match self.start_worker(broker, settings) {
+                Ok(service) => running.push(service),
+                Err(e) => {
+                    tracing::error!(service = %settings.name, "{e}");
+                    first_error.get_or_insert(format!("service {}: {e}", settings.name));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn start_worker(
+        &self,
+        broker: &BrokerSettings,
+        settings: &ServiceSettings,
+    ) -> Result<RunningService, String> {
+        let mut options = WorkerOptions::new(&broker.endpoint, &settings.name);
+        options.identity = self.credentials.identity.clone();
+        options.token = self.credentials.token.clone();
+        options.heartbeat = broker.heartbeat;
+        options.capacity = settings.capacity;
+        options.default_plugin = settings.plugin.clone();
+        options.plugin_dir = settings.plugin_dir.clone();
+        let mut worker = Worker::new(options);
+        if let Some(argv) = &settings.exec {
+            worker.add_plugin("command", Arc::new(Command::new(argv.clone())));
+        }
+        if let Some(file) = &settings.file {
+            let append =
+                Append::open(file.clone()).map_err(|e| format!("{}: {e}", file.display()))?;
+            worker.add_plugin("append", Arc::new(append));
+        }
+        if let Some(target) = &settings.forward {
+            let client = Client::connect(&broker.endpoint, self.credentials.client_options())
+                .map_err(|e| format!("forward: {e}"))?;
+            worker.add_plugin(
+                "forward",
+                Arc::new(Forward::new(client, target.clone(), String::new())),
+            );
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = worker.stats();
+        let flag = Arc::clone(&stop);
+        let name = settings.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("worker {name}"))
+            .spawn(move || {
+                if let Err(e) = worker.run(&flag) {
+                    tracing::error!(service = %name, "worker stopped: {e}");
+                }
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        tracing::info!(service = %settings.name, plugin = %settings.plugin, "serving");
+        Ok(RunningService {
+            settings: settings.clone(),
+            stop,
+            thread,
+            stats,
+        })
+    }
+
+    /// Stops the workers (each says DISCONNECT) and the forwarder; undelivered events stay
+    /// in the spool for the next start. Blocks briefly: call it off the async threads.
+    pub fn shutdown(&self) {
+        let services: Vec<RunningService> = lock(&self.services).drain(..).collect();
+        for service in &services {
+            service.stop.store(true, Ordering::Relaxed);
+        }
+        let stopping: Vec<JoinHandle<()>> = lock(&self.stopping).drain(..).collect();
+        for thread in services.into_iter().map(|s| s.thread).chain(stopping) {
+            let _ = thread.join();
+        }
+        // The dispatcher holds the outbox too; dropping the last handle stops the forwarder.
+        if let Some(outbox) = lock(&self.outbox).take() {
+            match Arc::try_unwrap(outbox) {
+                Ok(outbox) => {
+                    if let Err(e) = outbox.forwarder.stop() {
+                        tracing::error!("forwarder: {e}");
+                    }
+                }
+                Err(_) => tracing::debug!("forwarder stops when its last user is gone"),
+            }
+        }
+    }
+
+    /// Counters for `triggerctl status`.
+    pub fn status(&self) -> RemoteStatus {
+        let forwarder = lock(&self.outbox)
+            .as_ref()
+            .map(|o| ForwarderStatus::from(o.forwarder.stats()));
+        let services = lock(&self.services)
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.settings.name.clone(),
+                plugin: s.settings.plugin.clone(),
+                served: s.stats.served.load(Ordering::Relaxed),
+                duplicates: s.stats.duplicates.load(Ordering::Relaxed),
+                connections: s.stats.connections.load(Ordering::Relaxed),
+                running: !s.thread.is_finished(),
+            })
+            .collect();
+        RemoteStatus {
+            broker: self.broker.as_ref().map(|b| b.endpoint.clone()),
+            forwarder,
+            services,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `triggerctl send SERVICE [--plugin P] [--timeout T] [DATA|-]`: one request to a service
+//! through the broker, straight from the command line (no daemon, no spool). Output lines are
+//! printed as the worker streams them (PARTIAL replies); the exit code is the remote one.
+//! The broker and credentials come from `--broker`/`--identity`/`--token`, or from the
+//! `[broker]` of the config file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use triggerd_remote::{Client, ClientError};
+
+use super::Credentials;
+use crate::config::BrokerSettings;
+
+/// Exit code when no answer came in time (as `timeout(1)` and the broker say).
+pub const EXIT_NO_REPLY: u8 = 124;
+
+/// What `triggerctl send` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub service: String,
+    pub plugin: Option<String>,
+    pub timeout: Duration,
+    pub payload: Vec<u8>,
+    /// The config whose `[broker]` to use when `broker` is not given.
+    pub config: PathBuf,
+    pub broker: Option<String>,
+    pub identity: Option<String>,
+    /// A file holding the token.
+    pub token: Option<PathBuf>,
+}
+
+/// Where to connect and as whom.
+fn target(request: &SendRequest) -> Result<(String, Credentials), String> {
+    if let Some(endpoint) = &request.broker {
+        let settings = BrokerSettings {
+            endpoint: endpoint.clone(),
+            identity: request.identity.clone(),
+            token: request.token.clone(),
+            spool: PathBuf::new(),
+            spool_max: 0,
+            when_full: crate::config::FullPolicy::Reject,
+            sync: crate::config::SyncPolicy::Never,
+            heartbeat: Duration::ZERO,
+            timeout: Duration::ZERO,
+        };
+        return Ok((endpoint.clone(), Credentials::load(&settings)?));
+    }
+    let config = crate::config::load(&request.config).map_err(|e| e.to_string())?;
+    let broker = config.broker.ok_or_else(|| {
+        format!(
+            "{}: no [broker] section (or give --broker ENDPOINT)",
+            request.config.display()
+        )
+    })?;
+    Ok((broker.endpoint.clone(), Credentials::load(&broker)?))
+}
+
+fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::Result<()> {
+    for frame in frames {
+        out.write_all(frame)?;
+        if frame.last() != Some(&b'\n') {
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()
+}
+
+/// Runs the request; returns the process exit code (the remote status, clamped to 0-255;
+/// 124 without an answer; 1 when the request could not be made).
+pub fn send(request: &SendRequest) -> u8 {
+    let (endpoint, credentials) = match target(request) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("triggerctl: {e}");
+            return 2;
+        }
+    };
+    let mut client = match Client::connect(&endpoint, credentials.client_options()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("triggerctl: {endpoint}: {e}");
+            return 1;
+        }
+    };
+    let stdout = std::io::stdout();
+    let reply = client.request(
+        &request.service,
+        request.plugin.as_deref().unwrap_or(""),
+        &request.payload,
+        request.timeout,
+        |body| {
+            // A closed stdout (`| head`) must not stop the request from completing.
+            let _ = print_lines(&mut stdout.lock(), body);
+        },
+    );
+    match reply {
+        Ok(reply) => {
+            // A FINAL body is the answer (echo) on success, the reason on failure.
+            let _ = if reply.status == 0 {
+                print_lines(&mut stdout.lock(), &reply.body)
+            } else {
+                print_lines(&mut std::io::stderr().lock(), &reply.body)
+            };
+            u8::try_from(reply.status).unwrap_or(1)
+        }
+        Err(ClientError::Timeout(t)) => {
+            eprintln!(
+                "triggerctl: no answer from {endpoint} for `{}` within {}",
+                request.service,
+                humantime::format_duration(t)
+            );
+            EXIT_NO_REPLY
+        }
+        Err(e) => {
+            eprintln!("triggerctl: {endpoint}: {e}");
+            1
+        }
+    }
+}
