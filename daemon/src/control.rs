@@ -55,7 +55,7 @@ pub struct Status {
     pub channels: std::collections::BTreeMap<String, ChannelStatus>,
     /// The broker side: spool, forwarder, served services.
     #[serde(default)]
-    pub remote: crate::remote::RemoteStatus,
+    pub remote: Box<crate::remote::RemoteStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

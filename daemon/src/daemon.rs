@@ -151,7 +151,7 @@ impl State {
             rules: self.dispatcher.status(),
             watch: lock(&self.shared.watch).clone(),
             channels: channel_status(&self.shared.channels),
-            remote: self.remote.status(),
+            remote: Box::new(self.remote.status()),
         }
     }
 }

@@ -1,0 +1,451 @@
+//! The broker side through real processes: a broker (`triggerd_remote::broker::run`, in this
+//! test process, on an `ipc://` endpoint in a temp dir), a triggerd that sends events and a
+//! second triggerd that serves the service with a worker. A watched file's path reaches the
+//! other host's `append` plugin; events fired while the broker is down (and across a restart
+//! of the sending daemon) all arrive once it is back, exactly once; `triggerctl send` streams
+//! a command's lines as they are printed and exits with its code; a broker with
+//! authentication accepts the daemons' token files and refuses a wrong token; bad `[broker]`
+//! and `[[service]]` tables fail `triggerd check` with file:line.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{test_root, wait_for, Daemon, DEADLINE};
+use triggerd::control::{Reply, Request};
+use triggerd::remote::RemoteStatus;
+use triggerd_remote::broker::{self, BrokerConfig, Role, Store};
+
+/// A broker running in a thread of the test, on `ipc://DIR/broker.ipc`; stopped on drop.
+struct Broker {
+    dir: tempfile::TempDir,
+    config: BrokerConfig,
+    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Broker {
+    fn start(auth: bool) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("triggerd-broker")
+            .tempdir_in(test_root())
+            .expect("tempdir");
+        let config = BrokerConfig {
+            bind: vec![format!("ipc://{}/broker.ipc", dir.path().display())],
+            store: dir.path().join("store.db"),
+            heartbeat: Duration::from_millis(250),
+            auth,
+            endpoint_file: Some(dir.path().join("endpoint")),
+            ..BrokerConfig::default()
+        };
+        let mut broker = Self {
+            dir,
+            config,
+            running: None,
+        };
+        broker.resume();
+        broker
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.config.bind[0]
+    }
+
+    /// Starts (again) on the same endpoint; returns once it listens.
+    fn resume(&mut self) {
+        assert!(self.running.is_none(), "already running");
+        let endpoint_file = self.dir.path().join("endpoint");
+        let _ = std::fs::remove_file(&endpoint_file);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, config) = (Arc::clone(&stop), self.config.clone());
+        let thread = std::thread::spawn(move || {
+            broker::run(&config, &flag).expect("broker runs");
+        });
+        self.running = Some((stop, thread));
+        wait_for("the broker to listen", DEADLINE, || {
+            endpoint_file.exists().then_some(())
+        });
+    }
+
+    /// Stops the broker (its workers are told to DISCONNECT; clients just lose it).
+    fn pause(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            stop.store(true, Ordering::Relaxed);
+            thread.join().expect("broker thread");
+        }
+    }
+
+    /// A token file for a new identity, written next to the broker's store.
+    fn token_file(&self, role: Role, name: &str) -> PathBuf {
+        let store = Store::open(&self.config.store).expect("store");
+        let token = store.add_identity(role, name).expect("add identity");
+        let path = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&path, format!("{token}\n")).expect("token file");
+        path
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+/// The `[broker]` table every daemon of a test uses (fast heartbeats and resends).
+fn broker_table(broker: &Broker, extra: &str) -> String {
+    format!(
+        "[broker]\nendpoint = \"{}\"\nspool = \"{{dir}}/spool\"\nheartbeat = \"250ms\"\ntimeout = \"2s\"\n{extra}\n",
+        broker.endpoint()
+    )
+}
+
+fn remote_status(daemon: &mut Daemon) -> RemoteStatus {
+    *daemon.status().remote
+}
+
+/// Waits until the daemon's worker for `service` has connected to the broker.
+fn wait_serving(daemon: &mut Daemon, service: &str) {
+    wait_for(&format!("a worker for {service}"), DEADLINE, || {
+        let status = daemon.try_status()?;
+        status
+            .remote
+            .services
+            .iter()
+            .any(|s| s.name == service && s.running && s.connections > 0)
+            .then_some(())
+    });
+}
+
+fn lines_of(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn fire(daemon: &Daemon, rule: &str, data: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let request = Request::Fire {
+        rule: rule.into(),
+        data: Some(data.into()),
+    };
+    match runtime.block_on(triggerd::control::request(&daemon.socket, &request)) {
+        Ok(Reply::Done(_)) => {}
+        other => panic!("fire {rule}: {other:?}"),
+    }
+}
+
+/// The worker host: serves `central` by appending every payload to `{dir}/central.log`.
+fn central_log_host(broker: &Broker, broker_extra: &str) -> Daemon {
+    let mut daemon = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"central\"\nfile = \"{{dir}}/central.log\"\n",
+        broker_table(broker, broker_extra)
+    ));
+    wait_serving(&mut daemon, "central");
+    daemon
+}
+
+#[test]
+fn a_watched_file_reaches_the_append_plugin_of_another_host() {
+    let broker = Broker::start(false);
+    let mut worker = central_log_host(&broker, "");
+    let mut sender = Daemon::start(&format!(
+        "{}\n[[watch]]\nname = \"ship\"\npath = \"{{out}}\"\nevents = [\"close_write\"]\nsend = \"central\"\n",
+        broker_table(&broker, "")
+    ));
+    sender.wait_watching();
+    let written = sender.out().join("report.csv");
+    std::fs::write(&written, "a,b\n").expect("write");
+
+    let log = worker.path("central.log");
+    let lines = wait_for("the path in the central log", DEADLINE, || {
+        let lines = lines_of(&log);
+        (!lines.is_empty()).then_some(lines)
+    });
+    assert_eq!(lines, [written.display().to_string()]);
+    let sent = wait_for("the forwarder to see the answer", DEADLINE, || {
+        remote_status(&mut sender)
+            .forwarder
+            .filter(|f| f.delivered == 1)
+    });
+    assert_eq!((sent.spooled, sent.pending, sent.failed), (1, 0, 0));
+    let served = &remote_status(&mut worker).services[0];
+    assert_eq!((served.served, served.plugin.as_str()), (1, "append"));
+    assert_eq!(sender.rule("ship").failed, 0);
+    // Workers and forwarder stop cleanly on SIGTERM.
+    assert_eq!(worker.stop(), Some(0));
+    assert_eq!(sender.stop(), Some(0));
+}
+
+#[test]
+fn events_survive_a_broker_outage_and_a_sender_restart() {
+    const N: usize = 200;
+    let mut broker = Broker::start(false);
+    let worker = central_log_host(&broker, "");
+    let log = worker.path("central.log");
+    // The spool outlives the first sending daemon, which the second one picks up.
+    let spool = broker.dir.path().join("sender-spool");
+    let sender_config = format!(
+        "[broker]\nendpoint = \"{}\"\nspool = \"{}\"\nheartbeat = \"250ms\"\ntimeout = \"2s\"\n\n\
+         [[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"central\"\n",
+        broker.endpoint(),
+        spool.display()
+    );
+    let mut first = Daemon::start(&sender_config);
+    fire(&first, "ship", "before the outage");
+    wait_for("the first event", DEADLINE, || {
+        (lines_of(&log).len() == 1).then_some(())
+    });
+
+    broker.pause();
+    for i in 0..N / 2 {
+        fire(&first, "ship", &format!("event {i}"));
+    }
+    let spooled = wait_for("half the events in the spool", DEADLINE, || {
+        remote_status(&mut first)
+            .forwarder
+            .filter(|f| f.spooled as usize == 1 + N / 2)
+    });
+    assert_eq!(
+        spooled.delivered, 1,
+        "nothing can be delivered: {spooled:?}"
+    );
+    assert_eq!(spooled.pending as usize, N / 2);
+    assert_eq!(first.stop(), Some(0));
+
+    let mut second = Daemon::start(&sender_config);
+    let reopened = remote_status(&mut second).forwarder.expect("forwarder");
+    assert_eq!(reopened.pending as usize, N / 2, "the spool kept them");
+    for i in N / 2..N {
+        fire(&second, "ship", &format!("event {i}"));
+    }
+    wait_for("every event in the spool", DEADLINE, || {
+        remote_status(&mut second)
+            .forwarder
+            .filter(|f| f.pending as usize == N)
+    });
+
+    broker.resume();
+    let done = wait_for("every event delivered", DEADLINE, || {
+        remote_status(&mut second)
+            .forwarder
+            .filter(|f| f.pending == 0 && f.delivered as usize == N)
+    });
+    assert_eq!(done.failed, 0);
+    let lines = wait_for("every event in the central log", DEADLINE, || {
+        let lines = lines_of(&log);
+        (lines.len() > N).then_some(lines)
+    });
+    let unique: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(unique.len(), lines.len(), "an event arrived twice");
+    let mut expected: BTreeSet<String> = (0..N).map(|i| format!("event {i}")).collect();
+    expected.insert("before the outage".into());
+    assert_eq!(unique, expected.iter().collect());
+}
+
+/// A running `triggerctl` whose stdout lines arrive on a channel.
+struct Ctl {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Ctl {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn triggerctl");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("a line from triggerctl")
+    }
+
+    fn exit_code(&mut self) -> Option<i32> {
+        wait_for("triggerctl to exit", DEADLINE, || {
+            self.child.try_wait().ok().flatten()
+        })
+        .code()
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn triggerctl_send_streams_lines_and_exits_with_the_remote_code() {
+    let broker = Broker::start(false);
+    let mut worker = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"job\"\nexec = [\"/bin/sh\", \"-c\", \
+         \"read x; echo \\\"got $x\\\"; while [ ! -e {{dir}}/go ]; do sleep 0.02; done; echo second; exit 3\"]\n",
+        broker_table(&broker, "")
+    ));
+    wait_serving(&mut worker, "job");
+    // --broker and --plugin: the built-in echo answers in its FINAL.
+    let mut echo = Ctl::spawn(&[
+        "send",
+        "--broker",
+        broker.endpoint(),
+        "--plugin",
+        "echo",
+        "job",
+        "ping",
+    ]);
+    assert_eq!(echo.line(), "ping");
+    assert_eq!(echo.exit_code(), Some(0));
+
+    // The endpoint from the config's [broker]; the command's first line arrives while it
+    // still runs (it waits for `go`, which is created only after that line was seen).
+    let config = worker.config.display().to_string();
+    let mut job = Ctl::spawn(&["send", "--config", &config, "job", "hello\n"]);
+    assert_eq!(job.line(), "got hello");
+    assert!(job.child.try_wait().expect("try_wait").is_none());
+    std::fs::write(worker.path("go"), "").expect("go");
+    assert_eq!(job.line(), "second");
+    assert_eq!(job.exit_code(), Some(3));
+}
+
+#[test]
+fn authenticated_daemons_use_their_token_files_and_a_wrong_token_is_refused() {
+    let broker = Broker::start(true);
+    let worker_token = broker.token_file(Role::Worker, "log-host");
+    let sender_token = broker.token_file(Role::Client, "web-01");
+    let worker = central_log_host(
+        &broker,
+        &format!(
+            "identity = \"log-host\"\ntoken = \"{}\"",
+            worker_token.display()
+        ),
+    );
+    let sender = Daemon::start(&format!(
+        "{}\n[[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"central\"\n",
+        broker_table(
+            &broker,
+            &format!(
+                "identity = \"web-01\"\ntoken = \"{}\"",
+                sender_token.display()
+            )
+        )
+    ));
+    fire(&sender, "ship", "authenticated");
+    let log = worker.path("central.log");
+    wait_for("the authenticated event", DEADLINE, || {
+        (lines_of(&log) == ["authenticated"]).then_some(())
+    });
+
+    let wrong = broker.dir.path().join("wrong.token");
+    std::fs::write(&wrong, "0123456789abcdef\n").expect("token");
+    let wrong = wrong.display().to_string();
+    let mut refused = Ctl::spawn(&[
+        "send",
+        "--broker",
+        broker.endpoint(),
+        "--identity",
+        "web-01",
+        "--token",
+        &wrong,
+        "--timeout",
+        "1s",
+        "central",
+        "forged",
+    ]);
+    assert_eq!(refused.exit_code(), Some(124));
+    assert_eq!(lines_of(&log), ["authenticated"]);
+}
+
+#[test]
+fn bad_broker_and_service_tables_fail_check_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[[timer]]\ncron = \"0 0 1 1 *\"\nsend = \"central\"\n",
+            "3: [[timer]]: send: sending to `central` needs a [broker] section",
+        ),
+        (
+            "[broker]\nendpoint = \"tcp://127.0.0.1:5555\"\n\n[[service]]\nname = \"job\"\nplugin = \"command\"\n",
+            "4: [[service]]: exec: missing: the `command` plugin needs the command to run",
+        ),
+        (
+            "[broker]\nendpoint = \"tcp://127.0.0.1:5555\"\nspool = \"spool\"\n",
+            "3: [broker]: spool: `spool` is not an absolute path",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.conf"));
+        std::fs::write(&file, text).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_triggerd"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .expect("triggerd check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}:{expected}", file.display())),
+            "expected {expected}, got {stderr}"
+        );
+    }
+}
+
+#[test]
+fn remote_fixture_means_what_it_says() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/remote.conf");
+    let config = triggerd::config::load(&file).expect("valid");
+    let broker = config.broker.expect("[broker]");
+    assert_eq!(broker.endpoint, "tcp://broker.example:5555");
+    assert_eq!(
+        broker.token.as_deref(),
+        Some(Path::new("/etc/triggerd/token"))
+    );
+    assert_eq!(broker.spool_max, 104_857_600);
+    assert_eq!(broker.when_full, triggerd::config::FullPolicy::DropOldest);
+    assert_eq!(
+        broker.sync,
+        triggerd::config::SyncPolicy::Interval(Duration::from_millis(50))
+    );
+    assert_eq!(broker.timeout, Duration::from_secs(10));
+    let plugins: Vec<(&str, &str)> = config
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.plugin.as_str()))
+        .collect();
+    assert_eq!(
+        plugins,
+        [
+            ("logsink", "append"),
+            ("deploy", "command"),
+            ("tools", "upper")
+        ]
+    );
+    assert_eq!(config.services[1].capacity, 1);
+    assert_eq!(config.services[2].forward.as_deref(), Some("logsink"));
+}
