@@ -449,3 +449,46 @@ fn remote_fixture_means_what_it_says() {
     assert_eq!(config.services[1].capacity, 1);
     assert_eq!(config.services[2].forward.as_deref(), Some("logsink"));
 }
+
+#[test]
+fn reload_starts_and_stops_services_and_defers_broker_changes() {
+    let broker = Broker::start(false);
+    let mut host = central_log_host(&broker, "");
+    let central = "[[service]]\nname = \"central\"\nfile = \"{dir}/central.log\"\n";
+    let second = "[[service]]\nname = \"second\"\nplugin = \"echo\"\n";
+    host.write_config(&format!(
+        "{}\n{central}\n{second}",
+        broker_table(&broker, "sync = \"always\"")
+    ));
+    host.reload();
+    wait_serving(&mut host, "second");
+    let status = remote_status(&mut host);
+    let kept = status.services.iter().find(|s| s.name == "central");
+    assert_eq!(kept.map(|s| s.connections), Some(1), "{status:?}");
+    assert!(host
+        .log_text()
+        .contains("[broker] settings changed: they take effect at the next restart"));
+    let mut echo = Ctl::spawn(&["send", "--broker", broker.endpoint(), "second", "hi"]);
+    assert_eq!(echo.line(), "hi");
+    assert_eq!(echo.exit_code(), Some(0));
+
+    host.write_config(&format!("{}\n{second}", broker_table(&broker, "")));
+    host.reload();
+    let names: Vec<String> = remote_status(&mut host)
+        .services
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["second"]);
+    let mut gone = Ctl::spawn(&[
+        "send",
+        "--broker",
+        broker.endpoint(),
+        "--timeout",
+        "1s",
+        "central",
+        "nobody serves this",
+    ]);
+    assert_eq!(gone.exit_code(), Some(124));
+    assert!(lines_of(&host.path("central.log")).is_empty());
+}

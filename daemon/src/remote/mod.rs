@@ -108,8 +108,6 @@ pub struct Remote {
     credentials: Credentials,
     outbox: Mutex<Option<Arc<SpoolOutbox>>>,
     services: Mutex<Vec<RunningService>>,
-    /// Workers told to stop on reload, joined at shutdown.
-    stopping: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -125,7 +123,6 @@ impl Remote {
                 credentials: Credentials::default(),
                 outbox: Mutex::default(),
                 services: Mutex::default(),
-                stopping: Mutex::default(),
             });
         };
         let credentials = Credentials::load(broker)?;
@@ -155,7 +152,6 @@ impl Remote {
             credentials,
             outbox: Mutex::new(Some(Arc::new(SpoolOutbox { forwarder }))),
             services: Mutex::default(),
-            stopping: Mutex::default(),
         };
         remote.apply_services(&config.services)?;
         Ok(remote)
@@ -168,7 +164,8 @@ impl Remote {
             .map(|o| Arc::clone(o) as Arc<dyn Outbox>)
     }
 
-    /// Applies a reloaded config: services follow it; a changed `[broker]` waits for a restart.
+    /// Applies a reloaded config: services follow it (blocking until removed workers are gone);
+    /// a changed `[broker]` waits for a restart.
     pub fn reload(&self, config: &Config) {
         if config.broker != self.broker {
             tracing::warn!("[broker] settings changed: they take effect at the next restart");
@@ -181,7 +178,9 @@ impl Remote {
         }
     }
 
-    /// Stops workers whose service is gone or changed, and starts the new ones.
+    /// Stops workers whose service is gone or changed, and starts the new ones. Returns once
+    /// the stopped ones are gone (a worker notices within a tenth of a second), so a service
+    /// removed by a reload is no longer served when the reload is done.
     fn apply_services(&self, wanted: &[ServiceSettings]) -> Result<(), String> {
         let Some(broker) = &self.broker else {
             return Ok(());
@@ -191,10 +190,12 @@ impl Remote {
             .drain(..)
             .partition(|r| wanted.contains(&r.settings));
         *running = kept;
-        for service in gone {
+        for service in &gone {
             tracing::info!(service = %service.settings.name, "stopping worker");
             service.stop.store(true, Ordering::Relaxed);
-            lock(&self.stopping).push(service.thread);
+        }
+        for service in gone {
+            let _ = service.thread.join();
         }
         let mut first_error = None;
         for settings in wanted {
@@ -269,9 +270,8 @@ impl Remote {
         for service in &services {
             service.stop.store(true, Ordering::Relaxed);
         }
-        let stopping: Vec<JoinHandle<()>> = lock(&self.stopping).drain(..).collect();
-        for thread in services.into_iter().map(|s| s.thread).chain(stopping) {
-            let _ = thread.join();
+        for service in services {
+            let _ = service.thread.join();
         }
         // The dispatcher holds the outbox too; dropping the last handle stops the forwarder.
         if let Some(outbox) = lock(&self.outbox).take() {
