@@ -3,10 +3,10 @@
 //! second triggerd that serves the service with a worker. A watched file's path reaches the
 //! other host's `append` plugin; events fired while the broker is down (and across a restart
 //! of the sending daemon) all arrive once it is back, exactly once; `triggerctl send` streams
-//! a command's lines as they are printed and exits with its code; a broker with
-//! authentication accepts the daemons' token files and refuses a wrong token; bad `[broker]`
-//! and `[[service]]` tables fail `triggerd check` with file:line.
-
+//! a command's lines as they are printed and exits with its code; the shipped external plugin
+//! answers; a reload starts and stops services; a broker with authentication accepts the
+//! daemons' token files and refuses a wrong token; bad `[broker]` and `[[service]]` tables
+//! fail `triggerd check` with file:line.
 mod common;
 
 use std::collections::BTreeSet;
@@ -491,4 +491,26 @@ fn reload_starts_and_stops_services_and_defers_broker_changes() {
     ]);
     assert_eq!(gone.exit_code(), Some(124));
     assert!(lines_of(&host.path("central.log")).is_empty());
+}
+
+#[test]
+fn the_shipped_external_plugin_answers_line_by_line() {
+    let broker = Broker::start(false);
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/plugins");
+    let mut host = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"tools\"\nplugin = \"upper\"\nplugin_dir = \"{}\"\n",
+        broker_table(&broker, ""),
+        plugins.display()
+    ));
+    wait_serving(&mut host, "tools");
+    let mut upper = Ctl::spawn(&[
+        "send",
+        "--broker",
+        broker.endpoint(),
+        "tools",
+        "station1 31F\nstation2 12C\n",
+    ]);
+    assert_eq!(upper.line(), "STATION1 31F");
+    assert_eq!(upper.line(), "STATION2 12C");
+    assert_eq!(upper.exit_code(), Some(0));
 }
