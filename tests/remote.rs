@@ -514,3 +514,52 @@ fn the_shipped_external_plugin_answers_line_by_line() {
     assert_eq!(upper.line(), "STATION2 12C");
     assert_eq!(upper.exit_code(), Some(0));
 }
+
+#[test]
+fn a_spool_in_use_refuses_a_second_daemon_and_status_shows_the_counters() {
+    let broker = Broker::start(false);
+    let spool = broker.dir.path().join("shared-spool");
+    let table = format!(
+        "[broker]\nendpoint = \"{}\"\nspool = \"{}\"\n",
+        broker.endpoint(),
+        spool.display()
+    );
+    let mut first = Daemon::start(&format!(
+        "{table}\n[[service]]\nname = \"central\"\nfile = \"{{dir}}/central.log\"\n"
+    ));
+    wait_serving(&mut first, "central");
+    let socket = first.socket.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+        .args(["--socket", &socket, "status"])
+        .output()
+        .expect("triggerctl status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "broker {}: spool 0 pending (0 bytes), 0 spooled",
+            broker.endpoint()
+        )) && text.contains("service central (append): 0 served, 0 duplicates, 1 connections"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("second.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ncontrol = \"{}/control.sock\"\nstate_dir = \"{}\"\n\n{table}",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let second = Command::new(env!("CARGO_BIN_EXE_triggerd"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("triggerd");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another triggerd"), "{stderr}");
+    first.assert_alive();
+}

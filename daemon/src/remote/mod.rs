@@ -9,11 +9,14 @@
 pub mod send;
 pub mod status;
 
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use nix::fcntl::{Flock, FlockArg};
 use triggerd_remote::worker::{Append, Command, Forward, WorkerStats};
 use triggerd_remote::{
     Client, ClientOptions, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
@@ -36,27 +39,29 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Reads the token file `[broker]` names (trailing blanks and newline dropped).
+    /// The identity and token file `[broker]` names.
     pub fn load(broker: &BrokerSettings) -> Result<Credentials, String> {
-        let token = match &broker.token {
+        Self::read(broker.identity.clone(), broker.token.as_deref())
+    }
+
+    /// Reads the token from `token_file` (trailing blanks and newline dropped).
+    pub fn read(
+        identity: Option<String>,
+        token_file: Option<&Path>,
+    ) -> Result<Credentials, String> {
+        let token = match token_file {
             None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("[broker] token {}: {e}", path.display()))?;
+                    .map_err(|e| format!("token {}: {e}", path.display()))?;
                 let token = text.trim().to_string();
                 if token.is_empty() {
-                    return Err(format!(
-                        "[broker] token {}: the file is empty",
-                        path.display()
-                    ));
+                    return Err(format!("token {}: the file is empty", path.display()));
                 }
                 Some(token)
             }
         };
-        Ok(Credentials {
-            identity: broker.identity.clone(),
-            token,
-        })
+        Ok(Credentials { identity, token })
     }
 
     pub fn client_options(&self) -> ClientOptions {
@@ -77,6 +82,25 @@ pub fn payload_of(event: &Event) -> &[u8] {
     } else {
         &event.payload
     }
+}
+
+/// Takes the spool directory's `lock` file (released when the process exits).
+fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("[broker] spool {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| failed(&e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            failed(&"in use by another triggerd")
+        } else {
+            failed(&errno)
+        }
+    })
 }
 
 /// `send` actions put events into the spool; the forwarder delivers them.
@@ -108,6 +132,8 @@ pub struct Remote {
     credentials: Credentials,
     outbox: Mutex<Option<Arc<SpoolOutbox>>>,
     services: Mutex<Vec<RunningService>>,
+    /// Held while the spool is in use: two writers would interleave their records.
+    _spool_lock: Option<Flock<File>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,9 +149,11 @@ impl Remote {
                 credentials: Credentials::default(),
                 outbox: Mutex::default(),
                 services: Mutex::default(),
+                _spool_lock: None,
             });
         };
-        let credentials = Credentials::load(broker)?;
+        let credentials = Credentials::load(broker).map_err(|e| format!("[broker] {e}"))?;
+        let spool_lock = lock_spool(&broker.spool)?;
         let spool = Spool::open(SpoolOptions {
             dir: broker.spool.clone(),
             segment_bytes: SEGMENT_BYTES.min(broker.spool_max / 8).max(4096),
@@ -152,6 +180,7 @@ impl Remote {
             credentials,
             outbox: Mutex::new(Some(Arc::new(SpoolOutbox { forwarder }))),
             services: Mutex::default(),
+            _spool_lock: Some(spool_lock),
         };
         remote.apply_services(&config.services)?;
         Ok(remote)

@@ -11,7 +11,6 @@ use std::time::Duration;
 use triggerd_remote::{Client, ClientError};
 
 use super::Credentials;
-use crate::config::BrokerSettings;
 
 /// Exit code when no answer came in time (as `timeout(1)` and the broker say).
 pub const EXIT_NO_REPLY: u8 = 124;
@@ -34,18 +33,8 @@ pub struct SendRequest {
 /// Where to connect and as whom.
 fn target(request: &SendRequest) -> Result<(String, Credentials), String> {
     if let Some(endpoint) = &request.broker {
-        let settings = BrokerSettings {
-            endpoint: endpoint.clone(),
-            identity: request.identity.clone(),
-            token: request.token.clone(),
-            spool: PathBuf::new(),
-            spool_max: 0,
-            when_full: crate::config::FullPolicy::Reject,
-            sync: crate::config::SyncPolicy::Never,
-            heartbeat: Duration::ZERO,
-            timeout: Duration::ZERO,
-        };
-        return Ok((endpoint.clone(), Credentials::load(&settings)?));
+        let credentials = Credentials::read(request.identity.clone(), request.token.as_deref())?;
+        return Ok((endpoint.clone(), credentials));
     }
     let config = crate::config::load(&request.config).map_err(|e| e.to_string())?;
     let broker = config.broker.ok_or_else(|| {
