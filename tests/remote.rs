@@ -6,154 +6,22 @@
 //! a command's lines as they are printed and exits with its code; the shipped external plugin
 //! answers; a reload starts and stops services; a broker with authentication accepts the
 //! daemons' token files and refuses a wrong token; bad `[broker]` and `[[service]]` tables
-//! fail `triggerd check` with file:line.
+//! fail `triggerd check` with file:line; one daemon per spool; a full spool rejects or drops as configured, counted.
+
 mod common;
+#[path = "remote/harness.rs"]
+mod harness;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{test_root, wait_for, Daemon, DEADLINE};
-use triggerd::control::{Reply, Request};
-use triggerd::remote::RemoteStatus;
-use triggerd_remote::broker::{self, BrokerConfig, Role, Store};
-
-/// A broker running in a thread of the test, on `ipc://DIR/broker.ipc`; stopped on drop.
-struct Broker {
-    dir: tempfile::TempDir,
-    config: BrokerConfig,
-    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-}
-
-impl Broker {
-    fn start(auth: bool) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("triggerd-broker")
-            .tempdir_in(test_root())
-            .expect("tempdir");
-        let config = BrokerConfig {
-            bind: vec![format!("ipc://{}/broker.ipc", dir.path().display())],
-            store: dir.path().join("store.db"),
-            heartbeat: Duration::from_millis(250),
-            auth,
-            endpoint_file: Some(dir.path().join("endpoint")),
-            ..BrokerConfig::default()
-        };
-        let mut broker = Self {
-            dir,
-            config,
-            running: None,
-        };
-        broker.resume();
-        broker
-    }
-
-    fn endpoint(&self) -> &str {
-        &self.config.bind[0]
-    }
-
-    /// Starts (again) on the same endpoint; returns once it listens.
-    fn resume(&mut self) {
-        assert!(self.running.is_none(), "already running");
-        let endpoint_file = self.dir.path().join("endpoint");
-        let _ = std::fs::remove_file(&endpoint_file);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, config) = (Arc::clone(&stop), self.config.clone());
-        let thread = std::thread::spawn(move || {
-            broker::run(&config, &flag).expect("broker runs");
-        });
-        self.running = Some((stop, thread));
-        wait_for("the broker to listen", DEADLINE, || {
-            endpoint_file.exists().then_some(())
-        });
-    }
-
-    /// Stops the broker (its workers are told to DISCONNECT; clients just lose it).
-    fn pause(&mut self) {
-        if let Some((stop, thread)) = self.running.take() {
-            stop.store(true, Ordering::Relaxed);
-            thread.join().expect("broker thread");
-        }
-    }
-
-    /// A token file for a new identity, written next to the broker's store.
-    fn token_file(&self, role: Role, name: &str) -> PathBuf {
-        let store = Store::open(&self.config.store).expect("store");
-        let token = store.add_identity(role, name).expect("add identity");
-        let path = self.dir.path().join(format!("{name}.token"));
-        std::fs::write(&path, format!("{token}\n")).expect("token file");
-        path
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.pause();
-    }
-}
-
-/// The `[broker]` table every daemon of a test uses (fast heartbeats and resends).
-fn broker_table(broker: &Broker, extra: &str) -> String {
-    format!(
-        "[broker]\nendpoint = \"{}\"\nspool = \"{{dir}}/spool\"\nheartbeat = \"250ms\"\ntimeout = \"2s\"\n{extra}\n",
-        broker.endpoint()
-    )
-}
-
-fn remote_status(daemon: &mut Daemon) -> RemoteStatus {
-    *daemon.status().remote
-}
-
-/// Waits until the daemon's worker for `service` has connected to the broker.
-fn wait_serving(daemon: &mut Daemon, service: &str) {
-    wait_for(&format!("a worker for {service}"), DEADLINE, || {
-        let status = daemon.try_status()?;
-        status
-            .remote
-            .services
-            .iter()
-            .any(|s| s.name == service && s.running && s.connections > 0)
-            .then_some(())
-    });
-}
-
-fn lines_of(file: &Path) -> Vec<String> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn fire(daemon: &Daemon, rule: &str, data: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let request = Request::Fire {
-        rule: rule.into(),
-        data: Some(data.into()),
-    };
-    match runtime.block_on(triggerd::control::request(&daemon.socket, &request)) {
-        Ok(Reply::Done(_)) => {}
-        other => panic!("fire {rule}: {other:?}"),
-    }
-}
-
-/// The worker host: serves `central` by appending every payload to `{dir}/central.log`.
-fn central_log_host(broker: &Broker, broker_extra: &str) -> Daemon {
-    let mut daemon = Daemon::start(&format!(
-        "{}\n[[service]]\nname = \"central\"\nfile = \"{{dir}}/central.log\"\n",
-        broker_table(broker, broker_extra)
-    ));
-    wait_serving(&mut daemon, "central");
-    daemon
-}
+use common::{wait_for, Daemon, DEADLINE};
+use harness::{
+    broker_table, central_log_host, fire, lines_of, remote_status, wait_serving, Broker, Ctl,
+};
+use triggerd_remote::broker::Role;
 
 #[test]
 fn a_watched_file_reaches_the_append_plugin_of_another_host() {
@@ -251,54 +119,6 @@ fn events_survive_a_broker_outage_and_a_sender_restart() {
     let mut expected: BTreeSet<String> = (0..N).map(|i| format!("event {i}")).collect();
     expected.insert("before the outage".into());
     assert_eq!(unique, expected.iter().collect());
-}
-
-/// A running `triggerctl` whose stdout lines arrive on a channel.
-struct Ctl {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Ctl {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn triggerctl");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .expect("a line from triggerctl")
-    }
-
-    fn exit_code(&mut self) -> Option<i32> {
-        wait_for("triggerctl to exit", DEADLINE, || {
-            self.child.try_wait().ok().flatten()
-        })
-        .code()
-    }
-}
-
-impl Drop for Ctl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -562,4 +382,37 @@ fn a_spool_in_use_refuses_a_second_daemon_and_status_shows_the_counters() {
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("in use by another triggerd"), "{stderr}");
     first.assert_alive();
+}
+
+#[test]
+fn a_full_spool_rejects_or_drops_as_configured_and_counts_it() {
+    const FIRED: u64 = 100;
+    // No broker listens: every event stays in a spool of 64 KiB, about 60 events of 1 KB.
+    for policy in ["reject", "drop_oldest"] {
+        let mut daemon = Daemon::start(&format!(
+            "[broker]\nendpoint = \"ipc://{{dir}}/nobody.ipc\"\nspool = \"{{dir}}/spool\"\n\
+             spool_max = 65536\nwhen_full = \"{policy}\"\n\n\
+             [[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"central\"\nmax_running = 1\n"
+        ));
+        let payload = "x".repeat(1000);
+        for _ in 0..FIRED {
+            fire(&daemon, "ship", &payload);
+        }
+        let spool = wait_for("every event handled", DEADLINE, || {
+            remote_status(&mut daemon)
+                .forwarder
+                .filter(|f| f.spooled + f.rejected == FIRED)
+        });
+        assert!(spool.bytes <= 65536, "{spool:?}");
+        let failed = daemon.rule("ship").failed;
+        if policy == "reject" {
+            assert!(spool.rejected > 0 && spool.dropped == 0, "{spool:?}");
+            assert_eq!(failed, spool.rejected, "a rejected event is a failed run");
+            assert_eq!(spool.pending, spool.spooled);
+        } else {
+            assert!(spool.dropped > 0 && spool.rejected == 0, "{spool:?}");
+            assert_eq!(failed, 0);
+            assert_eq!(spool.pending, FIRED - spool.dropped);
+        }
+    }
 }
