@@ -57,7 +57,7 @@ fn a_watched_file_reaches_the_append_plugin_of_another_host() {
 
 #[test]
 fn events_survive_a_broker_outage_and_a_sender_restart() {
-    const N: usize = 200;
+    const N: usize = 10_000;
     let mut broker = Broker::start(false);
     let worker = central_log_host(&broker, "");
     let log = worker.path("central.log");
