@@ -220,16 +220,8 @@ fn publish(
     lines: bool,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    let payload = match data {
-        Some(d) if d != "-" => d.as_bytes().to_vec(),
-        _ => {
-            let mut bytes = Vec::new();
-            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
-                eprintln!("triggerctl: stdin: {e}");
-                return ExitCode::from(1);
-            }
-            bytes
-        }
+    let Some(payload) = read_data(data) else {
+        return ExitCode::from(1);
     };
     let publisher = match triggerd_ipc::Publisher::connect(channel) {
         Ok(p) => p,
