@@ -338,3 +338,36 @@ impl Remote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spool_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = dir.path().join("spool");
+        let first = lock_spool(&spool).expect("first lock");
+        let second = lock_spool(&spool).expect_err("second lock");
+        assert!(second.contains("in use by another triggerd"), "{second}");
+        drop(first);
+        lock_spool(&spool).expect("free again");
+    }
+
+    #[test]
+    fn an_event_without_payload_sends_its_subject() {
+        let mut event = Event {
+            id: 1,
+            source: crate::event::SourceKind::Fanotify,
+            subject: "/srv/in/a b\n.csv".into(),
+            mask: triggerd_watch::EventMask::CLOSE_WRITE,
+            pid: None,
+            time: std::time::SystemTime::now(),
+            payload: Vec::new(),
+            reply: None,
+        };
+        assert_eq!(payload_of(&event), b"/srv/in/a b\n.csv");
+        event.payload = b"line".to_vec();
+        assert_eq!(payload_of(&event), b"line");
+    }
+}

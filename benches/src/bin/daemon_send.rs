@@ -1,0 +1,228 @@
+//! Events/s forwarded by the whole daemon through its spool with the broker up: a local
+//! program publishes 100,000 messages into a `[[channel]]` whose rule says `send = "sink"`;
+//! timed from the first publish until `status` counts them all delivered (answered by an echo
+//! worker through the broker). Baseline in the same run, against the same broker and worker:
+//! the forwarder library alone (`Forwarder::submit` in a loop, no daemon). Target (issue 4):
+//! ≥ 100,000 events/s; the RATIO says what the daemon's path (ring, dispatcher, rule, outbox)
+//! costs on top of the spool.
+//!
+//! Run as root: `cargo build --release -p triggerd -p triggerd-benches &&
+//! target/release/daemon_send [--quick]` (TRIGGERD_BIN overrides the daemon's path).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use triggerd_remote::broker::{self, BrokerConfig};
+use triggerd_remote::{Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions};
+
+const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Threads(Arc<AtomicBool>, Vec<JoinHandle<()>>);
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        for t in self.1.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A broker and one echo worker serving `sink`, in this process.
+struct Rig {
+    endpoint: String,
+    _workers: Threads,
+    _broker: Threads,
+    _dir: tempfile::TempDir,
+}
+
+fn rig() -> Result<Rig> {
+    let dir = tempfile::tempdir()?;
+    let endpoint_file = dir.path().join("endpoint");
+    let config = BrokerConfig {
+        bind: vec!["tcp://127.0.0.1:*".into()],
+        store: dir.path().join("store.db"),
+        auth: false,
+        endpoint_file: Some(endpoint_file.clone()),
+        ..BrokerConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let broker = Threads(
+        stop,
+        vec![std::thread::spawn(move || {
+            broker::run(&config, &flag).expect("broker")
+        })],
+    );
+    let endpoint = wait("the broker", || {
+        std::fs::read_to_string(&endpoint_file)
+            .ok()
+            .and_then(|t| t.lines().next().map(String::from))
+    })?;
+    let mut options = WorkerOptions::new(&endpoint, "sink");
+    options.capacity = 1024;
+    let worker = Worker::new(options);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let workers = Threads(
+        stop,
+        vec![std::thread::spawn(move || {
+            worker.run(&flag).expect("worker")
+        })],
+    );
+    Ok(Rig {
+        endpoint,
+        _workers: workers,
+        _broker: broker,
+        _dir: dir,
+    })
+}
+
+fn wait<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The forwarder library alone: events/s from the first submit to the last answer.
+fn library_rate(rig: &Rig, events: u64) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let spool = Spool::open(SpoolOptions::new(dir.path()))?;
+    let forwarder = Forwarder::start(spool, ForwarderOptions::new(&rig.endpoint))?;
+    let start = Instant::now();
+    for _ in 0..events {
+        forwarder.submit("sink", "", PAYLOAD)?;
+    }
+    wait("the library's deliveries", || {
+        (forwarder.stats().delivered >= events).then_some(())
+    })?;
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A triggerd process, stopped with SIGTERM (so it removes its channel) and reaped on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_bin() -> PathBuf {
+    std::env::var_os("TRIGGERD_BIN")
+        .map(PathBuf::from)
+        .or_else(|| Some(std::env::current_exe().ok()?.with_file_name("triggerd")))
+        .unwrap_or_else(|| PathBuf::from("triggerd"))
+}
+
+fn start_daemon(rig: &Rig, channel: &str) -> Result<Daemon> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("control.sock");
+    let config = dir.path().join("triggerd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ncontrol = \"{}\"\nstate_dir = \"{}\"\n\n\
+             [broker]\nendpoint = \"{}\"\nspool = \"{}/spool\"\n\n\
+             [[channel]]\nname = \"{channel}\"\nsend = \"sink\"\nwhen_full = \"block\"\n",
+            socket.display(),
+            dir.path().display(),
+            rig.endpoint,
+            dir.path().display()
+        ),
+    )?;
+    let child = Command::new(daemon_bin())
+        .arg("--config")
+        .arg(&config)
+        .env("TRIGGERD_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("start triggerd (build it with --release, or set TRIGGERD_BIN)")?;
+    let daemon = Daemon {
+        child,
+        socket,
+        _dir: dir,
+    };
+    wait("the control socket", || delivered(&daemon.socket).ok())?;
+    Ok(daemon)
+}
+
+/// `remote.forwarder.delivered` from the daemon's status.
+fn delivered(socket: &Path) -> Result<u64> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.write_all(b"{\"verb\":\"status\"}\n")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    let reply: serde_json::Value = serde_json::from_str(&line)?;
+    Ok(reply["status"]["remote"]["forwarder"]["delivered"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+/// The daemon: events/s from the first publish until status counts them all delivered.
+fn daemon_rate(rig: &Rig, events: u64, round: usize) -> Result<f64> {
+    let channel = format!("bench-send-{}-{round}", std::process::id());
+    let daemon = start_daemon(rig, &channel)?;
+    let publisher = wait("the channel", || {
+        triggerd_ipc::Publisher::connect(&channel).ok()
+    })?;
+    let start = Instant::now();
+    for _ in 0..events {
+        publisher.publish_timeout(PAYLOAD, LIMIT)?;
+    }
+    let mut last_poll = Instant::now();
+    wait("the daemon's deliveries", || {
+        // Status requests cost the daemon too: ask at most every 2 ms.
+        if last_poll.elapsed() < Duration::from_millis(2) {
+            return None;
+        }
+        last_poll = Instant::now();
+        (delivered(&daemon.socket).ok()? >= events).then_some(())
+    })?;
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (events, rounds) = if quick { (10_000, 1) } else { (100_000, 3) };
+    let rig = rig()?;
+    let mut library = Vec::new();
+    let mut daemon = Vec::new();
+    for round in 0..rounds {
+        library.push(library_rate(&rig, events)?);
+        daemon.push(daemon_rate(&rig, events, round)?);
+    }
+    let (library, daemon) = (median(library), median(daemon));
+    println!(
+        "send through the spool, {events} events x {rounds} rounds (medians): \
+         daemon {daemon:.0} events/s | forwarder library {library:.0} events/s | RATIO {:.2}",
+        daemon / library
+    );
+    Ok(())
+}
