@@ -6,7 +6,8 @@
 //! a command's lines as they are printed and exits with its code; the shipped external plugin
 //! answers; a reload starts and stops services; a broker with authentication accepts the
 //! daemons' token files and refuses a wrong token; bad `[broker]` and `[[service]]` tables
-//! fail `triggerd check` with file:line; one daemon per spool; a full spool rejects or drops as configured, counted.
+//! fail `triggerd check` with file:line; one daemon per spool; a full spool rejects or drops as
+//! configured, counted; `window = 1` delivers in spool order across an outage.
 
 mod common;
 #[path = "remote/harness.rs"]
@@ -253,6 +254,7 @@ fn remote_fixture_means_what_it_says() {
         triggerd::config::SyncPolicy::Interval(Duration::from_millis(50))
     );
     assert_eq!(broker.timeout, Duration::from_secs(10));
+    assert_eq!(broker.window, 1);
     let plugins: Vec<(&str, &str)> = config
         .services
         .iter()
@@ -415,4 +417,33 @@ fn a_full_spool_rejects_or_drops_as_configured_and_counts_it() {
             assert_eq!(spool.pending, FIRED - spool.dropped);
         }
     }
+}
+
+#[test]
+fn window_one_delivers_in_spool_order_across_an_outage() {
+    const N: usize = 100;
+    let mut broker = Broker::start(false);
+    let worker = central_log_host(&broker, "");
+    let log = worker.path("central.log");
+    // One run at a time keeps the spool in firing order; window 1 keeps delivery in it.
+    let mut sender = Daemon::start(&format!(
+        "{}\n[[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"central\"\nmax_running = 1\n",
+        broker_table(&broker, "window = 1")
+    ));
+    broker.pause();
+    for i in 0..N {
+        fire(&sender, "ship", &format!("event {i}"));
+    }
+    wait_for("every event in the spool", DEADLINE, || {
+        remote_status(&mut sender)
+            .forwarder
+            .filter(|f| f.pending as usize == N)
+    });
+    broker.resume();
+    let lines = wait_for("every event in the central log", DEADLINE, || {
+        let lines = lines_of(&log);
+        (lines.len() >= N).then_some(lines)
+    });
+    let expected: Vec<String> = (0..N).map(|i| format!("event {i}")).collect();
+    assert_eq!(lines, expected);
 }

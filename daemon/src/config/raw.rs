@@ -42,6 +42,7 @@ pub struct RawBroker {
     pub sync: Option<String>,
     pub heartbeat: Option<String>,
     pub timeout: Option<String>,
+    pub window: Option<i64>,
 }
 
 /// `[[service]]`.

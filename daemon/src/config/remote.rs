@@ -29,6 +29,8 @@ pub struct BrokerSettings {
     pub heartbeat: Duration,
     /// Deadline every forwarded event carries; an event without an answer by then is resent.
     pub timeout: Duration,
+    /// Events sent and not yet answered at once; 1 delivers strictly in order, one at a time.
+    pub window: usize,
 }
 
 /// Defaults of `[broker]` keys.
@@ -37,6 +39,7 @@ pub const DEFAULT_SYNC: Duration = Duration::from_millis(100);
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2500);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CAPACITY: u32 = 16;
+pub const DEFAULT_WINDOW: usize = 1024;
 
 /// `[[service]]`: this host serves `name` with a worker. Every plugin configured here is
 /// available to requests (a request may name one); `plugin` is used when a request names none.

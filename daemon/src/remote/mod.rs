@@ -167,6 +167,7 @@ impl Remote {
         options.client = credentials.client_options();
         options.request_timeout = broker.timeout;
         options.retry_after = broker.timeout + std::time::Duration::from_secs(1);
+        options.window = broker.window;
         let forwarder =
             Forwarder::start(spool, options).map_err(|e| format!("[broker] forwarder: {e}"))?;
         tracing::info!(

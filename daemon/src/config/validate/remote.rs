@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::super::raw::{RawBroker, RawRule, RawService};
 use super::super::remote::{
     DEFAULT_CAPACITY, DEFAULT_HEARTBEAT, DEFAULT_SEND_TIMEOUT, DEFAULT_SPOOL_MAX, DEFAULT_SYNC,
+    DEFAULT_WINDOW,
 };
 use super::super::{BrokerSettings, FullPolicy, Problem, ServiceSettings, SyncPolicy};
 use super::action::{command, duration, number};
@@ -197,6 +198,8 @@ fn broker_settings(
     };
     let heartbeat = positive("heartbeat", &raw.heartbeat, problems).unwrap_or(DEFAULT_HEARTBEAT);
     let timeout = positive("timeout", &raw.timeout, problems).unwrap_or(DEFAULT_SEND_TIMEOUT);
+    let window = number(table, "window", raw.window, 1..=65_536, problems)
+        .map_or(DEFAULT_WINDOW, |n| n as usize);
     (problems.len() == before).then(|| BrokerSettings {
         endpoint,
         identity: raw.identity.clone(),
@@ -207,6 +210,7 @@ fn broker_settings(
         sync,
         heartbeat,
         timeout,
+        window,
     })
 }
 
