@@ -12,6 +12,7 @@ pub enum SourceKind {
     Timer,
     Webhook,
     Channel,
+    TriggerFile,
     /// `triggerctl fire`.
     Manual,
 }
@@ -23,6 +24,7 @@ impl SourceKind {
             SourceKind::Timer => "timer",
             SourceKind::Webhook => "webhook",
             SourceKind::Channel => "channel",
+            SourceKind::TriggerFile => "trigger",
             SourceKind::Manual => "manual",
         }
     }
