@@ -6,18 +6,8 @@
 mod common;
 
 use std::fs;
-use std::process::Command;
 
-use common::{wait_for, Daemon, DEADLINE};
-
-fn sh(script: &str) {
-    let status = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .expect("sh");
-    assert!(status.success(), "{script}");
-}
+use common::{sh, wait_for, Daemon, DEADLINE};
 
 const WEATHER: &str = "[[trigger]]\nname = \"weather\"\nfile = \"weather/rpi/station1\"\nmode = \"0666\"\nexec = [\"/bin/sh\", \"-c\", \"cat > \\\"$0\\\"; echo stored\", \"{out}/weather\"]\n\n";
 const LINES: &str = "[[trigger]]\nname = \"lines\"\nfile = \"logs/app\"\nsplit = \"line\"\nmax_running = 1\nexec = [\"/bin/sh\", \"-c\", \"cat >> \\\"$0\\\"; echo >> \\\"$0\\\"\", \"{out}/lines\"]\n\n";

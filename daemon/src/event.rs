@@ -46,9 +46,12 @@ pub struct Event {
     pub reply: Option<ReplyTo>,
 }
 
+/// Called with an action's output.
+pub type ReplyFn = dyn Fn(&[u8]) + Send + Sync;
+
 /// Takes an action's output back to the event's source.
 #[derive(Clone)]
-pub struct ReplyTo(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+pub struct ReplyTo(pub Arc<ReplyFn>);
 
 impl std::fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

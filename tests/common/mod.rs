@@ -17,6 +17,17 @@ use triggerd::control::{Reply, Request, Status};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Runs a shell script (the test's own, never a file name through a shell) and asserts it
+/// succeeded.
+pub fn sh(script: &str) {
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{script}");
+}
+
 /// Polls `f` until it returns Some, or panics with `what` after `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
