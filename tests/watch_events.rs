@@ -7,23 +7,13 @@ mod common;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStringExt;
-use std::process::Command;
 
-use common::{records, wait_records, Daemon};
+use common::{records, sh, wait_records, Daemon};
 
 fn rule(name: &str, path: &str, events: &str) -> String {
     format!(
         "[[watch]]\nname = \"{name}\"\npath = \"{path}\"\nevents = [\"{events}\"]\nexec = [\"{{record}}\", \"{{out}}\", \"{name}\", \"$$\", \"$%\"]\n\n"
     )
-}
-
-fn sh(script: &str) {
-    let status = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .expect("sh");
-    assert!(status.success(), "{script}");
 }
 
 /// The paths each named rule ran for.

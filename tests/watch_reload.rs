@@ -65,7 +65,7 @@ fn bad_config_on_reload_keeps_the_old_rules() {
     let status = daemon.reload();
     let error = status.reload_error.expect("the reload is refused");
     assert!(
-        error.contains("triggerd.conf:7:"),
+        error.contains("triggerd.conf:9:"),
         "names file and line: {error}"
     );
     assert!(error.contains("events"), "names the key: {error}");

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::dispatch::RuleStatus;
 use crate::sources::channel::ChannelStatus;
 use crate::sources::fanotify::WatchStatus;
+use crate::sources::file::TriggerFileStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "verb", rename_all = "lowercase")]
@@ -53,6 +54,7 @@ pub struct Status {
     pub rules: Vec<RuleStatus>,
     pub watch: WatchStatus,
     pub channels: std::collections::BTreeMap<String, ChannelStatus>,
+    pub triggers: std::collections::BTreeMap<String, TriggerFileStatus>,
     /// The broker side: spool, forwarder, served services.
     #[serde(default)]
     pub remote: Box<crate::remote::RemoteStatus>,

@@ -16,6 +16,7 @@ use crate::event::SourceKind;
 use crate::remote::Remote;
 use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
+use crate::sources::file::{trigger_status, Mounted, TriggerFileSource};
 use crate::sources::timer::TimerSource;
 use crate::sources::webhook::WebhookSource;
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
@@ -51,8 +52,16 @@ pub enum DaemonError {
 }
 
 /// Every source the daemon knows; a new source is one more line here.
-fn sources(shared: &Shared) -> Vec<(Box<dyn EventSource>, SourceKind)> {
+fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, SourceKind)> {
+    let mountpoint = config.daemon.fs_mount.clone();
     vec![
+        (
+            Box::new(TriggerFileSource::new(
+                mountpoint,
+                Arc::clone(&shared.triggers),
+            )),
+            SourceKind::TriggerFile,
+        ),
         (
             Box::new(FanotifySource::new(Arc::clone(&shared.watch))),
             SourceKind::Fanotify,
@@ -78,6 +87,7 @@ struct Bound {
 struct Shared {
     watch: Arc<Mutex<WatchStatus>>,
     channels: Channels,
+    triggers: Mounted,
 }
 
 struct State {
@@ -151,6 +161,7 @@ impl State {
             rules: self.dispatcher.status(),
             watch: lock(&self.shared.watch).clone(),
             channels: channel_status(&self.shared.channels),
+            triggers: trigger_status(&self.shared.triggers),
             remote: Box::new(self.remote.status()),
         }
     }
@@ -165,7 +176,7 @@ pub async fn run(
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));
     let mut prepared = Vec::new();
-    for (mut source, kind) in sources(&shared) {
+    for (mut source, kind) in sources(&shared, &config) {
         source.prepare().map_err(|message| DaemonError::Source {
             source_kind: source.kind(),
             message,
@@ -328,7 +339,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     systemd::reloading();
     let file = lock(&state.config).file.clone();
-    let validators = sources(&state.shared);
+    let validators = sources(&state.shared, &lock(&state.config));
     let loaded = config::load(&file)
         .map_err(|e| e.to_string())
         .and_then(|new| validate_with(&validators, &new).map(|()| new));

@@ -12,6 +12,7 @@ pub enum SourceKind {
     Timer,
     Webhook,
     Channel,
+    TriggerFile,
     /// `triggerctl fire`.
     Manual,
 }
@@ -23,6 +24,7 @@ impl SourceKind {
             SourceKind::Timer => "timer",
             SourceKind::Webhook => "webhook",
             SourceKind::Channel => "channel",
+            SourceKind::TriggerFile => "trigger",
             SourceKind::Manual => "manual",
         }
     }
@@ -44,9 +46,12 @@ pub struct Event {
     pub reply: Option<ReplyTo>,
 }
 
+/// Called with an action's output.
+pub type ReplyFn = dyn Fn(&[u8]) + Send + Sync;
+
 /// Takes an action's output back to the event's source.
 #[derive(Clone)]
-pub struct ReplyTo(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+pub struct ReplyTo(pub Arc<ReplyFn>);
 
 impl std::fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -10,8 +10,10 @@ use nix::mount::{umount2, MntFlags};
 /// Makes `path` usable as a mountpoint: creates it if missing and detaches a dead FUSE mount
 /// (ENOTCONN: its daemon died). Returns whether a stale mount was removed.
 pub(crate) fn prepare_mountpoint(path: &Path) -> io::Result<bool> {
-    match std::fs::metadata(path) {
-        Ok(_) => Ok(false),
+    // Opening the directory reaches the filesystem's daemon; a stat may be answered from the
+    // kernel's attribute cache even after the daemon died.
+    match std::fs::read_dir(path).map(drop) {
+        Ok(()) => Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
             tracing::warn!(path = %path.display(), "removed a stale mount left by a crash");

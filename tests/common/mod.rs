@@ -17,6 +17,17 @@ use triggerd::control::{Reply, Request, Status};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Runs a shell script (the test's own, never a file name through a shell) and asserts it
+/// succeeded.
+pub fn sh(script: &str) {
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{script}");
+}
+
 /// Polls `f` until it returns Some, or panics with `what` after `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -127,8 +138,10 @@ impl Daemon {
 
     pub fn write_config(&self, rules: &str) {
         let text = format!(
-            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\n\n{}",
+            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\nstate_dir = \"{}\"\nfs_mount = \"{}\"\n\n{}",
             self.socket.display(),
+            self.path("state").display(),
+            self.path("fs").display(),
             self.expand(rules)
         );
         std::fs::write(&self.config, text).expect("write config");
@@ -150,6 +163,20 @@ impl Daemon {
             self.assert_alive();
             self.try_status()
         });
+    }
+
+    /// Starts the daemon again on the same directory (after it stopped or died).
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn_locked();
+    }
+
+    fn spawn_locked(&mut self) {
+        let _lock = SysctlLock::shared();
+        self.spawn();
     }
 
     pub fn pid(&self) -> i32 {
@@ -238,10 +265,38 @@ impl Drop for Daemon {
             );
         }
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let exited = wait_exit(&mut child, Duration::from_secs(10));
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
+        // A daemon that died leaves its trigger filesystem mounted: detach it so the temp dir
+        // can go.
+        detach(&self.path("fs"));
     }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Lazily unmounts whatever is mounted at `path` (nothing when it is not a mount point).
+pub fn detach(path: &Path) {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; umount2 only reads it.
+    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
 }
 
 /// Temp dirs live on the root filesystem (not tmpfs) so filesystem marks see a real disk fs.

@@ -9,37 +9,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use triggerd_benches::{Killed, QueueLimit};
 
 const EVENTS: usize = 100_000;
 const ROUNDS: usize = 3;
-const QUEUE_SYSCTL: &str = "/proc/sys/fs/fanotify/max_queued_events";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Raises the kernel queue for groups created while it lives; restores it on drop.
-struct QueueLimit(String);
-impl QueueLimit {
-    fn raise(to: usize) -> Result<Self> {
-        let old = std::fs::read_to_string(QUEUE_SYSCTL)?;
-        std::fs::write(QUEUE_SYSCTL, to.to_string())?;
-        Ok(Self(old))
-    }
-}
-impl Drop for QueueLimit {
-    fn drop(&mut self) {
-        let _ = std::fs::write(QUEUE_SYSCTL, self.0.trim());
-    }
-}
 
 fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -1,5 +1,5 @@
-//! close() → command start latency and burst loss, triggerd vs incron, on the same stream in
-//! one run; plus idle RSS of both daemons. Both run the same tiny C program (`stamp`) that
+//! close() → command start latency and burst loss, triggerd vs incron, on identical streams in
+//! one run (one daemon at a time); plus idle RSS of both daemons. Both run the same tiny C program (`stamp`) that
 //! logs the time it started; the writer logs the time each close() returned.
 //!
 //! Run as root: `cargo run --release -p triggerd-benches --bin event_latency`
@@ -8,29 +8,15 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
+use triggerd_benches::{Killed, Removed};
 
 const PACED_FILES: usize = 2_000;
 const PACED_RATE: u64 = 500;
 const BURST_FILES: usize = 20_000;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Removed(PathBuf);
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
 
 fn now_ns() -> i128 {
     SystemTime::now()
@@ -68,17 +54,23 @@ fn main() -> Result<()> {
     if !status.success() {
         bail!("cc failed");
     }
-    let (paced, burst) = (dir.join("paced"), dir.join("burst"));
-    fs::create_dir(&paced)?;
-    fs::create_dir(&burst)?;
     let log = |who: &str, what: &str| dir.join(format!("{who}-{what}.log"));
+    let watched = |who: &str, what: &str| dir.join(format!("{who}-{what}"));
+    for who in ["triggerd", "incron"] {
+        for what in ["paced", "burst"] {
+            fs::create_dir(watched(who, what))?;
+        }
+    }
 
     let config = dir.join("triggerd.conf");
-    let mut text = format!("[daemon]\ncontrol = \"{}/control.sock\"\n", dir.display());
-    for (what, path) in [("paced", &paced), ("burst", &burst)] {
+    let mut text = format!(
+        "[daemon]\ncontrol = \"{0}/control.sock\"\nstate_dir = \"{0}/state\"\n",
+        dir.display()
+    );
+    for what in ["paced", "burst"] {
         text += &format!(
             "[[watch]]\npath = \"{}\"\nevents = \"close_write\"\nmax_running = 64\nexec = [\"{}\", \"{}\", \"$#\"]\n",
-            path.display(),
+            watched("triggerd", what).display(),
             stamp.display(),
             log("triggerd", what).display()
         );
@@ -86,10 +78,10 @@ fn main() -> Result<()> {
     fs::write(&config, text)?;
     let table = Path::new("/etc/incron.d/triggerd-bench");
     let mut incron_table = String::new();
-    for (what, path) in [("paced", &paced), ("burst", &burst)] {
+    for what in ["paced", "burst"] {
         incron_table += &format!(
             "{} IN_CLOSE_WRITE {} {} $#\n",
-            path.display(),
+            watched("incron", what).display(),
             stamp.display(),
             log("incron", what).display()
         );
@@ -97,31 +89,72 @@ fn main() -> Result<()> {
     fs::write(table, incron_table)?;
     let _table = Removed(table.to_path_buf());
 
-    let daemon = Killed(
-        Command::new(&triggerd)
-            .arg("--config")
-            .arg(&config)
-            .env("TRIGGERD_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let incrond = Killed(
-        Command::new("incrond")
-            .arg("-n")
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    // Both must be watching before the stream starts: probe until each fires once.
-    let probe = paced.join("probe");
-    wait_until("both daemons to fire", Duration::from_secs(20), || {
-        fs::write(&probe, b"p").ok();
-        count(&log("triggerd", "paced")) > 0 && count(&log("incron", "paced")) > 0
-    })?;
-    let _ = fs::remove_file(log("triggerd", "paced"));
-    let _ = fs::remove_file(log("incron", "paced"));
-    let rss = (rss_kib(daemon.0.id()), rss_kib(incrond.0.id()));
+    // The two daemons run one after the other on identical streams, so neither competes with
+    // the other's process spawning on this small machine.
+    let mut results = Vec::new();
+    for who in ["incron", "triggerd"] {
+        let daemon = Killed(match who {
+            "triggerd" => Command::new(&triggerd)
+                .arg("--config")
+                .arg(&config)
+                .env("TRIGGERD_LOG", "warn")
+                .stderr(Stdio::null())
+                .spawn()?,
+            _ => Command::new("incrond")
+                .arg("-n")
+                .stderr(Stdio::null())
+                .spawn()?,
+        });
+        let probe = watched(who, "paced").join("probe");
+        wait_until(&format!("{who} to fire"), Duration::from_secs(20), || {
+            fs::write(&probe, b"p").ok();
+            count(&log(who, "paced")) > 0
+        })?;
+        let _ = fs::remove_file(log(who, "paced"));
+        let rss = rss_kib(daemon.0.id());
+        let closed = paced_stream(&watched(who, "paced"))?;
+        // Counted by name: a late probe run may also land in the log.
+        let _ = wait_until("paced runs", Duration::from_secs(60), || {
+            latencies(&log(who, "paced"), &closed).len() >= PACED_FILES
+        });
+        let latency = latencies(&log(who, "paced"), &closed);
+        for i in 0..BURST_FILES {
+            fs::write(watched(who, "burst").join(format!("b{i:06}")), b"x")?;
+        }
+        settle(&[log(who, "burst")], Duration::from_secs(120));
+        let fired = count(&log(who, "burst"));
+        let zombies = zombies_of(daemon.0.id());
+        results.push((who, latency, fired, zombies, rss));
+    }
 
-    // Paced stream.
+    println!("event → action start latency, {PACED_FILES} files at {PACED_RATE}/s, same stream, one daemon at a time:");
+    for (who, latency, ..) in &results {
+        print_latency(who, latency, PACED_FILES);
+    }
+    let (incron, triggerd) = (&results[0], &results[1]);
+    for (p, target) in [(50.0, " (target ≤ 0.5)"), (99.0, "")] {
+        if let (Some(t), Some(i)) = (percentile(&triggerd.1, p), percentile(&incron.1, p)) {
+            println!("  p{p} ratio triggerd/incron = {:.2}{target}", t / i);
+        }
+    }
+    println!("burst of {BURST_FILES} files:");
+    for (who, _, fired, zombies, _) in &results {
+        println!(
+            "  {who:<8} fired {fired} (lost {}), zombies {zombies}",
+            BURST_FILES - (*fired).min(BURST_FILES)
+        );
+    }
+    println!(
+        "idle RSS: triggerd {} KiB, incrond {} KiB (ratio {:.2}; target ≤ 10240 KiB)",
+        triggerd.4,
+        incron.4,
+        triggerd.4 as f64 / incron.4.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Writes `PACED_FILES` files at `PACED_RATE`; returns when each close() returned.
+fn paced_stream(dir: &Path) -> Result<HashMap<String, i128>> {
     let mut closed = HashMap::new();
     let start = Instant::now();
     for i in 0..PACED_FILES {
@@ -130,56 +163,10 @@ fn main() -> Result<()> {
             std::thread::sleep(wait);
         }
         let name = format!("f{i:06}");
-        fs::write(paced.join(&name), b"x")?;
+        fs::write(dir.join(&name), b"x")?;
         closed.insert(name, now_ns());
     }
-    let paced_logs = [log("triggerd", "paced"), log("incron", "paced")];
-    let _ = wait_until("paced runs", Duration::from_secs(60), || {
-        paced_logs.iter().all(|l| count(l) >= PACED_FILES)
-    });
-    let lat_t = latencies(&paced_logs[0], &closed);
-    let lat_i = latencies(&paced_logs[1], &closed);
-
-    // Burst.
-    for i in 0..BURST_FILES {
-        fs::write(burst.join(format!("b{i:06}")), b"x")?;
-    }
-    let burst_logs = [log("triggerd", "burst"), log("incron", "burst")];
-    settle(&burst_logs, Duration::from_secs(120));
-    let fired = (count(&burst_logs[0]), count(&burst_logs[1]));
-    let zombies = (zombies_of(daemon.0.id()), zombies_of(incrond.0.id()));
-
-    println!("event → action start latency, {PACED_FILES} files at {PACED_RATE}/s, same stream:");
-    print_latency("triggerd", &lat_t, PACED_FILES);
-    print_latency("incron  ", &lat_i, PACED_FILES);
-    if let (Some(t), Some(i)) = (percentile(&lat_t, 50.0), percentile(&lat_i, 50.0)) {
-        println!("  p50 ratio triggerd/incron = {:.2} (target ≤ 0.5)", t / i);
-    }
-    if let (Some(t), Some(i)) = (percentile(&lat_t, 99.0), percentile(&lat_i, 99.0)) {
-        println!("  p99 ratio triggerd/incron = {:.2}", t / i);
-    }
-    println!("burst of {BURST_FILES} files:");
-    println!(
-        "  triggerd fired {} (lost {}), zombies {}",
-        fired.0,
-        BURST_FILES - fired.0.min(BURST_FILES),
-        zombies.0
-    );
-    println!(
-        "  incron   fired {} (lost {}), zombies {}",
-        fired.1,
-        BURST_FILES - fired.1.min(BURST_FILES),
-        zombies.1
-    );
-    println!(
-        "idle RSS: triggerd {} KiB, incrond {} KiB (ratio {:.2}; target ≤ 10240 KiB)",
-        rss.0,
-        rss.1,
-        rss.0 as f64 / rss.1.max(1) as f64
-    );
-    drop(incrond);
-    drop(daemon);
-    Ok(())
+    Ok(closed)
 }
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {

@@ -17,41 +17,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use triggerd_benches::QueueLimit;
 use triggerd_watch::{EventMask, MarkScope, MarkSpec, Watcher, READ_BUFFER_LEN};
 
 const EVENTS: usize = 100_000;
 const DRAIN_ROUNDS: usize = 5;
 const TREE_DIRS: usize = 100_000;
 const SETUP_ROUNDS: usize = 3;
-const MAX_QUEUED: &str = "/proc/sys/fs/fanotify/max_queued_events";
-const SYSCTL_LOCK: &str = "/tmp/triggerd-fanotify-sysctl.lock";
-
-/// Raises max_queued_events (under the tests' exclusive lock) and restores it on drop.
-struct QueueLimit {
-    old: String,
-    _lock: Flock<File>,
-}
-
-impl QueueLimit {
-    fn raise(value: usize) -> Result<QueueLimit> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(SYSCTL_LOCK)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e)?;
-        let old = std::fs::read_to_string(MAX_QUEUED)?;
-        std::fs::write(MAX_QUEUED, value.to_string())?;
-        Ok(QueueLimit { old, _lock: lock })
-    }
-}
-
-impl Drop for QueueLimit {
-    fn drop(&mut self) {
-        let _ = std::fs::write(MAX_QUEUED, self.old.trim());
-    }
-}
 
 /// The C baseline process, driven line by line.
 struct CLoop {

@@ -1,6 +1,7 @@
 //! Benchmark of the shared-memory fast path against the kernel's local transports, all in one
 //! run with the same message sizes (64 B and 1 KiB): a triggerd channel (`triggerd-ipc`) vs a
-//! Unix datagram socket pair vs a pipe. Producer and consumer are two threads.
+//! Unix datagram socket pair vs a pipe vs a write(2) into a triggerd trigger file (FUSE, the
+//! other way a local program hands triggerd a message). Producer and consumer are two threads.
 //!
 //! Throughput: messages per second, unbatched (one call per message) and batched (64 per call:
 //! `publish_batch` vs `sendmmsg`/`recvmmsg`); median of several runs.
@@ -18,6 +19,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use triggerd_fusefs::{Message, MessageSink, MountOptions, Split, TriggerFs, TriggerSpec};
 use triggerd_ipc::{Channel, ChannelSpec, PublishError, Publisher};
 
 const BATCH: usize = 64;
@@ -165,6 +167,51 @@ fn unix_throughput(size: usize, n: u64, batched: bool) -> f64 {
     }
     consumer.join().expect("consumer thread");
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Counts messages a trigger file delivers, accepting all.
+struct Counting(AtomicU64);
+
+impl MessageSink for Counting {
+    fn offer(&self, _message: Message, _wait: Duration) -> bool {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// One writer into a trigger file (split = write): each write(2) is answered once its message
+/// was handed over, so messages/s = writes/s.
+fn fuse_throughput(size: usize, n: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mountpoint = dir.path().join("fs");
+    let sink = Arc::new(Counting(AtomicU64::new(0)));
+    let spec = TriggerSpec {
+        file: "bench".into(),
+        split: Split::Write,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+    };
+    let fs = TriggerFs::mount(
+        MountOptions::new(&mountpoint, dir.path().join("state")),
+        vec![spec],
+        Arc::clone(&sink) as Arc<dyn MessageSink>,
+    )
+    .expect("mount (as root)");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(mountpoint.join("bench"))
+        .expect("open trigger file");
+    let msg = vec![0x5a; size];
+    let start = Instant::now();
+    for _ in 0..n {
+        file.write_all(&msg).expect("write");
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(file);
+    assert_eq!(sink.0.load(Ordering::Relaxed), n, "every write delivered");
+    fs.unmount().expect("unmount");
+    rate
 }
 
 fn pipe_throughput(size: usize, n: u64) -> f64 {
@@ -360,7 +407,7 @@ fn main() {
         }
     };
     println!(
-        "ipc_channel: triggerd shm channel vs Unix datagram socket vs pipe; {} messages x {} runs (medians)",
+        "ipc_channel: triggerd shm channel vs Unix datagram socket vs pipe vs FUSE trigger file; {} messages x {} runs (medians)",
         plan.messages, plan.runs
     );
     println!();
@@ -394,6 +441,25 @@ fn main() {
         }
     }
     println!("  (batched unix dgram uses sendmmsg/recvmmsg)");
+    println!();
+    println!("one writer       size   shm channel   FUSE trigger file   shm/FUSE");
+    for size in SIZES {
+        // FUSE costs a round trip per write: fewer messages keep the run short.
+        let n = (plan.messages / 20).max(10_000);
+        let (mut shm, mut fuse) = (Vec::new(), Vec::new());
+        for _ in 0..plan.runs {
+            shm.push(shm_throughput(size, n, false));
+            fuse.push(fuse_throughput(size, n));
+        }
+        let (shm, fuse) = (median(shm), median(fuse));
+        println!(
+            "  {:<13} {size:>5} {:>13} {:>19} {:>9.1}x",
+            "unbatched",
+            rate(shm),
+            rate(fuse),
+            shm / fuse
+        );
+    }
     println!();
     println!("one-way latency  size   shm p50/p99 (ns)   unix p50/p99 (ns)   p50 unix/shm");
     for size in SIZES {

@@ -322,6 +322,12 @@ fn print_status(status: &Status) {
                 .unwrap_or_default()
         );
     }
+    for (file, t) in &status.triggers {
+        println!(
+            "trigger {file}: {} writes, {} bytes, {} events, {} drops",
+            t.writes, t.bytes, t.events, t.drops
+        );
+    }
     let header = [
         "RULE",
         "KIND",

@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod fanotify;
+pub mod file;
 pub mod timer;
 pub mod webhook;
 

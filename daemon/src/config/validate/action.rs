@@ -240,7 +240,7 @@ pub(super) fn command(argv: &[String]) -> Result<Vec<OsString>, String> {
     }
 }
 
-pub(super) fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     if let Ok(uid) = name.parse::<u32>() {
         let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
         return Ok((uid, user.map_or(uid, |u| u.gid.as_raw())));
@@ -252,7 +252,7 @@ pub(super) fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     }
 }
 
-pub(super) fn lookup_group(name: &str) -> Result<u32, String> {
+fn lookup_group(name: &str) -> Result<u32, String> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }
@@ -261,4 +261,48 @@ pub(super) fn lookup_group(name: &str) -> Result<u32, String> {
         Ok(None) => Err(format!("no group `{name}` on this host")),
         Err(e) => Err(format!("cannot look up group `{name}`: {e}")),
     }
+}
+
+/// An octal permission mode (`"0660"`) no larger than `max`.
+pub(super) fn octal_mode(
+    table: &Table<'_>,
+    key: &str,
+    value: Option<&str>,
+    max: u32,
+    problems: &mut Vec<Problem>,
+) -> Option<u32> {
+    let text = value?;
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= max => Some(mode),
+        _ => {
+            problems
+                .push(table.problem(key, format!("`{text}` is not an octal mode like \"0660\"")));
+            None
+        }
+    }
+}
+
+/// `owner`, `group` and `mode` of an object a table describes (a channel, a trigger file):
+/// the group defaults to the owner's, the owner to root.
+pub(super) fn object_access(
+    table: &Table<'_>,
+    raw: &RawRule,
+    default_mode: u32,
+    problems: &mut Vec<Problem>,
+) -> (u32, u32, u32) {
+    let (uid, owner_gid) = match raw.owner.as_deref() {
+        Some(owner) => lookup_user(owner)
+            .map_err(|m| problems.push(table.problem("owner", m)))
+            .unwrap_or((0, 0)),
+        None => (0, 0),
+    };
+    let gid = match raw.group.as_deref() {
+        Some(group) => lookup_group(group)
+            .map_err(|m| problems.push(table.problem("group", m)))
+            .unwrap_or(0),
+        None => owner_gid,
+    };
+    let mode =
+        octal_mode(table, "mode", raw.mode.as_deref(), 0o7777, problems).unwrap_or(default_mode);
+    (uid, gid, mode)
 }

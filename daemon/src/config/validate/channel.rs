@@ -3,7 +3,7 @@
 
 use super::super::raw::RawRule;
 use super::super::{ChannelTrigger, Problem, Trigger};
-use super::action::{lookup_group, lookup_user, number};
+use super::action::{number, object_access};
 use super::Table;
 
 const DEFAULT_CAPACITY: i64 = 4 << 20;
@@ -29,28 +29,7 @@ pub(super) fn trigger(
             None
         }
     };
-    let (uid, owner_gid) = match raw.owner.as_deref() {
-        Some(owner) => lookup_user(owner)
-            .map_err(|m| problems.push(table.problem("owner", m)))
-            .unwrap_or((0, 0)),
-        None => (0, 0),
-    };
-    let gid = match raw.group.as_deref() {
-        Some(group) => lookup_group(group)
-            .map_err(|m| problems.push(table.problem("group", m)))
-            .unwrap_or(0),
-        None => owner_gid,
-    };
-    let mode = match raw.mode.as_deref() {
-        None => 0o600,
-        Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
-            Ok(mode) if mode <= 0o777 => mode,
-            _ => {
-                problems.push(table.problem("mode", "expected an octal mode like \"0660\""));
-                0
-            }
-        },
-    };
+    let (uid, gid, mode) = object_access(table, raw, 0o600, problems);
     let capacity = number(
         table,
         "capacity",

@@ -197,13 +197,14 @@ fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>
     path("control", &raw.control, &mut config.control);
     path("fs_mount", &raw.fs_mount, &mut config.fs_mount);
     path("state_dir", &raw.state_dir, &mut config.state_dir);
-    if let Some(mode) = &raw.control_mode {
-        match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
-            Ok(m) if m <= 0o777 => config.control_mode = m,
-            _ => {
-                problems.push(table.problem("control_mode", "expected an octal mode like \"0600\""))
-            }
-        }
+    if let Some(mode) = action::octal_mode(
+        table,
+        "control_mode",
+        raw.control_mode.as_deref(),
+        0o777,
+        problems,
+    ) {
+        config.control_mode = mode;
     }
     if let Some(grace) = &raw.shutdown_grace {
         match parse_duration(grace) {
