@@ -1,7 +1,8 @@
 //! The broker side through real processes: a broker (`triggerd_remote::broker::run`, in this
 //! test process, on an `ipc://` endpoint in a temp dir), a triggerd that sends events and a
-//! second triggerd that serves the service with a worker. A watched file's path reaches the
-//! other host's `append` plugin; events fired while the broker is down (and across a restart
+//! second triggerd that serves the service with a worker. A watched file's path, and each line
+//! written to a trigger file (the nginx access log case), reach the other host's `append`
+//! plugin; events fired while the broker is down (and across a restart
 //! of the sending daemon) all arrive once it is back, exactly once; `triggerctl send` streams
 //! a command's lines as they are printed and exits with its code; the shipped external plugin
 //! answers; a reload starts and stops services; a broker with authentication accepts the
@@ -446,4 +447,27 @@ fn window_one_delivers_in_spool_order_across_an_outage() {
     });
     let expected: Vec<String> = (0..N).map(|i| format!("event {i}")).collect();
     assert_eq!(lines, expected);
+}
+
+#[test]
+fn each_line_written_to_a_trigger_file_reaches_the_central_log() {
+    let broker = Broker::start(false);
+    let worker = central_log_host(&broker, "");
+    let mut web = Daemon::start(&format!(
+        "{}\n[[trigger]]\nname = \"access\"\nfile = \"nginx/access\"\nsplit = \"line\"\n\
+         send = \"central\"\nplugin = \"append\"\n",
+        broker_table(&broker, "")
+    ));
+    common::sh(&format!(
+        "printf 'GET /a 200\\nGET /b 404\\n' >> {}/nginx/access",
+        web.path("fs").display()
+    ));
+    let log = worker.path("central.log");
+    let mut lines = wait_for("both lines in the central log", DEADLINE, || {
+        let lines = lines_of(&log);
+        (lines.len() >= 2).then_some(lines)
+    });
+    lines.sort();
+    assert_eq!(lines, ["GET /a 200", "GET /b 404"]);
+    assert_eq!(web.rule("access").failed, 0);
 }
