@@ -92,28 +92,42 @@ fn triggerctl_status_prints_a_table_and_json() {
 }
 
 #[test]
-fn systemd_unit_verifies() {
+fn systemd_units_verify() {
     let Ok(analyze) = which("systemd-analyze") else {
         panic!("systemd-analyze is required (Debian package systemd)");
     };
-    // The unit names installed paths: point them at the binaries under test.
+    // The units name installed paths: point them at a binary under test.
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(repo_file("systemd/triggerd.service")).unwrap();
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_triggerd"));
-    let unit = unit.replace("/usr/local/bin/triggerd", &bin.display().to_string());
-    let path = dir.path().join("triggerd.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let problems: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("triggerd.service"))
-        .collect();
-    assert!(out.status.success() && problems.is_empty(), "{stderr}");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_triggerd"))
+        .display()
+        .to_string();
+    for name in ["triggerd.service", "triggerd-broker.service"] {
+        let unit = std::fs::read_to_string(repo_file(&format!("systemd/{name}"))).unwrap();
+        let unit = unit
+            .replace("/usr/local/bin/triggerd-broker", &bin)
+            .replace("/usr/local/bin/triggerd", &bin);
+        let path = dir.path().join(name);
+        std::fs::write(&path, unit).unwrap();
+        let out = Command::new(&analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let problems: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
+        assert!(
+            out.status.success() && problems.is_empty(),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn shipped_broker_config_parses() {
+    let text = std::fs::read_to_string(repo_file("etc/broker.toml")).unwrap();
+    let config = triggerd_remote::broker::BrokerConfig::from_toml(&text).unwrap();
+    assert_eq!(config.bind, ["tcp://0.0.0.0:5555"]);
+    assert!(config.auth);
 }
 
 fn which(program: &str) -> Result<std::path::PathBuf, ()> {
