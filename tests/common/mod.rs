@@ -84,6 +84,15 @@ impl Daemon {
     }
 
     fn start_inner(rules: &str, lock_held: Option<()>) -> Self {
+        let mut daemon = Self::create(rules);
+        let _lock = lock_held.is_none().then(SysctlLock::shared);
+        daemon.spawn();
+        daemon
+    }
+
+    /// Writes the config like `start` but does not start the process, so a test can prepare
+    /// the state directory (`{dir}/state`) first; `launch` starts it.
+    pub fn create(rules: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("triggerd-e2e")
             .tempdir_in(test_root())
@@ -96,7 +105,7 @@ impl Daemon {
         let log = dir.path().join("daemon.log");
         std::fs::create_dir_all(dir.path().join("out")).expect("out dir");
         write_recorder(&dir.path().join("record"));
-        let mut daemon = Self {
+        let daemon = Self {
             dir,
             child: None,
             config,
@@ -104,9 +113,25 @@ impl Daemon {
             log,
         };
         daemon.write_config(rules);
-        let _lock = lock_held.is_none().then(SysctlLock::shared);
-        daemon.spawn();
         daemon
+    }
+
+    /// Starts the process of a daemon made by `create` (or stopped by `stop`).
+    pub fn launch(&mut self) {
+        let _lock = SysctlLock::shared();
+        self.spawn();
+    }
+
+    /// Stops the daemon (SIGTERM) and starts a new one on the same config and state dir.
+    pub fn restart(&mut self) {
+        let code = self.stop();
+        assert_eq!(code, Some(0), "triggerd exit; log:\n{}", self.log_text());
+        self.launch();
+    }
+
+    /// The daemon's state directory (`[daemon] state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -127,15 +152,21 @@ impl Daemon {
 
     pub fn write_config(&self, rules: &str) {
         let text = format!(
-            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\n\n{}",
+            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\nstate_dir = \"{}\"\n\n{}",
             self.socket.display(),
+            self.state_dir().display(),
             self.expand(rules)
         );
         std::fs::write(&self.config, text).expect("write config");
     }
 
     fn spawn(&mut self) {
-        let log = File::create(&self.log).expect("log");
+        // A restarted daemon appends to the same log, so a failure shows both lives.
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_triggerd"))
             .arg("--config")
             .arg(&self.config)

@@ -1,0 +1,82 @@
+//! The webhook source end to end: curl POSTs a binary body and the action gets exactly those
+//! bytes on stdin; a wrong path, a wrong method and an oversized body are refused with 404,
+//! 405 and 413 and reach no rule.
+
+use std::fs;
+use std::net::TcpListener;
+use std::process::Command;
+
+use crate::common::{wait_for, Daemon, DEADLINE};
+use crate::stamp::{self, wait_runs};
+
+/// A port that was free a moment ago (the daemon's bind may still lose a race: retried).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Starts a daemon whose `{port}` is a free port, retrying while another process takes it.
+fn start_listening(rules: &str) -> (Daemon, u16) {
+    for _ in 0..10 {
+        let port = free_port();
+        let daemon = stamp::start(&rules.replace("{port}", &port.to_string()));
+        // Listeners are bound before the daemon answers on its control socket.
+        if !daemon.log_text().contains("webhook cannot listen") {
+            return (daemon, port);
+        }
+    }
+    panic!("no free port for the webhook after 10 tries");
+}
+
+/// `curl` with extra arguments; returns the HTTP status it got.
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl (Debian package `curl`)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn curl_post_reaches_the_action_with_the_exact_body() {
+    let (mut daemon, port) = start_listening(
+        "[[webhook]]\nname = \"deploy\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/hooks/deploy\"\nmax_body = 4096\n\
+         exec = [\"{stamp}\", \"{out}\"]\n",
+    );
+    // Every byte value, NULs and line ends included.
+    let body: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let file = daemon.path("body.bin");
+    fs::write(&file, &body).unwrap();
+    let big = daemon.path("big.bin");
+    fs::write(&big, vec![b'x'; 200_000]).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let data = format!("@{}", file.display());
+    let big_data = format!("@{}", big.display());
+
+    let hook = format!("{base}/hooks/deploy");
+    assert_eq!(curl(&["-X", "POST", "--data-binary", &data, &hook]), "202");
+    assert_eq!(
+        curl(&["-X", "POST", "--data-binary", &data, &format!("{base}/hooks/other")]),
+        "404"
+    );
+    assert_eq!(curl(&[&hook]), "405");
+    assert_eq!(
+        curl(&["-X", "POST", "--data-binary", &big_data, &hook]),
+        "413"
+    );
+
+    let run = wait_runs(&daemon.out(), 1);
+    assert_eq!(run[0].body, body, "the action's stdin differs from the POSTed body");
+    assert_eq!(
+        (run[0].source.as_str(), run[0].rule.as_str(), run[0].path.as_str()),
+        ("webhook", "deploy", "/hooks/deploy")
+    );
+    let rule = wait_for("the run to finish", DEADLINE, || {
+        let r = daemon.rule("deploy");
+        (r.running == 0).then_some(r)
+    });
+    assert_eq!((rule.matched, rule.fired, rule.failed), (1, 1, 0), "{rule:?}");
+    assert_eq!(stamp::runs(&daemon.out()).len(), 1);
+}
