@@ -73,8 +73,12 @@ impl Compiled {
                 anchor.checked_add(Duration::from_nanos(offset))
             }
             Compiled::Cron { cron, timezone } => {
+                // croner carries the sub-second part of its input into the result: start from
+                // the whole second so that fires land on whole seconds. The next occurrence
+                // strictly after that second is also strictly after `after`.
                 let utc: DateTime<Utc> = after.into();
-                let local = timezone.from_utc_datetime(&utc.naive_utc());
+                let whole = DateTime::<Utc>::from_timestamp(utc.timestamp(), 0)?;
+                let local = timezone.from_utc_datetime(&whole.naive_utc());
                 let next = cron.find_next_occurrence(&local, false).ok()?;
                 Some(next.with_timezone(&Utc).into())
             }
@@ -199,6 +203,25 @@ mod tests {
         assert_eq!(
             with_seconds.next_after(at("2026-07-04T00:00:00Z")),
             Some(at("2026-07-04T16:00:15Z"))
+        );
+    }
+
+    #[test]
+    fn cron_fires_on_whole_seconds_after_a_fractional_instant() {
+        let every_second = cron("* * * * * *", "Europe/Paris");
+        let after = at("2026-07-04T10:00:00.164898795Z");
+        assert_eq!(
+            every_second.next_after(after),
+            Some(at("2026-07-04T10:00:01Z"))
+        );
+        let hourly = cron("0 * * * *", "America/New_York");
+        assert_eq!(
+            hourly.next_after(at("2026-07-04T10:59:59.999Z")),
+            Some(at("2026-07-04T11:00:00Z"))
+        );
+        assert_eq!(
+            hourly.next_after(at("2026-07-04T11:00:00.5Z")),
+            Some(at("2026-07-04T12:00:00Z"))
         );
     }
 
