@@ -76,7 +76,11 @@ fn slow_rule_does_not_delay_a_fast_rule_on_the_same_source() {
     wait_for("fast to keep firing", DEADLINE, || {
         (daemon.rule("fast").fired >= fast_before + 3).then_some(())
     });
-    assert_eq!(daemon.rule("slow").fired, 1, "slow is still on its first run");
+    assert_eq!(
+        daemon.rule("slow").fired,
+        1,
+        "slow is still on its first run"
+    );
     // Each of fast's runs was for its own second: none was held back and bunched up.
     let fast = runs(&daemon.out());
     let mut scheduled: Vec<i64> = fast.iter().map(|r| r.scheduled() as i64).collect();
@@ -103,7 +107,10 @@ fn rate_spreads_a_burst_over_time() {
         (r.fired == 10 && r.running == 0).then_some(r)
     });
     assert_eq!(done.dropped, 0, "{done:?}");
-    let starts: Vec<f64> = wait_runs(&daemon.out(), 10).iter().map(|r| r.start).collect();
+    let starts: Vec<f64> = wait_runs(&daemon.out(), 10)
+        .iter()
+        .map(|r| r.start)
+        .collect();
     // A bucket of 5 refilled at 5/s: any k > 5 runs span at least (k - 5) / 5 s. The runs'
     // own start times are measured, so allow for a late process start.
     let slack = 0.15;
@@ -140,7 +147,12 @@ fn full_queue_drops_the_newest_or_coalesces() {
     );
     let merged = daemon.rule("merged");
     assert_eq!(
-        (merged.running, merged.queued, merged.coalesced, merged.dropped),
+        (
+            merged.running,
+            merged.queued,
+            merged.coalesced,
+            merged.dropped
+        ),
         (1, 1, 3, 0),
         "{merged:?}"
     );

@@ -40,7 +40,10 @@ fn pause_disable_and_fire_survive_reload_and_restart() {
         .trim(),
         "disabled"
     );
-    let held = ("paused".to_string(), "disabled: maintenance window".to_string());
+    let held = (
+        "paused".to_string(),
+        "disabled: maintenance window".to_string(),
+    );
     assert_eq!(states(&mut daemon), held);
     assert_held(&mut daemon);
 

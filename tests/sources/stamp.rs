@@ -73,7 +73,7 @@ pub fn runs(out: &Path) -> Vec<Run> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if !path.extension().is_some_and(|e| e == "rec") {
+        if path.extension().is_none_or(|e| e != "rec") {
             continue;
         }
         let (Ok(rec), Ok(body)) = (fs::read(&path), fs::read(path.with_extension("body"))) else {
@@ -101,14 +101,10 @@ pub fn runs(out: &Path) -> Vec<Run> {
 
 /// Waits until at least `n` runs are recorded in `out`.
 pub fn wait_runs(out: &Path, n: usize) -> Vec<Run> {
-    wait_for(
-        &format!("{n} runs in {}", out.display()),
-        DEADLINE,
-        || {
-            let r = runs(out);
-            (r.len() >= n).then_some(r)
-        },
-    )
+    wait_for(&format!("{n} runs in {}", out.display()), DEADLINE, || {
+        let r = runs(out);
+        (r.len() >= n).then_some(r)
+    })
 }
 
 pub fn now_secs() -> f64 {

@@ -27,7 +27,11 @@ fn every_and_six_field_cron_fire_repeatedly_and_show_their_next_fire() {
     let mut scheduled: Vec<f64> = ticks.iter().map(stamp::Run::scheduled).collect();
     scheduled.sort_by(f64::total_cmp);
     scheduled.dedup();
-    assert_eq!(scheduled.len(), ticks.len(), "a tick fired twice: {ticks:?}");
+    assert_eq!(
+        scheduled.len(),
+        ticks.len(),
+        "a tick fired twice: {ticks:?}"
+    );
 
     let status = daemon.status();
     for name in ["tick", "cron"] {
@@ -35,7 +39,10 @@ fn every_and_six_field_cron_fire_repeatedly_and_show_their_next_fire() {
         let next = rule.next_fire.expect("a next fire time");
         assert_eq!(next.fract(), 0.0, "{rule:?}");
         assert!(next > scheduled[0], "{rule:?} after {scheduled:?}");
-        assert_eq!((rule.kind.as_str(), rule.state.as_str()), ("timer", "active"));
+        assert_eq!(
+            (rule.kind.as_str(), rule.state.as_str()),
+            ("timer", "active")
+        );
     }
     // `triggerctl list`: RULE KIND STATE NEXT-FIRE SUBJECT, the time in RFC 3339 UTC.
     let list = ctl_ok(&daemon, &["list"]);
@@ -57,12 +64,13 @@ fn every_and_six_field_cron_fire_repeatedly_and_show_their_next_fire() {
 /// A 10-minute timer anchored (`start`) at T0 = 55 minutes ago whose last fire was T0: while
 /// the daemon was "down" it missed T0+10m … T0+50m (five fires); the next is T0+60m, five
 /// minutes ahead, so the count cannot depend on how fast the daemon starts.
-fn catch_up(mode: &str, window: Option<&str>, expected_offsets_min: &[u64]) {
+fn catch_up(mode: &str, extra: &str, expected_offsets_min: &[u64]) {
     let t0 = now_secs().floor() as i64 - 55 * 60;
-    let start = chrono::DateTime::from_timestamp(t0, 0).unwrap().to_rfc3339();
-    let window = window.map_or(String::new(), |w| format!("catchup_window = \"{w}\"\n"));
+    let start = chrono::DateTime::from_timestamp(t0, 0)
+        .unwrap()
+        .to_rfc3339();
     let mut daemon = stamp::create(&format!(
-        "[[timer]]\nname = \"late\"\nevery = \"10m\"\nstart = \"{start}\"\ncatchup = \"{mode}\"\n{window}exec = [\"{{stamp}}\", \"{{out}}\"]\n"
+        "[[timer]]\nname = \"late\"\nevery = \"10m\"\nstart = \"{start}\"\ncatchup = \"{mode}\"\n{extra}exec = [\"{{stamp}}\", \"{{out}}\"]\n"
     ));
     fs::create_dir_all(daemon.state_dir()).unwrap();
     fs::write(
@@ -72,19 +80,16 @@ fn catch_up(mode: &str, window: Option<&str>, expected_offsets_min: &[u64]) {
     .unwrap();
     daemon.launch();
 
-    // The next fire moves to T0+60m only once the caught-up fires were handed over.
+    // The next fire moves to T0+60m once the last caught-up fire was handed over; then only
+    // the runs are left to finish.
     let next = (t0 + 3600) as f64;
+    let n = expected_offsets_min.len() as u64;
     let rule = wait_for("the catch-up to be done", DEADLINE, || {
         let r = daemon.rule("late");
-        (r.next_fire == Some(next)).then_some(r)
+        (r.next_fire == Some(next) && r.matched >= n && r.running == 0 && r.queued == 0)
+            .then_some(r)
     });
-    let n = expected_offsets_min.len();
-    assert_eq!(rule.matched, n as u64, "{mode}: {rule:?}");
-    let rule = wait_for("the runs to finish", DEADLINE, || {
-        let r = daemon.rule("late");
-        (r.fired == n as u64 && r.running == 0 && r.queued == 0).then_some(r)
-    });
-    assert_eq!(rule.matched, n as u64, "{mode}: {rule:?}");
+    assert_eq!((rule.matched, rule.fired), (n, n), "{mode}: {rule:?}");
     let mut scheduled: Vec<i64> = runs(&daemon.out())
         .iter()
         .map(|r| r.scheduled() as i64)
@@ -94,34 +99,48 @@ fn catch_up(mode: &str, window: Option<&str>, expected_offsets_min: &[u64]) {
         .iter()
         .map(|m| t0 + *m as i64 * 60)
         .collect();
-    assert_eq!(scheduled, expected, "{mode}: scheduled instants of the runs");
+    assert_eq!(
+        scheduled, expected,
+        "{mode}: scheduled instants of the runs"
+    );
 
     let saved: serde_json::Value =
         serde_json::from_slice(&fs::read(daemon.state_dir().join("timers.json")).unwrap()).unwrap();
-    assert_eq!(saved["late"]["fires"], 7 + n as u64, "{saved}");
+    assert_eq!(saved["late"]["fires"], 7 + n, "{saved}");
     let last = expected.last().copied().unwrap_or(t0) as f64;
     assert_eq!(saved["late"]["last"].as_f64(), Some(last), "{saved}");
 }
 
 #[test]
 fn catch_up_skip_runs_nothing_missed() {
-    catch_up("skip", None, &[]);
+    catch_up("skip", "", &[]);
 }
 
 #[test]
 fn catch_up_once_runs_the_latest_missed_fire_once() {
-    catch_up("once", None, &[50]);
+    catch_up("once", "", &[50]);
 }
 
 #[test]
 fn catch_up_all_runs_every_missed_fire() {
-    catch_up("all", None, &[10, 20, 30, 40, 50]);
+    catch_up("all", "", &[10, 20, 30, 40, 50]);
 }
 
 #[test]
 fn catch_up_all_stays_within_its_window() {
     // 26 minutes back from T0+55m reaches T0+29m: only T0+30m, 40m and 50m are caught up.
-    catch_up("all", Some("26m"), &[30, 40, 50]);
+    catch_up("all", "catchup_window = \"26m\"\n", &[30, 40, 50]);
+}
+
+#[test]
+fn catch_up_all_through_a_blocking_queue_loses_nothing() {
+    // One run at a time, one queued, and a full queue blocks: the caught-up fires wait for
+    // room instead of being dropped.
+    catch_up(
+        "all",
+        "max_running = 1\nqueue = 1\nwhen_full = \"block\"\n",
+        &[10, 20, 30, 40, 50],
+    );
 }
 
 #[test]

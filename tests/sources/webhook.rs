@@ -31,12 +31,19 @@ fn start_listening(rules: &str) -> (Daemon, u16) {
 /// `curl` with extra arguments; returns the HTTP status it got.
 fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+        ])
         .args(args)
         .output()
         .expect("curl (Debian package `curl`)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr)
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[test]
@@ -58,7 +65,13 @@ fn curl_post_reaches_the_action_with_the_exact_body() {
     let hook = format!("{base}/hooks/deploy");
     assert_eq!(curl(&["-X", "POST", "--data-binary", &data, &hook]), "202");
     assert_eq!(
-        curl(&["-X", "POST", "--data-binary", &data, &format!("{base}/hooks/other")]),
+        curl(&[
+            "-X",
+            "POST",
+            "--data-binary",
+            &data,
+            &format!("{base}/hooks/other")
+        ]),
         "404"
     );
     assert_eq!(curl(&[&hook]), "405");
@@ -68,15 +81,26 @@ fn curl_post_reaches_the_action_with_the_exact_body() {
     );
 
     let run = wait_runs(&daemon.out(), 1);
-    assert_eq!(run[0].body, body, "the action's stdin differs from the POSTed body");
     assert_eq!(
-        (run[0].source.as_str(), run[0].rule.as_str(), run[0].path.as_str()),
+        run[0].body, body,
+        "the action's stdin differs from the POSTed body"
+    );
+    assert_eq!(
+        (
+            run[0].source.as_str(),
+            run[0].rule.as_str(),
+            run[0].path.as_str()
+        ),
         ("webhook", "deploy", "/hooks/deploy")
     );
     let rule = wait_for("the run to finish", DEADLINE, || {
         let r = daemon.rule("deploy");
         (r.running == 0).then_some(r)
     });
-    assert_eq!((rule.matched, rule.fired, rule.failed), (1, 1, 0), "{rule:?}");
+    assert_eq!(
+        (rule.matched, rule.fired, rule.failed),
+        (1, 1, 0),
+        "{rule:?}"
+    );
     assert_eq!(stamp::runs(&daemon.out()).len(), 1);
 }
