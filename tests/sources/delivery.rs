@@ -171,3 +171,38 @@ fn full_queue_drops_the_newest_or_coalesces() {
         assert_eq!(r.fired, 2, "{r:?}");
     }
 }
+
+#[test]
+fn a_burst_wider_than_the_descriptor_table_loses_no_action() {
+    let mut daemon = stamp::create(&format!(
+        "[[timer]]\nname = \"wide\"\n{YEARLY}\nmax_running = 4096\nexec = [{GATED}, \"{{stamp}}\", \"{{out}}\"]\n"
+    ));
+    fs::write(daemon.path("gate"), "").unwrap();
+    daemon.launch();
+    // 200 descriptors: 300 actions holding ~4 each cannot all run at once.
+    let limited = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(daemon.pid().to_string())
+        .arg("--nofile=200:200")
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(limited.success());
+    let payloads: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    fire_all(&daemon, "wide", &payloads);
+    wait_for("all 300 to be admitted", DEADLINE, || {
+        (daemon.rule("wide").fired == 300).then_some(())
+    });
+    fs::remove_file(daemon.path("gate")).unwrap();
+    let done = wait_for("all 300 to finish", DEADLINE, || {
+        let r = daemon.rule("wide");
+        (r.running == 0).then_some(r)
+    });
+    assert_eq!(done.failed, 0, "{done:?}\n{}", daemon.log_text());
+    let mut bodies: Vec<u32> = wait_runs(&daemon.out(), 300)
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).parse().unwrap())
+        .collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, (0..300).collect::<Vec<_>>());
+}
