@@ -104,3 +104,62 @@ fn curl_post_reaches_the_action_with_the_exact_body() {
     );
     assert_eq!(stamp::runs(&daemon.out()).len(), 1);
 }
+
+#[test]
+fn large_body_is_asked_for_with_100_continue() {
+    let (mut daemon, port) = start_listening(
+        "[[webhook]]\nname = \"upload\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/up\"\nmax_body = 4194304\n\
+         exec = [\"{stamp}\", \"{out}\"]\n",
+    );
+    // Over 1 MiB, curl sends `Expect: 100-continue` and, told to wait a minute for the
+    // answer, fails its 20 s limit unless the daemon says continue.
+    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let file = daemon.path("upload.bin");
+    fs::write(&file, &body).unwrap();
+    let status = curl(&[
+        "--expect100-timeout",
+        "60",
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("http://127.0.0.1:{port}/up"),
+    ]);
+    assert_eq!(status, "202");
+    let run = wait_runs(&daemon.out(), 1);
+    assert!(run[0].body == body, "the 2 MB body arrived altered");
+    wait_for("the run to finish", DEADLINE, || {
+        (daemon.rule("upload").running == 0).then_some(())
+    });
+}
+
+/// Descriptors the process holds.
+fn open_fds(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn idle_connections_hold_a_bounded_number_of_descriptors() {
+    let (mut daemon, port) = start_listening(
+        "[[webhook]]\nname = \"idle\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/\"\nexec = [\"/bin/true\"]\n",
+    );
+    let base = open_fds(daemon.pid());
+    // 300 peers that connect and send nothing: at most 256 are served at once, the others
+    // wait in the kernel's backlog.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    wait_for("the daemon to serve 256 of them", DEADLINE, || {
+        (open_fds(daemon.pid()) >= base + 256).then_some(())
+    });
+    // The control socket still answers; by then every connection that could be accepted was.
+    daemon.status();
+    let held = open_fds(daemon.pid());
+    assert!(
+        held <= base + 256 + 4,
+        "{held} descriptors with {} before",
+        base
+    );
+    drop(idle);
+    assert_eq!(daemon.rule("idle").matched, 0);
+}
