@@ -12,7 +12,7 @@ const YEARLY: &str = "cron = \"0 0 1 1 *\"";
 
 /// Waits while `{dir}/gate` exists, then runs the next two arguments (a program and its one
 /// argument) with the same stdin. (`$@` would be a facron token, hence the fixed arity.)
-const GATED: &str = "\"/bin/sh\", \"-c\", \"while [ -e \\\"$0\\\" ]; do sleep 0.01; done; exec \\\"$1\\\" \\\"$2\\\"\", \"{dir}/gate\"";
+const GATED: &str = "\"/bin/sh\", \"-c\", \"while [ -e \\\"$0\\\" ]; do sleep 0.05; done; exec \\\"$1\\\" \\\"$2\\\"\", \"{dir}/gate\"";
 
 #[test]
 fn failing_action_is_retried_with_back_off_then_dead_lettered() {
