@@ -137,7 +137,9 @@ async fn run(mut ctx: SourceContext) {
         tokio::select! {
             _ = sleep_or_forever(wait) => {}
             Some(done) = deliveries.join_next() => {
-                if let Ok(name) = done {
+                // After a burst, reap every finished delivery in one go.
+                let finished = std::iter::once(done).chain(std::iter::from_fn(|| deliveries.try_join_next()));
+                for name in finished.flatten() {
                     in_flight.remove(&name);
                     // Caught-up fires held back by that delivery are due again (a timer
                     // without a backlog has its next tick in the heap already).
