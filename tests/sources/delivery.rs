@@ -112,8 +112,8 @@ fn rate_spreads_a_burst_over_time() {
         .map(|r| r.start)
         .collect();
     // A bucket of 5 refilled at 5/s: any k > 5 runs span at least (k - 5) / 5 s. The runs'
-    // own start times are measured, so allow for a late process start.
-    let slack = 0.15;
+    // own start times are measured, so allow for a process that started late on a busy host.
+    let slack = 0.25;
     for i in 0..starts.len() {
         for j in i + 5..starts.len() {
             let k = (j - i + 1) as f64;
@@ -123,7 +123,7 @@ fn rate_spreads_a_burst_over_time() {
             );
         }
     }
-    assert!(starts[9] - starts[0] >= 0.85, "{starts:?}");
+    assert!(starts[9] - starts[0] >= 0.8, "{starts:?}");
 }
 
 #[test]
