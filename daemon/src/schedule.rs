@@ -226,6 +226,32 @@ mod tests {
     }
 
     #[test]
+    fn repeated_wall_clock_time_fires_once_at_fall_back() {
+        // 25 October 2026 in Paris: 02:00–03:00 happens twice (CEST, then CET).
+        let at_0230 = cron("30 2 * * *", "Europe/Paris");
+        let first = at_0230.next_after(at("2026-10-24T23:00:00Z")).unwrap();
+        let second = at_0230.next_after(first).unwrap();
+        assert_eq!(
+            (DateTime::<Utc>::from(first), DateTime::<Utc>::from(second)),
+            (
+                DateTime::<Utc>::from(at("2026-10-25T00:30:00Z")),
+                DateTime::<Utc>::from(at("2026-10-26T01:30:00Z"))
+            )
+        );
+        // Every wall-clock quarter fires once, so an every-15-minutes cron does not fire in
+        // the repeated hour (02:00–02:45 CET = 01:00–01:45 UTC): from 02:45 CEST (00:45 UTC)
+        // its next fire is 03:00 CET (02:00 UTC).
+        let quarters = cron("*/15 * * * *", "Europe/Paris");
+        let mut t = at("2026-10-25T00:40:00Z");
+        let mut seen = Vec::new();
+        while t < at("2026-10-25T02:10:00Z") {
+            t = quarters.next_after(t).unwrap();
+            seen.push(DateTime::<Utc>::from(t).format("%H:%M").to_string());
+        }
+        assert_eq!(seen, ["00:45", "02:00", "02:15"]);
+    }
+
+    #[test]
     fn bad_cron_and_zone_are_refused() {
         assert!(parse_cron("* * *").is_err());
         assert!(parse_cron("61 * * * *").is_err());
