@@ -151,8 +151,9 @@ impl Daemon {
     }
 
     pub fn write_config(&self, rules: &str) {
+        // Four lines before the rules, as tests that expect an error's line number assume.
         let text = format!(
-            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\nstate_dir = \"{}\"\n\n{}",
+            "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\nstate_dir = \"{}\"\n{}",
             self.socket.display(),
             self.state_dir().display(),
             self.expand(rules)
