@@ -74,7 +74,7 @@ fn the_tree_follows_a_reload_and_survives_kill_9() {
     daemon.signal(libc::SIGKILL);
     let _ = daemon.child.take().map(|mut c| c.wait());
     // The dead mount stays behind (stale); starting again must clean it up and mount anew.
-    daemon.restart();
+    daemon.launch();
     sh(&format!(
         "echo again > {}/weather/rpi/station1",
         mount.display()

@@ -73,8 +73,12 @@ impl Compiled {
                 anchor.checked_add(Duration::from_nanos(offset))
             }
             Compiled::Cron { cron, timezone } => {
+                // croner carries the sub-second part of its input into the result: start from
+                // the whole second so that fires land on whole seconds. The next occurrence
+                // strictly after that second is also strictly after `after`.
                 let utc: DateTime<Utc> = after.into();
-                let local = timezone.from_utc_datetime(&utc.naive_utc());
+                let whole = DateTime::<Utc>::from_timestamp(utc.timestamp(), 0)?;
+                let local = timezone.from_utc_datetime(&whole.naive_utc());
                 let next = cron.find_next_occurrence(&local, false).ok()?;
                 Some(next.with_timezone(&Utc).into())
             }
@@ -200,6 +204,51 @@ mod tests {
             with_seconds.next_after(at("2026-07-04T00:00:00Z")),
             Some(at("2026-07-04T16:00:15Z"))
         );
+    }
+
+    #[test]
+    fn cron_fires_on_whole_seconds_after_a_fractional_instant() {
+        let every_second = cron("* * * * * *", "Europe/Paris");
+        let after = at("2026-07-04T10:00:00.164898795Z");
+        assert_eq!(
+            every_second.next_after(after),
+            Some(at("2026-07-04T10:00:01Z"))
+        );
+        let hourly = cron("0 * * * *", "America/New_York");
+        assert_eq!(
+            hourly.next_after(at("2026-07-04T10:59:59.999Z")),
+            Some(at("2026-07-04T11:00:00Z"))
+        );
+        assert_eq!(
+            hourly.next_after(at("2026-07-04T11:00:00.5Z")),
+            Some(at("2026-07-04T12:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn repeated_wall_clock_time_fires_once_at_fall_back() {
+        // 25 October 2026 in Paris: 02:00–03:00 happens twice (CEST, then CET).
+        let at_0230 = cron("30 2 * * *", "Europe/Paris");
+        let first = at_0230.next_after(at("2026-10-24T23:00:00Z")).unwrap();
+        let second = at_0230.next_after(first).unwrap();
+        assert_eq!(
+            (DateTime::<Utc>::from(first), DateTime::<Utc>::from(second)),
+            (
+                DateTime::<Utc>::from(at("2026-10-25T00:30:00Z")),
+                DateTime::<Utc>::from(at("2026-10-26T01:30:00Z"))
+            )
+        );
+        // Every wall-clock quarter fires once, so an every-15-minutes cron does not fire in
+        // the repeated hour (02:00–02:45 CET = 01:00–01:45 UTC): from 02:45 CEST (00:45 UTC)
+        // its next fire is 03:00 CET (02:00 UTC).
+        let quarters = cron("*/15 * * * *", "Europe/Paris");
+        let mut t = at("2026-10-25T00:40:00Z");
+        let mut seen = Vec::new();
+        while t < at("2026-10-25T02:10:00Z") {
+            t = quarters.next_after(t).unwrap();
+            seen.push(DateTime::<Utc>::from(t).format("%H:%M").to_string());
+        }
+        assert_eq!(seen, ["00:45", "02:00", "02:15"]);
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl Daemon {
     }
 
     fn start_inner(rules: &str, lock_held: Option<()>) -> Self {
+        let mut daemon = Self::create(rules);
+        let _lock = lock_held.is_none().then(SysctlLock::shared);
+        daemon.spawn();
+        daemon
+    }
+
+    /// Writes the config like `start` but does not start the process, so a test can prepare
+    /// the state directory (`{dir}/state`) first; `launch` starts it.
+    pub fn create(rules: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("triggerd-e2e")
             .tempdir_in(test_root())
@@ -107,7 +116,7 @@ impl Daemon {
         let log = dir.path().join("daemon.log");
         std::fs::create_dir_all(dir.path().join("out")).expect("out dir");
         write_recorder(&dir.path().join("record"));
-        let mut daemon = Self {
+        let daemon = Self {
             dir,
             child: None,
             config,
@@ -115,9 +124,25 @@ impl Daemon {
             log,
         };
         daemon.write_config(rules);
-        let _lock = lock_held.is_none().then(SysctlLock::shared);
-        daemon.spawn();
         daemon
+    }
+
+    /// Starts the process of a daemon made by `create` (or stopped by `stop`).
+    pub fn launch(&mut self) {
+        let _lock = SysctlLock::shared();
+        self.spawn();
+    }
+
+    /// Stops the daemon (SIGTERM) and starts a new one on the same config and state dir.
+    pub fn restart(&mut self) {
+        let code = self.stop();
+        assert_eq!(code, Some(0), "triggerd exit; log:\n{}", self.log_text());
+        self.launch();
+    }
+
+    /// The daemon's state directory (`[daemon] state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -137,10 +162,11 @@ impl Daemon {
     }
 
     pub fn write_config(&self, rules: &str) {
+        // Six lines before the rules, as tests that expect an error's line number assume.
         let text = format!(
             "[daemon]\ncontrol = \"{}\"\nshutdown_grace = \"5s\"\nstate_dir = \"{}\"\nfs_mount = \"{}\"\n\n{}",
             self.socket.display(),
-            self.path("state").display(),
+            self.state_dir().display(),
             self.path("fs").display(),
             self.expand(rules)
         );
@@ -148,7 +174,12 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let log = File::create(&self.log).expect("log");
+        // A restarted daemon appends to the same log, so a failure shows both lives.
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_triggerd"))
             .arg("--config")
             .arg(&self.config)
@@ -163,20 +194,6 @@ impl Daemon {
             self.assert_alive();
             self.try_status()
         });
-    }
-
-    /// Starts the daemon again on the same directory (after it stopped or died).
-    pub fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.spawn_locked();
-    }
-
-    fn spawn_locked(&mut self) {
-        let _lock = SysctlLock::shared();
-        self.spawn();
     }
 
     pub fn pid(&self) -> i32 {

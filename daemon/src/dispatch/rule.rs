@@ -7,11 +7,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::lifecycle::RuleState;
 use super::RuleContext;
@@ -360,6 +360,8 @@ impl RuleRuntime {
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
         let rule = Arc::clone(self);
         tokio::spawn(async move {
+            // Waiting for a turn keeps the rule's slot, so the rule's own limits still hold.
+            let _turn = action_turns().acquire().await;
             let mut pid = None;
             let outcome = match &rule.rule.def.action {
                 Action::Exec(exec) => {
@@ -444,6 +446,7 @@ impl RuleRuntime {
             tracing::warn!(rule = %self.rule.name, "all runs failed; running dead_letter");
             let name = format!("{}.dead_letter", self.rule.name);
             tokio::spawn(async move {
+                let _turn = action_turns().acquire().await;
                 run_exec(&name, &dead_letter, None, &job.event, |_| {}).await;
             });
         }
@@ -567,6 +570,30 @@ impl RuleRuntime {
     }
 }
 
+/// A running action holds about four of the daemon's descriptors (its stdin, stdout and stderr
+/// pipes and a pidfd). A burst across many rules (ten thousand timers due at once) must not
+/// run the daemon out of them, or actions fail to start with EMFILE and are lost: at most this
+/// many actions run at once daemon-wide, the others wait for a turn. Permission gates are not
+/// counted: they are bounded by the kernel's queue, and must never wait behind slow actions.
+fn action_turns() -> &'static Semaphore {
+    static TURNS: OnceLock<Semaphore> = OnceLock::new();
+    TURNS.get_or_init(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        let turns = concurrent_actions(soft);
+        tracing::debug!(turns, nofile = soft, "actions running at once, daemon-wide");
+        Semaphore::new(turns)
+    })
+}
+
+/// How many actions may run at once with `nofile` descriptors: what is left after a reserve
+/// for the daemon itself (sockets, webhook connections, fanotify, logs), four per action.
+pub fn concurrent_actions(nofile: u64) -> usize {
+    const RESERVED: u64 = 512;
+    const PER_ACTION: u64 = 4;
+    (nofile.saturating_sub(RESERVED) / PER_ACTION).clamp(16, 65_536) as usize
+}
+
 /// `backoff × 2^attempt`, capped, with a jitter of up to half of it derived from the event so
 /// that retries of different events spread out.
 fn backoff(retry: &crate::config::Retry, attempt: u32, rule: &str, event_id: u64) -> Duration {
@@ -586,4 +613,18 @@ pub fn process_group_of(pid: i32) -> Option<i32> {
     nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
         .ok()
         .map(|p| p.as_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concurrent_actions;
+
+    #[test]
+    fn concurrent_actions_leave_room_for_the_daemon() {
+        assert_eq!(concurrent_actions(1024), 128);
+        assert_eq!(concurrent_actions(20_000), 4_872);
+        // Never below a useful floor, nor unbounded with an unlimited table.
+        assert_eq!(concurrent_actions(200), 16);
+        assert_eq!(concurrent_actions(u64::MAX), 65_536);
+    }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use triggerd_watch::EventMask;
 
@@ -20,6 +21,12 @@ use crate::config::{Rule, Trigger};
 
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once, over all listeners: a peer that opens many and sends nothing
+/// holds at most this many of the daemon's descriptors (the rest wait in the kernel's
+/// backlog), so actions and the control socket keep theirs.
+const MAX_CONNECTIONS: usize = 256;
+/// Pause after a failed accept (e.g. EMFILE), which would otherwise fail again at once.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// (address, path) → (rule, body limit).
 type Routes = Arc<RwLock<HashMap<(SocketAddr, String), (String, usize)>>>;
@@ -43,10 +50,18 @@ impl EventSource for WebhookSource {
 
 async fn run(mut ctx: SourceContext) {
     let routes: Routes = Arc::default();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut listeners: HashMap<SocketAddr, JoinHandle<()>> = HashMap::new();
     loop {
         let bindings = ctx.bindings.borrow_and_update().clone();
-        bind(&bindings.rules, &routes, &mut listeners, &ctx.emitter).await;
+        bind(
+            &bindings.rules,
+            &routes,
+            &connections,
+            &mut listeners,
+            &ctx.emitter,
+        )
+        .await;
         ctx.applied(bindings.generation);
         tokio::select! {
             changed = ctx.bindings.changed() => if changed.is_err() { break },
@@ -62,6 +77,7 @@ async fn run(mut ctx: SourceContext) {
 async fn bind(
     rules: &[Rule],
     routes: &Routes,
+    connections: &Arc<Semaphore>,
     listeners: &mut HashMap<SocketAddr, JoinHandle<()>>,
     emitter: &Emitter,
 ) {
@@ -88,19 +104,34 @@ async fn bind(
             Ok(listener) => {
                 tracing::info!(%addr, "webhook listening");
                 let (routes, emitter) = (Arc::clone(routes), emitter.clone());
-                listeners.insert(addr, tokio::spawn(accept(listener, addr, routes, emitter)));
+                let connections = Arc::clone(connections);
+                listeners.insert(
+                    addr,
+                    tokio::spawn(accept(listener, addr, routes, connections, emitter)),
+                );
             }
             Err(e) => tracing::error!(%addr, "webhook cannot listen: {e}"),
         }
     }
 }
 
-async fn accept(listener: TcpListener, addr: SocketAddr, routes: Routes, emitter: Emitter) {
+async fn accept(
+    listener: TcpListener,
+    addr: SocketAddr,
+    routes: Routes,
+    connections: Arc<Semaphore>,
+    emitter: Emitter,
+) {
     loop {
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&connections).acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
                 let (routes, emitter) = (Arc::clone(&routes), emitter.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let (status, reason) =
                         tokio::time::timeout(READ_TIMEOUT, serve(stream, addr, &routes, &emitter))
                             .await
@@ -110,7 +141,10 @@ async fn accept(listener: TcpListener, addr: SocketAddr, routes: Routes, emitter
                     }
                 });
             }
-            Err(e) => tracing::warn!(%addr, "webhook accept: {e}"),
+            Err(e) => {
+                tracing::warn!(%addr, "webhook accept: {e}");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
         }
     }
 }
@@ -175,6 +209,7 @@ async fn read_and_deliver(
         return (405, "Method Not Allowed");
     }
     let mut length = None;
+    let mut expects_continue = false;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -183,6 +218,8 @@ async fn read_and_deliver(
             length = value.trim().parse::<usize>().ok();
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return (411, "Length Required");
+        } else if name.eq_ignore_ascii_case("expect") {
+            expects_continue = value.trim().eq_ignore_ascii_case("100-continue");
         }
     }
     let Some(length) = length else {
@@ -190,6 +227,16 @@ async fn read_and_deliver(
     };
     if length > max_body {
         return (413, "Payload Too Large");
+    }
+    // curl asks before sending a body over 1 MiB, and would otherwise wait a second.
+    if expects_continue
+        && reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+    {
+        return (400, "Bad Request");
     }
     let mut body = vec![0; length];
     if reader.read_exact(&mut body).await.is_err() {

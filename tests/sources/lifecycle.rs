@@ -1,0 +1,108 @@
+//! The lifecycle verbs of the real `triggerctl`: pause, resume, disable with a reason, enable,
+//! fire with data; paused and disabled states kept across a reload that replaces the rule and
+//! across a restart on the same state directory.
+
+use std::fs;
+
+use crate::common::{wait_for, Daemon, DEADLINE};
+use crate::stamp::{self, ctl_ok, runs, triggerctl, wait_runs};
+
+const RULES: &str = "[[timer]]\nname = \"tick\"\nevery = \"1s\"\nexec = [\"{stamp}\", \"{out}/tick\"]\n\n\
+                     [[timer]]\nname = \"beat\"\nevery = \"1s\"\nexec = [\"{stamp}\", \"{out}/beat\"]\n";
+
+/// Waits until both rules skipped `n` more ticks, and checks they ran none of them.
+fn assert_held(daemon: &mut Daemon) {
+    let (tick, beat) = (daemon.rule("tick"), daemon.rule("beat"));
+    wait_for("two skipped ticks each", DEADLINE, || {
+        let (t, b) = (daemon.rule("tick"), daemon.rule("beat"));
+        (t.skipped >= tick.skipped + 2 && b.skipped >= beat.skipped + 2).then_some(())
+    });
+    assert_eq!(daemon.rule("tick").fired, tick.fired);
+    assert_eq!(daemon.rule("beat").fired, beat.fired);
+}
+
+fn states(daemon: &mut Daemon) -> (String, String) {
+    (daemon.rule("tick").state, daemon.rule("beat").state)
+}
+
+#[test]
+fn pause_disable_and_fire_survive_reload_and_restart() {
+    let mut daemon = stamp::start(RULES);
+    wait_for("both timers to fire", DEADLINE, || {
+        (daemon.rule("tick").fired >= 1 && daemon.rule("beat").fired >= 1).then_some(())
+    });
+    assert_eq!(ctl_ok(&daemon, &["pause", "tick"]).trim(), "paused");
+    assert_eq!(
+        ctl_ok(
+            &daemon,
+            &["disable", "beat", "--reason", "maintenance window"]
+        )
+        .trim(),
+        "disabled"
+    );
+    let held = (
+        "paused".to_string(),
+        "disabled: maintenance window".to_string(),
+    );
+    assert_eq!(states(&mut daemon), held);
+    assert_held(&mut daemon);
+
+    // A reload that changes `tick` gives it a new runtime; its state is kept by name.
+    daemon.write_config(&stamp::with_stamp(&RULES.replacen(
+        "every = \"1s\"\n",
+        "every = \"1s\"\ntimeout = \"30s\"\n",
+        1,
+    )));
+    let status = daemon.reload();
+    assert_eq!(status.reload_error, None);
+    assert_eq!(states(&mut daemon), held);
+    assert_held(&mut daemon);
+    let saved = fs::read_to_string(daemon.state_dir().join("rules.json")).unwrap();
+    assert!(saved.contains("maintenance window"), "{saved}");
+
+    // `fire` runs a paused rule now, with DATA on stdin.
+    let before = runs(&daemon.out().join("tick")).len();
+    assert_eq!(
+        ctl_ok(&daemon, &["fire", "tick", "hello from triggerctl"]).trim(),
+        "fired"
+    );
+    let fired = wait_runs(&daemon.out().join("tick"), before + 1);
+    let manual: Vec<_> = fired.iter().filter(|r| r.source == "manual").collect();
+    assert_eq!(manual.len(), 1, "{fired:?}");
+    assert_eq!(manual[0].body, b"hello from triggerctl");
+    assert_eq!(manual[0].rule, "tick");
+
+    daemon.restart();
+    assert_eq!(states(&mut daemon), held);
+    assert_held(&mut daemon);
+    let list = ctl_ok(&daemon, &["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("beat ") && l.contains("disabled: maintenance window")),
+        "{list}"
+    );
+
+    assert_eq!(ctl_ok(&daemon, &["resume", "tick"]).trim(), "resumed");
+    assert_eq!(ctl_ok(&daemon, &["enable", "beat"]).trim(), "enabled");
+    wait_for("both timers to fire again", DEADLINE, || {
+        (daemon.rule("tick").fired >= 1 && daemon.rule("beat").fired >= 1).then_some(())
+    });
+    assert_eq!(states(&mut daemon), ("active".into(), "active".into()));
+    let show = ctl_ok(&daemon, &["show", "tick"]);
+    assert!(
+        show.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["state", "active"]),
+        "{show}"
+    );
+    // Back to all enabled: nothing left to remember.
+    let saved = fs::read_to_string(daemon.state_dir().join("rules.json")).unwrap();
+    assert_eq!(saved.trim(), "{}", "{saved}");
+
+    let missing = triggerctl(&daemon, &["pause", "nope"]);
+    assert_eq!(missing.code, Some(1));
+    assert!(
+        missing.stderr.contains("no rule named `nope`"),
+        "{}",
+        missing.stderr
+    );
+}
