@@ -73,10 +73,19 @@ fn triggerctl_status_prints_a_table_and_json() {
     let table = ctl(false);
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        text.contains("RULE") && text.contains("MATCHED") && text.contains("docs"),
-        "{text}"
-    );
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("RULE"))
+        .expect("a header");
+    for column in ["STATE", "MATCHED", "QUEUED", "NEXT FIRE"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("docs"))
+        .expect("the rule's row");
+    // Each value sits under its column: the state under STATE.
+    assert_eq!(row.find("active"), header.find("STATE"), "{text}");
     let json = ctl(true);
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(parsed["rules"][0]["name"], "docs");

@@ -103,7 +103,11 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     tokio::spawn(answer(stream, Arc::clone(&responder)));
                 }
-                Err(e) => tracing::warn!("control socket: {e}"),
+                Err(e) => {
+                    // Out of descriptors, typically: pause instead of spinning on the error.
+                    tracing::warn!("control socket: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             },
             _ = shutdown.changed() => break,
         }

@@ -167,11 +167,25 @@ impl State {
     }
 }
 
+/// Actions each hold a few descriptors: use all the descriptors the hard limit allows (the
+/// usual soft limit of 1024 would allow only a hundred or so actions at once).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
 /// Runs the daemon on `config` until a `Shutdown` command (or the sender is dropped).
 pub async fn run(
     config: Config,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<(), DaemonError> {
+    raise_open_file_limit();
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));

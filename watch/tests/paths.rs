@@ -214,8 +214,13 @@ fn events_of_vanished_directories_are_not_fatal() {
         &dir.join("after"),
         M::CLOSE_WRITE,
     );
-    let write_seen = mask_of(&events, &gone.join("f")).contains(M::CLOSE_WRITE);
-    assert!(write_seen || watcher.unresolved() > 0, "{events:#?}");
+    // Events inside the vanished directory are reported by path or counted as unresolved
+    // (which of the file's events still resolve depends on timing); the watcher goes on.
+    let file_events = mask_of(&events, &gone.join("f"));
+    assert!(
+        !file_events.is_empty() || watcher.unresolved() > 0,
+        "{events:#?}"
+    );
     assert!(mask_of(&events, &gone).contains(M::DELETE | M::ONDIR) || watcher.unresolved() > 0);
     assert_eq!(watcher.malformed(), 0);
 }

@@ -248,19 +248,7 @@ fn publish(
 }
 
 fn print_list(rules: &[RuleStatus]) {
-    let rows = rules
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                r.kind.clone(),
-                r.state.clone(),
-                next_fire(r),
-                r.subject.clone(),
-            ]
-        })
-        .collect();
-    print_table(&["RULE", "KIND", "STATE", "NEXT FIRE", "SUBJECT"], rows);
+    print_table(&LIST_COLUMNS, rules);
 }
 
 fn print_rule(rules: &[RuleStatus]) {
@@ -328,44 +316,42 @@ fn print_status(status: &Status) {
             t.writes, t.bytes, t.events, t.drops
         );
     }
-    let header = [
-        "RULE",
-        "KIND",
-        "SUBJECT",
-        "EVENTS",
-        "MATCHED",
-        "FIRED",
-        "FAILED",
-        "DROPPED",
-        "OVERFLOWED",
-        "RUNNING",
-        "QUEUED",
-    ];
-    let rows: Vec<Vec<String>> = status
-        .rules
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                r.kind.clone(),
-                r.subject.clone(),
-                r.events.clone(),
-                r.state.clone(),
-                r.matched.to_string(),
-                r.fired.to_string(),
-                r.failed.to_string(),
-                r.dropped.to_string(),
-                r.overflowed.to_string(),
-                r.running.to_string(),
-                r.queued.to_string(),
-                next_fire(r),
-            ]
-        })
-        .collect();
-    print_table(&header, rows);
+    print_table(&STATUS_COLUMNS, &status.rules);
 }
 
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+/// A table column: its header and how a rule fills it (one list, so they cannot drift apart).
+type Column = (&'static str, fn(&RuleStatus) -> String);
+
+const STATUS_COLUMNS: [Column; 13] = [
+    ("RULE", |r| r.name.clone()),
+    ("KIND", |r| r.kind.clone()),
+    ("SUBJECT", |r| r.subject.clone()),
+    ("EVENTS", |r| r.events.clone()),
+    ("STATE", |r| r.state.clone()),
+    ("MATCHED", |r| r.matched.to_string()),
+    ("FIRED", |r| r.fired.to_string()),
+    ("FAILED", |r| r.failed.to_string()),
+    ("DROPPED", |r| r.dropped.to_string()),
+    ("OVERFLOWED", |r| r.overflowed.to_string()),
+    ("RUNNING", |r| r.running.to_string()),
+    ("QUEUED", |r| r.queued.to_string()),
+    ("NEXT FIRE", next_fire),
+];
+
+const LIST_COLUMNS: [Column; 5] = [
+    ("RULE", |r| r.name.clone()),
+    ("KIND", |r| r.kind.clone()),
+    ("STATE", |r| r.state.clone()),
+    ("NEXT FIRE", next_fire),
+    ("SUBJECT", |r| r.subject.clone()),
+];
+
+fn print_table(columns: &[Column], rules: &[RuleStatus]) {
+    let header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let rows: Vec<Vec<String>> = rules
+        .iter()
+        .map(|r| columns.iter().map(|(_, cell)| cell(r)).collect())
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()

@@ -150,7 +150,8 @@ pub struct RawRetry {
 }
 
 /// The keys written in the table that starts at `span.start` (up to the next header).
-pub fn keys_in_table(text: &str, span: &std::ops::Range<usize>) -> Vec<(String, usize)> {
+pub fn keys_in_table(source: &Source<'_>, span: &std::ops::Range<usize>) -> Vec<(String, usize)> {
+    let text = source.text;
     let start = span.start.min(text.len());
     let mut keys = Vec::new();
     let mut offset = start;
@@ -162,7 +163,7 @@ pub fn keys_in_table(text: &str, span: &std::ops::Range<usize>) -> Vec<(String, 
         if let Some((key, _)) = trimmed.split_once('=') {
             let key = key.trim();
             if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                keys.push((key.to_string(), line_at(text, offset)));
+                keys.push((key.to_string(), source.line_at(offset)));
             }
         }
         offset += line.len();
@@ -190,7 +191,7 @@ impl EventList {
 
 pub fn parse(text: &str) -> Result<RawFile, Problem> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(1, |s| line_at(text, s.start));
+        let line = e.span().map_or(1, |s| Source::new(text).line_at(s.start));
         let key = e.span().and_then(|s| key_at(text, s.start));
         let message = e.message().trim().to_string();
         match key {
@@ -202,14 +203,28 @@ pub fn parse(text: &str) -> Result<RawFile, Problem> {
     })
 }
 
-/// 1-based line of a byte offset.
-pub fn line_at(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Config text with its line starts indexed, so every line number is a binary search
+/// (a config with thousands of tables must not cost a scan per key).
+pub struct Source<'a> {
+    pub text: &'a str,
+    newlines: Vec<usize>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let newlines = text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        Self { text, newlines }
+    }
+
+    /// 1-based line of a byte offset.
+    pub fn line_at(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&n| n < offset) + 1
+    }
 }
 
 /// The key of a `key = value` line containing `offset`, when there is one.
@@ -228,7 +243,8 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 
 /// The line of `key` inside the table that starts at `span.start`, or the table's first line.
 /// The table runs to the next table header (a span may cover only the header itself).
-pub fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
+pub fn line_of_key(source: &Source<'_>, span: &std::ops::Range<usize>, key: &str) -> usize {
+    let text = source.text;
     let start = span.start.min(text.len());
     let mut offset = start;
     for (i, line) in text[start..].split_inclusive('\n').enumerate() {
@@ -238,10 +254,10 @@ pub fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usiz
         }
         if let Some(rest) = trimmed.strip_prefix(key) {
             if rest.trim_start().starts_with('=') {
-                return line_at(text, offset);
+                return source.line_at(offset);
             }
         }
         offset += line.len();
     }
-    line_at(text, start)
+    source.line_at(start)
 }

@@ -6,6 +6,7 @@
 mod lifecycle;
 mod rule;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -63,9 +64,35 @@ impl RuleContext {
     }
 }
 
+/// The rules in config order, indexed by name (sources that address a rule by name look it up
+/// per event: thousands of timers firing at once must not scan the list each time).
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    list: Vec<Arc<RuleRuntime>>,
+    by_name: HashMap<String, Arc<RuleRuntime>>,
+}
+
+impl RuleSet {
+    fn new(list: Vec<Arc<RuleRuntime>>) -> Self {
+        let by_name = list
+            .iter()
+            .map(|r| (r.rule.name.clone(), Arc::clone(r)))
+            .collect();
+        Self { list, by_name }
+    }
+}
+
+impl std::ops::Deref for RuleSet {
+    type Target = [Arc<RuleRuntime>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
 #[derive(Debug)]
 pub struct Dispatcher {
-    rules: RwLock<Arc<Vec<Arc<RuleRuntime>>>>,
+    rules: RwLock<Arc<RuleSet>>,
     context: Arc<RuleContext>,
 }
 
@@ -90,12 +117,12 @@ impl Dispatcher {
             .unwrap_or_else(|p| p.into_inner()) = outbox;
     }
 
-    pub fn rules(&self) -> Arc<Vec<Arc<RuleRuntime>>> {
+    pub fn rules(&self) -> Arc<RuleSet> {
         Arc::clone(&self.rules.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn rule(&self, name: &str) -> Option<Arc<RuleRuntime>> {
-        self.rules().iter().find(|r| r.rule.name == name).cloned()
+        self.rules().by_name.get(name).cloned()
     }
 
     /// Makes the rule set equal to `config`'s. A rule with the same name and definition keeps
@@ -105,7 +132,11 @@ impl Dispatcher {
         let mut applied = Applied::default();
         let mut next = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
-            match old.iter().find(|r| same_rule(&r.rule, rule)) {
+            match old
+                .by_name
+                .get(&rule.name)
+                .filter(|r| same_rule(&r.rule, rule))
+            {
                 Some(existing) => {
                     applied.kept += 1;
                     next.push(Arc::clone(existing));
@@ -116,10 +147,13 @@ impl Dispatcher {
                 }
             }
         }
-        for gone in old
-            .iter()
-            .filter(|r| !next.iter().any(|n| Arc::ptr_eq(n, r)))
-        {
+        let next = RuleSet::new(next);
+        for gone in old.iter().filter(|r| {
+            !next
+                .by_name
+                .get(&r.rule.name)
+                .is_some_and(|n| Arc::ptr_eq(n, r))
+        }) {
             applied.removed += 1;
             gone.retire();
         }

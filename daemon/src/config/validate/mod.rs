@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::raw::{keys_in_table, line_at, line_of_key, RawDaemon, RawFile, RawRule};
+use super::raw::{keys_in_table, line_of_key, RawDaemon, RawFile, RawRule, Source};
 use super::raw::{CHANNEL_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
 use super::{parse_duration, Config, ConfigError, DaemonConfig, Problem, Rule, RuleDef, Trigger};
 
 /// Locates keys of one table in the source text for messages.
 pub(super) struct Table<'a> {
-    text: &'a str,
+    source: &'a Source<'a>,
     span: Range<usize>,
     heading: &'static str,
 }
@@ -31,13 +31,13 @@ pub(super) struct Table<'a> {
 impl Table<'_> {
     fn problem(&self, key: &str, message: impl std::fmt::Display) -> Problem {
         Problem::new(
-            line_of_key(self.text, &self.span, key),
+            line_of_key(self.source, &self.span, key),
             format!("{}: {key}: {message}", self.heading),
         )
     }
 
     fn line(&self) -> usize {
-        line_at(self.text, self.span.start)
+        self.source.line_at(self.span.start)
     }
 
     /// In tables that describe an object of their own (a channel), `group` is that object's
@@ -55,7 +55,7 @@ impl Table<'_> {
             CHANNEL_KEYS,
             TRIGGER_KEYS,
         ];
-        for (key, line) in keys_in_table(self.text, &self.span) {
+        for (key, line) in keys_in_table(self.source, &self.span) {
             let elsewhere = foreign.iter().any(|keys| keys.contains(&key.as_str()));
             if elsewhere && !own.contains(&key.as_str()) {
                 problems.push(Problem::new(
@@ -79,11 +79,12 @@ type RuleKind<'a> = (
 );
 
 pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigError> {
+    let source = Source::new(text);
     let mut problems = Vec::new();
     let daemon = match &raw.daemon {
         Some(d) => {
             let table = Table {
-                text,
+                source: &source,
                 span: d.span(),
                 heading: "[daemon]",
             };
@@ -98,7 +99,7 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         .and_then(|d| d.get_ref().facron.as_ref());
     for table in raw.facron.iter().chain(daemon_facron) {
         watch::facron_rules(
-            text,
+            &source,
             table.span(),
             table.get_ref(),
             &mut rules,
@@ -115,7 +116,7 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
     for (tables, heading, own_keys, build) in kinds {
         for spanned in tables {
             let table = Table {
-                text,
+                source: &source,
                 span: spanned.span(),
                 heading,
             };
@@ -133,7 +134,7 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
     }
     check_names(&mut rules, &mut problems);
     let (broker, services) = remote::remote(
-        text,
+        &source,
         raw.broker.as_ref(),
         &raw.service,
         &daemon.state_dir,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::super::raw::{RawBroker, RawRule, RawService};
+use super::super::raw::{RawBroker, RawRule, RawService, Source};
 use super::super::remote::{
     DEFAULT_CAPACITY, DEFAULT_HEARTBEAT, DEFAULT_SEND_TIMEOUT, DEFAULT_SPOOL_MAX, DEFAULT_SYNC,
     DEFAULT_WINDOW,
@@ -36,7 +36,7 @@ const BUILT_IN: &[&str] = &["echo", "command", "append", "forward"];
 
 /// `[broker]` and every `[[service]]`; `state_dir` holds the spool unless `spool` says where.
 pub(super) fn remote(
-    text: &str,
+    source: &Source<'_>,
     broker: Option<&Spanned<RawBroker>>,
     services: &[Spanned<RawService>],
     state_dir: &Path,
@@ -44,7 +44,7 @@ pub(super) fn remote(
 ) -> (Option<BrokerSettings>, Vec<ServiceSettings>) {
     let settings = broker.and_then(|b| {
         let table = Table {
-            text,
+            source,
             span: b.span(),
             heading: "[broker]",
         };
@@ -54,7 +54,7 @@ pub(super) fn remote(
     let mut built = Vec::new();
     for spanned in services {
         let table = Table {
-            text,
+            source,
             span: spanned.span(),
             heading: "[[service]]",
         };

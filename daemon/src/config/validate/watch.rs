@@ -5,20 +5,20 @@ use std::ops::Range;
 
 use triggerd_watch::{parse_events, EventMask};
 
-use super::super::raw::{line_at, RawRule};
+use super::super::raw::{RawRule, Source};
 use super::super::{
     facron, Action, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchTrigger,
 };
 use super::{absolute, action::command, Table};
 
 pub(super) fn facron_rules(
-    text: &str,
+    source: &Source<'_>,
     span: Range<usize>,
     table_text: &str,
     rules: &mut Vec<Rule>,
     problems: &mut Vec<Problem>,
 ) {
-    let first_line = facron_first_line(text, &span);
+    let first_line = facron_first_line(source, &span);
     let (lines, mut found) = facron::parse_table(table_text, first_line);
     problems.append(&mut found);
     for entry in lines {
@@ -74,7 +74,8 @@ pub(super) fn facron_rules(
 
 /// The config line of the first line of a (possibly multi-line) string value: TOML drops a
 /// newline that directly follows the opening delimiter.
-fn facron_first_line(text: &str, span: &Range<usize>) -> usize {
+fn facron_first_line(source: &Source<'_>, span: &Range<usize>) -> usize {
+    let text = source.text;
     let value = &text[span.start.min(text.len())..span.end.min(text.len())];
     let delimiter = ["'''", "\"\"\"", "'", "\""]
         .into_iter()
@@ -82,7 +83,7 @@ fn facron_first_line(text: &str, span: &Range<usize>) -> usize {
         .map_or(0, str::len);
     let after = &value[delimiter..];
     let skipped = usize::from(after.starts_with('\n') || after.starts_with("\r\n"));
-    line_at(text, span.start) + skipped
+    source.line_at(span.start) + skipped
 }
 
 pub(super) fn trigger(
