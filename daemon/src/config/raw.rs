@@ -33,6 +33,8 @@ pub struct RawFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
+    /// Accepted here too: TOML puts a key written after `[broker]` inside it.
+    pub facron: Option<Spanned<String>>,
     pub endpoint: Option<String>,
     pub identity: Option<String>,
     pub token: Option<String>,

@@ -93,11 +93,17 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         None => DaemonConfig::default(),
     };
     let mut rules = Vec::new();
+    // A facron table written after a section header belongs to that section in TOML: accept it
+    // where the documented layout puts it.
     let daemon_facron = raw
         .daemon
         .as_ref()
         .and_then(|d| d.get_ref().facron.as_ref());
-    for table in raw.facron.iter().chain(daemon_facron) {
+    let broker_facron = raw
+        .broker
+        .as_ref()
+        .and_then(|b| b.get_ref().facron.as_ref());
+    for table in raw.facron.iter().chain(daemon_facron).chain(broker_facron) {
         watch::facron_rules(
             &source,
             table.span(),
