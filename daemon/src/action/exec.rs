@@ -160,7 +160,12 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> Command {
                 since_epoch.subsec_nanos()
             ),
         )
-        .stdin(Stdio::piped())
+        // An empty payload needs no pipe (nor a task to feed it): /dev/null reads as empty.
+        .stdin(if event.payload.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
