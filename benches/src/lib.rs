@@ -1,10 +1,11 @@
 //! Shared helpers for the benchmark programs: guards that put the machine back as it was
 //! (children killed, the fanotify queue sysctl restored, files removed) even when a benchmark
-//! fails half-way.
+//! fails half-way, polling with a deadline, and the small statistics every program prints.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -57,4 +58,37 @@ impl Drop for QueueLimit {
     fn drop(&mut self) {
         let _ = std::fs::write(MAX_QUEUED, self.old.trim());
     }
+}
+
+/// Polls `done` until it holds, or fails naming `what` after `limit`.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> std::io::Result<()> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("timed out waiting for {what}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// Lines in a log file (0 when it does not exist yet).
+pub fn count_lines(log: &Path) -> usize {
+    std::fs::read(log).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+/// The `p`th percentile of sorted samples (nearest rank), `None` when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted.get(i).copied()
 }

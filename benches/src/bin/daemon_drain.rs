@@ -13,7 +13,7 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{Killed, QueueLimit};
+use triggerd_benches::{wait_until, Killed, QueueLimit};
 
 const EVENTS: usize = 100_000;
 const ROUNDS: usize = 3;
@@ -78,7 +78,9 @@ fn main() -> Result<()> {
             .spawn()?,
     );
     let pid = daemon.0.id() as i32;
-    wait(Duration::from_secs(20), || status(&socket).is_some())?;
+    wait_until("the daemon", Duration::from_secs(20), || {
+        status(&socket).is_some()
+    })?;
     drop(limit);
 
     let mut rates = Vec::new();
@@ -91,7 +93,7 @@ fn main() -> Result<()> {
         }
         let start = Instant::now();
         signal(pid, libc::SIGCONT);
-        wait(Duration::from_secs(120), || {
+        wait_until("the daemon", Duration::from_secs(120), || {
             status(&socket).is_some_and(|n| n >= before + EVENTS as u64)
         })?;
         let daemon_rate = EVENTS as f64 / start.elapsed().as_secs_f64();
@@ -135,17 +137,6 @@ fn status(socket: &Path) -> Option<u64> {
     BufReader::new(stream).read_line(&mut line).ok()?;
     let value: serde_json::Value = serde_json::from_str(&line).ok()?;
     value["status"]["watch"]["events"].as_u64()
-}
-
-fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            bail!("timed out");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
 }
 
 fn signal(pid: i32, signal: i32) {

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
-use triggerd_benches::{Killed, Removed};
+use triggerd_benches::{count_lines, percentile, wait_until, Killed, Removed};
 
 const PACED_FILES: usize = 2_000;
 const PACED_RATE: u64 = 500;
@@ -108,7 +108,7 @@ fn main() -> Result<()> {
         let probe = watched(who, "paced").join("probe");
         wait_until(&format!("{who} to fire"), Duration::from_secs(20), || {
             fs::write(&probe, b"p").ok();
-            count(&log(who, "paced")) > 0
+            count_lines(&log(who, "paced")) > 0
         })?;
         let _ = fs::remove_file(log(who, "paced"));
         let rss = rss_kib(daemon.0.id());
@@ -122,7 +122,7 @@ fn main() -> Result<()> {
             fs::write(watched(who, "burst").join(format!("b{i:06}")), b"x")?;
         }
         settle(&[log(who, "burst")], Duration::from_secs(120));
-        let fired = count(&log(who, "burst"));
+        let fired = count_lines(&log(who, "burst"));
         let zombies = zombies_of(daemon.0.id());
         results.push((who, latency, fired, zombies, rss));
     }
@@ -169,24 +169,13 @@ fn paced_stream(dir: &Path) -> Result<HashMap<String, i128>> {
     Ok(closed)
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
 /// Waits until no log grows for 3 s (or `limit`).
 fn settle(logs: &[PathBuf], limit: Duration) {
     let start = Instant::now();
     let mut last = Vec::new();
     let mut still = Instant::now();
     while start.elapsed() < limit {
-        let now: Vec<usize> = logs.iter().map(|l| count(l)).collect();
+        let now: Vec<usize> = logs.iter().map(|l| count_lines(l)).collect();
         if now != last {
             last = now;
             still = Instant::now();
@@ -195,10 +184,6 @@ fn settle(logs: &[PathBuf], limit: Duration) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn count(log: &Path) -> usize {
-    fs::read(log).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }
 
 /// Milliseconds from close() to the command's start, per file logged.
@@ -214,14 +199,6 @@ fn latencies(log: &Path, closed: &HashMap<String, i128>) -> Vec<f64> {
         .collect();
     out.sort_by(f64::total_cmp);
     out
-}
-
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted.get(i).copied()
 }
 
 fn print_latency(who: &str, sorted: &[f64], sent: usize) {

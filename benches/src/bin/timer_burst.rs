@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use triggerd_benches::{count_lines, percentile, wait_until};
 
 /// Seconds between the daemon being up and the instant its timers are due.
 const LEAD: u64 = 3;
@@ -209,7 +210,9 @@ fn run_daemon(
         })?;
     } else {
         // On timeout, what did start is still reported.
-        let _ = wait_until("every timer's action", limit, || count(&actions) >= timers);
+        let _ = wait_until("every timer's action", limit, || {
+            count_lines(&actions) >= timers
+        });
     }
     drop(daemon);
     let log_text = fs::read_to_string(&log).unwrap_or_default();
@@ -295,21 +298,6 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-fn count(log: &Path) -> usize {
-    fs::read(log).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
-}
-
 /// Milliseconds from `due_ns` to each logged start, sorted.
 fn lateness_ms(log: &Path, due_ns: i128) -> Vec<f64> {
     let text = fs::read_to_string(log).unwrap_or_default();
@@ -322,14 +310,6 @@ fn lateness_ms(log: &Path, due_ns: i128) -> Vec<f64> {
         .collect();
     out.sort_by(f64::total_cmp);
     out
-}
-
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted.get(i).copied()
 }
 
 fn print_row(who: &str, sorted: &[f64], expected: usize) {
