@@ -92,3 +92,43 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted.get(i).copied()
 }
+
+/// The workspace root (benchmarks find `benches/c/` and `target/release/` from it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The daemon under test: `TRIGGERD_BIN`, or `target/release/triggerd`, which must exist.
+pub fn triggerd_bin() -> std::io::Result<PathBuf> {
+    let path = std::env::var_os("TRIGGERD_BIN").map_or_else(
+        || workspace_root().join("target/release/triggerd"),
+        PathBuf::from,
+    );
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} missing: cargo build --release -p triggerd",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// Compiles `benches/c/NAME.c` with `cc -O2` into `out`.
+pub fn compile_c(name: &str, out: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(out)
+        .arg(workspace_root().join(format!("benches/c/{name}.c")))
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cc failed on benches/c/{name}.c"
+        )))
+    }
+}

@@ -8,26 +8,18 @@
 //! target/release/daemon_drain` (TRIGGERD_BIN overrides the daemon's path).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{wait_until, Killed, QueueLimit};
+use triggerd_benches::{compile_c, triggerd_bin, wait_until, Killed, QueueLimit};
 
 const EVENTS: usize = 100_000;
 const ROUNDS: usize = 3;
 
 fn main() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let triggerd = std::env::var_os("TRIGGERD_BIN")
-        .map_or_else(|| root.join("target/release/triggerd"), PathBuf::from);
-    if !triggerd.exists() {
-        bail!(
-            "{} missing: cargo build --release -p triggerd",
-            triggerd.display()
-        );
-    }
+    let triggerd = triggerd_bin()?;
     let scratch = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
@@ -36,14 +28,7 @@ fn main() -> Result<()> {
     let dir = scratch.path().join("in");
     std::fs::create_dir(&dir)?;
     let c_loop = scratch.path().join("fanotify_drain");
-    let built = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&c_loop)
-        .arg(root.join("benches/c/fanotify_drain.c"))
-        .status()?;
-    if !built.success() {
-        bail!("cc failed");
-    }
+    compile_c("fanotify_drain", &c_loop)?;
     let socket = scratch.path().join("control.sock");
     let config = scratch.path().join("triggerd.conf");
     std::fs::write(

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
-use triggerd_benches::{count_lines, percentile, wait_until, Killed, Removed};
+use triggerd_benches::{
+    compile_c, count_lines, percentile, triggerd_bin, wait_until, Killed, Removed,
+};
 
 const PACED_FILES: usize = 2_000;
 const PACED_RATE: u64 = 500;
@@ -25,15 +27,7 @@ fn now_ns() -> i128 {
 }
 
 fn main() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let triggerd = std::env::var_os("TRIGGERD_BIN")
-        .map_or_else(|| root.join("target/release/triggerd"), PathBuf::from);
-    if !triggerd.exists() {
-        bail!(
-            "{} missing: cargo build --release -p triggerd",
-            triggerd.display()
-        );
-    }
+    let triggerd = triggerd_bin()?;
     if Command::new("pgrep")
         .arg("-x")
         .arg("incrond")
@@ -46,14 +40,7 @@ fn main() -> Result<()> {
     let work = tempfile::tempdir_in("/var/tmp/triggerd-bench")?;
     let dir = work.path();
     let stamp = dir.join("stamp");
-    let status = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&stamp)
-        .arg(root.join("benches/c/stamp.c"))
-        .status()?;
-    if !status.success() {
-        bail!("cc failed");
-    }
+    compile_c("stamp", &stamp)?;
     let log = |who: &str, what: &str| dir.join(format!("{who}-{what}.log"));
     let watched = |who: &str, what: &str| dir.join(format!("{who}-{what}"));
     for who in ["triggerd", "incron"] {

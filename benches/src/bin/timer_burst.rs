@@ -8,12 +8,12 @@
 //! timer_burst` (TRIGGERD_BIN overrides target/release/triggerd; TIMERS the count).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{count_lines, percentile, wait_until};
+use triggerd_benches::{compile_c, count_lines, percentile, triggerd_bin, wait_until};
 
 /// Seconds between the daemon being up and the instant its timers are due.
 const LEAD: u64 = 3;
@@ -45,27 +45,12 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let triggerd = std::env::var_os("TRIGGERD_BIN")
-        .map_or_else(|| root.join("target/release/triggerd"), PathBuf::from);
-    if !triggerd.exists() {
-        bail!(
-            "{} missing: cargo build --release -p triggerd",
-            triggerd.display()
-        );
-    }
+    let triggerd = triggerd_bin()?;
     fs::create_dir_all("/var/tmp/triggerd-bench")?;
     let work = tempfile::tempdir_in("/var/tmp/triggerd-bench")?;
     let dir = work.path().to_path_buf();
     let stamp = dir.join("stamp");
-    let built = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&stamp)
-        .arg(root.join("benches/c/stamp.c"))
-        .status()?;
-    if !built.success() {
-        bail!("cc failed");
-    }
+    compile_c("stamp", &stamp)?;
 
     // Baseline: the same processes, started by a plain loop at one instant.
     let baseline_log = dir.join("baseline.log");
