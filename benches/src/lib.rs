@@ -132,3 +132,44 @@ pub fn compile_c(name: &str, out: &Path) -> std::io::Result<()> {
         )))
     }
 }
+
+/// Threads that run until a shared flag is set; setting it and joining them happens on drop.
+pub struct StopOnDrop(
+    pub std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub Vec<std::thread::JoinHandle<()>>,
+);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.1.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A `triggerd-broker` without authentication, in this process, on a loopback port chosen by
+/// the kernel; returns its endpoint and the guard that stops it. Its store lives in `dir`.
+pub fn start_broker(dir: &Path) -> std::io::Result<(String, StopOnDrop)> {
+    use triggerd_remote::broker::{self, BrokerConfig};
+    let endpoint_file = dir.join("endpoint");
+    let config = BrokerConfig {
+        bind: vec!["tcp://127.0.0.1:*".into()],
+        store: dir.join("store.db"),
+        auth: false,
+        endpoint_file: Some(endpoint_file.clone()),
+        ..BrokerConfig::default()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || broker::run(&config, &flag).expect("broker"));
+    let guard = StopOnDrop(stop, vec![thread]);
+    let mut endpoint = None;
+    wait_until("the broker's endpoint", Duration::from_secs(60), || {
+        endpoint = std::fs::read_to_string(&endpoint_file)
+            .ok()
+            .and_then(|t| t.lines().next().map(String::from));
+        endpoint.is_some()
+    })?;
+    Ok((endpoint.unwrap_or_default(), guard))
+}

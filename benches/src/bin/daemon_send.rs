@@ -13,66 +13,34 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use triggerd_remote::broker::{self, BrokerConfig};
+use triggerd_benches::{start_broker, StopOnDrop};
 use triggerd_remote::{Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions};
 
 const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const LIMIT: Duration = Duration::from_secs(120);
 
-struct Threads(Arc<AtomicBool>, Vec<JoinHandle<()>>);
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for t in self.1.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A broker and one echo worker serving `sink`, in this process.
 struct Rig {
     endpoint: String,
-    _workers: Threads,
-    _broker: Threads,
+    _workers: StopOnDrop,
+    _broker: StopOnDrop,
     _dir: tempfile::TempDir,
 }
 
 fn rig() -> Result<Rig> {
     let dir = tempfile::tempdir()?;
-    let endpoint_file = dir.path().join("endpoint");
-    let config = BrokerConfig {
-        bind: vec!["tcp://127.0.0.1:*".into()],
-        store: dir.path().join("store.db"),
-        auth: false,
-        endpoint_file: Some(endpoint_file.clone()),
-        ..BrokerConfig::default()
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let broker = Threads(
-        stop,
-        vec![std::thread::spawn(move || {
-            broker::run(&config, &flag).expect("broker")
-        })],
-    );
-    let endpoint = wait("the broker", || {
-        std::fs::read_to_string(&endpoint_file)
-            .ok()
-            .and_then(|t| t.lines().next().map(String::from))
-    })?;
+    let (endpoint, broker) = start_broker(dir.path())?;
     let mut options = WorkerOptions::new(&endpoint, "sink");
     options.capacity = 1024;
     let worker = Worker::new(options);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let workers = Threads(
+    let workers = StopOnDrop(
         stop,
         vec![std::thread::spawn(move || {
             worker.run(&flag).expect("worker")

@@ -7,10 +7,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use triggerd_remote::broker::{self, BrokerConfig};
+use triggerd_benches::{start_broker, StopOnDrop};
 use triggerd_remote::{
     Client, Event, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
 };
@@ -19,17 +18,6 @@ use triggerd_remote::{
 const LOST: Duration = Duration::from_secs(10);
 
 const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-struct Stop(Arc<AtomicBool>, Vec<JoinHandle<()>>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for t in self.1.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 #[derive(Clone, Copy, Default)]
 struct Figures {
@@ -140,7 +128,7 @@ fn raw_echo(load: Load) -> Figures {
             }
         }
     });
-    let _guard = Stop(stop, vec![echo]);
+    let _guard = StopOnDrop(stop, vec![echo]);
     let dealer = ctx.socket(zmq::DEALER).expect("dealer");
     dealer.set_sndhwm(1_000_000).expect("hwm");
     dealer.set_rcvhwm(1_000_000).expect("hwm");
@@ -175,33 +163,13 @@ fn raw_echo(load: Load) -> Figures {
 struct Rig {
     endpoint: String,
     _dir: tempfile::TempDir,
-    _broker: Stop,
-    _workers: Stop,
+    _broker: StopOnDrop,
+    _workers: StopOnDrop,
 }
 
 fn rig(workers: usize) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint_file = dir.path().join("endpoint");
-    let config = BrokerConfig {
-        bind: vec!["tcp://127.0.0.1:*".into()],
-        store: dir.path().join("store.db"),
-        auth: false,
-        endpoint_file: Some(endpoint_file.clone()),
-        ..BrokerConfig::default()
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let broker = std::thread::spawn(move || broker::run(&config, &flag).expect("broker"));
-    let broker = Stop(stop, vec![broker]);
-    let endpoint = loop {
-        if let Some(line) = std::fs::read_to_string(&endpoint_file)
-            .ok()
-            .and_then(|t| t.lines().next().map(String::from))
-        {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (endpoint, broker) = start_broker(dir.path()).expect("broker");
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for _ in 0..workers {
@@ -217,7 +185,7 @@ fn rig(workers: usize) -> Rig {
         endpoint,
         _dir: dir,
         _broker: broker,
-        _workers: Stop(stop, threads),
+        _workers: StopOnDrop(stop, threads),
     };
     let mut client = Client::connect(&rig.endpoint, Default::default()).expect("client");
     // Wait until every worker has registered: a round of requests reaches them all.
