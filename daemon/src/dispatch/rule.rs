@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,10 @@ use crate::event::Event;
 /// How long a finished action's pid still counts as "this rule's own" for loop prevention:
 /// its events may be read after it exited.
 const RECENT_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long loop prevention waits for a run being spawned to report its pid; a fork and exec
+/// takes far less, so this bound only matters if spawning itself hangs.
+const SPAWN_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -80,6 +84,8 @@ struct Bucket {
 struct RunState {
     /// Slots taken by started runs (a run holds its slot before its pid is known).
     slots: usize,
+    /// Runs between fork and the registration of their pid: their events may already be read.
+    spawning: usize,
     running: Vec<Running>,
     recent: VecDeque<(i32, Instant)>,
     queue: VecDeque<Job>,
@@ -98,6 +104,8 @@ pub struct RuleRuntime {
     pub rule: Rule,
     pub counters: Counters,
     state: Mutex<RunState>,
+    /// Signalled when `spawning` drops: a run's pid is registered or its spawn failed.
+    spawned: Condvar,
     room: Notify,
     context: Arc<RuleContext>,
 }
@@ -116,6 +124,7 @@ impl RuleRuntime {
             rule,
             counters: Counters::default(),
             state: Mutex::new(RunState::default()),
+            spawned: Condvar::new(),
             room: Notify::new(),
             context,
         })
@@ -171,29 +180,33 @@ impl RuleRuntime {
         self.admit(Job { event, attempt: 0 })
     }
 
-    /// Whether `pid` is one of this rule's runs, or a process they started.
+    /// Whether `pid` is one of this rule's runs, or a process they started. A run's child can
+    /// write, and its event be read, before the spawning task records the pid: while a spawn
+    /// is in flight the answer waits for it, so a fast action never slips past.
     fn caused_by_own_run(&self, pid: Option<i32>) -> bool {
         let Some(pid) = pid else { return false };
+        let deadline = Instant::now() + SPAWN_WAIT;
         let mut state = self.state();
-        let now = Instant::now();
-        while state
-            .recent
-            .front()
-            .is_some_and(|(_, at)| now - *at > RECENT_WINDOW)
-        {
-            state.recent.pop_front();
+        loop {
+            let now = Instant::now();
+            while state
+                .recent
+                .front()
+                .is_some_and(|(_, at)| now - *at > RECENT_WINDOW)
+            {
+                state.recent.pop_front();
+            }
+            match ownership(&state, pid) {
+                Ownership::Own => return true,
+                Ownership::Foreign => return false,
+                Ownership::Pending if now >= deadline => return false,
+                Ownership::Pending => {}
+            }
+            state = match self.spawned.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
-        if state.running.is_empty() && state.recent.is_empty() {
-            return false;
-        }
-        if state.recent.iter().any(|(p, _)| *p == pid) {
-            return true;
-        }
-        let group = process_group_of(pid);
-        state
-            .running
-            .iter()
-            .any(|r| r.pgid == pid || Some(r.pgid) == group)
     }
 
     /// Trailing-edge debounce per subject: the run happens once it has been quiet.
@@ -365,6 +378,8 @@ impl RuleRuntime {
             let mut pid = None;
             let outcome = match &rule.rule.def.action {
                 Action::Exec(exec) => {
+                    // No await point lies between this and the fork inside `run_exec`.
+                    let spawn = SpawnInFlight::begin(&rule);
                     let (outcome, stdout) = run_exec(
                         &rule.rule.name,
                         exec,
@@ -372,7 +387,7 @@ impl RuleRuntime {
                         &job.event,
                         |running| {
                             pid = Some(running.pgid);
-                            rule.state().running.push(running);
+                            spawn.started(running);
                         },
                     )
                     .await;
@@ -609,6 +624,60 @@ fn backoff(retry: &crate::config::Retry, attempt: u32, rule: &str, event_id: u64
 }
 
 /// The process group of a live process, if it still exists.
+#[derive(Debug, PartialEq, Eq)]
+enum Ownership {
+    /// A running or recently finished run of the rule, or in a running one's process group.
+    Own,
+    Foreign,
+    /// Not known yet: a run being spawned may turn out to have this pid.
+    Pending,
+}
+
+fn ownership(state: &RunState, pid: i32) -> Ownership {
+    if state.recent.iter().any(|(p, _)| *p == pid) {
+        return Ownership::Own;
+    }
+    if !state.running.is_empty() {
+        let group = process_group_of(pid);
+        if state
+            .running
+            .iter()
+            .any(|r| r.pgid == pid || Some(r.pgid) == group)
+        {
+            return Ownership::Own;
+        }
+    }
+    if state.spawning > 0 {
+        Ownership::Pending
+    } else {
+        Ownership::Foreign
+    }
+}
+
+/// A run between its fork and the registration of its pid; dropping it (registered or not)
+/// wakes loop prevention waiting on it.
+struct SpawnInFlight<'a> {
+    rule: &'a RuleRuntime,
+}
+
+impl<'a> SpawnInFlight<'a> {
+    fn begin(rule: &'a RuleRuntime) -> Self {
+        rule.state().spawning += 1;
+        Self { rule }
+    }
+
+    fn started(self, running: Running) {
+        self.rule.state().running.push(running);
+    }
+}
+
+impl Drop for SpawnInFlight<'_> {
+    fn drop(&mut self) {
+        self.rule.state().spawning -= 1;
+        self.rule.spawned.notify_all();
+    }
+}
+
 pub fn process_group_of(pid: i32) -> Option<i32> {
     nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
         .ok()
@@ -617,7 +686,40 @@ pub fn process_group_of(pid: i32) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::concurrent_actions;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::{concurrent_actions, ownership, Ownership, RuleRuntime, SpawnInFlight};
+    use crate::action::Running;
+    use crate::dispatch::Dispatcher;
+
+    fn rule_runtime(state_dir: &Path) -> Arc<RuleRuntime> {
+        let text = "[[watch]]\nname = \"r\"\npath = \"/tmp\"\nevents = \"close_write\"\nexec = [\"/bin/true\"]\n";
+        let config = crate::config::parse(Path::new("test.conf"), text).unwrap();
+        let dispatcher = Dispatcher::new(state_dir);
+        RuleRuntime::new(config.rules[0].clone(), Arc::clone(&dispatcher.context))
+    }
+
+    #[test]
+    fn a_spawn_in_flight_leaves_ownership_pending_until_its_pid_is_known() {
+        let dir = std::env::temp_dir().join(format!("triggerd-rule-{}", std::process::id()));
+        let rule = rule_runtime(&dir);
+        // Any pid will do: it is matched against registered runs only.
+        let child_pid = 424_242;
+        assert_eq!(ownership(&rule.state(), child_pid), Ownership::Foreign);
+
+        let spawn = SpawnInFlight::begin(&rule);
+        assert_eq!(ownership(&rule.state(), child_pid), Ownership::Pending);
+        std::thread::scope(|scope| {
+            // Whether this runs before or after `started`, the answer is the same.
+            let verdict = scope.spawn(|| rule.caused_by_own_run(Some(child_pid)));
+            spawn.started(Running { pgid: child_pid });
+            assert!(verdict.join().unwrap());
+        });
+        assert_eq!(ownership(&rule.state(), child_pid), Ownership::Own);
+        assert!(!rule.caused_by_own_run(Some(child_pid + 1)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn concurrent_actions_leave_room_for_the_daemon() {
