@@ -1,10 +1,12 @@
 //! Runs one child process for a plugin: argv (never a shell), payload written to stdin,
 //! stdout and stderr read line by line and handed over as they arrive, SIGKILL when the
-//! deadline passes. The exit status is the child's code, or 128 + signal like a shell.
+//! deadline passes. The child leads its own process group, and the kill takes the whole group:
+//! a grandchild holding the output pipes open must not outlive the request. The exit status is
+//! the child's code, or 128 + signal like a shell.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,7 @@ pub(crate) fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()?;
     let deadline = Instant::now() + timeout;
     let (tx, rx) = mpsc::channel();
@@ -76,11 +79,7 @@ pub(crate) fn run(
         match rx.recv_timeout(left) {
             Ok(line) => on_line(line),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(STATUS_TIMEOUT);
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => return Ok(kill_group(&mut child)),
         }
     }
     // Output is closed; the child is exiting (or closed its pipes): wait within the deadline.
@@ -91,12 +90,23 @@ pub(crate) fn run(
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(STATUS_TIMEOUT);
+            return Ok(kill_group(&mut child));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Kills the child's whole process group (its pid is the group id) and reaps the child.
+fn kill_group(child: &mut Child) -> i32 {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    STATUS_TIMEOUT
 }
 
 #[cfg(test)]
@@ -136,6 +146,37 @@ mod tests {
         .expect("run");
         assert_eq!(status, STATUS_TIMEOUT);
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn timeout_kills_a_grandchild_holding_the_output_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("grandchild.pid");
+        let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
+        let status = run(
+            &sh(&script),
+            &[],
+            b"",
+            Duration::from_secs(2),
+            &mut |_| {},
+        )
+        .expect("run");
+        assert_eq!(status, STATUS_TIMEOUT);
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        // Killed means gone or a zombie awaiting its reaper (init here, once sh is dead).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "grandchild {pid} still alive: {stat}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
