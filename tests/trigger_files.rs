@@ -85,3 +85,50 @@ fn the_tree_follows_a_reload_and_survives_kill_9() {
             .filter(|b| b == b"again\n")
     });
 }
+
+#[test]
+fn a_second_instance_on_the_same_config_is_refused() {
+    let mut daemon = Daemon::start(WEATHER);
+    let stderr_path = daemon.path("second.err");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_triggerd"))
+        .arg("--config")
+        .arg(&daemon.config)
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("run a second triggerd");
+    // Killed on every way out, so a second instance that wrongly runs cannot outlive the test.
+    let mut second = KillOnDrop(child);
+    let code = wait_for("the second instance to exit", DEADLINE, || {
+        second.0.try_wait().unwrap().map(|status| status.code())
+    });
+    let stderr = fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("another triggerd is running"), "{stderr}");
+
+    // The first keeps its socket and its mount, with nothing stacked on it: one write, one run.
+    let mount = daemon.path("fs");
+    sh(&format!(
+        "echo once > {}/weather/rpi/station1",
+        mount.display()
+    ));
+    wait_for("the run", DEADLINE, || {
+        let rule = daemon.rule("weather");
+        (rule.fired == 1 && rule.running == 0).then_some(())
+    });
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(mount.to_str().unwrap()))
+        .count();
+    assert_eq!(stacked, 1, "{mounts}");
+    assert_eq!(fs::read(daemon.out().join("weather")).unwrap(), b"once\n");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

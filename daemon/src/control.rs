@@ -75,6 +75,19 @@ pub trait Responder: Send + Sync + 'static {
     fn answer(&self, request: Request) -> Reply;
 }
 
+/// Fails when a live daemon answers on `path`. Checked before anything else starts: a second
+/// instance would take over the socket, stack a mount on the trigger files and run every
+/// action twice. A socket file nobody accepts on is stale and is replaced by `bind`.
+pub fn ensure_no_other_instance(path: &Path) -> std::io::Result<()> {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another triggerd is running and answers on it",
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Binds the socket (replacing a stale one) with `mode`.
 pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {

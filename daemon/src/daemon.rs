@@ -185,6 +185,12 @@ pub async fn run(
     config: Config,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<(), DaemonError> {
+    let control_path = config.daemon.control.clone();
+    let control_error = |source| DaemonError::Control {
+        path: control_path.display().to_string(),
+        source,
+    };
+    control::ensure_no_other_instance(&control_path).map_err(control_error)?;
     raise_open_file_limit();
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
@@ -224,13 +230,8 @@ pub async fn run(
     }
     wait_applied(&mut bound, 1).await;
 
-    let control_path = config.daemon.control.clone();
-    let listener = control::bind(&control_path, config.daemon.control_mode).map_err(|source| {
-        DaemonError::Control {
-            path: control_path.display().to_string(),
-            source,
-        }
-    })?;
+    let listener =
+        control::bind(&control_path, config.daemon.control_mode).map_err(control_error)?;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let state = Arc::new(State {

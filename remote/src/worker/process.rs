@@ -153,14 +153,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid_file = dir.path().join("grandchild.pid");
         let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
-        let status = run(
-            &sh(&script),
-            &[],
-            b"",
-            Duration::from_secs(2),
-            &mut |_| {},
-        )
-        .expect("run");
+        let status = run(&sh(&script), &[], b"", Duration::from_secs(2), &mut |_| {}).expect("run");
         assert_eq!(status, STATUS_TIMEOUT);
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .expect("pid file")
@@ -174,7 +167,10 @@ mod tests {
             if stat.is_empty() || stat.contains(") Z ") {
                 break;
             }
-            assert!(Instant::now() < deadline, "grandchild {pid} still alive: {stat}");
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {pid} still alive: {stat}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
