@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 
-use common::{sh, wait_for, Daemon, DEADLINE};
+use common::{sh, wait_for, Daemon, KillOnDrop, DEADLINE};
 
 const WEATHER: &str = "[[trigger]]\nname = \"weather\"\nfile = \"weather/rpi/station1\"\nmode = \"0666\"\nexec = [\"/bin/sh\", \"-c\", \"cat > \\\"$0\\\"; echo stored\", \"{out}/weather\"]\n\n";
 const LINES: &str = "[[trigger]]\nname = \"lines\"\nfile = \"logs/app\"\nsplit = \"line\"\nmax_running = 1\nexec = [\"/bin/sh\", \"-c\", \"cat >> \\\"$0\\\"; echo >> \\\"$0\\\"\", \"{out}/lines\"]\n\n";
@@ -98,9 +98,7 @@ fn a_second_instance_on_the_same_config_is_refused() {
         .expect("run a second triggerd");
     // Killed on every way out, so a second instance that wrongly runs cannot outlive the test.
     let mut second = KillOnDrop(child);
-    let code = wait_for("the second instance to exit", DEADLINE, || {
-        second.0.try_wait().unwrap().map(|status| status.code())
-    });
+    let code = second.wait_exit("the second instance to exit").code();
     let stderr = fs::read_to_string(&stderr_path).unwrap();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("another triggerd is running"), "{stderr}");
@@ -122,13 +120,4 @@ fn a_second_instance_on_the_same_config_is_refused() {
         .count();
     assert_eq!(stacked, 1, "{mounts}");
     assert_eq!(fs::read(daemon.out().join("weather")).unwrap(), b"once\n");
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

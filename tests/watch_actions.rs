@@ -1,4 +1,5 @@
-//! Actions through a real daemon: permission gates decided by a command (and its timeout),
+//! Actions through a real daemon: permission gates decided by a command (and its timeout, and
+//! never stalled behind a blocked notification rule), SIGTERM with a source blocked on a full queue,
 //! loop prevention, timeouts killing the process group, `on_busy`, debounce, environment and
 //! stdin, and exit statuses counted.
 
@@ -8,7 +9,7 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{records, wait_for, wait_records, Daemon, DEADLINE};
+use common::{records, wait_for, wait_records, Daemon, KillOnDrop, DEADLINE};
 
 fn cat(path: &std::path::Path) -> std::io::Result<String> {
     let out = Command::new("/bin/cat").arg(path).output()?;
@@ -55,6 +56,58 @@ fn permission_rule_decides_by_exit_status() {
     let deny = daemon.rule("deny");
     assert_eq!((deny.fired, deny.failed), (1, 1));
     assert_eq!(daemon.rule("allow").failed, 0);
+}
+
+#[test]
+fn a_blocked_notify_rule_never_stalls_the_permission_gate() {
+    let mut daemon = Daemon::start("");
+    fs::create_dir(daemon.path("in")).unwrap();
+    fs::write(daemon.path("gated"), "g").unwrap();
+    // "busy" blocks the fanotify source while its one slot and one queue place are taken; its
+    // action opens the gated file, which only a read of the permission group lets through.
+    daemon.write_config(
+        "[[watch]]\nname = \"busy\"\npath = \"{dir}/in\"\nevents = \"close_write\"\nmax_running = 1\nqueue = 1\nwhen_full = \"block\"\nexec = [\"/bin/cat\", \"{dir}/gated\"]\n\n\
+         [[watch]]\nname = \"gate\"\npath = \"{dir}/gated\"\nevents = \"open_perm\"\nexec = [\"/bin/true\"]\n",
+    );
+    daemon.reload();
+    daemon.wait_watching();
+    for i in 0..20 {
+        fs::write(daemon.path(&format!("in/{i}")), "x").unwrap();
+    }
+    // Another process's open is decided meanwhile, not left waiting behind the backlog.
+    let outside = Command::new("/bin/cat")
+        .arg(daemon.path("gated"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = KillOnDrop(outside).wait_exit("an outside open of the gated file");
+    assert!(status.success());
+    let busy = wait_for("every file to be handled", DEADLINE, || {
+        let r = daemon.rule("busy");
+        (r.fired == 20 && r.running == 0).then_some(r)
+    });
+    assert_eq!((busy.failed, busy.dropped), (0, 0), "{busy:?}");
+    assert!(daemon.rule("gate").fired >= 1);
+}
+
+#[test]
+fn sigterm_stops_a_source_blocked_on_a_full_queue() {
+    let mut daemon = Daemon::start("");
+    fs::create_dir(daemon.path("in")).unwrap();
+    daemon.write_config(
+        "[[watch]]\nname = \"slow\"\npath = \"{dir}/in\"\nevents = \"close_write\"\nmax_running = 1\nqueue = 1\nwhen_full = \"block\"\nexec = [\"/bin/sleep\", \"120\"]\n",
+    );
+    daemon.reload();
+    daemon.wait_watching();
+    for i in 0..5 {
+        fs::write(daemon.path(&format!("in/{i}")), "x").unwrap();
+    }
+    // One running, one queued, the third event waits in the source for room.
+    wait_for("the queue to fill", DEADLINE, || {
+        let r = daemon.rule("slow");
+        (r.running == 1 && r.queued == 1).then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
 }
 
 #[test]

@@ -47,6 +47,23 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 
 /// The global fanotify sysctl is changed by the overflow test: every test that creates a
 /// fanotify group holds this lock shared while its daemon starts, the overflow test exclusively.
+/// A child process killed and reaped on every way out of a test.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Waits up to `DEADLINE` for the exit status; panics (and kills) past it.
+    pub fn wait_exit(&mut self, what: &str) -> std::process::ExitStatus {
+        wait_for(what, DEADLINE, || self.0.try_wait().unwrap())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct SysctlLock(File);
 
 impl SysctlLock {
@@ -266,6 +283,14 @@ impl Daemon {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        if !wait_exit(&mut child, DEADLINE) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "triggerd did not stop within {DEADLINE:?} of SIGTERM; log:\n{}",
+                self.log_text()
+            );
+        }
         child.wait().ok()?.code()
     }
 }

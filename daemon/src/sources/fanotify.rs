@@ -1,10 +1,14 @@
 //! The fanotify source (`[[watch]]` and facron lines): one notification group (FID mode) for
 //! every watch and a second group for permission rules, both read without blocking from the
-//! tokio reactor. Marks follow the bindings as a diff, so a reload never drops the marks of
-//! unchanged rules; marks that fail (a path that does not exist yet) are retried until they
-//! succeed, and marks whose path was replaced (an editor's rename-over) are placed again.
+//! tokio reactor. The permission group is read by a task of its own: a notification rule that
+//! blocks on its full queue must never leave an open waiting unread, least of all one by the
+//! very action the queue waits for. Marks follow the bindings as a diff, so a reload never
+//! drops the marks of unchanged rules; marks that fail (a path that does not exist yet) are
+//! retried until they succeed, and marks whose path was replaced (an editor's rename-over)
+//! are placed again.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,9 +74,28 @@ pub struct WatchStatus {
 }
 
 /// The fanotify groups own their fd for their whole life and never swap it.
-trait OwnsGroupFd: std::os::fd::AsRawFd {}
+trait OwnsGroupFd: AsRawFd {}
 impl OwnsGroupFd for Watcher {}
-impl OwnsGroupFd for PermissionGate {}
+impl OwnsGroupFd for GateFd {}
+
+/// The permission gate, shared by the task that reads it and the source that sets its marks.
+type SharedGate = Arc<Mutex<PermissionGate>>;
+
+/// The permission group's fd, for readiness; it holds the gate, so the fd stays open.
+struct GateFd(SharedGate, RawFd);
+
+impl GateFd {
+    fn new(gate: SharedGate) -> Self {
+        let fd = lock(&gate).as_raw_fd();
+        Self(gate, fd)
+    }
+}
+
+impl AsRawFd for GateFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.1
+    }
+}
 
 fn register<T: OwnsGroupFd>(group: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `OwnsGroupFd` types hold their fd open, unchanged, until they are dropped, and
@@ -83,7 +106,7 @@ fn register<T: OwnsGroupFd>(group: T) -> std::io::Result<AsyncFd<T>> {
 
 pub struct FanotifySource {
     status: Arc<Mutex<WatchStatus>>,
-    groups: Option<(AsyncFd<Watcher>, Option<AsyncFd<PermissionGate>>)>,
+    groups: Option<(AsyncFd<Watcher>, Option<AsyncFd<GateFd>>)>,
 }
 
 impl FanotifySource {
@@ -112,7 +135,7 @@ impl EventSource for FanotifySource {
             .map_err(|e| e.to_string())
             .and_then(|mut gate| {
                 gate.set_exempt_descendants(true);
-                register(gate).map_err(|e| e.to_string())
+                register(GateFd::new(Arc::new(Mutex::new(gate)))).map_err(|e| e.to_string())
             });
         let permission = match gate {
             Ok(gate) => Some(gate),
@@ -131,24 +154,32 @@ impl EventSource for FanotifySource {
                 tracing::error!("fanotify source run without prepare");
                 return;
             };
+            let delivery = Delivery {
+                emitter: ctx.emitter.clone(),
+                status: self.status,
+            };
+            let gate = permission.as_ref().map(|fd| Arc::clone(&fd.get_ref().0));
+            let gate_task = permission.map(|fd| {
+                tokio::spawn(serve_permission(fd, delivery.clone(), ctx.shutdown.clone()))
+            });
             let mut source = Source {
                 notify,
-                permission,
-                delivery: Delivery {
-                    emitter: ctx.emitter.clone(),
-                    status: self.status,
-                },
+                permission: gate,
+                delivery,
                 marks: Marks::default(),
                 failing: false,
             };
             source.run(ctx).await;
+            if let Some(task) = gate_task {
+                let _ = task.await;
+            }
         })
     }
 }
 
 struct Source {
     notify: AsyncFd<Watcher>,
-    permission: Option<AsyncFd<PermissionGate>>,
+    permission: Option<SharedGate>,
     delivery: Delivery,
     marks: Marks,
     failing: bool,
@@ -156,6 +187,7 @@ struct Source {
 
 /// Turns what the groups read into dispatcher calls (apart from the groups, so both can be
 /// borrowed at once).
+#[derive(Clone)]
 struct Delivery {
     emitter: Emitter,
     status: Arc<Mutex<WatchStatus>>,
@@ -165,7 +197,6 @@ impl Source {
     async fn run(&mut self, mut ctx: SourceContext) {
         let mut retry = tokio::time::interval(RETRY_EVERY);
         let mut events = Vec::with_capacity(1024);
-        let mut requests = Vec::new();
         let bindings = ctx.bindings.borrow_and_update().clone();
         self.apply(Marks::of(&bindings.rules));
         ctx.applied(bindings.generation);
@@ -183,14 +214,6 @@ impl Source {
                         }
                     }
                     Err(e) => tracing::error!("fanotify: {e}"),
-                },
-                ready = readable(&mut self.permission) => match ready {
-                    Ok(mut guard) => {
-                        if self.delivery.read_permission(guard.get_inner_mut(), &mut requests) {
-                            guard.clear_ready();
-                        }
-                    }
-                    Err(e) => tracing::error!("fanotify permission group: {e}"),
                 },
                 changed = ctx.bindings.changed() => {
                     if changed.is_err() {
@@ -222,11 +245,8 @@ impl Source {
             self.notify.get_mut().set_marks(&marks.notify),
             &marks.notify,
         );
-        if let Some(gate) = &mut self.permission {
-            collect(
-                gate.get_mut().set_marks(&marks.permission),
-                &marks.permission,
-            );
+        if let Some(gate) = &self.permission {
+            collect(lock(gate).set_marks(&marks.permission), &marks.permission);
         } else {
             let why = "permission events are unavailable on this host";
             collect(Ok(Vec::new()), &[]);
@@ -259,12 +279,29 @@ impl Source {
     }
 }
 
-async fn readable(
-    gate: &mut Option<AsyncFd<PermissionGate>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, PermissionGate>> {
-    match gate {
-        Some(fd) => fd.readable_mut().await,
-        None => std::future::pending().await,
+/// Reads the permission group until shutdown. Closing the group (the last holder of the gate
+/// drops it) lets the kernel allow whatever is still pending.
+async fn serve_permission(
+    fd: AsyncFd<GateFd>,
+    delivery: Delivery,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut requests = Vec::new();
+    loop {
+        tokio::select! {
+            ready = fd.readable() => match ready {
+                Ok(mut guard) => {
+                    if delivery.read_permission(&fd.get_ref().0, &mut requests) {
+                        guard.clear_ready();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("fanotify permission group: {e}");
+                    return;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -302,13 +339,10 @@ impl Delivery {
     }
 
     /// Hands each request to the dispatcher; true when the group had nothing more to give.
-    fn read_permission(
-        &mut self,
-        gate: &mut PermissionGate,
-        out: &mut Vec<PermissionRequest>,
-    ) -> bool {
+    fn read_permission(&self, gate: &SharedGate, out: &mut Vec<PermissionRequest>) -> bool {
         out.clear();
-        let drained = match gate.read_requests(out) {
+        let read = lock(gate).read_requests(out);
+        let drained = match read {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => {

@@ -73,7 +73,7 @@ impl SourceContext {
         let (applied, acks) = watch::channel(0);
         let ctx = Self {
             bindings,
-            emitter,
+            emitter: emitter.stopping_on(shutdown.clone()),
             shutdown,
             state_dir,
             applied,
@@ -93,6 +93,9 @@ pub struct Emitter {
     dispatcher: Arc<Dispatcher>,
     ids: Arc<AtomicU64>,
     kind: SourceKind,
+    /// Once this reads true a delivery waiting for queue room gives up: a source blocked on a
+    /// full queue must not hold up shutdown.
+    stopped: Option<watch::Receiver<bool>>,
 }
 
 impl Emitter {
@@ -101,6 +104,23 @@ impl Emitter {
             dispatcher,
             ids,
             kind,
+            stopped: None,
+        }
+    }
+
+    fn stopping_on(mut self, stopped: watch::Receiver<bool>) -> Self {
+        self.stopped = Some(stopped);
+        self
+    }
+
+    /// Runs `delivery` unless the daemon stops first (then `None`: the event is abandoned).
+    async fn unless_stopped<T>(&self, delivery: impl Future<Output = T>) -> Option<T> {
+        let Some(mut stopped) = self.stopped.clone() else {
+            return Some(delivery.await);
+        };
+        tokio::select! {
+            done = delivery => Some(done),
+            _ = stopped.wait_for(|stop| *stop) => None,
         }
     }
 
@@ -126,12 +146,15 @@ impl Emitter {
 
     /// To every rule the event matches (path-addressed sources).
     pub async fn dispatch(&self, event: Event) {
-        self.dispatcher.dispatch(event).await;
+        self.unless_stopped(self.dispatcher.dispatch(event)).await;
     }
 
     /// To one named rule (rule-addressed sources); false if there is no such rule now.
+    /// Stopping counts as delivered.
     pub async fn fire(&self, rule: &str, event: Event) -> bool {
-        self.dispatcher.deliver_to(rule, event).await
+        self.unless_stopped(self.dispatcher.deliver_to(rule, event))
+            .await
+            .unwrap_or(true)
     }
 
     pub fn decide_permission(&self, request: PermissionRequest, event: Event) {
