@@ -4,9 +4,11 @@
 //! spool only when its FINAL arrived and every record before it is done too, so after a crash
 //! or a broker outage delivery resumes at the first record not known to be delivered.
 //! Records are sent in spool order with up to `window` in flight (window 1 gives strictly
-//! serial delivery); a record with no FINAL after `retry_after` is sent again, and one the
-//! broker could not place on any worker (status 69) is retried as well. Any other FINAL,
-//! whatever its status, counts as delivered (`failed` counts non-zero statuses).
+//! serial delivery); a record with no FINAL after `retry_after` is sent again, and so is one
+//! the broker could not place on any worker (status 69) or gave up on at its deadline (status
+//! 124): waiting in a queue, or held by a worker that may have died, it may never have run.
+//! A worker answers a repeat of an id it has run with status 0, so the retry converges. Any
+//! other FINAL, whatever its status, counts as delivered (`failed` counts non-zero statuses).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError, ClientOptions, Event};
-use crate::ext::STATUS_UNAVAILABLE;
+use crate::ext::{STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use crate::spool::{Spool, SpoolError, SpoolStats};
 
 /// Forwarder settings.
@@ -257,7 +259,7 @@ fn drain(
                 continue;
             }
             let seq = reply.id as u64;
-            if reply.status == STATUS_UNAVAILABLE {
+            if reply.status == STATUS_UNAVAILABLE || reply.status == STATUS_TIMEOUT {
                 if let Some(flight) = in_flight.get_mut(&seq) {
                     flight.sent = Instant::now() - options.retry_after;
                 }

@@ -1,6 +1,7 @@
 //! The spool-backed forwarder across a broker outage and a forwarder restart: 10,000 events
 //! submitted, the broker killed mid-stream and the forwarder stopped, both started again
-//! later on the same spool: every event arrives, none twice after de-duplication by id.
+//! later on the same spool: every event arrives, none twice after de-duplication by id; and a
+//! request the broker timed out before any worker took it is sent again, not lost.
 
 mod common;
 
@@ -165,6 +166,46 @@ fn window_one_delivers_in_spool_order_across_a_broker_restart() {
         .collect();
     let expected: Vec<Vec<u8>> = (0..500).map(|i| format!("{i:03}").into_bytes()).collect();
     assert_eq!(seen, expected, "in order, each once");
+    drop(forwarder);
+    drop(worker);
+}
+
+#[test]
+fn a_request_the_broker_timed_out_is_sent_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("mkdir");
+    let bind = format!("ipc://{}", dir.path().join("broker.sock").display());
+    let broker = Broker::start_in(&broker_dir, &bind, "auth = false\nheartbeat = \"100ms\"");
+    let spool = Spool::open(SpoolOptions::new(dir.path().join("spool"))).expect("spool");
+    let mut options = ForwarderOptions::new(&bind);
+    options.request_timeout = Duration::from_millis(300);
+    // Only the broker's timeout FINAL can cause a resend within this test.
+    options.retry_after = Duration::from_secs(600);
+    let forwarder = Forwarder::start(spool, options).expect("forwarder");
+    for i in 0..20 {
+        forwarder
+            .submit("late", "", format!("{i}").as_bytes())
+            .expect("submit");
+    }
+    // No worker serves "late" yet: every request waits in the broker's queue and times out.
+    wait_for(Duration::from_secs(60), || {
+        (forwarder.stats().resent >= 20).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not resent: {:?}", forwarder.stats()));
+
+    let sink = Arc::new(Sink::default());
+    let mut worker_options = fast_worker(&broker.endpoint, "late");
+    worker_options.default_plugin = "sink".into();
+    let mut worker = Worker::new(worker_options);
+    worker.add_plugin("sink", sink.clone());
+    let worker = WorkerThread::start(worker);
+    let stats = wait_for(Duration::from_secs(60), || {
+        let stats = forwarder.stats();
+        (stats.delivered == 20 && sink.unique_payloads() == 20).then_some(stats)
+    })
+    .unwrap_or_else(|| panic!("only {} of 20 arrived", sink.unique_payloads()));
+    assert_eq!(stats.failed, 0, "{stats:?}");
     drop(forwarder);
     drop(worker);
 }
