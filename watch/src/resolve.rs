@@ -35,7 +35,12 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    /// Replaces the mount fds (one per fsid still marked).
+    /// Hands back the mount fds in use (none are left).
+    pub fn take_mounts(&mut self) -> HashMap<u64, OwnedFd> {
+        std::mem::take(&mut self.mounts)
+    }
+
+    /// Replaces the mount fds (one per fsid marked, or with events still queued).
     pub fn set_mounts(&mut self, mounts: HashMap<u64, OwnedFd>) {
         self.mounts = mounts;
     }

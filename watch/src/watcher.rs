@@ -3,7 +3,8 @@
 //! handle and entry name; its marks; and the read loop that turns records into
 //! [`WatchEvent`]s with absolute paths, keeping the directory-path cache right as it goes.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -45,6 +46,10 @@ pub struct Watcher {
     group: Fanotify,
     marks: MarkTable,
     filter: Filter,
+    /// Filters replaced by `set_marks` since the queue was last drained: events queued before
+    /// a mark changed are judged by the filter of their time. Emptied when a read finds the
+    /// queue empty, since a removed mark can queue nothing more.
+    retired: Vec<Filter>,
     resolver: Resolver,
     buf: Vec<u8>,
     overflows: u64,
@@ -102,6 +107,7 @@ impl Watcher {
             group,
             marks: MarkTable::default(),
             filter: Filter::default(),
+            retired: Vec::new(),
             resolver: Resolver::default(),
             buf: vec![0; READ_BUFFER_LEN],
             overflows: 0,
@@ -118,14 +124,32 @@ impl Watcher {
     /// their masks. Returns one [`MarkError`] per spec that failed and applies the rest.
     pub fn set_marks(&mut self, desired: &[MarkSpec]) -> Result<Vec<MarkError>, WatchError> {
         let errors = self.marks.apply(&self.group, desired, &NotifyPolicy);
-        self.filter = Filter::from_marks(&self.marks);
-        let mounts = self
-            .marks
+        let previous = std::mem::replace(&mut self.filter, Filter::from_marks(&self.marks));
+        self.retired.push(previous);
+        // Queued events on a filesystem no longer marked still resolve until the drain.
+        let mut mounts = self.marked_mounts();
+        for (fsid, fd) in self.resolver.take_mounts() {
+            mounts.entry(fsid).or_insert(fd);
+        }
+        self.resolver.set_mounts(mounts);
+        Ok(errors)
+    }
+
+    fn marked_mounts(&self) -> HashMap<u64, OwnedFd> {
+        self.marks
             .mounts
             .iter()
-            .filter_map(|(fsid, fd)| Some((*fsid, fd.try_clone().ok()?)));
-        self.resolver.set_mounts(mounts.collect());
-        Ok(errors)
+            .filter_map(|(fsid, fd)| Some((*fsid, fd.try_clone().ok()?)))
+            .collect()
+    }
+
+    /// The queue is empty: what marks replaced before this point can have nothing left in it.
+    fn drained(&mut self) {
+        if !self.retired.is_empty() {
+            self.retired.clear();
+            let mounts = self.marked_mounts();
+            self.resolver.set_mounts(mounts);
+        }
     }
 
     /// Reads everything available without blocking and appends the events the specs asked
@@ -139,7 +163,10 @@ impl Watcher {
                 break Ok(());
             }
             match nix::unistd::read(&self.group, &mut buf) {
-                Ok(0) | Err(Errno::EAGAIN) => break Ok(()),
+                Ok(0) | Err(Errno::EAGAIN) => {
+                    self.drained();
+                    break Ok(());
+                }
                 Ok(n) => self.process(&buf[..n.min(buf.len())], out),
                 Err(Errno::EINTR) => continue,
                 Err(errno) => {
@@ -197,7 +224,7 @@ impl Watcher {
                 });
                 continue;
             }
-            let wanted = self.filter.wanted(&event);
+            let (judge, wanted) = self.judge(&event);
             if event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0
                 && event.subject().is_some_and(|id| self.filter.is_pinned(id))
             {
@@ -206,16 +233,22 @@ impl Watcher {
             self.follow_renames(&event);
             // a marked object that moved: its new path is kept for a later delete_self
             let moved = event.mask & libc::FAN_MOVE_SELF != 0
-                && event.subject().is_some_and(|id| self.filter.is_marked(id));
+                && event
+                    .subject()
+                    .is_some_and(|id| self.filter_at(judge).is_marked(id));
             if !wanted.is_empty() || moved {
                 // A marked object's own events carry the path it was marked by (what a rule
                 // names), not where it went; the new place is kept for what follows.
                 let marked_as = (event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0)
-                    .then(|| event.subject().and_then(|id| self.filter.marked_path(id)))
+                    .then(|| {
+                        event
+                            .subject()
+                            .and_then(|id| self.filter_at(judge).marked_path(id))
+                    })
                     .flatten();
                 let resolved = self.event_path(&event);
                 if let (true, Some(subject), Some(path)) = (moved, event.subject(), &resolved) {
-                    self.filter.moved(subject, path);
+                    self.filter_at(judge).moved(subject, path);
                 }
                 match marked_as.or(resolved) {
                     Some(path) if !wanted.is_empty() => out.push(WatchEvent {
@@ -228,6 +261,29 @@ impl Watcher {
                 }
             }
             self.follow_deletes(&event);
+        }
+    }
+
+    /// Which filter judges `event` (`None`: the current one, else a retired one that was in
+    /// force when it was queued) and the kinds it wants.
+    fn judge(&mut self, event: &ParsedEvent<'_>) -> (Option<usize>, EventMask) {
+        let wanted = self.filter.wanted(event);
+        if !wanted.is_empty() {
+            return (None, wanted);
+        }
+        for i in (0..self.retired.len()).rev() {
+            let wanted = self.retired[i].wanted(event);
+            if !wanted.is_empty() {
+                return (Some(i), wanted);
+            }
+        }
+        (None, wanted)
+    }
+
+    fn filter_at(&mut self, judge: Option<usize>) -> &mut Filter {
+        match judge {
+            Some(i) => &mut self.retired[i],
+            None => &mut self.filter,
         }
     }
 

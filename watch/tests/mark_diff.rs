@@ -181,3 +181,36 @@ fn dropping_kinds_and_flags_of_a_spec_applies() {
     assert_eq!(mask_of(&events, &dir.join("two")), M::CREATE, "{events:#?}");
     assert!(events.iter().all(|e| e.mask == M::CREATE), "{events:#?}");
 }
+
+#[test]
+fn events_queued_before_a_mark_is_removed_are_still_delivered() {
+    let (_guard, dir) = tempdir();
+    let file = dir.join("moving");
+    let written = dir.join("w");
+    fs::write(&file, b"").unwrap();
+    fs::create_dir(&written).unwrap();
+    let mut watcher = new_watcher();
+    let self_events = spec(&file, MarkScope::Inode, M::MOVE_SELF | M::DELETE_SELF);
+    mark(&mut watcher, &[self_events.clone(), child_writes(&written)]);
+    fs::rename(&file, dir.join("moved")).unwrap();
+    fs::write(written.join("f"), b"x").unwrap();
+    // Re-applied before the queue is read (a stale-marks pass after another event): the path
+    // names nothing now, so that mark goes, and the write watch is dropped on purpose.
+    let errors = watcher.set_marks(&[self_events]).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let mut events = Vec::new();
+    expect(&mut watcher, &mut events, &file, M::MOVE_SELF);
+    expect(
+        &mut watcher,
+        &mut events,
+        &written.join("f"),
+        M::CLOSE_WRITE,
+    );
+
+    // Once the queue has been drained, removed marks are gone for good.
+    events.clear();
+    fs::write(written.join("g"), b"x").unwrap();
+    // (the kernel queues an event within the write itself, so one read is enough to tell)
+    watcher.read_events(&mut events).unwrap();
+    assert!(events.is_empty(), "{events:?}");
+}
