@@ -80,6 +80,8 @@ fn large_messages_pass_and_oversized_ones_are_refused() {
     for _ in 0..5 {
         publisher.publish_timeout(&big, LONG).unwrap(); // wraps the 256 KiB lane with padding
     }
+    // The batch below must meet a drained lane: only the oversized message may stop it.
+    assert!(common::wait_until(LONG, || got.lock().unwrap().len() == 5));
     let too_big = vec![0u8; publisher.max_message() + 1];
     assert!(matches!(
         publisher.publish(&too_big),
