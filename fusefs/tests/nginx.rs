@@ -110,6 +110,10 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default();
+            eprintln!("nginx error.log:\n{log}");
+        }
         if self.child.try_wait().ok().flatten().is_some() {
             return;
         }
