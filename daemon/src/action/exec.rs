@@ -5,6 +5,8 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
@@ -33,18 +35,36 @@ impl ExecOutcome {
 }
 
 /// A started run, as the dispatcher tracks it: its process group is its pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Running {
     pub pgid: i32,
+    /// Set as soon as the leader is reaped. From then on the group may be empty and its id
+    /// handed to an unrelated process, so the group is no longer ours to signal.
+    reaped: Arc<AtomicBool>,
 }
 
 impl Running {
-    /// Kills the run's whole process group.
+    pub fn new(pgid: i32) -> Self {
+        Self {
+            pgid,
+            reaped: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Kills the run's whole process group while its leader is unreaped (a zombie leader
+    /// keeps the id from being reused); a run that has already exited is left alone.
     pub fn kill(&self) {
+        if self.reaped.load(Ordering::Acquire) {
+            return;
+        }
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(self.pgid),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+
+    fn mark_reaped(&self) {
+        self.reaped.store(true, Ordering::Release);
     }
 }
 
@@ -75,8 +95,8 @@ pub async fn run_exec(
             Vec::new(),
         );
     };
-    let running = Running { pgid: pid };
-    started(running);
+    let running = Running::new(pid);
+    started(running.clone());
 
     if let Some(mut stdin) = child.stdin.take() {
         let payload = event.payload.clone();
@@ -105,6 +125,7 @@ pub async fn run_exec(
         },
         None => Some(child.wait().await),
     };
+    running.mark_reaped();
     let outcome = match waited {
         None => ExecOutcome::TimedOut,
         Some(Ok(status)) => match (status.code(), status.signal()) {
@@ -208,5 +229,83 @@ fn log_outcome(rule: &str, outcome: &ExecOutcome) {
         ExecOutcome::Signaled(signal) => tracing::warn!(rule, signal, "killed by signal {signal}"),
         ExecOutcome::TimedOut => tracing::warn!(rule, "timed out; process group killed"),
         ExecOutcome::SpawnFailed(m) => tracing::warn!(rule, "failed: {m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+
+    use super::*;
+
+    /// A process leading its own group, standing for whoever gets a finished run's id.
+    fn group_leader() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep")
+    }
+
+    /// Whether `pid` is dead or has a SIGKILL pending: right after a kill(2) returns, one of
+    /// the two holds, so no waiting is needed to tell.
+    fn killed_or_dying(pid: u32) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return true;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let sigkill_pending = |mask: String| {
+            u64::from_str_radix(&mask, 16).is_ok_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
+        };
+        field("State:").starts_with(['Z', 'X'])
+            || sigkill_pending(field("SigPnd:"))
+            || sigkill_pending(field("ShdPnd:"))
+    }
+
+    #[tokio::test]
+    async fn a_finished_run_no_longer_signals_the_group_id_it_had() {
+        let config = crate::config::parse(
+            Path::new("test.conf"),
+            "[[watch]]\nname = \"r\"\npath = \"/tmp\"\nevents = \"close_write\"\nexec = [\"/bin/true\"]\n",
+        )
+        .expect("config");
+        let crate::config::Action::Exec(action) = &config.rules[0].def.action else {
+            panic!("an exec rule");
+        };
+        let event = Event {
+            id: 1,
+            source: crate::event::SourceKind::Manual,
+            subject: "/tmp/x".into(),
+            mask: triggerd_watch::EventMask::EMPTY,
+            pid: None,
+            time: std::time::SystemTime::now(),
+            payload: Vec::new(),
+            reply: None,
+        };
+        let mut handed = None;
+        let (outcome, _) = run_exec("r", action, None, &event, |r| handed = Some(r)).await;
+        assert_eq!(outcome, ExecOutcome::Exited(0));
+        let finished = handed.expect("started was called");
+
+        let mut other = group_leader();
+        let reused = Running {
+            pgid: other.id() as i32,
+            ..finished
+        };
+        reused.kill();
+        let left_alone = !killed_or_dying(other.id());
+
+        Running::new(other.id() as i32).kill();
+        let status = other.wait().expect("wait");
+        assert!(left_alone, "a finished run's kill reached another group");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "a live run is killed");
     }
 }

@@ -713,7 +713,7 @@ mod tests {
         std::thread::scope(|scope| {
             // Whether this runs before or after `started`, the answer is the same.
             let verdict = scope.spawn(|| rule.caused_by_own_run(Some(child_pid)));
-            spawn.started(Running { pgid: child_pid });
+            spawn.started(Running::new(child_pid));
             assert!(verdict.join().unwrap());
         });
         assert_eq!(ownership(&rule.state(), child_pid), Ownership::Own);
