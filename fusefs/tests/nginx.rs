@@ -6,12 +6,12 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{spec, wait_until, Mounted};
@@ -22,65 +22,60 @@ use triggerd_fusefs::Split;
 const NGINX: &str = "/usr/sbin/nginx";
 const WWW_DATA_UID: u32 = 33;
 
-/// An nginx master (own process group) with its config in a temp dir; stopped on drop.
+/// An nginx master (own process group) with its config in a temp dir, serving on a Unix
+/// socket there (no port to pick, so nothing to collide with); stopped on drop.
 struct Nginx {
     child: Child,
     conf: PathBuf,
     prefix: PathBuf,
-    port: u16,
+    socket: PathBuf,
 }
 
 impl Nginx {
     fn start(prefix: &Path, access_log: &str) -> Nginx {
-        for _attempt in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let conf = prefix.join("nginx.conf");
-            let p = prefix.display();
-            std::fs::write(
-                &conf,
-                format!(
-                    "daemon off;\nmaster_process on;\nworker_processes 2;\nuser www-data;\n\
-                     pid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
-                     events {{ worker_connections 512; }}\n\
-                     http {{\n  access_log {access_log};\n\
-                     client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
-                     fastcgi_temp_path {p}/fastcgi; uwsgi_temp_path {p}/uwsgi;\n\
-                     scgi_temp_path {p}/scgi;\n\
-                     server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
-                ),
-            )
-            .expect("write nginx.conf");
-            let child = Command::new(NGINX)
-                .arg("-c")
-                .arg(&conf)
-                .arg("-p")
-                .arg(prefix)
-                .arg("-e")
-                .arg(prefix.join("error.log"))
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .expect("spawn nginx");
-            let mut nginx = Nginx {
-                child,
-                conf,
-                prefix: prefix.to_path_buf(),
-                port,
-            };
-            let up = wait_until(Duration::from_secs(10), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    || nginx.child.try_wait().ok().flatten().is_some()
-            });
-            if up && nginx.child.try_wait().ok().flatten().is_none() {
-                return nginx;
-            }
-            // Port taken by someone else between our probe and nginx's bind: retry.
+        let conf = prefix.join("nginx.conf");
+        let socket = prefix.join("http.sock");
+        let p = prefix.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process on;\nworker_processes 2;\nuser www-data;\n\
+                 pid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+                 events {{ worker_connections 512; }}\n\
+                 http {{\n  access_log {access_log};\n\
+                 client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
+                 fastcgi_temp_path {p}/fastcgi; uwsgi_temp_path {p}/uwsgi;\n\
+                 scgi_temp_path {p}/scgi;\n\
+                 server {{ listen unix:{socket}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n",
+                socket = socket.display()
+            ),
+        )
+        .expect("write nginx.conf");
+        let child = Command::new(NGINX)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Nginx {
+            child,
+            conf,
+            prefix: prefix.to_path_buf(),
+            socket,
+        };
+        let up = wait_until(Duration::from_secs(10), || {
+            UnixStream::connect(&nginx.socket).is_ok()
+                || nginx.child.try_wait().ok().flatten().is_some()
+        });
+        if !up || nginx.child.try_wait().ok().flatten().is_some() {
+            panic!("nginx did not start");
         }
-        let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-        panic!("nginx did not start; error.log:\n{log}");
+        nginx
     }
 
     fn signal(&self, verb: &str) {
@@ -129,8 +124,8 @@ impl Drop for Nginx {
     }
 }
 
-fn get(port: u16, path: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+fn get(socket: &Path, path: &str) {
+    let mut s = UnixStream::connect(socket).expect("connect");
     write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send");
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).expect("recv");
@@ -139,25 +134,34 @@ fn get(port: u16, path: &str) {
 
 /// Sends requests /r0../r{n-1} from 4 client threads; calls `middle` (from this thread) once a
 /// third and once two thirds of them are done.
-fn load(port: u16, n: usize, middle: impl Fn()) {
+fn load(socket: &Path, n: usize, middle: impl Fn()) {
     let done = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
+    // A client that fails stops the wait below at once (its panic is what the test reports).
+    let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..4 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
+            s.spawn(|| {
+                let result = std::panic::catch_unwind(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    get(socket, &format!("/r{i}"));
+                    done.fetch_add(1, Ordering::Relaxed);
+                });
+                if let Err(panic) = result {
+                    failed.store(true, Ordering::Relaxed);
+                    std::panic::resume_unwind(panic);
                 }
-                get(port, &format!("/r{i}"));
-                done.fetch_add(1, Ordering::Relaxed);
             });
         }
         for fraction in [3, 2] {
             let target = n * (4 - fraction) / 3;
-            assert!(wait_until(Duration::from_secs(60), || done
+            assert!(wait_until(Duration::from_secs(60), || failed
                 .load(Ordering::Relaxed)
-                >= target.min(n - 1)));
+                || done.load(Ordering::Relaxed) >= target.min(n - 1)));
+            assert!(!failed.load(Ordering::Relaxed), "a client failed");
             middle();
         }
     });
@@ -217,7 +221,7 @@ fn nginx_unbuffered_access_log_loses_no_line_across_reopen() {
     let log = m.path("nginx/access");
     let nginx = Nginx::start(prefix.path(), &log.display().to_string());
     let started = Instant::now();
-    load(nginx.port, N, || nginx.signal("reopen"));
+    load(&nginx.socket, N, || nginx.signal("reopen"));
     assert_reopened(&m);
     check_lines(&m, N);
     eprintln!("{N} requests, lines checked, in {:?}", started.elapsed());
@@ -230,7 +234,7 @@ fn nginx_buffered_access_log_gives_every_line_after_flush() {
     let (m, prefix) = setup();
     let log = format!("{} combined buffer=64k", m.path("nginx/access").display());
     let mut nginx = Nginx::start(prefix.path(), &log);
-    load(nginx.port, N, || nginx.signal("reopen"));
+    load(&nginx.socket, N, || nginx.signal("reopen"));
     assert_reopened(&m);
     nginx.quit();
     check_lines(&m, N);
