@@ -72,9 +72,8 @@ impl Nginx {
             UnixStream::connect(&nginx.socket).is_ok()
                 || nginx.child.try_wait().ok().flatten().is_some()
         });
-        if !up || nginx.child.try_wait().ok().flatten().is_some() {
-            panic!("nginx did not start");
-        }
+        let running = nginx.child.try_wait().ok().flatten().is_none();
+        assert!(up && running, "nginx did not start");
         nginx
     }
 
