@@ -46,11 +46,36 @@ impl WatchError {
     }
 }
 
-/// One mark specification that could not be applied; the daemon retries it later.
+/// One mark specification that could not be applied; the daemon retries it later, or
+/// watches it another way when the kernel refuses fanotify there for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkError {
+    /// The spec's id.
+    pub spec: u64,
     pub path: PathBuf,
     pub error: WatchError,
+}
+
+impl MarkError {
+    pub(crate) fn of(spec: &crate::MarkSpec, error: WatchError) -> Self {
+        Self {
+            spec: spec.id,
+            path: spec.path.clone(),
+            error,
+        }
+    }
+
+    /// The path exists but fanotify cannot mark it on this filesystem (no file handles,
+    /// as on overlayfs; or a filesystem fanotify does not support): retrying will not help,
+    /// another backend (inotify) may.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            &self.error,
+            WatchError::Path { syscall, errno, .. }
+                if (syscall.starts_with("fanotify_mark") || *syscall == "name_to_handle_at")
+                    && matches!(errno, Errno::EOPNOTSUPP | Errno::ENODEV | Errno::EXDEV)
+        )
+    }
 }
 
 impl std::fmt::Display for MarkError {

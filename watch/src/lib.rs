@@ -20,19 +20,22 @@
 //! }
 //! ```
 //!
-//! Recursive watches are one `MarkScope::Filesystem` mark plus a path-prefix filter in the
-//! daemon: a directory created later, at any depth, is covered at once. Events carry the
-//! current path of their directory: an event queued before a rename of a directory that was
-//! never resolved before reports the directory's new path.
+//! Every event names the spec it belongs to (`WatchEvent::spec`), found by the identity of
+//! the marked object (fsid and file handle), and is spelled as that spec spells its path: a
+//! spec on a symbolic link, under a linked parent or on a bind mount sees what inotify would.
+//! Recursive watches are one `MarkScope::Filesystem` mark whose events are kept when their
+//! directory lies below the spec's root: a directory created later, at any depth, is covered
+//! at once. An event queued before a rename of a directory that was never resolved before
+//! reports the directory's new path.
 
 mod error;
 mod expr;
-mod filter;
 mod kinds;
 mod marks;
 mod permission;
 mod record;
 mod resolve;
+mod route;
 mod sys;
 mod watcher;
 

@@ -29,9 +29,37 @@ pub enum MarkScope {
 /// One wanted mark: the daemon passes the full set to `set_marks` on every (re)load.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MarkSpec {
+    /// The caller's name for the spec: every event it produces carries it.
+    pub id: u64,
+    /// As the caller spells it; events under it are reported in this spelling.
     pub path: PathBuf,
     pub scope: MarkScope,
     pub mask: EventMask,
+    /// Follow a symbolic link at `path` itself, as inotify does (else the link is marked).
+    pub follow: bool,
+}
+
+impl MarkSpec {
+    /// A spec that follows symbolic links.
+    pub fn new(id: u64, path: impl Into<PathBuf>, scope: MarkScope, mask: EventMask) -> Self {
+        Self {
+            id,
+            path: path.into(),
+            scope,
+            mask,
+            follow: true,
+        }
+    }
+}
+
+/// What a spec's path named when its mark was applied.
+#[derive(Debug, Clone)]
+pub(crate) struct SpecObject {
+    pub fsid: u64,
+    pub dev_ino: (u64, u64),
+    pub handle: Option<(i32, Vec<u8>)>,
+    /// The path the kernel shows for it (symbolic links resolved).
+    pub real: Option<PathBuf>,
 }
 
 /// The kernel object a mark is attached to.
@@ -53,7 +81,11 @@ pub(crate) struct MarkedObject {
     /// marked, even after its path was renamed or reused.
     pub handle: Option<(i32, Vec<u8>)>,
     pub fsid: u64,
+    /// (st_dev, st_ino) of the object.
+    pub dev_ino: (u64, u64),
     pub is_dir: bool,
+    /// The object is a symbolic link marked as itself.
+    pub is_link: bool,
     pub scope: MarkScope,
     /// The union of the masks the specs asked for (empty for bookkeeping-only ancestors).
     pub user_mask: EventMask,
@@ -67,6 +99,8 @@ pub(crate) trait MarkPolicy {
     fn kernel_mask(&self, object: &MarkedObject) -> u64;
     /// Whether every ancestor directory of an inode-scope spec gets a bookkeeping mark.
     fn mark_ancestors(&self) -> bool;
+    /// Whether events are routed by file handle, so an object without one cannot be watched.
+    fn needs_handle(&self) -> bool;
 }
 
 /// The objects currently marked in one group, and one mount fd per marked filesystem.
@@ -79,24 +113,46 @@ pub(crate) struct MarkTable {
 }
 
 impl MarkTable {
-    /// Makes the kernel marks equal to `desired` (see `Watcher::set_marks`).
+    /// Makes the kernel marks equal to `desired` (see `Watcher::set_marks`). Returns the
+    /// specs that failed and, by spec index, the object each of the others marked.
     pub fn apply(
         &mut self,
         group: &Fanotify,
         desired: &[MarkSpec],
         policy: &dyn MarkPolicy,
-    ) -> Vec<MarkError> {
+    ) -> (Vec<MarkError>, Vec<Option<SpecObject>>) {
         let mut errors = Vec::new();
         let mut wanted: HashMap<MarkKey, MarkedObject> = HashMap::new();
-        for spec in desired {
-            match describe(&spec.path, spec.scope) {
+        let mut specs_of: HashMap<MarkKey, Vec<usize>> = HashMap::new();
+        let mut objects: Vec<Option<SpecObject>> = vec![None; desired.len()];
+        for (index, spec) in desired.iter().enumerate() {
+            let described = describe(&spec.path, spec.scope, spec.follow).and_then(|found| {
+                match (policy.needs_handle(), &found.1.handle) {
+                    // overlayfs without `index`/`nfs_export`: marks are taken, events
+                    // cannot be told apart
+                    (true, None) => Err(WatchError::path(
+                        "name_to_handle_at",
+                        &spec.path,
+                        Errno::EOPNOTSUPP,
+                    )),
+                    _ => Ok(found),
+                }
+            });
+            match described {
                 Ok((key, object)) => {
+                    objects[index] = Some(SpecObject {
+                        fsid: object.fsid,
+                        dev_ino: object.dev_ino,
+                        handle: object.handle.clone(),
+                        real: object
+                            .fd
+                            .as_ref()
+                            .and_then(|fd| sys::path_of_fd(fd.as_fd()).ok()),
+                    });
+                    specs_of.entry(key).or_default().push(index);
                     wanted.entry(key).or_insert(object).user_mask |= spec.mask;
                 }
-                Err(error) => errors.push(MarkError {
-                    path: spec.path.clone(),
-                    error,
-                }),
+                Err(error) => errors.push(MarkError::of(spec, error)),
             }
         }
         if policy.mark_ancestors() {
@@ -115,6 +171,11 @@ impl MarkTable {
             }
         }
         let mut next: HashMap<MarkKey, MarkedObject> = HashMap::new();
+        // Specs' own objects before bookkeeping ancestors: where the kernel accepts only one
+        // fsid per filesystem in a group (btrfs subvolumes share a superblock, not an fsid),
+        // the object a spec names must win over an ancestor on another subvolume.
+        let mut wanted: Vec<(MarkKey, MarkedObject)> = wanted.into_iter().collect();
+        wanted.sort_by_key(|(_, object)| object.user_mask.is_empty());
         for (key, mut object) in wanted {
             let new_mask = policy.kernel_mask(&object);
             let old = self.objects.remove(&key);
@@ -128,11 +189,9 @@ impl MarkTable {
                     }
                 }
                 Err(error) => {
-                    if !object.user_mask.is_empty() {
-                        errors.push(MarkError {
-                            path: object.path.clone(),
-                            error,
-                        });
+                    for index in specs_of.remove(&key).unwrap_or_default() {
+                        objects[index] = None;
+                        errors.push(MarkError::of(&desired[index], error.clone()));
                     }
                     if let Some(old) = old {
                         next.insert(key, old);
@@ -171,13 +230,17 @@ impl MarkTable {
         }
         self.objects = next;
         self.mounts = mounts;
-        errors
+        (errors, objects)
     }
 }
 
 /// Opens and identifies the object a spec names.
-fn describe(path: &Path, scope: MarkScope) -> Result<(MarkKey, MarkedObject), WatchError> {
-    let fd = sys::open_path(path).map_err(|e| WatchError::path("open", path, e))?;
+fn describe(
+    path: &Path,
+    scope: MarkScope,
+    follow: bool,
+) -> Result<(MarkKey, MarkedObject), WatchError> {
+    let fd = sys::open_path(path, follow).map_err(|e| WatchError::path("open", path, e))?;
     let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| WatchError::path("fstat", path, e))?;
     let fsid = sys::fsid_of(fd.as_fd()).map_err(|e| WatchError::path("fstatfs", path, e))?;
     let handle = sys::handle_of(fd.as_fd()).ok();
@@ -193,7 +256,9 @@ fn describe(path: &Path, scope: MarkScope) -> Result<(MarkKey, MarkedObject), Wa
         fd: Some(fd),
         handle,
         fsid,
+        dev_ino: (stat.st_dev, stat.st_ino),
         is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        is_link: stat.st_mode & libc::S_IFMT == libc::S_IFLNK,
         scope,
         user_mask: EventMask::EMPTY,
         kernel_mask: 0,
@@ -214,7 +279,7 @@ fn mount_root(object: &MarkedObject) -> Result<OwnedFd, Errno> {
             _ => break,
         }
     }
-    let root_fd = sys::open_path(root)?;
+    let root_fd = sys::open_path(root, true)?;
     sys::mount_fd_for(root_fd.as_fd(), root != real.as_path() || object.is_dir)
 }
 
@@ -235,7 +300,7 @@ fn add_ancestors(wanted: &mut HashMap<MarkKey, MarkedObject>) {
     paths.sort();
     paths.dedup();
     for path in paths {
-        if let Ok((key, object)) = describe(&path, MarkScope::Inode) {
+        if let Ok((key, object)) = describe(&path, MarkScope::Inode, true) {
             wanted.entry(key).or_insert(object);
         }
     }
@@ -252,9 +317,14 @@ fn change(group: &Fanotify, object: &MarkedObject, old: u64, new: u64) -> Result
         return Err(WatchError::path("open", &object.path, Errno::EBADF));
     };
     let target = sys::proc_fd_path(fd.as_fd());
+    let link_flag = if object.is_link {
+        MarkFlags::FAN_MARK_DONT_FOLLOW
+    } else {
+        MarkFlags::empty()
+    };
     let mark = |flag: MarkFlags, bits: u64| -> Result<(), Errno> {
         group.mark(
-            flag | scope_flag,
+            flag | scope_flag | link_flag,
             MaskFlags::from_bits_retain(bits),
             nix::fcntl::AT_FDCWD,
             Some(target.as_path()),

@@ -4,8 +4,9 @@
 //! the daemon's own accesses are allowed inside `read_requests`, so no process (the daemon
 //! least of all) can stay blocked forever.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -13,7 +14,7 @@ use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags};
 
 use crate::error::{MarkError, WatchError};
 use crate::kinds::EventMask;
-use crate::marks::{MarkPolicy, MarkSpec, MarkTable, MarkedObject};
+use crate::marks::{MarkPolicy, MarkScope, MarkSpec, MarkTable, MarkedObject};
 use crate::record::parse_events_buffer;
 use crate::sys;
 
@@ -26,6 +27,7 @@ pub struct PermissionGate {
     /// The same group fd, for marking through nix.
     marker: Fanotify,
     marks: MarkTable,
+    routes: Routes,
     own_pid: i32,
     exempt_descendants: bool,
     buf: Vec<u8>,
@@ -35,8 +37,11 @@ pub struct PermissionGate {
 /// One blocked access waiting for an answer. Dropping it answers ALLOW.
 #[derive(Debug)]
 pub struct PermissionRequest {
+    /// The file's path as the kernel shows it.
     pub path: PathBuf,
     pub mask: EventMask,
+    /// The specs it concerns, by id, each with the path in that spec's spelling.
+    pub specs: Vec<(u64, PathBuf)>,
     pub pid: i32,
     group: Arc<OwnedFd>,
     /// The event fd; `None` once answered.
@@ -55,6 +60,10 @@ impl MarkPolicy for PermissionPolicy {
     }
 
     fn mark_ancestors(&self) -> bool {
+        false
+    }
+
+    fn needs_handle(&self) -> bool {
         false
     }
 }
@@ -83,6 +92,7 @@ impl PermissionGate {
             group: Arc::new(group),
             marker,
             marks: MarkTable::default(),
+            routes: Routes::default(),
             own_pid: std::process::id() as i32,
             exempt_descendants: false,
             buf: vec![0; READ_BUFFER_LEN],
@@ -104,7 +114,19 @@ impl PermissionGate {
     /// Same diff semantics as `Watcher::set_marks`; only the `*_PERM` bits (with `ondir` and
     /// `event_on_child`) of each spec are marked here.
     pub fn set_marks(&mut self, desired: &[MarkSpec]) -> Result<Vec<MarkError>, WatchError> {
-        Ok(self.marks.apply(&self.marker, desired, &PermissionPolicy))
+        let (errors, objects) = self.marks.apply(&self.marker, desired, &PermissionPolicy);
+        let mut routes = Routes::default();
+        for (spec, object) in desired.iter().zip(objects) {
+            if let Some(object) = object {
+                let table = match spec.scope {
+                    MarkScope::Inode => &mut routes.objects,
+                    MarkScope::Filesystem => &mut routes.trees,
+                };
+                table.entry(object.dev_ino).or_default().push(spec.clone());
+            }
+        }
+        self.routes = routes;
+        Ok(errors)
     }
 
     /// Reads every pending request without blocking and appends those of other processes;
@@ -136,6 +158,7 @@ impl PermissionGate {
                 let request = PermissionRequest {
                     path: PathBuf::new(),
                     mask: EventMask::from_bits_truncate(event.mask).permission_part(),
+                    specs: Vec::new(),
                     pid: event.pid,
                     group: Arc::clone(&self.group),
                     fd: Some(fd),
@@ -149,6 +172,13 @@ impl PermissionGate {
                     Some(Ok(path)) => request.path = path,
                     _ => self.unreadable += 1,
                 }
+                if let Some(fd) = request.fd.as_ref() {
+                    request.specs = self.routes.find(fd.as_fd(), &request.path, request.mask);
+                }
+                if request.specs.is_empty() {
+                    request.allow();
+                    continue;
+                }
                 out.push(request);
             }
         }
@@ -158,6 +188,70 @@ impl PermissionGate {
     /// Requests whose record or path could not be read (answered or returned with no path).
     pub fn unreadable(&self) -> u64 {
         self.unreadable
+    }
+}
+
+/// Permission specs by the identity ((st_dev, st_ino)) of the object they marked: the
+/// gate's events carry an fd, not a handle, so the opened file, its directory and (for
+/// trees) its ancestors are found by `stat`, never by comparing path text.
+#[derive(Debug, Default)]
+struct Routes {
+    objects: HashMap<(u64, u64), Vec<MarkSpec>>,
+    trees: HashMap<(u64, u64), Vec<MarkSpec>>,
+}
+
+impl Routes {
+    /// The specs the access to `file` (at `path`) concerns, each with the path spelled as
+    /// the spec spells it.
+    fn find(&self, file: BorrowedFd<'_>, path: &Path, mask: EventMask) -> Vec<(u64, PathBuf)> {
+        let mut found = Vec::new();
+        let mut push = |spec: &MarkSpec, path: PathBuf| {
+            if spec.mask.intersects(mask) {
+                found.push((spec.id, path));
+            }
+        };
+        let identity = |stat: nix::sys::stat::FileStat| (stat.st_dev, stat.st_ino);
+        let own = nix::sys::stat::fstat(file).ok().map(identity);
+        if let Some(specs) = own.and_then(|own| self.objects.get(&own)) {
+            specs.iter().for_each(|s| push(s, s.path.clone()));
+        }
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            let dir = nix::sys::stat::stat(parent).ok().map(identity);
+            for spec in dir
+                .and_then(|dir| self.objects.get(&dir))
+                .into_iter()
+                .flatten()
+            {
+                if spec.mask.contains(EventMask::EVENT_ON_CHILD) {
+                    push(spec, spec.path.join(name));
+                }
+            }
+        }
+        if !self.trees.is_empty() {
+            for at in path.ancestors() {
+                let id = if at == path {
+                    own
+                } else {
+                    nix::sys::stat::stat(at).ok().map(identity)
+                };
+                if let Some(specs) = id.and_then(|id| self.trees.get(&id)) {
+                    let below = path.strip_prefix(at).unwrap_or(Path::new(""));
+                    for spec in specs {
+                        push(spec, join_below(&spec.path, below));
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+/// `root` with `below` appended (no trailing separator when `below` is empty).
+pub(crate) fn join_below(root: &Path, below: &Path) -> PathBuf {
+    if below.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(below)
     }
 }
 

@@ -135,7 +135,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("sub");
         std::fs::create_dir(&sub).unwrap();
-        let fd = sys::open_path(&sub).unwrap();
+        let fd = sys::open_path(&sub, true).unwrap();
         let (handle_type, handle) = sys::handle_of(fd.as_fd()).unwrap();
         let fsid = sys::fsid_of(fd.as_fd()).unwrap();
         let id = FileId {
@@ -149,7 +149,7 @@ mod tests {
             Err(Errno::ENODEV)
         );
         let mut mounts = HashMap::new();
-        let dir_fd = sys::open_path(dir.path()).unwrap();
+        let dir_fd = sys::open_path(dir.path(), true).unwrap();
         mounts.insert(fsid, sys::mount_fd_for(dir_fd.as_fd(), true).unwrap());
         resolver.set_mounts(mounts);
         let real = sub.canonicalize().unwrap();

@@ -191,11 +191,17 @@ pub(crate) fn is_descendant(pid: i32, ancestor: i32) -> bool {
     false
 }
 
-/// Opens `path` as an O_PATH fd (following symbolic links, as fanotify_mark does).
-pub(crate) fn open_path(path: &std::path::Path) -> Result<OwnedFd, Errno> {
+/// Opens `path` as an O_PATH fd, following a symbolic link at its end when `follow` (links
+/// in its parents are always followed, as by every path lookup).
+pub(crate) fn open_path(path: &std::path::Path, follow: bool) -> Result<OwnedFd, Errno> {
+    let nofollow = if follow {
+        OFlag::empty()
+    } else {
+        OFlag::O_NOFOLLOW
+    };
     nix::fcntl::open(
         path,
-        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        OFlag::O_PATH | OFlag::O_CLOEXEC | nofollow,
         nix::sys::stat::Mode::empty(),
     )
 }
@@ -209,9 +215,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f x");
         std::fs::write(&file, b"x").unwrap();
-        let fd = open_path(&file).unwrap();
+        let fd = open_path(&file, true).unwrap();
         let (kind, handle) = handle_of(fd.as_fd()).unwrap();
-        let dir_fd = open_path(dir.path()).unwrap();
+        let dir_fd = open_path(dir.path(), true).unwrap();
         assert_eq!(mount_fd_for(fd.as_fd(), false).map(|_| ()), Ok(()));
         let mount = mount_fd_for(dir_fd.as_fd(), true).unwrap();
         let back = open_by_handle(mount.as_fd(), kind, &handle, OFlag::O_PATH).unwrap();
@@ -250,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().canonicalize().unwrap().join("gone (deleted)");
         std::fs::write(&file, b"x").unwrap();
-        let fd = open_path(&file).unwrap();
+        let fd = open_path(&file, true).unwrap();
         assert_eq!(path_of_fd(fd.as_fd()).unwrap(), file);
         std::fs::remove_file(&file).unwrap();
         assert_eq!(path_of_fd(fd.as_fd()).unwrap(), file);

@@ -11,23 +11,26 @@ use nix::errno::Errno;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags};
 
 use crate::error::{MarkError, WatchError};
-use crate::filter::Filter;
 use crate::kinds::EventMask;
-use crate::marks::{MarkPolicy, MarkScope, MarkSpec, MarkTable, MarkedObject};
-use crate::record::{parse_events_buffer, ParsedEvent};
+use crate::marks::{MarkPolicy, MarkScope, MarkSpec, MarkTable, MarkedObject, SpecObject};
+use crate::record::{parse_events_buffer, FileId, ParsedEvent};
 use crate::resolve::{join_name, Resolver};
+use crate::route::{Route, Router};
 
 /// Bytes per read: many records per system call (the kernel returns whole records only).
 pub const READ_BUFFER_LEN: usize = 256 * 1024;
 /// `read_events` returns after appending this many events, so one call stays short.
 const MAX_BATCH: usize = 64 * 1024;
 
-/// One event, as the daemon sees it.
+/// One event for one spec, as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchEvent {
-    /// Absolute path, from raw bytes (invalid UTF-8 preserved); empty for an overflow.
+    /// The id of the spec it belongs to; `None` for an overflow (it concerns every spec).
+    pub spec: Option<u64>,
+    /// Absolute path in the spec's spelling (the spec's path, or a path below it), from raw
+    /// bytes (invalid UTF-8 preserved); empty for an overflow.
     pub path: PathBuf,
-    /// Kind bits that a spec asked for, plus `ONDIR` when the object is a directory.
+    /// Kind bits that the spec asked for, plus `ONDIR` when the object is a directory.
     pub mask: EventMask,
     /// The process (thread group) that caused the event; 0 for an overflow.
     pub pid: i32,
@@ -45,11 +48,11 @@ impl WatchEvent {
 pub struct Watcher {
     group: Fanotify,
     marks: MarkTable,
-    filter: Filter,
-    /// Filters replaced by `set_marks` since the queue was last drained: events queued before
-    /// a mark changed are judged by the filter of their time. Emptied when a read finds the
+    router: Router,
+    /// Routers replaced by `set_marks` since the queue was last drained: events queued before
+    /// a mark changed are routed by the specs of their time. Emptied when a read finds the
     /// queue empty, since a removed mark can queue nothing more.
-    retired: Vec<Filter>,
+    retired: Vec<Router>,
     resolver: Resolver,
     buf: Vec<u8>,
     overflows: u64,
@@ -83,6 +86,10 @@ impl MarkPolicy for NotifyPolicy {
     fn mark_ancestors(&self) -> bool {
         true
     }
+
+    fn needs_handle(&self) -> bool {
+        true
+    }
 }
 
 impl Watcher {
@@ -106,7 +113,7 @@ impl Watcher {
         Ok(Watcher {
             group,
             marks: MarkTable::default(),
-            filter: Filter::default(),
+            router: Router::default(),
             retired: Vec::new(),
             resolver: Resolver::default(),
             buf: vec![0; READ_BUFFER_LEN],
@@ -121,18 +128,71 @@ impl Watcher {
     /// now: only changed bits are added or removed, an object whose mask is unchanged is not
     /// touched (no event is lost across a reload). Objects are keyed by what the kernel marks
     /// ((st_dev, st_ino) for inodes, the fsid for filesystems), so specs on one object OR
-    /// their masks. Returns one [`MarkError`] per spec that failed and applies the rest.
+    /// their masks. Each spec's path is resolved once (symbolic links followed unless
+    /// `follow` is off) and its events are found by the identity of the object it named, so
+    /// any spelling of a path (a link, a bind mount) works. Returns one [`MarkError`] per
+    /// spec that failed and applies the rest.
     pub fn set_marks(&mut self, desired: &[MarkSpec]) -> Result<Vec<MarkError>, WatchError> {
-        let errors = self.marks.apply(&self.group, desired, &NotifyPolicy);
-        let previous = std::mem::replace(&mut self.filter, Filter::from_marks(&self.marks));
-        self.retired.push(previous);
+        let (errors, objects) = self.marks.apply(&self.group, desired, &NotifyPolicy);
         // Queued events on a filesystem no longer marked still resolve until the drain.
         let mut mounts = self.marked_mounts();
         for (fsid, fd) in self.resolver.take_mounts() {
             mounts.entry(fsid).or_insert(fd);
         }
         self.resolver.set_mounts(mounts);
+        let router = self.build_router(desired, &objects);
+        let previous = std::mem::replace(&mut self.router, router);
+        self.retired.push(previous);
         Ok(errors)
+    }
+
+    fn build_router(&mut self, desired: &[MarkSpec], objects: &[Option<SpecObject>]) -> Router {
+        let mut router = Router::default();
+        for object in self.marks.objects.values() {
+            if let (MarkScope::Inode, Some((handle_type, handle))) = (object.scope, &object.handle)
+            {
+                router.pin(&FileId {
+                    fsid: object.fsid,
+                    handle_type: *handle_type,
+                    handle,
+                });
+            }
+        }
+        for (spec, object) in desired.iter().zip(objects) {
+            let Some(object) = object else { continue };
+            let route = Route {
+                id: spec.id,
+                path: spec.path.clone(),
+                mask: spec.mask,
+            };
+            let id = object.handle.as_ref().map(|(handle_type, handle)| FileId {
+                fsid: object.fsid,
+                handle_type: *handle_type,
+                handle,
+            });
+            let child_dirs = EventMask::ONDIR | EventMask::EVENT_ON_CHILD;
+            match (spec.scope, id) {
+                (MarkScope::Inode, Some(id)) => {
+                    if spec.mask.contains(child_dirs) {
+                        if let Ok(dir) = self.resolver.resolve(&id) {
+                            router.add_dir_children(object.fsid, dir, route.clone());
+                        }
+                    }
+                    router.add_object(&id, route);
+                }
+                (MarkScope::Filesystem, id) => {
+                    // the root as events will spell it: resolved through the same mount fd
+                    let root = id
+                        .and_then(|id| self.resolver.resolve(&id).ok())
+                        .or_else(|| object.real.clone());
+                    if let Some(root) = root {
+                        router.add_tree(object.fsid, root, route);
+                    }
+                }
+                (MarkScope::Inode, None) => {}
+            }
+        }
+        router
     }
 
     fn marked_mounts(&self) -> HashMap<u64, OwnedFd> {
@@ -218,92 +278,33 @@ impl Watcher {
                 // a rename may have been lost with the dropped events
                 self.resolver.clear();
                 out.push(WatchEvent {
+                    spec: None,
                     path: PathBuf::new(),
                     mask: EventMask::OVERFLOW,
                     pid: 0,
                 });
                 continue;
             }
-            let (judge, wanted) = self.judge(&event);
             if event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0
-                && event.subject().is_some_and(|id| self.filter.is_pinned(id))
+                && event.subject().is_some_and(|id| self.router.is_pinned(id))
             {
                 self.marks_stale = true;
             }
             self.follow_renames(&event);
-            // a marked object that moved: its new path is kept for a later delete_self
-            let moved = event.mask & libc::FAN_MOVE_SELF != 0
-                && event
-                    .subject()
-                    .is_some_and(|id| self.filter_at(judge).is_marked(id));
-            if !wanted.is_empty() || moved {
-                // A marked object's own events carry the path it was marked by (what a rule
-                // names), not where it went; the new place is kept for what follows.
-                let marked_as = (event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0)
-                    .then(|| {
-                        event
-                            .subject()
-                            .and_then(|id| self.filter_at(judge).marked_path(id))
-                    })
-                    .flatten();
-                let resolved = self.event_path(&event);
-                if let (true, Some(subject), Some(path)) = (moved, event.subject(), &resolved) {
-                    self.filter_at(judge).moved(subject, path);
+            let mut routed = self.router.route(&event, &mut self.resolver, out);
+            for router in self.retired.iter_mut().rev() {
+                if routed.events > 0 {
+                    break;
                 }
-                match marked_as.or(resolved) {
-                    Some(path) if !wanted.is_empty() => out.push(WatchEvent {
-                        path,
-                        mask: wanted,
-                        pid: event.pid,
-                    }),
-                    Some(_) => {}
-                    None => self.unresolved += u64::from(!wanted.is_empty()),
-                }
+                let older = router.route(&event, &mut self.resolver, out);
+                routed.events += older.events;
+                routed.unresolved |= older.unresolved;
+            }
+            if routed.events == 0 && routed.unresolved {
+                self.unresolved += 1;
             }
             self.follow_deletes(&event);
         }
-    }
-
-    /// Which filter judges `event` (`None`: the current one, else a retired one that was in
-    /// force when it was queued) and the kinds it wants.
-    fn judge(&mut self, event: &ParsedEvent<'_>) -> (Option<usize>, EventMask) {
-        let wanted = self.filter.wanted(event);
-        if !wanted.is_empty() {
-            return (None, wanted);
-        }
-        for i in (0..self.retired.len()).rev() {
-            let wanted = self.retired[i].wanted(event);
-            if !wanted.is_empty() {
-                return (Some(i), wanted);
-            }
-        }
-        (None, wanted)
-    }
-
-    fn filter_at(&mut self, judge: Option<usize>) -> &mut Filter {
-        match judge {
-            Some(i) => &mut self.retired[i],
-            None => &mut self.filter,
-        }
-    }
-
-    /// The event's path: directory (cached) + name, else the object's own handle, else the
-    /// path it was marked by.
-    fn event_path(&mut self, event: &ParsedEvent<'_>) -> Option<PathBuf> {
-        let ondir = event.mask & libc::FAN_ONDIR != 0;
-        if let Some(dir) = event.dir.as_ref() {
-            let name = event.name.unwrap_or(b".");
-            if let Ok(path) = self.resolver.with_dir(dir, |d| join_name(d, name)) {
-                return Some(path);
-            }
-        }
-        let object = event.subject()?;
-        let resolved = if ondir {
-            self.resolver.with_dir(object, Path::to_path_buf)
-        } else {
-            self.resolver.resolve(object)
-        };
-        resolved.ok().or_else(|| self.filter.marked_path(object))
     }
 
     /// Keeps the directory cache true: a renamed directory's subtree is forgotten before the

@@ -128,6 +128,9 @@ fn renamed_directory_yields_new_paths_after_being_cached() {
     );
 }
 
+/// Like an inotify watch, an inode mark stays on its directory when an ancestor is renamed;
+/// its events keep the spec's spelling, and the watcher says the specs must be applied
+/// again (the spec's path may now name nothing, or something else).
 #[test]
 fn inode_mark_follows_a_rename_of_an_ancestor() {
     let (_guard, dir) = tempdir();
@@ -155,10 +158,30 @@ fn inode_mark_follows_a_rename_of_an_ancestor() {
     expect(
         &mut watcher,
         &mut events,
-        &dir.join("p2/q/g"),
+        &watched.join("g"),
         M::CLOSE_WRITE,
     );
     assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(watcher.marks_stale());
+    let moved = dir.join("p2/q");
+    let errors = watcher
+        .set_marks(&[
+            spec(
+                &watched,
+                MarkScope::Inode,
+                M::CLOSE_WRITE | M::EVENT_ON_CHILD,
+            ),
+            spec(&moved, MarkScope::Inode, M::CLOSE_WRITE | M::EVENT_ON_CHILD),
+        ])
+        .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, watched);
+    fs::write(moved.join("h"), b"3").unwrap();
+    expect(&mut watcher, &mut events, &moved.join("h"), M::CLOSE_WRITE);
+    assert!(
+        mask_of(&events, &watched.join("h")).is_empty(),
+        "{events:#?}"
+    );
 }
 
 #[test]

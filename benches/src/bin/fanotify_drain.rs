@@ -129,11 +129,12 @@ fn drain_benchmark(scratch: &Path) -> Result<()> {
         let c_loop = CLoop::start(&binary, &dir)?;
         (watcher, c_loop)
     };
-    let spec = MarkSpec {
-        path: dir.clone(),
-        scope: MarkScope::Inode,
-        mask: EventMask::CLOSE_WRITE | EventMask::EVENT_ON_CHILD,
-    };
+    let spec = MarkSpec::new(
+        0,
+        dir.clone(),
+        MarkScope::Inode,
+        EventMask::CLOSE_WRITE | EventMask::EVENT_ON_CHILD,
+    );
     let errors = watcher.set_marks(&[spec])?;
     if !errors.is_empty() {
         bail!("marking failed: {errors:?}");
@@ -227,11 +228,12 @@ fn setup_benchmark(scratch: &Path) -> Result<()> {
         "set-up on a tree of {TREE_DIRS} directories (made in {:?}):",
         made.elapsed()
     );
-    let spec = MarkSpec {
-        path: tree.clone(),
-        scope: MarkScope::Filesystem,
-        mask: EventMask::CLOSE_WRITE | EventMask::CREATE,
-    };
+    let spec = MarkSpec::new(
+        0,
+        tree.clone(),
+        MarkScope::Filesystem,
+        EventMask::CLOSE_WRITE | EventMask::CREATE,
+    );
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..SETUP_ROUNDS {

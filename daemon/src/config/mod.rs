@@ -232,30 +232,20 @@ pub struct WatchTrigger {
     pub events: EventMask,
     /// Covers the whole tree below `path`, including directories created later.
     pub recursive: bool,
+    /// A symbolic link at `path` is followed (as inotify does); off, the link itself is watched.
+    pub follow: bool,
     /// Events on the entries of a watched directory fire too (always for `[[watch]]`; for a
     /// facron line only with `FAN_EVENT_ON_CHILD`).
     pub children: bool,
 }
 
 impl WatchTrigger {
-    /// Whether an event on `path` with kinds `mask` concerns this watch.
-    pub fn matches(&self, path: &Path, mask: EventMask) -> bool {
-        if !self
-            .events
+    /// Whether an event with kinds `mask` on this watch's object or below it (the watcher
+    /// found which, by identity) concerns this rule.
+    pub fn accepts(&self, mask: EventMask) -> bool {
+        self.events
             .intersects(mask.notification_part().union(mask.permission_part()))
-        {
-            return false;
-        }
-        if mask.contains(EventMask::ONDIR) && !self.wants_directory_event(mask) {
-            return false;
-        }
-        if path == self.path {
-            return true;
-        }
-        if self.recursive {
-            return path.starts_with(&self.path);
-        }
-        self.children && path.parent() == Some(self.path.as_path())
+            && (!mask.contains(EventMask::ONDIR) || self.wants_directory_event(mask))
     }
 
     /// Directory entries appearing or leaving are always reported; other events on

@@ -82,6 +82,7 @@ pub struct RawRule {
     pub path: Option<String>,
     pub events: Option<EventList>,
     pub recursive: Option<bool>,
+    pub follow: Option<bool>,
     pub exec: Option<Vec<String>>,
     pub send: Option<String>,
     pub plugin: Option<String>,
@@ -124,7 +125,7 @@ pub struct RawRule {
 }
 
 /// Which keys belong to which rule table; the others are refused there.
-pub const WATCH_KEYS: &[&str] = &["path", "events", "recursive", "on_timeout"];
+pub const WATCH_KEYS: &[&str] = &["path", "events", "recursive", "follow", "on_timeout"];
 pub const TIMER_KEYS: &[&str] = &[
     "every",
     "cron",

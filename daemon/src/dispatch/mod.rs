@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use triggerd_watch::{EventMask, PermissionRequest};
+use triggerd_watch::PermissionRequest;
 
-use crate::config::{Config, Rule, Trigger};
+use crate::config::{Config, Rule};
 use crate::event::Event;
 pub use lifecycle::{unix_now, write_atomically, Disabled, Lifecycle, RuleState};
-pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus};
+pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus, SourceState};
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -161,28 +161,6 @@ impl Dispatcher {
         applied
     }
 
-    /// Hands a watch event to every rule it concerns. Returns once every rule took it; a rule
-    /// whose full queue says `block` makes this wait for room.
-    pub async fn dispatch(&self, event: Event) {
-        let rules = self.rules();
-        if event.mask.contains(EventMask::OVERFLOW) {
-            self.overflow(&rules, event).await;
-            return;
-        }
-        for rule in rules.iter() {
-            let Trigger::Watch(w) = &rule.rule.def.trigger else {
-                continue;
-            };
-            if w.is_permission() || !w.matches(&event.subject, event.mask) {
-                continue;
-            }
-            // The kernel merges kinds on one object; each rule sees the kinds it asked for.
-            let mut own = event.clone();
-            own.mask = event.mask.intersection(w.events.union(EventMask::ONDIR));
-            deliver(rule, own).await;
-        }
-    }
-
     /// Hands an event to the rule a source addresses by name (timers, webhooks).
     pub async fn deliver_to(&self, name: &str, event: Event) -> bool {
         match self.rule(name) {
@@ -194,37 +172,22 @@ impl Dispatcher {
         }
     }
 
-    /// The kernel queue overflowed: events may be lost for every watch. Count it for each and
-    /// fire the rules that asked for `overflow`.
-    async fn overflow(&self, rules: &[Arc<RuleRuntime>], event: Event) {
-        tracing::warn!("fanotify queue overflow: events were lost");
-        for rule in rules {
-            let Trigger::Watch(w) = &rule.rule.def.trigger else {
-                continue;
-            };
-            rule.overflowed();
-            if w.events.contains(EventMask::OVERFLOW) {
-                deliver(rule, event.clone()).await;
-            }
-        }
-    }
-
     /// Answers a permission request: allowed at once when the daemon or one of its actions
-    /// made it (a gate must never deadlock the host), otherwise by every matching rule's
-    /// action (all must allow). Runs in its own task so a slow gate never blocks others.
-    pub fn decide_permission(self: &Arc<Self>, request: PermissionRequest, event: Event) {
+    /// made it (a gate must never deadlock the host), otherwise by the action of every rule
+    /// the source found it concerns (all must allow). Runs in its own task so a slow gate
+    /// never blocks others.
+    pub fn decide_permission(
+        self: &Arc<Self>,
+        request: PermissionRequest,
+        targets: Vec<(String, Event)>,
+    ) {
         if self.is_own_process(request.pid) {
             request.allow();
             return;
         }
-        let rules: Vec<_> = self
-            .rules()
-            .iter()
-            .filter(|r| match &r.rule.def.trigger {
-                Trigger::Watch(w) => w.is_permission() && w.matches(&event.subject, event.mask),
-                _ => false,
-            })
-            .cloned()
+        let rules: Vec<_> = targets
+            .into_iter()
+            .filter_map(|(name, event)| Some((self.rule(&name)?, event)))
             .collect();
         if rules.is_empty() {
             request.allow();
@@ -232,8 +195,8 @@ impl Dispatcher {
         }
         tokio::spawn(async move {
             let mut allowed = true;
-            for rule in rules {
-                allowed &= rule.decide(event.clone()).await;
+            for (rule, event) in rules {
+                allowed &= rule.decide(event).await;
             }
             if allowed {
                 request.allow();

@@ -64,6 +64,19 @@ pub struct RuleStatus {
     pub queued: u64,
     /// Seconds since the Unix epoch of the next scheduled fire (timers).
     pub next_fire: Option<f64>,
+    /// How the source watches the rule's subject (`fanotify-inode`, `fanotify-fs`), when it
+    /// does (watches).
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+/// What a source says of a rule it serves: `active` unless it cannot do its part now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceState {
+    pub backend: Option<&'static str>,
+    /// `None` while it works; else the state `status` shows instead of `active`
+    /// (`waiting: WHY` or `failed: WHY`).
+    pub trouble: Option<String>,
 }
 
 /// An event on its way to a run, with how many runs it already had.
@@ -95,6 +108,7 @@ struct RunState {
     /// A task will start queued jobs when the rate allows.
     pump_pending: bool,
     next_fire: Option<SystemTime>,
+    source_state: Option<SourceState>,
     /// Set when a reload removed or replaced the rule: queued work is abandoned.
     retired: bool,
 }
@@ -517,6 +531,10 @@ impl RuleRuntime {
         self.state().next_fire = at;
     }
 
+    pub fn set_source_state(&self, source_state: SourceState) {
+        self.state().source_state = Some(source_state);
+    }
+
     /// Process groups of the runs in progress.
     pub fn running_groups(&self) -> Vec<i32> {
         self.state().running.iter().map(|r| r.pgid).collect()
@@ -563,7 +581,11 @@ impl RuleRuntime {
             state: match (&lifecycle.disabled, lifecycle.paused) {
                 (Some(d), _) => format!("disabled: {}", d.reason),
                 (None, true) => "paused".into(),
-                (None, false) => "active".into(),
+                (None, false) => state
+                    .source_state
+                    .as_ref()
+                    .and_then(|s| s.trouble.clone())
+                    .unwrap_or_else(|| "active".into()),
             },
             matched: load(&c.matched),
             fired: load(&c.fired),
@@ -581,6 +603,11 @@ impl RuleRuntime {
                 .next_fire
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
+            backend: state
+                .source_state
+                .as_ref()
+                .and_then(|s| s.backend)
+                .map(str::to_string),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! retried until they succeed, and marks whose path was replaced (an editor's rename-over)
 //! are placed again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,9 @@ use triggerd_watch::{
 };
 
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
-use crate::config::{Rule, Trigger};
+use crate::config::{Rule, Trigger, WatchTrigger};
+use crate::dispatch::SourceState;
+use crate::event::Event;
 
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
@@ -33,26 +35,39 @@ pub struct Marks {
     pub permission: Vec<MarkSpec>,
 }
 
-impl Marks {
-    pub fn of(rules: &[Rule]) -> Self {
+/// The watch rules now bound, by the id their specs carry. A name keeps its id for the
+/// daemon's life, so an event queued before a reload finds its rule by name, or nothing.
+#[derive(Debug, Default)]
+struct Bound {
+    ids: HashMap<String, u64>,
+    rules: HashMap<u64, (String, WatchTrigger)>,
+}
+
+type SharedBound = Arc<Mutex<Bound>>;
+
+impl Bound {
+    /// Binds `rules` and returns the marks they ask for.
+    fn bind(&mut self, rules: &[Rule]) -> Marks {
         let mut marks = Marks::default();
+        self.rules.clear();
         for rule in rules {
             let Trigger::Watch(w) = &rule.def.trigger else {
                 continue;
             };
+            let next = self.ids.len() as u64;
+            let id = *self.ids.entry(rule.name.clone()).or_insert(next);
+            self.rules.insert(id, (rule.name.clone(), w.clone()));
             let mut mask = w.events;
             if w.children && !w.recursive {
                 mask = mask.union(EventMask::EVENT_ON_CHILD);
             }
-            let spec = MarkSpec {
-                path: w.path.clone(),
-                scope: if w.recursive {
-                    MarkScope::Filesystem
-                } else {
-                    MarkScope::Inode
-                },
-                mask,
+            let scope = if w.recursive {
+                MarkScope::Filesystem
+            } else {
+                MarkScope::Inode
             };
+            let mut spec = MarkSpec::new(id, w.path.clone(), scope, mask);
+            spec.follow = w.follow;
             if w.is_permission() {
                 marks.permission.push(spec);
             } else {
@@ -60,6 +75,18 @@ impl Marks {
             }
         }
         marks
+    }
+
+    fn rule(&self, id: u64) -> Option<&(String, WatchTrigger)> {
+        self.rules.get(&id)
+    }
+}
+
+/// The backend name `status` shows for a spec.
+fn backend_of(spec: &MarkSpec) -> &'static str {
+    match spec.scope {
+        MarkScope::Filesystem => "fanotify-fs",
+        MarkScope::Inode => "fanotify-inode",
     }
 }
 
@@ -157,6 +184,7 @@ impl EventSource for FanotifySource {
             let delivery = Delivery {
                 emitter: ctx.emitter.clone(),
                 status: self.status,
+                bound: SharedBound::default(),
             };
             let gate = permission.as_ref().map(|fd| Arc::clone(&fd.get_ref().0));
             let gate_task = permission.map(|fd| {
@@ -191,6 +219,7 @@ struct Source {
 struct Delivery {
     emitter: Emitter,
     status: Arc<Mutex<WatchStatus>>,
+    bound: SharedBound,
 }
 
 impl Source {
@@ -198,7 +227,7 @@ impl Source {
         let mut retry = tokio::time::interval(RETRY_EVERY);
         let mut events = Vec::with_capacity(1024);
         let bindings = ctx.bindings.borrow_and_update().clone();
-        self.apply(Marks::of(&bindings.rules));
+        self.bind(&bindings.rules);
         ctx.applied(bindings.generation);
         loop {
             tokio::select! {
@@ -220,7 +249,7 @@ impl Source {
                         break;
                     }
                     let bindings = ctx.bindings.borrow_and_update().clone();
-                    self.apply(Marks::of(&bindings.rules));
+                    self.bind(&bindings.rules);
                     ctx.applied(bindings.generation);
                 }
                 _ = retry.tick(), if self.failing => {
@@ -232,14 +261,25 @@ impl Source {
         }
     }
 
+    fn bind(&mut self, rules: &[Rule]) {
+        let marks = lock(&self.delivery.bound).bind(rules);
+        self.apply(marks);
+    }
+
     fn apply(&mut self, marks: Marks) {
-        let mut errors: Vec<(PathBuf, String)> = Vec::new();
+        // (spec id, path, why, retrying helps)
+        let mut errors: Vec<(u64, PathBuf, String, bool)> = Vec::new();
         let mut collect =
             |result: Result<Vec<MarkError>, WatchError>, specs: &[MarkSpec]| match result {
-                Ok(failed) => {
-                    errors.extend(failed.into_iter().map(|e| (e.path, e.error.to_string())))
-                }
-                Err(e) => errors.extend(specs.iter().map(|s| (s.path.clone(), e.to_string()))),
+                Ok(failed) => errors.extend(failed.into_iter().map(|e| {
+                    let transient = !e.is_unsupported();
+                    (e.spec, e.path, e.error.to_string(), transient)
+                })),
+                Err(e) => errors.extend(
+                    specs
+                        .iter()
+                        .map(|s| (s.id, s.path.clone(), e.to_string(), true)),
+                ),
             };
         collect(
             self.notify.get_mut().set_marks(&marks.notify),
@@ -254,16 +294,23 @@ impl Source {
                 marks
                     .permission
                     .iter()
-                    .map(|s| (s.path.clone(), why.to_string())),
+                    .map(|s| (s.id, s.path.clone(), why.to_string(), false)),
             );
         }
+        self.report(&marks, &errors);
         let mut status = lock(&self.delivery.status);
         let mut failing = BTreeMap::new();
-        for (path, why) in errors {
+        let mut retry = false;
+        for (_, path, why, transient) in errors {
             let path = path.display().to_string();
             if status.failing_marks.get(&path) != Some(&why) {
-                tracing::warn!(path = %path, "cannot watch yet (retrying): {why}");
+                if transient {
+                    tracing::warn!(path = %path, "cannot watch yet (retrying): {why}");
+                } else {
+                    tracing::error!(path = %path, "cannot watch: {why}");
+                }
             }
+            retry |= transient;
             failing.insert(path, why);
         }
         for path in status
@@ -273,9 +320,34 @@ impl Source {
         {
             tracing::info!(path = %path, "now watched");
         }
-        self.failing = !failing.is_empty();
+        self.failing = retry;
         status.failing_marks = failing;
         self.marks = marks;
+    }
+
+    /// Tells each rule's status how it is watched, or why it is not.
+    fn report(&self, marks: &Marks, errors: &[(u64, PathBuf, String, bool)]) {
+        let bound = lock(&self.delivery.bound);
+        let trouble: HashMap<u64, String> = errors
+            .iter()
+            .map(|(id, _, why, transient)| {
+                let state = if *transient {
+                    format!("waiting: {why}; next try in {}s", RETRY_EVERY.as_secs())
+                } else {
+                    format!("failed: {why}")
+                };
+                (*id, state)
+            })
+            .collect();
+        for spec in marks.notify.iter().chain(&marks.permission) {
+            if let Some((name, _)) = bound.rule(spec.id) {
+                let state = SourceState {
+                    backend: Some(backend_of(spec)),
+                    trouble: trouble.get(&spec.id).cloned(),
+                };
+                self.delivery.emitter.set_source_state(name, state);
+            }
+        }
     }
 }
 
@@ -329,13 +401,41 @@ impl Delivery {
             status.overflows = overflows;
         }
         for event in events.drain(..) {
-            tracing::trace!(path = ?event.path, mask = %event.mask, pid = event.pid, "fanotify event");
+            tracing::trace!(spec = ?event.spec, path = ?event.path, mask = %event.mask, pid = event.pid, "fanotify event");
+            let Some(id) = event.spec else {
+                self.overflow().await;
+                continue;
+            };
+            let name = match lock(&self.bound).rule(id) {
+                Some((name, w)) if !w.is_permission() && w.accepts(event.mask) => name.clone(),
+                _ => continue,
+            };
             let event = self
                 .emitter
                 .event(event.path, event.mask, Some(event.pid), Vec::new());
-            self.emitter.dispatch(event).await;
+            self.emitter.fire(&name, event).await;
         }
         (drained, stale)
+    }
+
+    /// The kernel queue overflowed: events may be lost for every watch. Counted for each,
+    /// and the rules that asked for `overflow` fire.
+    async fn overflow(&self) {
+        tracing::warn!("fanotify queue overflow: events were lost");
+        let rules: Vec<(String, bool)> = lock(&self.bound)
+            .rules
+            .values()
+            .map(|(name, w)| (name.clone(), w.events.contains(EventMask::OVERFLOW)))
+            .collect();
+        for (name, asked) in rules {
+            self.emitter.overflowed(&name);
+            if asked {
+                let event =
+                    self.emitter
+                        .event(PathBuf::new(), EventMask::OVERFLOW, Some(0), Vec::new());
+                self.emitter.fire(&name, event).await;
+            }
+        }
     }
 
     /// Hands each request to the dispatcher; true when the group had nothing more to give.
@@ -352,13 +452,26 @@ impl Delivery {
         };
         lock(&self.status).permission_requests += out.len() as u64;
         for request in out.drain(..) {
-            let event = self.emitter.event(
-                request.path.clone(),
-                request.mask,
-                Some(request.pid),
-                Vec::new(),
-            );
-            self.emitter.decide_permission(request, event);
+            let targets: Vec<(String, Event)> = {
+                let bound = lock(&self.bound);
+                request
+                    .specs
+                    .iter()
+                    .filter_map(|(id, path)| {
+                        let (name, w) = bound.rule(*id)?;
+                        (w.is_permission() && w.accepts(request.mask)).then(|| {
+                            let event = self.emitter.event(
+                                path.clone(),
+                                request.mask,
+                                Some(request.pid),
+                                Vec::new(),
+                            );
+                            (name.clone(), event)
+                        })
+                    })
+                    .collect()
+            };
+            self.emitter.decide_permission(request, targets);
         }
         drained
     }

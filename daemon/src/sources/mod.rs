@@ -144,11 +144,6 @@ impl Emitter {
         }
     }
 
-    /// To every rule the event matches (path-addressed sources).
-    pub async fn dispatch(&self, event: Event) {
-        self.unless_stopped(self.dispatcher.dispatch(event)).await;
-    }
-
     /// To one named rule (rule-addressed sources); false if there is no such rule now.
     /// Stopping counts as delivered.
     pub async fn fire(&self, rule: &str, event: Event) -> bool {
@@ -157,8 +152,23 @@ impl Emitter {
             .unwrap_or(true)
     }
 
-    pub fn decide_permission(&self, request: PermissionRequest, event: Event) {
-        self.dispatcher.decide_permission(request, event);
+    /// Has the named rules' actions answer `request`, each with its own event.
+    pub fn decide_permission(&self, request: PermissionRequest, targets: Vec<(String, Event)>) {
+        self.dispatcher.decide_permission(request, targets);
+    }
+
+    /// Counts a lost-events overflow against a rule.
+    pub fn overflowed(&self, rule: &str) {
+        if let Some(r) = self.dispatcher.rule(rule) {
+            r.overflowed();
+        }
+    }
+
+    /// Shown by `status`: how the source serves the rule, and whether it can now.
+    pub fn set_source_state(&self, rule: &str, state: crate::dispatch::SourceState) {
+        if let Some(r) = self.dispatcher.rule(rule) {
+            r.set_source_state(state);
+        }
     }
 
     /// Shown by `status` (timers).

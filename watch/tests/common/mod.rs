@@ -66,12 +66,12 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     (dir, real)
 }
 
+/// A spec whose id is a hash of its path, so specs on different paths never share one.
 pub fn spec(path: &Path, scope: MarkScope, mask: EventMask) -> MarkSpec {
-    MarkSpec {
-        path: path.to_path_buf(),
-        scope,
-        mask,
-    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hasher);
+    MarkSpec::new(hasher.finish(), path, scope, mask)
 }
 
 pub fn mark(watcher: &mut Watcher, specs: &[MarkSpec]) {

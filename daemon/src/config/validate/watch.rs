@@ -51,6 +51,7 @@ pub(super) fn facron_rules(
             children: events.contains(EventMask::EVENT_ON_CHILD),
             events,
             recursive: false,
+            follow: true,
         };
         if let Err(m) = check_event_classes(&trigger) {
             line_problem(m);
@@ -113,6 +114,7 @@ pub(super) fn trigger(
         path: path?,
         events: events?,
         recursive: raw.recursive.unwrap_or(false),
+        follow: raw.follow.unwrap_or(true),
         children: true,
     };
     if let Err(m) = check_event_classes(&trigger) {
