@@ -11,6 +11,8 @@
 //! configured, counted; `window = 1` delivers in spool order across an outage.
 
 mod common;
+#[path = "remote/containment.rs"]
+mod containment;
 #[path = "remote/harness.rs"]
 mod harness;
 

@@ -280,6 +280,10 @@ pub struct ExecAction {
     /// Run as this uid/gid (names resolved at load time).
     pub user: Option<u32>,
     pub group: Option<u32>,
+    /// The rule's `env` table, set on top of the base environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory (`chdir`); `/` when unset.
+    pub chdir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

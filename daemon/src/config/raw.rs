@@ -96,6 +96,10 @@ pub struct RawRule {
     pub allow_loop: Option<bool>,
     pub retry: Option<RawRetry>,
     pub dead_letter: Option<Vec<String>>,
+    /// Variables added to the command's environment (after the base, before `TRIGGERD_*`).
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// The command's working directory (default `/`).
+    pub chdir: Option<String>,
     pub rate: Option<String>,
     pub queue: Option<i64>,
     pub when_full: Option<String>,
