@@ -163,6 +163,7 @@ impl State {
             channels: channel_status(&self.shared.channels),
             triggers: trigger_status(&self.shared.triggers),
             remote: Box::new(self.remote.status()),
+            control_refused: control::refused(),
         }
     }
 }
@@ -231,7 +232,9 @@ pub async fn run(
     wait_applied(&mut bound, 1).await;
 
     let listener =
-        control::bind(&control_path, config.daemon.control_mode).map_err(control_error)?;
+        control::bind(&control_path, config.daemon.control_mode, config.daemon.control_group)
+            .map_err(control_error)?;
+    let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let state = Arc::new(State {
@@ -246,6 +249,7 @@ pub async fn run(
         listener,
         control_path,
         Arc::clone(&state) as Arc<dyn Responder>,
+        control_group,
         stopped.clone(),
     ));
     systemd::notify("READY=1\nSTATUS=running");

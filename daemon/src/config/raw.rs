@@ -67,6 +67,7 @@ pub struct RawDaemon {
     pub facron: Option<Spanned<String>>,
     pub control: Option<String>,
     pub control_mode: Option<String>,
+    pub control_group: Option<String>,
     pub shutdown_grace: Option<String>,
     pub fs_mount: Option<String>,
     pub state_dir: Option<String>,

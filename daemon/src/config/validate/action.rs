@@ -302,7 +302,7 @@ fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     }
 }
 
-fn lookup_group(name: &str) -> Result<u32, String> {
+pub(super) fn lookup_group(name: &str) -> Result<u32, String> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }
