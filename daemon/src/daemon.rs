@@ -45,6 +45,11 @@ pub enum DaemonError {
         path: String,
         source: std::io::Error,
     },
+    #[error("state_dir {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
@@ -193,6 +198,19 @@ pub async fn run(
     };
     control::ensure_no_other_instance(&control_path).map_err(control_error)?;
     raise_open_file_limit();
+    // State (paused rules, timers, trigger files' modes) is root's alone: 0700.
+    let state_dir = &config.daemon.state_dir;
+    crate::dispatch::private_dir(state_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(
+                state_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+        })
+        .map_err(|source| DaemonError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));
