@@ -167,7 +167,14 @@ fn state_files_are_root_s_alone() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(&state), mode(&file)), (0o700, 0o600));
     let other = Command::new("setpriv")
-        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "cat"])
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "cat",
+        ])
         .arg(&file)
         .output()
         .unwrap();

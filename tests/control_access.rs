@@ -66,7 +66,12 @@ fn a_control_group_member_may_read_but_only_root_may_change_or_fire() {
 
     let rule = daemon.rule("r");
     assert_eq!((rule.fired, rule.state.as_str()), (0, "active"));
-    for args in [&["fire", "r"][..], &["pause", "r"], &["resume", "r"], &["status"]] {
+    for args in [
+        &["fire", "r"][..],
+        &["pause", "r"],
+        &["resume", "r"],
+        &["status"],
+    ] {
         let out = as_root(&daemon, args);
         assert!(out.status.success(), "{args:?} as root: {out:?}");
     }

@@ -313,7 +313,10 @@ fn a_crowd_of_openers_runs_at_most_max_running_gate_commands_and_all_get_an_answ
     }
     assert_eq!(allowed, 2, "the two gated runs allow, the rest are denied");
     let peak = fs::read_to_string(daemon.out().join("peak")).unwrap();
-    let peak = peak.lines().map(|l| l.trim().parse::<usize>().unwrap()).max();
+    let peak = peak
+        .lines()
+        .map(|l| l.trim().parse::<usize>().unwrap())
+        .max();
     assert_eq!(peak, Some(2), "gate commands at once");
     // An honest opener afterwards is served by a gate run as usual.
     assert_eq!(cat(&daemon.path("gated")).unwrap(), "x");

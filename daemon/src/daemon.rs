@@ -249,9 +249,12 @@ pub async fn run(
     }
     wait_applied(&mut bound, 1).await;
 
-    let listener =
-        control::bind(&control_path, config.daemon.control_mode, config.daemon.control_group)
-            .map_err(control_error)?;
+    let listener = control::bind(
+        &control_path,
+        config.daemon.control_mode,
+        config.daemon.control_group,
+    )
+    .map_err(control_error)?;
     let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");

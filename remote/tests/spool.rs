@@ -88,7 +88,13 @@ fn a_torn_or_corrupt_tail_is_cut_on_open() {
     let mut spool = Spool::open(options(dir.path())).expect("reopen");
     let all = spool.read(100).expect("read");
     assert!(all.len() < 11);
-    let expected = |seq: u64| if seq == 10 { b"after".to_vec() } else { payload(seq) };
+    let expected = |seq: u64| {
+        if seq == 10 {
+            b"after".to_vec()
+        } else {
+            payload(seq)
+        }
+    };
     assert!(all.iter().all(|(seq, p)| *p == expected(*seq)), "{all:?}");
     assert_eq!(spool.stats().corrupt, 11 - all.len() as u64);
     assert_eq!(spool.next_seq(), 11);
@@ -143,13 +149,21 @@ fn spool_files_are_private() {
         .expect("segment")
         .path();
     let other = std::process::Command::new("setpriv")
-        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "cat"])
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "cat",
+        ])
         .arg(&segment)
         .output()
         .expect("setpriv");
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("Permission denied"));
-    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&spool_dir), 0o700);
     for entry in std::fs::read_dir(&spool_dir).expect("dir") {
         let path = entry.expect("entry").path();

@@ -56,7 +56,9 @@ pub enum SpawnError {
 /// base, and installs the child-side steps (groups, gid, uid, umask, cwd, fds). The caller
 /// may add more variables afterwards; it must not call `uid`, `gid` or `current_dir`.
 pub fn prepare(command: &mut Command, spec: &Spec) -> Result<(), SpawnError> {
-    let uid = spec.user.map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid);
+    let uid = spec
+        .user
+        .map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid);
     let account = nix::unistd::User::from_uid(uid.into()).ok().flatten();
     let credentials = match spec.user {
         None => None,
@@ -69,10 +71,17 @@ pub fn prepare(command: &mut Command, spec: &Spec) -> Result<(), SpawnError> {
     let dir = spec.chdir.clone().unwrap_or_else(|| PathBuf::from("/"));
     let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|_| SpawnError::Chdir(dir))?;
 
-    command.env_clear().env("PATH", BASE_PATH).env("LANG", BASE_LANG);
+    command
+        .env_clear()
+        .env("PATH", BASE_PATH)
+        .env("LANG", BASE_LANG);
     let (name, home, shell) = match &account {
         Some(user) => (user.name.clone(), user.dir.clone(), user.shell.clone()),
-        None => (uid.to_string(), PathBuf::from("/"), PathBuf::from("/bin/sh")),
+        None => (
+            uid.to_string(),
+            PathBuf::from("/"),
+            PathBuf::from("/bin/sh"),
+        ),
     };
     command
         .env("HOME", &home)

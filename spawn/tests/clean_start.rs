@@ -32,16 +32,25 @@ fn a_child_sees_only_fds_0_to_2_and_no_inherited_environment() {
         env: vec![("EXTRA".into(), "yes".into())],
         ..Spec::default()
     };
-    let out = run(&spec, "ls /proc/self/fd; echo ---; env; echo ---; umask; pwd");
+    let out = run(
+        &spec,
+        "ls /proc/self/fd; echo ---; env; echo ---; umask; pwd",
+    );
     let mut parts = out.split("---\n");
     let fds: Vec<&str> = parts.next().expect("fds").lines().collect();
     // `ls` itself holds one fd on the directory it lists.
     assert!(fds.len() <= 4, "fds: {fds:?}");
-    assert!(["0", "1", "2"].iter().all(|f| fds.contains(f)), "fds: {fds:?}");
+    assert!(
+        ["0", "1", "2"].iter().all(|f| fds.contains(f)),
+        "fds: {fds:?}"
+    );
     let env = parts.next().expect("env");
     assert!(!env.contains("TRIGGERD_SPAWN_MARKER"), "env: {env}");
     assert!(env.contains(&format!("PATH={BASE_PATH}\n")), "env: {env}");
-    assert!(env.contains("EXTRA=yes\n") && env.contains("HOME=/root\n"), "env: {env}");
+    assert!(
+        env.contains("EXTRA=yes\n") && env.contains("HOME=/root\n"),
+        "env: {env}"
+    );
     assert_eq!(parts.next().expect("umask/pwd"), "0022\n/\n");
 }
 
@@ -60,12 +69,13 @@ fn as_nobody_the_child_has_nobodys_groups_home_and_its_own_directory() {
     let out = run(&spec, "id -u; id -G; pwd; echo \"$HOME $USER\"");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], nobody.uid.to_string());
-    let want = nix::unistd::getgrouplist(
-        &std::ffi::CString::new("nobody").expect("name"),
-        nobody.gid,
-    )
-    .expect("grouplist");
-    let mut got: Vec<u32> = lines[1].split(' ').map(|g| g.parse().expect("gid")).collect();
+    let want =
+        nix::unistd::getgrouplist(&std::ffi::CString::new("nobody").expect("name"), nobody.gid)
+            .expect("grouplist");
+    let mut got: Vec<u32> = lines[1]
+        .split(' ')
+        .map(|g| g.parse().expect("gid"))
+        .collect();
     let mut want: Vec<u32> = want.iter().map(|g| g.as_raw()).collect();
     got.sort_unstable();
     want.sort_unstable();

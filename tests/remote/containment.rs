@@ -26,15 +26,17 @@ fn read(daemon: &Daemon, file: &str) -> String {
 fn assert_clean(daemon: &Daemon, name: &str) {
     let fds = read(daemon, &format!("{name}.fds"));
     // The glob's own directory fd may show as a 4th entry pointing at /proc/…/fd.
-    let extra: Vec<&str> = fds
-        .lines()
-        .skip(3)
-        .filter(|l| !l.contains("/fd"))
-        .collect();
+    let extra: Vec<&str> = fds.lines().skip(3).filter(|l| !l.contains("/fd")).collect();
     assert!(extra.is_empty(), "{name} inherited fds:\n{fds}");
-    assert!(!fds.contains("eventpoll"), "{name} sees an epoll fd:\n{fds}");
+    assert!(
+        !fds.contains("eventpoll"),
+        "{name} sees an epoll fd:\n{fds}"
+    );
     let env = read(daemon, &format!("{name}.env"));
-    assert!(!env.contains(MARKER), "{name} sees the daemon's environment:\n{env}");
+    assert!(
+        !env.contains(MARKER),
+        "{name} sees the daemon's environment:\n{env}"
+    );
     assert!(env.contains("PATH=/usr/local/sbin:"), "{name} env:\n{env}");
 }
 
@@ -65,7 +67,9 @@ fn actions_and_plugins_start_with_fds_0_to_2_and_a_clean_environment_under_a_bro
     });
     assert_clean(&daemon, "action");
     let groups = read(&daemon, "action.groups");
-    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("nobody");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
     let mut want: Vec<String> = nix::unistd::getgrouplist(c"nobody", nobody.gid)
         .expect("grouplist")
         .iter()

@@ -16,7 +16,13 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).expect("mountpoint");
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()
             .expect("mount");
@@ -76,6 +82,9 @@ fn a_full_disk_refuses_events_and_every_accepted_one_arrives_once_after_restart(
     });
     let mut delivered = lines_of(&log);
     delivered.sort();
-    assert_eq!(delivered, accepted, "each accepted event once, no refused one");
+    assert_eq!(
+        delivered, accepted,
+        "each accepted event once, no refused one"
+    );
     sender.assert_alive();
 }

@@ -323,7 +323,9 @@ impl Spool {
             self.torn = false;
         }
         encode(payload, &mut self.scratch);
-        self.writer.write_all(&self.scratch).map_err(io_err(&path))?;
+        self.writer
+            .write_all(&self.scratch)
+            .map_err(io_err(&path))?;
         if self.options.sync == SyncPolicy::Always {
             self.writer.sync_data().map_err(io_err(&path))?;
             self.last_sync = Instant::now();
@@ -428,7 +430,10 @@ impl Spool {
                 }
                 Next::Corrupt(_) => {
                     self.stats.corrupt += 1;
-                    tracing::error!(seq = self.read_seq, "spool record fails its checksum; skipped");
+                    tracing::error!(
+                        seq = self.read_seq,
+                        "spool record fails its checksum; skipped"
+                    );
                     self.read_seq += 1;
                 }
                 Next::End => {
