@@ -77,13 +77,15 @@ impl fmt::Display for RemoteStatus {
             if let Some(s) = &self.forwarder {
                 write!(
                     f,
-                    ": spool {} pending ({} bytes), {} spooled, {} rejected, {} dropped; \
-                     {} delivered, {} failed, {} resent",
+                    ": spool {} pending ({} bytes), {} spooled, {} rejected, {} dropped, \
+                     {} errors, {} corrupt; {} delivered, {} failed, {} resent",
                     s.pending,
                     s.bytes,
                     s.spooled,
                     s.rejected,
                     s.dropped,
+                    s.errors,
+                    s.corrupt,
                     s.delivered,
                     s.failed,
                     s.resent
