@@ -1,5 +1,6 @@
 //! The command-line contract: `triggerd check` exit codes and messages, `triggerd` refusing a
-//! bad config with exit 2, `triggerctl status` in both forms, and the systemd unit verifying.
+//! bad config with exit 2, `triggerctl status` in both forms, the systemd unit verifying, and
+//! state files that only root can read.
 
 mod common;
 
@@ -146,4 +147,37 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn state_files_are_root_s_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::start(
+        "[[watch]]\nname = \"docs\"\npath = \"{dir}\"\nevents = \"close_write\"\nexec = [\"/bin/true\"]\n",
+    );
+    let paused = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["pause", "docs"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{paused:?}");
+    let state = daemon.state_dir();
+    let file = state.join("rules.json");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&state), mode(&file)), (0o700, 0o600));
+    let other = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "cat",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("Permission denied"));
 }

@@ -8,9 +8,14 @@
 //! answers; a reload starts and stops services; a broker with authentication accepts the
 //! daemons' token files and refuses a wrong token; bad `[broker]` and `[[service]]` tables
 //! fail `triggerd check` with file:line; one daemon per spool; a full spool rejects or drops as
-//! configured, counted; `window = 1` delivers in spool order across an outage.
+//! configured, counted; `window = 1` delivers in spool order across an outage; children start
+//! clean under a broker; a spool on a full disk refuses and then delivers what it accepted.
 
 mod common;
+#[path = "remote/containment.rs"]
+mod containment;
+#[path = "remote/full_disk.rs"]
+mod full_disk;
 #[path = "remote/harness.rs"]
 mod harness;
 

@@ -1,7 +1,7 @@
 //! Actions through a real daemon: permission gates decided by a command (and its timeout, and
 //! never stalled behind a blocked notification rule), SIGTERM with a source blocked on a full queue,
 //! loop prevention, timeouts killing the process group, `on_busy`, debounce, environment and
-//! stdin, and exit statuses counted.
+//! stdin, exit statuses counted, and gates bounded by `max_running` under a crowd of openers.
 
 mod common;
 
@@ -267,4 +267,58 @@ fn action_sees_environment_and_failures_are_counted() {
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
     assert_eq!(env.lines().last().unwrap(), nobody.to_string());
     assert!(daemon.log_text().contains("exited with status 3"));
+}
+
+#[test]
+fn a_crowd_of_openers_runs_at_most_max_running_gate_commands_and_all_get_an_answer() {
+    const OPENERS: usize = 50;
+    let mut daemon = Daemon::start("");
+    fs::write(daemon.path("gated"), "x").unwrap();
+    let slots = daemon.out().join("slots");
+    fs::create_dir(&slots).unwrap();
+    // Each gate command takes a slot file, records how many are taken, and holds its slot
+    // until the test releases every gate at once.
+    daemon.write_config(
+        "[[watch]]\nname = \"gate\"\npath = \"{dir}/gated\"\nevents = \"open_perm\"\n\
+         max_running = 2\ntimeout = \"120s\"\non_timeout = \"deny\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"t=$(mktemp -p {out}/slots); ls {out}/slots | wc -l >> {out}/peak; \
+         while [ ! -e {dir}/release ]; do sleep 0.02; done; rm -f $t\"]\n",
+    );
+    daemon.reload();
+    daemon.wait_watching();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let openers: Vec<KillOnDrop> = (0..OPENERS)
+        .map(|_| {
+            KillOnDrop(
+                std::os::unix::process::CommandExt::uid(
+                    Command::new("/bin/cat")
+                        .arg(daemon.path("gated"))
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null()),
+                    nobody.uid.as_raw(),
+                )
+                .spawn()
+                .expect("spawn cat"),
+            )
+        })
+        .collect();
+    // All but two are answered at once (on_timeout = deny), while two gates hold the slots.
+    wait_for("openers past max_running to be answered", DEADLINE, || {
+        (daemon.rule("gate").dropped == (OPENERS - 2) as u64).then_some(())
+    });
+    fs::write(daemon.path("release"), "").unwrap();
+    let mut allowed = 0;
+    for mut opener in openers {
+        allowed += usize::from(opener.wait_exit("an opener").success());
+    }
+    assert_eq!(allowed, 2, "the two gated runs allow, the rest are denied");
+    let peak = fs::read_to_string(daemon.out().join("peak")).unwrap();
+    let peak = peak
+        .lines()
+        .map(|l| l.trim().parse::<usize>().unwrap())
+        .max();
+    assert_eq!(peak, Some(2), "gate commands at once");
+    // An honest opener afterwards is served by a gate run as usual.
+    assert_eq!(cat(&daemon.path("gated")).unwrap(), "x");
+    assert_eq!(daemon.rule("gate").fired, 3);
 }

@@ -45,6 +45,11 @@ pub enum DaemonError {
         path: String,
         source: std::io::Error,
     },
+    #[error("state_dir {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
@@ -163,6 +168,7 @@ impl State {
             channels: channel_status(&self.shared.channels),
             triggers: trigger_status(&self.shared.triggers),
             remote: Box::new(self.remote.status()),
+            control_refused: control::refused(),
         }
     }
 }
@@ -192,6 +198,19 @@ pub async fn run(
     };
     control::ensure_no_other_instance(&control_path).map_err(control_error)?;
     raise_open_file_limit();
+    // State (paused rules, timers, trigger files' modes) is root's alone: 0700.
+    let state_dir = &config.daemon.state_dir;
+    crate::dispatch::private_dir(state_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(
+                state_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+        })
+        .map_err(|source| DaemonError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));
@@ -230,8 +249,13 @@ pub async fn run(
     }
     wait_applied(&mut bound, 1).await;
 
-    let listener =
-        control::bind(&control_path, config.daemon.control_mode).map_err(control_error)?;
+    let listener = control::bind(
+        &control_path,
+        config.daemon.control_mode,
+        config.daemon.control_group,
+    )
+    .map_err(control_error)?;
+    let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let state = Arc::new(State {
@@ -246,6 +270,7 @@ pub async fn run(
         listener,
         control_path,
         Arc::clone(&state) as Arc<dyn Responder>,
+        control_group,
         stopped.clone(),
     ));
     systemd::notify("READY=1\nSTATUS=running");

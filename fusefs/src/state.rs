@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,14 +84,25 @@ impl StateFile {
             source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(err)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
         let json = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-        let mut file = fs::File::create(&tmp).map_err(err)?;
+        // Root's alone (0600): it names users' trigger files and their modes.
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
         file.write_all(&json).map_err(err)?;
         file.sync_all().map_err(err)?;
         fs::rename(&tmp, &self.path).map_err(err)?;
-        Ok(())
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
     }
 }
 

@@ -233,6 +233,7 @@ fn drain(
     let origin = shared.spool().origin();
     let window = options.window.max(1);
     let mut in_flight: BTreeMap<u64, Flight> = BTreeMap::new();
+    let mut last_warning: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let room = window - in_flight.len();
         if room > 0 {
@@ -277,8 +278,15 @@ fn drain(
                 .next()
                 .copied()
                 .unwrap_or_else(|| spool.read_position());
-            spool.ack(upto)?;
-            spool.tick()?;
+            // A full or failing disk must not stop delivery: the ack is kept in memory and
+            // persisted on a later tick (a crash meanwhile only re-sends, de-duplicated).
+            if let Err(e) = spool.ack(upto).and_then(|()| spool.tick()) {
+                let now = Instant::now();
+                if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    last_warning = Some(now);
+                    tracing::warn!("forwarder: {e}");
+                }
+            }
         }
         let now = Instant::now();
         for (&seq, flight) in in_flight.iter_mut() {

@@ -1,5 +1,6 @@
 //! The durable spool on a real directory: order, acks across reopen, torn tails, segment
-//! rolling and deletion, and both full policies with their counters.
+//! rolling and deletion, damage skipped without renumbering, private files, and both full
+//! policies with their counters.
 
 use triggerd_remote::spool::{FullPolicy, Spool, SpoolError, SpoolOptions, SyncPolicy};
 
@@ -78,7 +79,8 @@ fn a_torn_or_corrupt_tail_is_cut_on_open() {
     assert_eq!(all.len(), 11);
     assert_eq!(all[10].1, b"after");
     drop(spool);
-    // A flipped byte inside a record: everything from it on is discarded, nothing invented.
+    // A flipped byte inside a record (here its checksum): that record is skipped and counted,
+    // nothing is invented, and every later record keeps its own sequence number.
     let mut bytes = std::fs::read(&segment).expect("read");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -86,7 +88,87 @@ fn a_torn_or_corrupt_tail_is_cut_on_open() {
     let mut spool = Spool::open(options(dir.path())).expect("reopen");
     let all = spool.read(100).expect("read");
     assert!(all.len() < 11);
-    assert!(all.iter().all(|(seq, p)| *p == payload(*seq)));
+    let expected = |seq: u64| {
+        if seq == 10 {
+            b"after".to_vec()
+        } else {
+            payload(seq)
+        }
+    };
+    assert!(all.iter().all(|(seq, p)| *p == expected(*seq)), "{all:?}");
+    assert_eq!(spool.stats().corrupt, 11 - all.len() as u64);
+    assert_eq!(spool.next_seq(), 11);
+}
+
+#[test]
+fn a_damaged_segment_never_shifts_the_numbers_of_the_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = options(dir.path());
+    o.segment_bytes = 200;
+    {
+        let mut spool = Spool::open(o.clone()).expect("open");
+        for i in 0..40 {
+            spool.append(&payload(i)).expect("append");
+        }
+    }
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 2);
+    // The first segment's second header claims more than the file holds: its rest is lost.
+    let mut bytes = std::fs::read(&segments[0]).expect("read");
+    bytes[20..24].copy_from_slice(&1_000_000u32.to_le_bytes());
+    std::fs::write(&segments[0], &bytes).expect("write");
+    let mut spool = Spool::open(o).expect("reopen");
+    let all = spool.read(100).expect("read");
+    assert!(all.iter().all(|(seq, p)| *p == payload(*seq)), "{all:?}");
+    assert_eq!(all[0].0, 0);
+    assert_eq!(all.last().map(|r| r.0), Some(39));
+    assert_eq!(spool.stats().corrupt, 40 - all.len() as u64);
+}
+
+#[test]
+fn spool_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool_dir = dir.path().join("spool");
+    let mut spool = Spool::open(options(&spool_dir)).expect("open");
+    spool.append(b"secret").expect("append");
+    spool.read(1).expect("read");
+    spool.ack(1).expect("ack");
+    drop(spool);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let segment = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .expect("segment")
+        .path();
+    let other = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "cat",
+        ])
+        .arg(&segment)
+        .output()
+        .expect("setpriv");
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("Permission denied"));
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&spool_dir), 0o700);
+    for entry in std::fs::read_dir(&spool_dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
 }
 
 #[test]

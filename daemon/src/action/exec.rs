@@ -1,7 +1,9 @@
 //! Running a command for an event: argv with tokens substituted, `TRIGGERD_*` in the
 //! environment, the payload on stdin, its own process group (so a timeout or a restart kills
 //! everything it started), optional uid/gid, stdout/stderr logged line by line under the rule's
-//! name. The child is always waited for, so it never lingers as a zombie.
+//! name. The child starts clean ([`triggerd_spawn`]: fds 0-2, the base environment plus the
+//! rule's `env`, the user's groups, umask 022, `/` or `chdir`). The child is always waited
+//! for, so it never lingers as a zombie.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -76,8 +78,7 @@ pub async fn run_exec(
     event: &Event,
     started: impl FnOnce(Running),
 ) -> (ExecOutcome, Vec<u8>) {
-    let mut command = build_command(rule, action, event);
-    let mut child = match command.spawn() {
+    let mut child = match build_command(rule, action, event).and_then(|mut c| c.spawn()) {
         Ok(child) => child,
         Err(e) => {
             let program = action
@@ -150,11 +151,23 @@ pub async fn run_exec(
     (outcome, tail)
 }
 
-fn build_command(rule: &str, action: &ExecAction, event: &Event) -> Command {
+fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Result<Command> {
     let mut argv = action.argv.iter().map(|arg| substitute(arg, event));
     let program = argv.next().unwrap_or_default();
     let mut command = Command::new(program);
     command.args(argv);
+    let spec = triggerd_spawn::Spec {
+        user: match (action.user, action.group) {
+            (None, None) => None,
+            (uid, gid) => Some((
+                uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+                gid.unwrap_or_else(|| nix::unistd::getegid().as_raw()),
+            )),
+        },
+        env: action.env.clone(),
+        chdir: action.chdir.clone(),
+    };
+    triggerd_spawn::prepare(command.as_std_mut(), &spec).map_err(std::io::Error::other)?;
     let path = &event.subject;
     let since_epoch = event.time.duration_since(UNIX_EPOCH).unwrap_or_default();
     command
@@ -191,13 +204,7 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(gid) = action.group {
-        command.gid(gid);
-    }
-    if let Some(uid) = action.user {
-        command.uid(uid);
-    }
-    command
+    Ok(command)
 }
 
 /// Logs each line under the rule's name; returns the last `STDOUT_TAIL` bytes.

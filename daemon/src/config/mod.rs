@@ -26,6 +26,9 @@ pub struct DaemonConfig {
     /// The control socket (`triggerctl`), created mode 0600 unless `control_mode` says otherwise.
     pub control: PathBuf,
     pub control_mode: u32,
+    /// Members of this group may use the read-only verbs (`status`, `list`, `show`); every
+    /// other verb is root's alone. The socket is chowned to it.
+    pub control_group: Option<u32>,
     /// How long SIGTERM waits for running actions before killing them.
     pub shutdown_grace: Duration,
     /// Where the trigger filesystem is mounted (used once trigger files exist).
@@ -39,6 +42,7 @@ impl Default for DaemonConfig {
         Self {
             control: PathBuf::from("/run/triggerd/control.sock"),
             control_mode: 0o600,
+            control_group: None,
             shutdown_grace: Duration::from_secs(10),
             fs_mount: PathBuf::from("/run/triggerd/fs"),
             state_dir: PathBuf::from("/var/lib/triggerd"),
@@ -270,6 +274,10 @@ pub struct ExecAction {
     /// Run as this uid/gid (names resolved at load time).
     pub user: Option<u32>,
     pub group: Option<u32>,
+    /// The rule's `env` table, set on top of the base environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory (`chdir`); `/` when unset.
+    pub chdir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,6 +67,7 @@ pub struct RawDaemon {
     pub facron: Option<Spanned<String>>,
     pub control: Option<String>,
     pub control_mode: Option<String>,
+    pub control_group: Option<String>,
     pub shutdown_grace: Option<String>,
     pub fs_mount: Option<String>,
     pub state_dir: Option<String>,
@@ -97,6 +98,10 @@ pub struct RawRule {
     pub allow_loop: Option<bool>,
     pub retry: Option<RawRetry>,
     pub dead_letter: Option<Vec<String>>,
+    /// Variables added to the command's environment (after the base, before `TRIGGERD_*`).
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// The command's working directory (default `/`).
+    pub chdir: Option<String>,
     pub rate: Option<String>,
     pub queue: Option<i64>,
     pub when_full: Option<String>,

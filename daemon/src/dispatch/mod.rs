@@ -15,7 +15,7 @@ use triggerd_watch::PermissionRequest;
 
 use crate::config::{Config, Rule};
 use crate::event::Event;
-pub use lifecycle::{unix_now, write_atomically, Disabled, Lifecycle, RuleState};
+pub use lifecycle::{private_dir, unix_now, write_atomically, Disabled, Lifecycle, RuleState};
 pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus, SourceState};
 
 /// What a reload changed.

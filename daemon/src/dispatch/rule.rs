@@ -492,8 +492,19 @@ impl RuleRuntime {
             // Validation keeps `send` off permission rules; allow rather than wedge a process.
             return true;
         };
+        let policy = &self.rule.def.policy;
+        {
+            // Past `max_running` a gate answers at once, as if it had timed out: a crowd of
+            // openers must not make root run one command each.
+            let mut state = self.state();
+            if state.slots >= policy.max_running {
+                drop(state);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return policy.on_timeout == OnTimeout::Allow;
+            }
+            state.slots += 1;
+        }
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
-        self.state().slots += 1;
         let mut pid = None;
         let (outcome, _) = run_exec(
             &self.rule.name,

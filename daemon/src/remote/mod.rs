@@ -11,6 +11,7 @@ pub mod status;
 
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,9 +88,10 @@ pub fn payload_of(event: &Event) -> &[u8] {
 /// Takes the spool directory's `lock` file (released when the process exits).
 fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
     let failed = |e: &dyn std::fmt::Display| format!("[broker] spool {}: {e}", dir.display());
-    std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
+    crate::dispatch::private_dir(dir).map_err(|e| failed(&e))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
+        .mode(0o600)
         .truncate(false)
         .write(true)
         .open(dir.join("lock"))

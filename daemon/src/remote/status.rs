@@ -26,6 +26,12 @@ pub struct ForwarderStatus {
     /// In the spool, not yet acknowledged by the broker.
     pub pending: u64,
     pub bytes: u64,
+    /// Refused because the disk failed the append (ENOSPC, EIO); rolled back, the run failed.
+    #[serde(default)]
+    pub errors: u64,
+    /// Skipped on reading: the record failed its checksum.
+    #[serde(default)]
+    pub corrupt: u64,
     /// Answered by a worker (`failed`: with a non-zero status).
     pub delivered: u64,
     pub failed: u64,
@@ -41,6 +47,8 @@ impl From<ForwarderStats> for ForwarderStatus {
             dropped: s.spool.dropped,
             pending: s.spool.pending,
             bytes: s.spool.bytes,
+            errors: s.spool.errors,
+            corrupt: s.spool.corrupt,
             delivered: s.delivered,
             failed: s.failed,
             resent: s.resent,
@@ -69,13 +77,15 @@ impl fmt::Display for RemoteStatus {
             if let Some(s) = &self.forwarder {
                 write!(
                     f,
-                    ": spool {} pending ({} bytes), {} spooled, {} rejected, {} dropped; \
-                     {} delivered, {} failed, {} resent",
+                    ": spool {} pending ({} bytes), {} spooled, {} rejected, {} dropped, \
+                     {} errors, {} corrupt; {} delivered, {} failed, {} resent",
                     s.pending,
                     s.bytes,
                     s.spooled,
                     s.rejected,
                     s.dropped,
+                    s.errors,
+                    s.corrupt,
                     s.delivered,
                     s.failed,
                     s.resent

@@ -2,7 +2,8 @@
 //! stdout and stderr read line by line and handed over as they arrive, SIGKILL when the
 //! deadline passes. The child leads its own process group, and the kill takes the whole group:
 //! a grandchild holding the output pipes open must not outlive the request. The exit status is
-//! the child's code, or 128 + signal like a shell.
+//! the child's code, or 128 + signal like a shell. The child starts clean
+//! ([`triggerd_spawn`]): fds 0-2, the base environment plus `env`, umask 022, cwd `/`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -50,9 +51,14 @@ pub(crate) fn run(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty argv"))?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    let spec = triggerd_spawn::Spec {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        ..triggerd_spawn::Spec::default()
+    };
+    triggerd_spawn::prepare(&mut command, &spec).map_err(std::io::Error::other)?;
+    let mut child = command
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

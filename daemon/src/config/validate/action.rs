@@ -3,7 +3,7 @@
 //! `retry`, `dead_letter`, `rate`, `queue`, `when_full`).
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::super::raw::{RawRetry, RawRule};
@@ -80,11 +80,61 @@ fn action_for(
             .ok(),
         None => user.map(|(_, gid)| gid),
     };
+    let env = environment(table, raw, problems);
+    let chdir = raw.chdir.as_deref().and_then(|dir| {
+        let ok = dir.starts_with('/') && !dir.contains('\0');
+        if !ok {
+            problems.push(table.problem("chdir", format!("`{dir}` is not an absolute path")));
+        }
+        ok.then(|| PathBuf::from(dir))
+    });
     (problems.len() == before).then(|| ExecAction {
         argv: argv.unwrap_or_default(),
         user: user.map(|(uid, _)| uid),
         group,
+        env,
+        chdir,
     })
+}
+
+/// Longest `env` table accepted, in entries and in bytes of one value.
+const MAX_ENV_ENTRIES: usize = 256;
+const MAX_ENV_VALUE: usize = 64 * 1024;
+
+/// The `env` table: names of letters, digits and `_` (not starting with a digit), not
+/// `TRIGGERD_*` (the event's own), values without NUL.
+fn environment(
+    table: &Table<'_>,
+    raw: &RawRule,
+    problems: &mut Vec<Problem>,
+) -> Vec<(OsString, OsString)> {
+    let Some(env) = &raw.env else {
+        return Vec::new();
+    };
+    if env.len() > MAX_ENV_ENTRIES {
+        problems.push(table.problem("env", format!("more than {MAX_ENV_ENTRIES} variables")));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (name, value) in env {
+        let well_formed = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed || name.starts_with("TRIGGERD_") {
+            problems.push(table.problem(
+                "env",
+                format!("`{name}` is not a variable name a rule may set"),
+            ));
+        } else if value.contains('\0') || value.len() > MAX_ENV_VALUE {
+            problems.push(table.problem(
+                "env",
+                format!("`{name}`: a value holds no NUL and at most {MAX_ENV_VALUE} bytes"),
+            ));
+        } else {
+            out.push((name.into(), value.into()));
+        }
+    }
+    out
 }
 
 /// One of a fixed set of words.
@@ -252,7 +302,7 @@ fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     }
 }
 
-fn lookup_group(name: &str) -> Result<u32, String> {
+pub(super) fn lookup_group(name: &str) -> Result<u32, String> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }

@@ -213,6 +213,12 @@ fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>
     ) {
         config.control_mode = mode;
     }
+    if let Some(name) = &raw.control_group {
+        match action::lookup_group(name) {
+            Ok(gid) => config.control_group = Some(gid),
+            Err(m) => problems.push(table.problem("control_group", m)),
+        }
+    }
     if let Some(grace) = &raw.shutdown_grace {
         match parse_duration(grace) {
             Ok(d) => config.shutdown_grace = d,

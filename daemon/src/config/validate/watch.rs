@@ -66,6 +66,8 @@ pub(super) fn facron_rules(
                     argv,
                     user: None,
                     group: None,
+                    env: Vec::new(),
+                    chdir: None,
                 }),
                 policy: Policy::default(),
             },

@@ -4,21 +4,31 @@
 //! Layout in the spool directory: `origin` (a random 64-bit id that, with a record's sequence
 //! number, makes a request id unique across restarts), `acked` (the first sequence number not
 //! yet acknowledged, replaced atomically), and segments `<first-seq>.seg`, each a run of
-//! records `[u32 LE length][u32 LE FNV-1a of the payload][payload]`. A torn record at the
-//! tail of the last segment (crash mid-write) is cut off on open. Invariants: sequence
+//! records ([`disk`]). The directory is 0700 and every file 0600: payloads are other users'
+//! data. An append reaches the kernel before it returns, and one that fails (ENOSPC, EIO) is
+//! rolled back to the end of the last whole record and refused, so a refused event never
+//! leaves a torn record for later ones to hide behind. A torn or damaged tail of the last
+//! segment is cut off on open; a whole record whose checksum fails is skipped and counted
+//! (`corrupt`) but keeps its sequence number, and each segment's records are numbered from its
+//! file name, so damage never shifts the numbers of later records. Invariants: sequence
 //! numbers are dense and increase by one per record; records below `acked` are never handed
 //! out again once the ack is persisted; a segment is deleted only when every record in it is
 //! acknowledged (or dropped by [`FullPolicy::DropOldest`]). The spool is bounded by
 //! `max_bytes`; what happens when full is explicit ([`FullPolicy`]) and counted.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod disk;
+
+use disk::{encode, open_append, private_dir, read_record, scan, sync_dir, write_atomically};
+use disk::{Next, HEADER};
+
 /// Largest record accepted (and believed when reading a length field).
 pub const MAX_RECORD: usize = 64 * 1024 * 1024;
-const HEADER: usize = 8;
 /// Acks are persisted at most this often (and on drop); a crash re-delivers the rest.
 const ACK_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -83,6 +93,11 @@ pub struct SpoolStats {
     pub pending: u64,
     /// Bytes on disk.
     pub bytes: u64,
+    /// Records skipped on reading because their checksum failed (or lost to a damaged
+    /// segment's unreadable rest).
+    pub corrupt: u64,
+    /// Appends refused because the disk failed them (ENOSPC, EIO); each was rolled back.
+    pub errors: u64,
 }
 
 /// Spool failures.
@@ -104,20 +119,11 @@ pub enum SpoolError {
     TooLarge(usize),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u32 {
-    let mut hash = 0x811c_9dc5_u32;
-    for &b in bytes {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
 }
 
 #[derive(Debug)]
@@ -127,26 +133,17 @@ struct Segment {
     bytes: u64,
 }
 
-/// Reads the next valid record; `None` at end of data or at a torn/corrupt record.
-fn read_record(reader: &mut impl Read) -> Option<Vec<u8>> {
-    let mut header = [0u8; HEADER];
-    reader.read_exact(&mut header).ok()?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let sum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD {
-        return None;
-    }
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).ok()?;
-    (fnv1a(&payload) == sum).then_some(payload)
-}
-
 /// An open spool.
 pub struct Spool {
     options: SpoolOptions,
     origin: u64,
     segments: Vec<Segment>,
-    writer: BufWriter<File>,
+    /// The last segment, opened for appending; it holds exactly `end` valid bytes unless
+    /// `torn` (a failed rollback, retried before the next append).
+    writer: File,
+    end: u64,
+    torn: bool,
+    scratch: Vec<u8>,
     next_seq: u64,
     acked: u64,
     persisted_ack: u64,
@@ -161,7 +158,11 @@ impl Spool {
     /// Opens (or creates) the spool; reading resumes at the first unacknowledged record.
     pub fn open(options: SpoolOptions) -> Result<Spool, SpoolError> {
         let dir = options.dir.clone();
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        private_dir(&dir)?;
+        // Older spools were created world-readable: close every file up.
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600));
+        }
         let origin_path = dir.join("origin");
         let origin = match fs::read_to_string(&origin_path) {
             Ok(text) => u64::from_str_radix(text.trim(), 16).ok(),
@@ -200,7 +201,8 @@ impl Spool {
         segments.sort_by_key(|s| s.first);
         if segments.is_empty() {
             let path = dir.join(format!("{acked:020}.seg"));
-            File::create(&path).map_err(io_err(&path))?;
+            open_append(&path)?;
+            sync_dir(&dir)?;
             segments.push(Segment {
                 first: acked,
                 path,
@@ -209,26 +211,22 @@ impl Spool {
         }
         // Only the last segment can have a torn tail: count its valid records and cut there.
         let last = segments.len() - 1;
-        let (count, valid_bytes) = scan(&segments[last].path)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&segments[last].path)
-            .map_err(io_err(&segments[last].path))?;
+        let (count, _, valid_bytes) = scan(&segments[last].path)?;
+        let file = open_append(&segments[last].path)?;
         file.set_len(valid_bytes)
             .map_err(io_err(&segments[last].path))?;
         segments[last].bytes = valid_bytes;
         let next_seq = segments[last].first + count;
         acked = acked.clamp(segments[0].first, next_seq);
-        let mut writer = BufWriter::with_capacity(256 * 1024, file);
-        writer
-            .seek(SeekFrom::End(0))
-            .map_err(io_err(&segments[last].path))?;
         let now = Instant::now();
         let mut spool = Spool {
             options,
             origin,
             segments,
-            writer,
+            writer: file,
+            end: valid_bytes,
+            torn: false,
+            scratch: Vec::new(),
             next_seq,
             acked,
             persisted_ack: acked,
@@ -293,12 +291,12 @@ impl Spool {
         {
             self.roll()?;
         }
-        let path = self.current_path();
-        let mut header = [0u8; HEADER];
-        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[4..].copy_from_slice(&fnv1a(payload).to_le_bytes());
-        self.writer.write_all(&header).map_err(io_err(&path))?;
-        self.writer.write_all(payload).map_err(io_err(&path))?;
+        if let Err(e) = self.write_record(payload) {
+            self.stats.errors += 1;
+            self.rollback();
+            return Err(e);
+        }
+        self.end += size;
         if let Some(s) = self.segments.last_mut() {
             s.bytes += size;
         }
@@ -306,33 +304,62 @@ impl Spool {
         self.stats.appended += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
-        match self.options.sync {
-            SyncPolicy::Always => self.sync()?,
-            SyncPolicy::Interval(every) if self.last_sync.elapsed() >= every => self.sync()?,
-            _ => {}
+        if let SyncPolicy::Interval(every) = self.options.sync {
+            if self.last_sync.elapsed() >= every {
+                // The record is with the kernel already; a failed fsync is retried later.
+                if let Err(e) = self.sync() {
+                    tracing::warn!("spool: {e}");
+                }
+            }
         }
         Ok(seq)
     }
 
-    /// Hands buffered records to the kernel, and forces them to disk when the sync policy's
-    /// interval has passed. Call it regularly (the forwarder does, every loop) so a quiet
-    /// spool does not keep its last records in memory.
-    pub fn tick(&mut self) -> Result<(), SpoolError> {
-        match self.options.sync {
-            SyncPolicy::Interval(every) if self.last_sync.elapsed() >= every => self.sync(),
-            _ => {
-                let path = self.current_path();
-                self.writer.flush().map_err(io_err(&path))
-            }
+    /// Writes one record at `end` (with `sync = "always"`, to disk).
+    fn write_record(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
+        let path = self.current_path();
+        if self.torn {
+            self.writer.set_len(self.end).map_err(io_err(&path))?;
+            self.torn = false;
+        }
+        encode(payload, &mut self.scratch);
+        self.writer
+            .write_all(&self.scratch)
+            .map_err(io_err(&path))?;
+        if self.options.sync == SyncPolicy::Always {
+            self.writer.sync_data().map_err(io_err(&path))?;
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Cuts the segment back to its last whole record after a failed write.
+    fn rollback(&mut self) {
+        self.torn = self.writer.set_len(self.end).is_err();
+        if self.torn {
+            tracing::error!(path = %self.current_path().display(), "spool: cannot cut a failed append back; retried before the next one");
         }
     }
 
-    /// Flushes buffered records and forces them to disk.
+    /// Forces records to disk when the sync policy's interval has passed, and persists
+    /// acknowledgements a failure left behind. Call it regularly (the forwarder does).
+    pub fn tick(&mut self) -> Result<(), SpoolError> {
+        if self.persisted_ack != self.acked && self.last_ack_write.elapsed() >= ACK_PERSIST_INTERVAL
+        {
+            self.persist_ack()?;
+            self.delete_acked_segments()?;
+        }
+        match self.options.sync {
+            SyncPolicy::Interval(every) if self.last_sync.elapsed() >= every => self.sync(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forces appended records to disk.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         let path = self.current_path();
-        self.writer.flush().map_err(io_err(&path))?;
         if self.options.sync != SyncPolicy::Never {
-            self.writer.get_ref().sync_data().map_err(io_err(&path))?;
+            self.writer.sync_data().map_err(io_err(&path))?;
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -348,12 +375,11 @@ impl Spool {
     fn roll(&mut self) -> Result<(), SpoolError> {
         self.sync()?;
         let path = self.options.dir.join(format!("{:020}.seg", self.next_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        self.writer = BufWriter::with_capacity(256 * 1024, file);
+        let file = open_append(&path)?;
+        sync_dir(&self.options.dir)?;
+        self.writer = file;
+        self.end = 0;
+        self.torn = false;
         self.segments.push(Segment {
             first: self.next_seq,
             path,
@@ -390,8 +416,6 @@ impl Spool {
         if self.read_seq >= self.next_seq || max == 0 {
             return Ok(out);
         }
-        let path = self.current_path();
-        self.writer.flush().map_err(io_err(&path))?;
         if self.reader.is_none() {
             self.reader = Some(self.position_reader(self.read_seq)?);
         }
@@ -400,16 +424,33 @@ impl Spool {
                 break;
             };
             match read_record(reader) {
-                Some(payload) => {
+                Next::Record(payload) => {
                     out.push((self.read_seq, payload));
                     self.read_seq += 1;
                 }
-                None => {
-                    // End of this segment: the next one starts at read_seq.
+                Next::Corrupt(_) => {
+                    self.stats.corrupt += 1;
+                    tracing::error!(
+                        seq = self.read_seq,
+                        "spool record fails its checksum; skipped"
+                    );
+                    self.read_seq += 1;
+                }
+                Next::End => {
+                    // End of this segment: the next one's records are numbered from its name,
+                    // whatever this one's damage swallowed.
                     let next = *index + 1;
                     let Some(segment) = self.segments.get(next) else {
                         break;
                     };
+                    if segment.first > self.read_seq {
+                        self.stats.corrupt += segment.first - self.read_seq;
+                        tracing::error!(
+                            lost = segment.first - self.read_seq,
+                            "spool segment damaged; its unreadable rest skipped"
+                        );
+                        self.read_seq = segment.first;
+                    }
                     let file = File::open(&segment.path).map_err(io_err(&segment.path))?;
                     self.reader = Some((next, BufReader::with_capacity(256 * 1024, file)));
                 }
@@ -429,7 +470,7 @@ impl Spool {
         let file = File::open(&segment.path).map_err(io_err(&segment.path))?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         for _ in segment.first..seq {
-            if read_record(&mut reader).is_none() {
+            if let Next::End = read_record(&mut reader) {
                 break;
             }
         }
@@ -500,24 +541,4 @@ impl Drop for Spool {
         let _ = self.sync();
         let _ = self.persist_ack();
     }
-}
-
-/// Counts the valid records of a segment and the length they cover.
-fn scan(path: &Path) -> Result<(u64, u64), SpoolError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let (mut count, mut bytes) = (0u64, 0u64);
-    while let Some(payload) = read_record(&mut reader) {
-        count += 1;
-        bytes += (HEADER + payload.len()) as u64;
-    }
-    Ok((count, bytes))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_data().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
 }

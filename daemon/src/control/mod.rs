@@ -1,9 +1,13 @@
 //! The control socket: a Unix stream socket (root-only by default) speaking one JSON request
 //! per line and one JSON reply per line. `triggerctl` is its client; the types here are the
-//! contract between the two.
+//! contract between the two. Each connection's peer is checked ([`access`]), and at most
+//! [`MAX_CONNECTIONS`] are served at once; what is refused is counted ([`refused`]).
+
+pub mod access;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +62,9 @@ pub struct Status {
     /// The broker side: spool, forwarder, served services.
     #[serde(default)]
     pub remote: Box<crate::remote::RemoteStatus>,
+    /// Control connections and requests refused (over the connection bound, or not allowed).
+    #[serde(default)]
+    pub control_refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -88,8 +95,19 @@ pub fn ensure_no_other_instance(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Binds the socket (replacing a stale one) with `mode`.
-pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+/// Connections served at once; more are refused (and counted) until one ends.
+pub const MAX_CONNECTIONS: usize = 32;
+
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Control connections and requests refused since start.
+pub fn refused() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
+
+/// Binds the socket (replacing a stale one) with `mode`, owned by `group` when given (so a
+/// `control_mode` of 0660 lets that group connect).
+pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -99,6 +117,9 @@ pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
@@ -108,13 +129,23 @@ pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     responder: Arc<dyn Responder>,
+    group: Option<u32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, Arc::clone(&responder)));
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        refuse("too many control connections");
+                        continue;
+                    };
+                    let responder = Arc::clone(&responder);
+                    tokio::spawn(async move {
+                        answer(stream, responder, group).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors, typically: pause instead of spinning on the error.
@@ -131,13 +162,37 @@ pub async fn serve(
 /// Longest request line accepted; a client cannot make the daemon buffer more.
 const MAX_REQUEST: u64 = 64 * 1024;
 
-async fn answer(stream: UnixStream, responder: Arc<dyn Responder>) {
+/// Counts a refusal and logs it, at most once per second.
+fn refuse(why: &str) {
+    static LAST_LOG: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    REFUSED.fetch_add(1, Ordering::Relaxed);
+    let mut last = LAST_LOG.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(refused = refused(), "control socket: {why}");
+    }
+}
+
+async fn answer(stream: UnixStream, responder: Arc<dyn Responder>, group: Option<u32>) {
+    let peer = match access::Peer::of(&stream, group) {
+        Ok(peer) => peer,
+        Err(e) => {
+            refuse(&format!("cannot identify the peer: {e}"));
+            return;
+        }
+    };
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
     let mut line = String::new();
     while matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => responder.answer(request),
+            Ok(request) => match peer.refusal(&request) {
+                None => responder.answer(request),
+                Some(why) => {
+                    refuse(&format!("{peer:?} peer refused: {request:?}"));
+                    Reply::Error(why)
+                }
+            },
             Err(e) => Reply::Error(format!("bad request: {e}")),
         };
         line.clear();
