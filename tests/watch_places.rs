@@ -244,6 +244,23 @@ fn an_unwatchable_place_is_never_active() {
         rules(root.join("merged").to_str().unwrap()),
         missing.display()
     ));
+    let check = Command::new(env!("CARGO_BIN_EXE_triggerd"))
+        .arg("check")
+        .arg(&daemon.config)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let warnings = String::from_utf8_lossy(&check.stderr);
+    for (rule, what) in [
+        ("plain", "cannot be watched"),
+        ("tree", "cannot be watched"),
+        ("missing", "not watchable yet"),
+    ] {
+        assert!(
+            warnings.contains(&format!("warning: rule `{rule}`: {what}")),
+            "{warnings}"
+        );
+    }
     daemon.launch();
     for name in ["plain", "tree"] {
         let rule = wait_for("overlay rule failed", DEADLINE, || {

@@ -42,6 +42,14 @@ fn main() -> ExitCode {
 fn check(file: &std::path::Path) -> ExitCode {
     match config::load(file) {
         Ok(config) => {
+            for (rule, why) in triggerd::sources::fanotify::probe(&config.rules) {
+                let line = config
+                    .rules
+                    .iter()
+                    .find(|r| r.name == rule)
+                    .map_or(0, |r| r.line);
+                eprintln!("{}:{line}: warning: rule `{rule}`: {why}", file.display());
+            }
             println!("{}: ok ({} rules)", file.display(), config.rules.len());
             ExitCode::SUCCESS
         }

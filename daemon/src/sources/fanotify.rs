@@ -82,6 +82,35 @@ impl Bound {
     }
 }
 
+/// What `triggerd check` warns about: each watch rule whose path cannot be marked now, with
+/// why and whether the daemon would keep trying. Marks are tried on throwaway groups (so
+/// this needs the daemon's privileges); an error creating them is the one warning.
+pub fn probe(rules: &[Rule]) -> Vec<(String, String)> {
+    let mut bound = Bound::default();
+    let marks = bound.bind(rules);
+    let notify = Watcher::new().and_then(|mut w| w.set_marks(&marks.notify));
+    let permission = PermissionGate::new().and_then(|mut g| g.set_marks(&marks.permission));
+    let mut warnings = Vec::new();
+    for result in [notify, permission] {
+        match result {
+            Ok(errors) => warnings.extend(errors.into_iter().map(|e| {
+                let name = bound
+                    .rule(e.spec)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default();
+                let what = if e.is_unsupported() {
+                    "cannot be watched"
+                } else {
+                    "not watchable yet (the daemon retries)"
+                };
+                (name, format!("{what}: {}", e.error))
+            })),
+            Err(e) => warnings.push((String::new(), format!("cannot try the marks: {e}"))),
+        }
+    }
+    warnings
+}
+
 /// The backend name `status` shows for a spec.
 fn backend_of(spec: &MarkSpec) -> &'static str {
     match spec.scope {
