@@ -39,6 +39,10 @@ pub struct Counters {
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub coalesced: AtomicU64,
+    /// Events refused before admission (a bad webhook signature, a queue over its bytes).
+    pub refused: AtomicU64,
+    /// Payload bytes of events refused or dropped by `queue_bytes`.
+    pub refused_bytes: AtomicU64,
 }
 
 /// A rule's counters and state, as `triggerctl status` shows them.
@@ -60,6 +64,10 @@ pub struct RuleStatus {
     pub retried: u64,
     pub dead_lettered: u64,
     pub coalesced: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub refused_bytes: u64,
     pub running: u64,
     pub queued: u64,
     /// Seconds since the Unix epoch of the next scheduled fire (timers).
@@ -575,6 +583,8 @@ impl RuleRuntime {
             retried: load(&c.retried),
             dead_lettered: load(&c.dead_lettered),
             coalesced: load(&c.coalesced),
+            refused: load(&c.refused),
+            refused_bytes: load(&c.refused_bytes),
             running: state.slots as u64,
             queued: (state.queue.len() + state.debounce.len()) as u64,
             next_fire: state

@@ -161,6 +161,11 @@ impl Emitter {
         self.dispatcher.decide_permission(request, event);
     }
 
+    /// The rule named `name` now, to count what a source refused on its behalf.
+    pub fn rule(&self, name: &str) -> Option<Arc<crate::dispatch::RuleRuntime>> {
+        self.dispatcher.rule(name)
+    }
+
     /// Shown by `status` (timers).
     pub fn set_next_fire(&self, rule: &str, at: Option<SystemTime>) {
         if let Some(r) = self.dispatcher.rule(rule) {
