@@ -318,8 +318,8 @@ fn print_status(status: &Status) {
     }
     for (file, t) in &status.triggers {
         println!(
-            "trigger {file}: {} writes, {} bytes, {} events, {} drops",
-            t.writes, t.bytes, t.events, t.drops
+            "trigger {file}: {} writes, {} bytes, {} events, {} drops, {} bytes refused, {} opens refused, {} open",
+            t.writes, t.bytes, t.events, t.drops, t.refused_bytes, t.refused_opens, t.open
         );
     }
     print_table(&STATUS_COLUMNS, &status.rules);

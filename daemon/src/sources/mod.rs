@@ -157,6 +157,19 @@ impl Emitter {
             .unwrap_or(true)
     }
 
+    /// To one named rule, waiting up to `wait` for room whatever its `when_full` (trigger
+    /// files, whose writer is told). Stopping counts as taken.
+    pub async fn fire_waiting(
+        &self,
+        rule: &str,
+        event: Event,
+        wait: std::time::Duration,
+    ) -> crate::dispatch::Delivery {
+        self.unless_stopped(self.dispatcher.deliver_waiting(rule, event, wait))
+            .await
+            .unwrap_or(crate::dispatch::Delivery::Taken)
+    }
+
     pub fn decide_permission(&self, request: PermissionRequest, event: Event) {
         self.dispatcher.decide_permission(request, event);
     }

@@ -9,7 +9,7 @@ use super::Table;
 const DEFAULT_CAPACITY: i64 = 4 << 20;
 const DEFAULT_LANES: i64 = 16;
 const DEFAULT_HANDOFF_BYTES: i64 = 16 << 20;
-/// What `capacity` and `handoff_bytes` may be.
+/// What `capacity` may be.
 const SIZES: std::ops::RangeInclusive<i64> = 64 << 10..=(1 << 32);
 
 pub(super) fn trigger(
@@ -36,8 +36,14 @@ pub(super) fn trigger(
     let capacity =
         number(table, "capacity", raw.capacity, SIZES, problems).unwrap_or(DEFAULT_CAPACITY);
     let lanes = number(table, "lanes", raw.lanes, 1..=64, problems).unwrap_or(DEFAULT_LANES);
-    let handoff_bytes = number(table, "handoff_bytes", raw.handoff_bytes, SIZES, problems)
-        .unwrap_or(DEFAULT_HANDOFF_BYTES);
+    let handoff_bytes = number(
+        table,
+        "handoff_bytes",
+        raw.handoff_bytes,
+        64 << 10..=(1 << 30),
+        problems,
+    )
+    .unwrap_or(DEFAULT_HANDOFF_BYTES);
     if problems.len() > before {
         return None;
     }
