@@ -47,6 +47,7 @@ mod fs;
 mod mount;
 mod state;
 mod tree;
+mod trigger;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
