@@ -91,11 +91,10 @@ fn a_partial_line_is_kept_per_handle_and_emitted_on_close() {
 fn thousand_concurrent_writers_lose_and_split_nothing() {
     const WRITERS: usize = 1000;
     const LINES: usize = 100;
-    let m = Mounted::with(
-        vec![spec("bulk", Split::Line)],
-        QueueSink::new(1 << 20),
-        |o| o.threads = 4,
-    );
+    // Every writer holds its own handle at once: allow them all.
+    let mut bulk = spec("bulk", Split::Line);
+    bulk.limits.max_open = WRITERS;
+    let m = Mounted::with(vec![bulk], QueueSink::new(1 << 20), |o| o.threads = 4);
     let path = m.path("bulk");
     std::thread::scope(|s| {
         for w in 0..WRITERS {
