@@ -18,7 +18,7 @@ use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
 use crate::sources::file::{trigger_status, Mounted, TriggerFileSource};
 use crate::sources::timer::TimerSource;
-use crate::sources::webhook::WebhookSource;
+use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
 use crate::systemd;
 
@@ -76,7 +76,10 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
             SourceKind::Channel,
         ),
         (Box::new(TimerSource), SourceKind::Timer),
-        (Box::new(WebhookSource), SourceKind::Webhook),
+        (
+            Box::new(WebhookSource::new(Arc::clone(&shared.webhooks))),
+            SourceKind::Webhook,
+        ),
     ]
 }
 
@@ -93,6 +96,7 @@ struct Shared {
     watch: Arc<Mutex<WatchStatus>>,
     channels: Channels,
     triggers: Mounted,
+    webhooks: Webhooks,
 }
 
 struct State {
@@ -167,6 +171,7 @@ impl State {
             watch: lock(&self.shared.watch).clone(),
             channels: channel_status(&self.shared.channels),
             triggers: trigger_status(&self.shared.triggers),
+            webhooks: webhook_status(&self.shared.webhooks),
             remote: Box::new(self.remote.status()),
             control_refused: control::refused(),
         }

@@ -12,5 +12,6 @@ pub mod remote;
 pub mod schedule;
 pub mod sources;
 pub mod systemd;
+pub mod throttle;
 
 pub use daemon::{run, Command, DaemonError};

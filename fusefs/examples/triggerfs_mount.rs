@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mode: 0o666,
                 uid: 0,
                 gid: 0,
+                limits: Default::default(),
             }
         })
         .collect();

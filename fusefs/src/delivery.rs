@@ -1,13 +1,15 @@
-//! Turning writes into messages: the per-trigger runtime (counters, last reply), the per-open
-//! file handle (partial line, read snapshot), line splitting, and the bounded hand-off to the
-//! [`MessageSink`] that counts what it refuses.
+//! Turning writes into messages: the per-open file handle (partial line, read snapshot), the
+//! live triggers by key, line splitting, and the bounded hand-off to the [`MessageSink`]. What the sink refuses, and what a trigger's bounds refuse
+//! (opens past `max_open`, partial lines past `partial_bytes`), fails the writer's call and is
+//! counted, bytes included.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::{Message, MessageSink, Split, TriggerStats};
+pub(crate) use crate::trigger::Trigger;
+use crate::{Message, MessageSink, Split, TriggerLimits, TriggerStats};
 
 /// A partial line longer than this is emitted as a message of its own rather than grown
 /// without bound (a writer that never sends a newline cannot exhaust memory).
@@ -27,72 +29,6 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The live side of one trigger; kept (same object) across reloads while its key stays.
-pub(crate) struct Trigger {
-    pub key: Arc<str>,
-    split: AtomicU8,
-    /// Cleared when a reload removes the trigger; open handles then look the key up again.
-    pub live: AtomicBool,
-    reply: Mutex<Arc<[u8]>>,
-    writes: AtomicU64,
-    bytes: AtomicU64,
-    events: AtomicU64,
-    drops: AtomicU64,
-    /// Second (since `Shared::epoch`) of the last drop warning, to log at most once a second.
-    last_drop_log: AtomicU64,
-}
-
-impl Trigger {
-    pub(crate) fn new(key: Arc<str>, split: Split) -> Self {
-        let t = Trigger {
-            key,
-            split: AtomicU8::new(0),
-            live: AtomicBool::new(true),
-            reply: Mutex::new(Arc::from(&[][..])),
-            writes: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            drops: AtomicU64::new(0),
-            last_drop_log: AtomicU64::new(u64::MAX),
-        };
-        t.set_split(split);
-        t
-    }
-
-    pub(crate) fn set_split(&self, split: Split) {
-        let v = match split {
-            Split::Write => 0,
-            Split::Line => 1,
-        };
-        self.split.store(v, Ordering::Relaxed);
-    }
-
-    fn split(&self) -> Split {
-        match self.split.load(Ordering::Relaxed) {
-            0 => Split::Write,
-            _ => Split::Line,
-        }
-    }
-
-    pub(crate) fn reply(&self) -> Arc<[u8]> {
-        lock(&self.reply).clone()
-    }
-
-    pub(crate) fn set_reply(&self, reply: &[u8]) {
-        *lock(&self.reply) = Arc::from(reply);
-    }
-
-    pub(crate) fn stats(&self) -> TriggerStats {
-        TriggerStats {
-            trigger: self.key.to_string(),
-            writes: self.writes.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            events: self.events.load(Ordering::Relaxed),
-            drops: self.drops.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// One open of a trigger file (one FUSE file handle, shared by dup'd and inherited fds).
 pub(crate) struct OpenFile {
     trigger: Arc<Trigger>,
@@ -104,12 +40,21 @@ pub(crate) struct OpenFile {
 }
 
 impl OpenFile {
-    pub(crate) fn new(trigger: Arc<Trigger>) -> Self {
-        OpenFile {
+    /// A handle on `trigger`, if its `max_open` allows one more (else counted and `None`).
+    pub(crate) fn open(trigger: Arc<Trigger>) -> Option<Self> {
+        trigger.take_handle().then(|| OpenFile {
             trigger,
             partial: Mutex::new(Vec::new()),
             snapshot: Mutex::new(None),
-        }
+        })
+    }
+
+    /// Empties the partial line, giving its bytes back to the trigger's budget.
+    fn take_partial(&self, partial: &mut Vec<u8>) -> Vec<u8> {
+        self.trigger
+            .partial
+            .fetch_sub(partial.len(), Ordering::AcqRel);
+        std::mem::take(partial)
     }
 
     /// The bytes a read at `offset` of at most `size` returns.
@@ -130,6 +75,17 @@ impl OpenFile {
             .min(reply.len());
         let end = start.saturating_add(size as usize).min(reply.len());
         reply[start..end].to_vec()
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let held = self
+            .partial
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.trigger.partial.fetch_sub(held.len(), Ordering::AcqRel);
+        self.trigger.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -154,16 +110,18 @@ impl Triggers {
         }
     }
 
-    /// Makes the live set exactly `wanted` (key, split), keeping the objects of kept keys.
-    pub(crate) fn replace(&self, wanted: &[(Arc<str>, Split)]) {
+    /// Makes the live set exactly `wanted` (key, split, limits), keeping the objects of kept
+    /// keys.
+    pub(crate) fn replace(&self, wanted: &[(Arc<str>, Split, TriggerLimits)]) {
         let mut map = write(&self.by_key);
         let mut next = HashMap::with_capacity(wanted.len());
-        for (key, split) in wanted {
+        for (key, split, limits) in wanted {
             let trigger = match map.remove(key) {
                 Some(t) => t,
-                None => Arc::new(Trigger::new(key.clone(), *split)),
+                None => Arc::new(Trigger::new(key.clone(), *split, *limits)),
             };
             trigger.set_split(*split);
+            trigger.set_limits(*limits);
             next.insert(key.clone(), trigger);
         }
         for gone in map.values() {
@@ -193,50 +151,129 @@ pub(crate) struct Writer {
     pub uid: u32,
 }
 
-/// A write to a trigger whose key no longer exists.
-#[derive(Debug)]
-pub(crate) struct Gone;
+/// Why a write (or the flush of a partial line) was not taken; each maps to an errno.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The trigger's key no longer exists (ESTALE).
+    Gone,
+    /// The sink stayed full for the whole wait (EAGAIN).
+    Full,
+    /// The trigger's partial lines would pass `partial_bytes` (ENOSPC).
+    NoSpace,
+}
 
 impl Deliverer {
-    /// Turns one write into messages and offers them; returns once each one was accepted or
-    /// counted as dropped.
+    /// Turns one write into messages and offers them. Returns how many leading bytes were
+    /// taken (all of them, or up to the end of the last line taken before a refusal), or
+    /// why none were; the bytes not taken are counted as refused.
     pub(crate) fn write(
         &self,
         file: &OpenFile,
         data: &[u8],
         who: Writer,
         triggers: &Triggers,
-    ) -> Result<(), Gone> {
-        let trigger = triggers.current(&file.trigger).ok_or(Gone)?;
+    ) -> Result<usize, Refused> {
+        let trigger = triggers.current(&file.trigger).ok_or(Refused::Gone)?;
         trigger.writes.fetch_add(1, Ordering::Relaxed);
         trigger
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let deadline = Instant::now() + self.queue_wait;
-        match trigger.split() {
-            Split::Write => self.offer(&trigger, data.to_vec(), who, deadline),
-            Split::Line => {
-                let lines = split_lines(&mut lock(&file.partial), data, MAX_LINE);
-                for line in lines {
-                    self.offer(&trigger, line, who, deadline);
+        let deadline = Instant::now() + trigger.queue_wait(self.queue_wait);
+        let taken = match trigger.split() {
+            Split::Write => match self.offer(&trigger, data.to_vec(), who, deadline) {
+                true => Ok(data.len()),
+                false => Err(Refused::Full),
+            },
+            Split::Line => self.write_lines(file, &trigger, data, who, deadline),
+        };
+        let refused = taken.as_ref().map_or(data.len(), |n| data.len() - n);
+        if refused > 0 {
+            trigger
+                .refused_bytes
+                .fetch_add(refused as u64, Ordering::Relaxed);
+            if let Err(Refused::NoSpace) = taken {
+                if trigger.log_ready(self.epoch) {
+                    tracing::warn!(trigger = %trigger.key, "partial lines over partial_bytes: write refused");
                 }
             }
         }
-        Ok(())
+        taken
     }
 
-    /// Emits the partial line of `file` (on flush, fsync and release).
-    pub(crate) fn flush(&self, file: &OpenFile, who: Writer, triggers: &Triggers) {
-        let rest = std::mem::take(&mut *lock(&file.partial));
+    /// Offers each complete line (and each `MAX_LINE` piece of an endless one), then keeps
+    /// the rest as the partial line if the trigger's budget allows. A line is built from a
+    /// copy of the partial, so a refused one leaves the handle as it was.
+    fn write_lines(
+        &self,
+        file: &OpenFile,
+        trigger: &Trigger,
+        data: &[u8],
+        who: Writer,
+        deadline: Instant,
+    ) -> Result<usize, Refused> {
+        let mut partial = lock(&file.partial);
+        let mut pos = 0;
+        let outcome = loop {
+            let rest = &data[pos..];
+            let cut = match rest.iter().position(|&b| b == b'\n') {
+                Some(nl) => Some((nl, nl + 1)),
+                None if partial.len() + rest.len() >= MAX_LINE => {
+                    let take = MAX_LINE - partial.len();
+                    Some((take, take))
+                }
+                None => None,
+            };
+            if let Some((end, next)) = cut {
+                let mut line = Vec::with_capacity(partial.len() + end);
+                line.extend_from_slice(&partial);
+                line.extend_from_slice(&rest[..end]);
+                if !self.offer(trigger, line, who, deadline) {
+                    break Err(Refused::Full);
+                }
+                file.take_partial(&mut partial);
+                pos += next;
+                continue;
+            }
+            if !rest.is_empty() {
+                if !file.trigger.reserve_partial(rest.len()) {
+                    break Err(Refused::NoSpace);
+                }
+                partial.extend_from_slice(rest);
+            }
+            break Ok(());
+        };
+        match outcome {
+            Ok(()) => Ok(data.len()),
+            Err(_) if pos > 0 => Ok(pos),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// Emits the partial line of `file` (on flush, fsync and release); `Err(Full)` if the
+    /// sink refused it (then it is counted as refused and gone).
+    pub(crate) fn flush(
+        &self,
+        file: &OpenFile,
+        who: Writer,
+        triggers: &Triggers,
+    ) -> Result<(), Refused> {
+        let rest = file.take_partial(&mut lock(&file.partial));
         if rest.is_empty() {
-            return;
+            return Ok(());
         }
-        if let Some(trigger) = triggers.current(&file.trigger) {
-            self.offer(&trigger, rest, who, Instant::now() + self.queue_wait);
+        let Some(trigger) = triggers.current(&file.trigger) else {
+            return Err(Refused::Gone);
+        };
+        let len = rest.len() as u64;
+        let deadline = Instant::now() + trigger.queue_wait(self.queue_wait);
+        if self.offer(&trigger, rest, who, deadline) {
+            return Ok(());
         }
+        trigger.refused_bytes.fetch_add(len, Ordering::Relaxed);
+        Err(Refused::Full)
     }
 
-    fn offer(&self, trigger: &Trigger, payload: Vec<u8>, who: Writer, deadline: Instant) {
+    fn offer(&self, trigger: &Trigger, payload: Vec<u8>, who: Writer, deadline: Instant) -> bool {
         let msg = Message {
             trigger: trigger.key.clone(),
             payload,
@@ -246,42 +283,19 @@ impl Deliverer {
         let wait = deadline.saturating_duration_since(Instant::now());
         if self.sink.offer(msg, wait) {
             trigger.events.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
         let drops = trigger.drops.fetch_add(1, Ordering::Relaxed) + 1;
-        let second = self.epoch.elapsed().as_secs();
-        if trigger.last_drop_log.swap(second, Ordering::Relaxed) != second {
+        if trigger.log_ready(self.epoch) {
             tracing::warn!(
                 trigger = %trigger.key,
                 drops,
-                "queue full after {:?}: message dropped",
-                self.queue_wait
+                "queue full after {:?}: write refused (EAGAIN)",
+                trigger.queue_wait(self.queue_wait)
             );
         }
+        false
     }
-}
-
-/// Appends `data` to the partial line and takes out every complete line (without its
-/// newline). A partial line that reaches `max_line` bytes is taken out as it is.
-pub(crate) fn split_lines(partial: &mut Vec<u8>, data: &[u8], max_line: usize) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    let mut rest = data;
-    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-        let (line, after) = rest.split_at(nl);
-        if partial.is_empty() {
-            lines.push(line.to_vec());
-        } else {
-            partial.extend_from_slice(line);
-            lines.push(std::mem::take(partial));
-        }
-        rest = after.get(1..).unwrap_or(&[]);
-    }
-    partial.extend_from_slice(rest);
-    while partial.len() >= max_line {
-        let tail = partial.split_off(max_line);
-        lines.push(std::mem::replace(partial, tail));
-    }
-    lines
 }
 
 #[cfg(test)]
@@ -289,33 +303,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_are_split_and_partials_kept() {
-        let mut partial = Vec::new();
-        let out = split_lines(&mut partial, b"a\nbc\nde", 100);
-        assert_eq!(out, vec![b"a".to_vec(), b"bc".to_vec()]);
-        assert_eq!(partial, b"de");
-        let out = split_lines(&mut partial, b"f\n\n", 100);
-        assert_eq!(out, vec![b"def".to_vec(), Vec::new()]);
-        assert!(partial.is_empty());
-    }
-
-    #[test]
-    fn an_endless_line_is_cut_at_the_bound() {
-        let mut partial = Vec::new();
-        let out = split_lines(&mut partial, &[b'x'; 25], 10);
-        assert_eq!(out, vec![vec![b'x'; 10], vec![b'x'; 10]]);
-        assert_eq!(partial.len(), 5);
-    }
-
-    #[test]
     fn a_removed_trigger_is_found_again_by_key() {
         let triggers = Triggers::default();
         let key: Arc<str> = Arc::from("a/b");
-        triggers.replace(&[(key.clone(), Split::Line)]);
+        triggers.replace(&[(key.clone(), Split::Line, TriggerLimits::default())]);
         let first = triggers.get("a/b").expect("live");
         triggers.replace(&[]);
         assert!(triggers.current(&first).is_none());
-        triggers.replace(&[(key, Split::Write)]);
+        triggers.replace(&[(key, Split::Write, TriggerLimits::default())]);
         let again = triggers.current(&first).expect("back");
         assert_eq!(again.split(), Split::Write);
     }

@@ -15,7 +15,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::delivery::{read, write, Deliverer, OpenFile, Triggers, Writer};
+use crate::delivery::{read, write, Deliverer, OpenFile, Refused, Triggers, Writer};
 use crate::state::StateFile;
 use crate::tree::{name_from_os, Attrs, Kind, Node, Tree};
 
@@ -83,6 +83,15 @@ impl Shared {
     }
 }
 
+/// The errno a refused write or flush answers (documented in the crate root).
+fn errno(why: Refused) -> Errno {
+    match why {
+        Refused::Gone => Errno::ESTALE,
+        Refused::Full => Errno::EAGAIN,
+        Refused::NoSpace => Errno::ENOSPC,
+    }
+}
+
 /// The [`Filesystem`] handed to fuser; a thin handle on [`Shared`].
 pub(crate) struct FuseFs(pub Arc<Shared>);
 
@@ -90,6 +99,20 @@ fn who(req: &Request) -> Writer {
     Writer {
         pid: req.pid(),
         uid: req.uid(),
+    }
+}
+
+impl FuseFs {
+    /// Emits a handle's partial line (flush, fsync); a refusal fails the call.
+    fn flush_handle(&self, req: &Request, fh: FileHandle, reply: ReplyEmpty) {
+        let flushed = match self.0.handle(fh) {
+            Some(file) => self.0.deliverer.flush(&file, who(req), &self.0.triggers),
+            None => Ok(()),
+        };
+        match flushed {
+            Ok(()) => reply.ok(),
+            Err(why) => reply.error(errno(why)),
+        }
     }
 }
 
@@ -279,8 +302,11 @@ impl Filesystem for FuseFs {
         let Some(trigger) = trigger else {
             return reply.error(Errno::ENOENT);
         };
+        let Some(file) = OpenFile::open(trigger) else {
+            return reply.error(Errno::ENFILE);
+        };
         let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
-        write(&self.0.handles).insert(fh, Arc::new(OpenFile::new(trigger)));
+        write(&self.0.handles).insert(fh, Arc::new(file));
         // DIRECT_IO: one write(2) reaches us as one FUSE write (never split at a page
         // boundary, never cached or coalesced).
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
@@ -318,16 +344,17 @@ impl Filesystem for FuseFs {
         let Some(file) = self.0.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        let Ok(len) = u32::try_from(data.len()) else {
+        if u32::try_from(data.len()).is_err() {
             return reply.error(Errno::EFBIG);
-        };
+        }
         match self
             .0
             .deliverer
             .write(&file, data, who(req), &self.0.triggers)
         {
-            Ok(()) => reply.written(len),
-            Err(_) => reply.error(Errno::ESTALE),
+            // At most `data.len()`, which fits in u32.
+            Ok(taken) => reply.written(taken as u32),
+            Err(why) => reply.error(errno(why)),
         }
     }
 
@@ -339,10 +366,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if let Some(file) = self.0.handle(fh) {
-            self.0.deliverer.flush(&file, who(req), &self.0.triggers);
-        }
-        reply.ok();
+        self.flush_handle(req, fh, reply);
     }
 
     fn release(
@@ -357,7 +381,8 @@ impl Filesystem for FuseFs {
     ) {
         let file = write(&self.0.handles).remove(&fh.0);
         if let Some(file) = file {
-            self.0.deliverer.flush(&file, who(req), &self.0.triggers);
+            // Nobody is left to be told: a refusal is counted by `flush`.
+            let _ = self.0.deliverer.flush(&file, who(req), &self.0.triggers);
         }
         reply.ok();
     }
@@ -370,10 +395,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(file) = self.0.handle(fh) {
-            self.0.deliverer.flush(&file, who(req), &self.0.triggers);
-        }
-        reply.ok();
+        self.flush_handle(req, fh, reply);
     }
 
     fn readdir(

@@ -14,9 +14,16 @@
 //!   `split = "line"`: one message per line, payload = the line WITHOUT its trailing `\n`;
 //!   a partial line is buffered per open file handle and emitted on flush (every close),
 //!   fsync and release. A partial line reaching [`MAX_LINE`] bytes is emitted as it is.
-//! - Back-pressure: a write is answered once each of its messages was accepted by the sink,
-//!   or, for those the sink still refused after `queue_wait` (one deadline per write), counted
-//!   as `drops` and logged (at most once a second per trigger). The write itself succeeds.
+//! - Back-pressure: a write is answered once each of its messages was accepted by the sink.
+//!   If the sink still refuses one after `queue_wait` (one deadline per write), the write
+//!   fails with **EAGAIN** (or, if earlier lines of it were taken, returns the short count
+//!   up to the end of the last line taken); a partial line refused at close makes close(2)
+//!   fail with EAGAIN. Never a silent success: refused messages count as `drops`, their bytes
+//!   as `refused_bytes`, and a warning is logged at most once a second per trigger.
+//! - Bounds per trigger ([`TriggerLimits`]): at most `max_open` open handles (an open past
+//!   it fails with **ENFILE**, counted as `refused_opens`), and at most `partial_bytes` of
+//!   partial lines over all its handles (a write that would pass it fails with **ENOSPC**,
+//!   its bytes counted as `refused_bytes`).
 //! - Reading returns the last reply (bounded by `reply_limit`); `stat` shows a regular file
 //!   whose size is the reply's length.
 //! - Allowed: `mkdir`, `rmdir` of an empty directory, `rename` of trigger files and
@@ -40,6 +47,7 @@ mod fs;
 mod mount;
 mod state;
 mod tree;
+mod trigger;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,6 +100,29 @@ pub struct TriggerSpec {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    pub limits: TriggerLimits,
+}
+
+/// What one trigger's writers may make the filesystem hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriggerLimits {
+    /// Open handles at once.
+    pub max_open: usize,
+    /// Bytes of partial lines over all open handles (`split = "line"`).
+    pub partial_bytes: usize,
+    /// How long a write waits for the sink; `None`: the mount's `queue_wait`.
+    pub queue_wait: Option<Duration>,
+}
+
+impl Default for TriggerLimits {
+    /// 64 handles, 16 MiB of partial lines, the mount's wait.
+    fn default() -> Self {
+        TriggerLimits {
+            max_open: 64,
+            partial_bytes: 16 << 20,
+            queue_wait: None,
+        }
+    }
 }
 
 /// One event made by a write.
@@ -151,6 +182,14 @@ pub struct TriggerStats {
     /// Messages accepted by the sink, and messages it refused (dropped).
     pub events: u64,
     pub drops: u64,
+    /// Bytes of writes that failed (EAGAIN, ENOSPC) or were cut short, and of partial lines
+    /// refused at close.
+    pub refused_bytes: u64,
+    /// Opens refused past `max_open` (ENFILE).
+    pub refused_opens: u64,
+    /// Open handles now, and the bytes of partial lines they hold.
+    pub open: u64,
+    pub partial_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -333,10 +372,10 @@ impl Drop for TriggerFs {
     }
 }
 
-fn wanted(specs: &[TriggerSpec]) -> Vec<(Arc<str>, Split)> {
+fn wanted(specs: &[TriggerSpec]) -> Vec<(Arc<str>, Split, TriggerLimits)> {
     specs
         .iter()
-        .map(|s| (Arc::from(s.file.as_str()), s.split))
+        .map(|s| (Arc::from(s.file.as_str()), s.split, s.limits))
         .collect()
 }
 

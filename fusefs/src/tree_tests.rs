@@ -10,6 +10,7 @@ fn spec(file: &str) -> TriggerSpec {
         mode: 0o644,
         uid: 0,
         gid: 0,
+        limits: Default::default(),
     }
 }
 

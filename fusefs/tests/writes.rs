@@ -91,11 +91,10 @@ fn a_partial_line_is_kept_per_handle_and_emitted_on_close() {
 fn thousand_concurrent_writers_lose_and_split_nothing() {
     const WRITERS: usize = 1000;
     const LINES: usize = 100;
-    let m = Mounted::with(
-        vec![spec("bulk", Split::Line)],
-        QueueSink::new(1 << 20),
-        |o| o.threads = 4,
-    );
+    // Every writer holds its own handle at once: allow them all.
+    let mut bulk = spec("bulk", Split::Line);
+    bulk.limits.max_open = WRITERS;
+    let m = Mounted::with(vec![bulk], QueueSink::new(1 << 20), |o| o.threads = 4);
     let path = m.path("bulk");
     std::thread::scope(|s| {
         for w in 0..WRITERS {
@@ -145,7 +144,7 @@ fn thousand_concurrent_writers_lose_and_split_nothing() {
 }
 
 #[test]
-fn a_full_queue_holds_the_write_then_counts_the_drop() {
+fn a_full_queue_holds_the_write_then_fails_it_with_eagain() {
     let wait = Duration::from_secs(2);
     let m = Mounted::with(vec![spec("q", Split::Write)], QueueSink::new(1), |o| {
         o.queue_wait = wait
@@ -156,10 +155,14 @@ fn a_full_queue_holds_the_write_then_counts_the_drop() {
         .expect("open");
     f.write_all(b"fits").expect("first write");
     let started = Instant::now();
-    f.write_all(b"waits then drops").expect("second write");
+    let refused = f.write_all(b"waits then fails").expect_err("second write");
+    assert_eq!(refused.raw_os_error(), Some(libc::EAGAIN), "{refused}");
     assert!(started.elapsed() >= wait, "the write waited for room");
     let stats = &m.fs().stats()[0];
-    assert_eq!((stats.writes, stats.events, stats.drops), (2, 1, 1));
+    assert_eq!(
+        (stats.writes, stats.events, stats.drops, stats.refused_bytes),
+        (2, 1, 1, 16)
+    );
 
     // Room made while a writer waits: accepted, not dropped.
     std::thread::scope(|s| {

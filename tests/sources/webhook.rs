@@ -1,6 +1,9 @@
 //! The webhook source end to end: curl POSTs a binary body and the action gets exactly those
 //! bytes on stdin; a wrong path, a wrong method and an oversized body are refused with 404,
-//! 405 and 413 and reach no rule.
+//! 405 and 413 and reach no rule. Hostile callers: one peer holding 300 idle connections does
+//! not keep another peer's POST from its 202, a stalled head is cut off, a missing or wrong
+//! signature is refused with 401 and fires nothing, and a secret others can read or a
+//! non-loopback address without `allow_remote` is a config error.
 
 use std::fs;
 use std::net::TcpListener;
@@ -147,7 +150,7 @@ fn open_sockets(pid: i32) -> usize {
 #[test]
 fn idle_connections_hold_a_bounded_number_of_descriptors() {
     let (mut daemon, port) = start_listening(
-        "[[webhook]]\nname = \"idle\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/\"\nexec = [\"/bin/true\"]\n",
+        "[[webhook]]\nname = \"idle\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/\"\nper_peer = 300\nexec = [\"/bin/true\"]\n",
     );
     let base = open_sockets(daemon.pid());
     // 300 peers that connect and send nothing: at most 256 are served at once, the others
@@ -165,4 +168,177 @@ fn idle_connections_hold_a_bounded_number_of_descriptors() {
     assert!(held <= base + 256 + 2, "{held} sockets with {base} before");
     drop(idle);
     assert_eq!(daemon.rule("idle").matched, 0);
+}
+
+/// The counters of the listener on `port`.
+fn status_of(daemon: &mut Daemon, port: u16) -> triggerd::sources::webhook::WebhookStatus {
+    daemon
+        .status()
+        .webhooks
+        .get(&format!("127.0.0.1:{port}"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn one_peer_holding_300_idle_connections_does_not_starve_another() {
+    // Connections the daemon accepted stay held for ten minutes: only the per-peer limit can
+    // let the honest caller in.
+    let (mut daemon, port) = start_listening(
+        "[[webhook]]\nname = \"hook\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/\"\nheader_timeout = \"10m\"\n\
+         exec = [\"{stamp}\", \"{out}\"]\n",
+    );
+    let attacker: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    wait_for(
+        "every attacking connection to be accepted",
+        DEADLINE,
+        || (status_of(&mut daemon, port).accepted >= 300).then_some(()),
+    );
+    let honest = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-X",
+        "POST",
+        "--data-binary",
+        "honest",
+        &format!("http://127.0.0.1:{port}/"),
+    ]);
+    assert_eq!(honest, "202", "log:\n{}", daemon.log_text());
+    let run = wait_runs(&daemon.out(), 1);
+    assert_eq!(run[0].body, b"honest");
+    let counted = status_of(&mut daemon, port);
+    assert_eq!(
+        (counted.per_peer_refused, counted.timed_out),
+        (300 - 16, 0),
+        "{counted:?}"
+    );
+    drop(attacker);
+    daemon.assert_alive();
+}
+
+#[test]
+fn a_stalled_head_is_cut_off_and_others_are_served() {
+    use std::io::{Read, Write};
+    let (mut daemon, port) = start_listening(
+        "[[webhook]]\nname = \"hook\"\nlisten = \"127.0.0.1:{port}\"\npath = \"/\"\nheader_timeout = \"1s\"\n\
+         exec = [\"{stamp}\", \"{out}\"]\n",
+    );
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    // A bound on the test, not on the daemon: the read returns once the daemon gives up.
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert_eq!(status_of(&mut daemon, port).timed_out, 1);
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(curl(&["-X", "POST", "--data-binary", "after", &url]), "202");
+    assert_eq!(wait_runs(&daemon.out(), 1)[0].body, b"after");
+}
+
+/// `sha256=HEX` of the body's HMAC-SHA256 under `key`, as GitHub sends it.
+fn signature(key: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+#[test]
+fn only_a_correctly_signed_body_fires() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hook.secret");
+    fs::write(&secret, "It's a Secret to Everybody\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let (mut daemon, port) = start_listening(&format!(
+        "[[webhook]]\nname = \"signed\"\nlisten = \"127.0.0.1:{{port}}\"\npath = \"/\"\nsecret = \"{}\"\n\
+         exec = [\"{{stamp}}\", \"{{out}}\"]\n",
+        secret.display()
+    ));
+    let url = format!("http://127.0.0.1:{port}/");
+    let post = |body: &str, header: Option<String>| {
+        let mut args = vec![
+            "-X".to_string(),
+            "POST".into(),
+            "--data-binary".into(),
+            body.into(),
+        ];
+        if let Some(h) = header {
+            args.extend(["-H".to_string(), format!("X-Hub-Signature-256: {h}")]);
+        }
+        args.push(url.clone());
+        curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let key = b"It's a Secret to Everybody";
+    assert_eq!(post("unsigned", None), "401");
+    assert_eq!(post("forged", Some(signature(b"guess", b"forged"))), "401");
+    assert_eq!(post("moved", Some(signature(key, b"other body"))), "401");
+    assert_eq!(post("signed", Some(signature(key, b"signed"))), "202");
+    let run = wait_runs(&daemon.out(), 1);
+    assert_eq!(run[0].body, b"signed");
+    let rule = wait_for("the run to finish", DEADLINE, || {
+        let r = daemon.rule("signed");
+        (r.running == 0).then_some(r)
+    });
+    assert_eq!(
+        (rule.matched, rule.fired, rule.refused),
+        (1, 1, 3),
+        "{rule:?}"
+    );
+    assert_eq!(status_of(&mut daemon, port).unauthorized, 3);
+    assert_eq!(stamp::runs(&daemon.out()).len(), 1);
+}
+
+#[test]
+fn a_secret_others_can_read_is_a_config_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hook.secret");
+    fs::write(&secret, "key\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("triggerd.conf");
+    fs::write(
+        &config,
+        format!(
+            "[[webhook]]\nlisten = \"127.0.0.1:8787\"\nsecret = \"{}\"\nexec = [\"/bin/true\"]\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_triggerd"))
+            .arg("check")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3: [[webhook]]: secret:", config.display()))
+            && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_triggerd"))
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -225,6 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mode: 0o666,
         uid: 0,
         gid: 0,
+        limits: Default::default(),
     };
     let trig = TriggerFs::mount(
         opts,

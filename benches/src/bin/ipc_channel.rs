@@ -191,6 +191,7 @@ fn fuse_throughput(size: usize, n: u64) -> f64 {
         mode: 0o600,
         uid: 0,
         gid: 0,
+        limits: Default::default(),
     };
     let fs = TriggerFs::mount(
         MountOptions::new(&mountpoint, dir.path().join("state")),

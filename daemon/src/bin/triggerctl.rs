@@ -310,10 +310,16 @@ fn print_status(status: &Status) {
                 .unwrap_or_default()
         );
     }
+    for (addr, w) in &status.webhooks {
+        println!(
+            "webhook {addr}: {} connections, {} refused per peer, {} timed out, {} unauthorized",
+            w.accepted, w.per_peer_refused, w.timed_out, w.unauthorized
+        );
+    }
     for (file, t) in &status.triggers {
         println!(
-            "trigger {file}: {} writes, {} bytes, {} events, {} drops",
-            t.writes, t.bytes, t.events, t.drops
+            "trigger {file}: {} writes, {} bytes, {} events, {} drops, {} bytes refused, {} opens refused, {} open",
+            t.writes, t.bytes, t.events, t.drops, t.refused_bytes, t.refused_opens, t.open
         );
     }
     print_table(&STATUS_COLUMNS, &status.rules);
@@ -322,7 +328,7 @@ fn print_status(status: &Status) {
 /// A table column: its header and how a rule fills it (one list, so they cannot drift apart).
 type Column = (&'static str, fn(&RuleStatus) -> String);
 
-const STATUS_COLUMNS: [Column; 13] = [
+const STATUS_COLUMNS: [Column; 14] = [
     ("RULE", |r| r.name.clone()),
     ("KIND", |r| r.kind.clone()),
     ("SUBJECT", |r| r.subject.clone()),
@@ -332,6 +338,7 @@ const STATUS_COLUMNS: [Column; 13] = [
     ("FIRED", |r| r.fired.to_string()),
     ("FAILED", |r| r.failed.to_string()),
     ("DROPPED", |r| r.dropped.to_string()),
+    ("REFUSED", |r| r.refused.to_string()),
     ("OVERFLOWED", |r| r.overflowed.to_string()),
     ("RUNNING", |r| r.running.to_string()),
     ("QUEUED", |r| r.queued.to_string()),

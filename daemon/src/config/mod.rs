@@ -197,6 +197,9 @@ pub struct ChannelTrigger {
     pub capacity: usize,
     /// Publishers connected at once.
     pub lanes: usize,
+    /// Bytes of messages copied out of the region but not yet taken by the rule; past it the
+    /// draining thread waits and the ring fills (publishers see "would block").
+    pub handoff_bytes: usize,
 }
 
 /// How a trigger file's writes become messages.
@@ -217,6 +220,13 @@ pub struct FileTrigger {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Open handles at once; opens past it fail with ENFILE.
+    pub max_open: usize,
+    /// Bytes of partial lines (`split = "line"`) held over all handles; a write past it fails
+    /// with ENOSPC.
+    pub partial_bytes: usize,
+    /// How long a write waits for room in the rule's queue before it fails with EAGAIN.
+    pub queue_wait: Duration,
 }
 
 /// An HTTP POST on a local address fires the rule with the body as payload.
@@ -226,6 +236,23 @@ pub struct WebhookTrigger {
     /// The request path, starting with `/`.
     pub path: String,
     pub max_body: usize,
+    /// Connections one peer address may hold open on this listener.
+    pub per_peer: usize,
+    /// Deadline for the request line and headers, and for the body once they arrived.
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// The HMAC-SHA256 key callers sign bodies with (`X-Hub-Signature-256`), if required.
+    pub secret: Option<Secret>,
+}
+
+/// Key bytes read from a file; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// A fanotify watch on a real path.
@@ -342,6 +369,8 @@ pub struct Policy {
     pub rate: Option<Rate>,
     /// Events waiting for a run slot (or a rate token).
     pub queue: usize,
+    /// Payload bytes the queue may hold; an event past it finds the queue full.
+    pub queue_bytes: usize,
     pub when_full: WhenFull,
 }
 
@@ -358,6 +387,7 @@ impl Default for Policy {
             dead_letter: None,
             rate: None,
             queue: 65_536,
+            queue_bytes: 64 << 20,
             when_full: WhenFull::DropNewest,
         }
     }

@@ -104,6 +104,7 @@ pub struct RawRule {
     pub chdir: Option<String>,
     pub rate: Option<String>,
     pub queue: Option<i64>,
+    pub queue_bytes: Option<i64>,
     pub when_full: Option<String>,
     // [[timer]]
     pub every: Option<String>,
@@ -119,6 +120,11 @@ pub struct RawRule {
     // [[webhook]]
     pub listen: Option<String>,
     pub max_body: Option<i64>,
+    pub allow_remote: Option<bool>,
+    pub secret: Option<String>,
+    pub per_peer: Option<i64>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
     // [[channel]] (`group` there is the channel's group)
     pub owner: Option<String>,
     pub mode: Option<String>,
@@ -127,6 +133,11 @@ pub struct RawRule {
     // [[trigger]] (`owner`, `group`, `mode` there are the file's)
     pub file: Option<String>,
     pub split: Option<String>,
+    pub max_open: Option<i64>,
+    pub partial_bytes: Option<i64>,
+    pub queue_wait: Option<String>,
+    // [[channel]]
+    pub handoff_bytes: Option<i64>,
 }
 
 /// Which keys belong to which rule table; the others are refused there.
@@ -143,9 +154,26 @@ pub const TIMER_KEYS: &[&str] = &[
     "catchup_window",
     "jitter",
 ];
-pub const WEBHOOK_KEYS: &[&str] = &["listen", "path", "max_body"];
-pub const CHANNEL_KEYS: &[&str] = &["owner", "mode", "capacity", "lanes"];
-pub const TRIGGER_KEYS: &[&str] = &["file", "split", "owner", "mode"];
+pub const WEBHOOK_KEYS: &[&str] = &[
+    "listen",
+    "path",
+    "max_body",
+    "allow_remote",
+    "secret",
+    "per_peer",
+    "header_timeout",
+    "body_timeout",
+];
+pub const CHANNEL_KEYS: &[&str] = &["owner", "mode", "capacity", "lanes", "handoff_bytes"];
+pub const TRIGGER_KEYS: &[&str] = &[
+    "file",
+    "split",
+    "owner",
+    "mode",
+    "max_open",
+    "partial_bytes",
+    "queue_wait",
+];
 
 /// `retry = { attempts = 5, backoff = "1s", max_backoff = "1m", jitter = true }`
 #[derive(Debug, Default, Deserialize)]

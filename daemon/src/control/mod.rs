@@ -59,6 +59,9 @@ pub struct Status {
     pub watch: WatchStatus,
     pub channels: std::collections::BTreeMap<String, ChannelStatus>,
     pub triggers: std::collections::BTreeMap<String, TriggerFileStatus>,
+    /// Per webhook listener: connections and refused requests.
+    #[serde(default)]
+    pub webhooks: std::collections::BTreeMap<String, crate::sources::webhook::WebhookStatus>,
     /// The broker side: spool, forwarder, served services.
     #[serde(default)]
     pub remote: Box<crate::remote::RemoteStatus>,

@@ -4,6 +4,7 @@
 //! the reload did not change, and carries the lifecycle verbs (pause, resume, disable, fire).
 
 mod lifecycle;
+mod queue;
 mod rule;
 
 use std::collections::HashMap;
@@ -17,6 +18,16 @@ use crate::config::{Config, Rule};
 use crate::event::Event;
 pub use lifecycle::{private_dir, unix_now, write_atomically, Disabled, Lifecycle, RuleState};
 pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus, SourceState};
+
+/// What became of an event a waiting source handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Taken,
+    /// The rule's queue stayed full for the whole wait.
+    Full,
+    /// No rule of that name now.
+    NoRule,
+}
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -165,10 +176,29 @@ impl Dispatcher {
     pub async fn deliver_to(&self, name: &str, event: Event) -> bool {
         match self.rule(name) {
             Some(rule) => {
-                deliver(&rule, event).await;
+                deliver(&rule, event, false).await;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Like `deliver_to` for a source whose writer waits for room and is told when there is
+    /// none (trigger files): waits up to `wait` whatever `when_full` says, and counts what
+    /// the writer is refused against the rule.
+    pub async fn deliver_waiting(&self, name: &str, event: Event, wait: Duration) -> Delivery {
+        let Some(rule) = self.rule(name) else {
+            return Delivery::NoRule;
+        };
+        let bytes = event.payload.len() as u64;
+        match tokio::time::timeout(wait, deliver(&rule, event, true)).await {
+            Ok(()) => Delivery::Taken,
+            Err(_) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                rule.counters.refused.fetch_add(1, Relaxed);
+                rule.counters.refused_bytes.fetch_add(bytes, Relaxed);
+                Delivery::Full
+            }
         }
     }
 
@@ -268,17 +298,17 @@ impl Dispatcher {
 }
 
 /// Offers `event` to `rule`, waiting for room while its queue is full and says `block`.
-async fn deliver(rule: &Arc<RuleRuntime>, event: Event) {
-    let mut offer = rule.offer(event);
+async fn deliver(rule: &Arc<RuleRuntime>, event: Event, waits: bool) {
+    let mut offer = rule.offer_from(event, waits);
     while let Offer::Full(event) = offer {
         // Register for the wake-up before re-checking, so a slot freed in between is seen.
         let room = rule.room();
         tokio::pin!(room);
         room.as_mut().enable();
-        offer = rule.retry_offer(event);
+        offer = rule.retry_offer(event, waits);
         if let Offer::Full(event) = offer {
             room.await;
-            offer = rule.retry_offer(event);
+            offer = rule.retry_offer(event, waits);
         }
     }
 }

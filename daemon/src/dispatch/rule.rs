@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
 use super::lifecycle::RuleState;
+use super::queue::{Job, Queue};
 use super::RuleContext;
 use crate::action::{run_exec, ExecOutcome, Running};
 use crate::config::{Action, OnBusy, OnTimeout, Rule, WhenFull};
 use crate::event::Event;
+use crate::throttle::Throttle;
 
 /// How long a finished action's pid still counts as "this rule's own" for loop prevention:
 /// its events may be read after it exited.
@@ -39,6 +41,10 @@ pub struct Counters {
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub coalesced: AtomicU64,
+    /// Events refused before admission (a bad webhook signature, a queue over its bytes).
+    pub refused: AtomicU64,
+    /// Payload bytes of events refused or dropped by `queue_bytes`.
+    pub refused_bytes: AtomicU64,
 }
 
 /// A rule's counters and state, as `triggerctl status` shows them.
@@ -60,8 +66,15 @@ pub struct RuleStatus {
     pub retried: u64,
     pub dead_lettered: u64,
     pub coalesced: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub refused_bytes: u64,
     pub running: u64,
     pub queued: u64,
+    /// Payload bytes of the queued events (bounded by `queue_bytes`).
+    #[serde(default)]
+    pub queued_bytes: u64,
     /// Seconds since the Unix epoch of the next scheduled fire (timers).
     pub next_fire: Option<f64>,
     /// How the source watches the rule's subject (`fanotify-inode`, `fanotify-fs`), when it
@@ -79,13 +92,6 @@ pub struct SourceState {
     pub trouble: Option<String>,
 }
 
-/// An event on its way to a run, with how many runs it already had.
-#[derive(Debug, Clone)]
-struct Job {
-    event: Event,
-    attempt: u32,
-}
-
 /// Refills `count` tokens per `per`, one at a time.
 #[derive(Debug)]
 struct Bucket {
@@ -101,7 +107,7 @@ struct RunState {
     spawning: usize,
     running: Vec<Running>,
     recent: VecDeque<(i32, Instant)>,
-    queue: VecDeque<Job>,
+    queue: Queue,
     debounce: HashMap<PathBuf, u64>,
     debounce_seq: u64,
     bucket: Option<Bucket>,
@@ -122,6 +128,8 @@ pub struct RuleRuntime {
     spawned: Condvar,
     room: Notify,
     context: Arc<RuleContext>,
+    /// Rate-limits the warning about a full queue.
+    full_log: Throttle,
 }
 
 /// Whether an offered event was taken.
@@ -141,6 +149,7 @@ impl RuleRuntime {
             spawned: Condvar::new(),
             room: Notify::new(),
             context,
+            full_log: Throttle::default(),
         })
     }
 
@@ -164,6 +173,12 @@ impl RuleRuntime {
     /// An event matched this rule: count it, apply lifecycle, loop prevention and debounce,
     /// then queue or run it.
     pub fn offer(self: &Arc<Self>, event: Event) -> Offer {
+        self.offer_from(event, false)
+    }
+
+    /// Like `offer`, for a source whose writer waits and is told when the queue is full
+    /// (`waits`): then a full queue answers `Full` whatever `when_full` says.
+    pub fn offer_from(self: &Arc<Self>, event: Event, waits: bool) -> Offer {
         self.counters.matched.fetch_add(1, Ordering::Relaxed);
         if !self.lifecycle_state().active() {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
@@ -180,18 +195,18 @@ impl RuleRuntime {
                 self.debounce(event, quiet);
                 Offer::Taken
             }
-            None => self.admit(Job { event, attempt: 0 }),
+            None => self.admit(Job::new(event, waits)),
         }
     }
 
     /// Runs the rule now for `event`, whatever its lifecycle state (`triggerctl fire`).
     pub fn fire(self: &Arc<Self>, event: Event) -> Offer {
-        self.admit(Job { event, attempt: 0 })
+        self.admit(Job::new(event, false))
     }
 
     /// Re-offers an event that found the queue full, without counting it again.
-    pub fn retry_offer(self: &Arc<Self>, event: Event) -> Offer {
-        self.admit(Job { event, attempt: 0 })
+    pub fn retry_offer(self: &Arc<Self>, event: Event, waits: bool) -> Offer {
+        self.admit(Job::new(event, waits))
     }
 
     /// Whether `pid` is one of this rule's runs, or a process they started. A run's child can
@@ -245,8 +260,8 @@ impl RuleRuntime {
             };
             if latest {
                 // A debounced event has no source left to block: a full queue drops it.
-                if let Offer::Full(_) = rule.admit(Job { event, attempt: 0 }) {
-                    rule.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Offer::Full(event) = rule.admit(Job::new(event, false)) {
+                    rule.dropped_full(event.payload.len());
                 }
             }
         });
@@ -292,27 +307,46 @@ impl RuleRuntime {
 
     fn enqueue(&self, state: &mut RunState, job: Job) -> Offer {
         let policy = &self.rule.def.policy;
-        if state.queue.len() < policy.queue {
-            state.queue.push_back(job);
+        if state.queue.fits(&job, policy.queue, policy.queue_bytes) {
+            state.queue.push(job);
             return Offer::Taken;
         }
-        match policy.when_full {
+        let job = match policy.when_full {
             WhenFull::Block => return Offer::Full(job.event),
-            WhenFull::Coalesce => {
-                if let Some(queued) = state
-                    .queue
-                    .iter_mut()
-                    .find(|q| q.event.subject == job.event.subject)
-                {
-                    *queued = job;
+            WhenFull::DropNewest if job.waits => return Offer::Full(job.event),
+            WhenFull::Coalesce => match state.queue.coalesce(job, policy.queue_bytes) {
+                Ok(()) => {
                     self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Offer::Taken;
                 }
-            }
-            WhenFull::DropNewest => {}
-        }
-        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(job) => job,
+            },
+            WhenFull::DropNewest => job,
+        };
+        self.dropped_full(job.bytes());
         Offer::Taken
+    }
+
+    /// Counts an event the full queue dropped (or its writer gave up on), and warns at most
+    /// once a second.
+    pub fn dropped_full(&self, bytes: usize) {
+        let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let refused = self
+            .counters
+            .refused_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            + bytes as u64;
+        if self.full_log.ready() {
+            let policy = &self.rule.def.policy;
+            tracing::warn!(
+                rule = %self.rule.name,
+                dropped,
+                refused_bytes = refused,
+                "queue full ({} events or {} bytes): event dropped",
+                policy.queue,
+                policy.queue_bytes
+            );
+        }
     }
 
     /// Takes a rate token if the rule has a rate; true when a run may start now.
@@ -371,7 +405,7 @@ impl RuleRuntime {
                     self.schedule_pump(&mut state);
                     return;
                 }
-                let Some(job) = state.queue.pop_front() else {
+                let Some(job) = state.queue.pop() else {
                     return;
                 };
                 state.slots += 1;
@@ -460,8 +494,8 @@ impl RuleRuntime {
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let next = Job {
-                        event: job.event,
                         attempt: job.attempt + 1,
+                        ..Job::new(job.event, false)
                     };
                     if let Offer::Full(_) = rule.admit(next) {
                         rule.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -608,8 +642,11 @@ impl RuleRuntime {
             retried: load(&c.retried),
             dead_lettered: load(&c.dead_lettered),
             coalesced: load(&c.coalesced),
+            refused: load(&c.refused),
+            refused_bytes: load(&c.refused_bytes),
             running: state.slots as u64,
             queued: (state.queue.len() + state.debounce.len()) as u64,
+            queued_bytes: state.queue.bytes() as u64,
             next_fire: state
                 .next_fire
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())

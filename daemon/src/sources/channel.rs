@@ -1,7 +1,8 @@
 //! The shared-memory channel source (`[[channel]]`): one region per channel, each drained by
 //! its own thread (adaptive spin, then asleep on the doorbell). Messages cross to the
-//! dispatcher through a bounded queue; when the dispatcher is behind, the thread waits, the
-//! ring fills, and publishers get "would block" — back-pressure, never silent loss. A channel
+//! dispatcher through a hand-off bounded in bytes (`handoff_bytes`); when the dispatcher is
+//! behind, the thread waits, the ring fills, and publishers get "would block" —
+//! back-pressure, never silent loss. A channel
 //! whose region is damaged is quarantined (logged, counted) while the others run on.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,15 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use triggerd_ipc::{Channel, ChannelSpec, Stopper};
 use triggerd_watch::EventMask;
 
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{ChannelTrigger, Rule, Trigger};
-
-/// Messages in flight between a channel's thread and the dispatcher.
-const HANDOFF: usize = 4096;
 
 /// What `status` shows per channel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,6 +77,8 @@ impl EventSource for ChannelSource {
 struct Open {
     spec: ChannelTrigger,
     stopper: Stopper,
+    /// Bytes the hand-off may still take; closed to wake a thread waiting for room.
+    budget: Arc<Semaphore>,
     thread: Option<JoinHandle<()>>,
     forward: tokio::task::JoinHandle<()>,
 }
@@ -87,6 +87,7 @@ impl Open {
     /// Stops the thread; the hand-off is dropped first so a thread waiting on it wakes.
     fn close(mut self) {
         self.stopper.stop();
+        self.budget.close();
         self.forward.abort();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -157,8 +158,13 @@ fn start(
         gid: spec.gid,
         mode: spec.mode,
     })?);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(HANDOFF);
+    // Every message holds permits for its bytes until its rule took it, so the hand-off
+    // never holds more than `handoff_bytes` (one larger message passes alone).
+    let budget = Arc::new(Semaphore::new(spec.handoff_bytes));
+    let limit = u32::try_from(spec.handoff_bytes).unwrap_or(u32::MAX);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, OwnedSemaphorePermit)>();
     let stopper = channel.stopper();
+    let (runtime, room) = (tokio::runtime::Handle::current(), Arc::clone(&budget));
     let reader = Arc::clone(&channel);
     let thread_name = format!("channel-{name}");
     let thread = std::thread::Builder::new()
@@ -166,7 +172,13 @@ fn start(
         .spawn(move || {
             // The consumer copies each message out of the hostile region before handing it over.
             let result = reader.run(|message| {
-                let _ = tx.blocking_send(message.to_vec());
+                let want = u32::try_from(message.len())
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, limit);
+                // Fails only once the channel is closing.
+                if let Ok(permit) = runtime.block_on(Arc::clone(&room).acquire_many_owned(want)) {
+                    let _ = tx.send((message.to_vec(), permit));
+                }
             });
             if let Err(e) = result {
                 tracing::error!(channel = %reader.name(), "channel stopped: {e}");
@@ -180,7 +192,7 @@ fn start(
     let rule = name.to_string();
     let emitter = emitter.clone();
     let forward = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
+        while let Some((message, _permit)) = rx.recv().await {
             let event = emitter.event(PathBuf::from(&rule), EventMask::EMPTY, None, message);
             emitter.fire(&rule, event).await;
         }
@@ -190,6 +202,7 @@ fn start(
     Ok(Open {
         spec: spec.clone(),
         stopper,
+        budget,
         thread: Some(thread),
         forward,
     })

@@ -1,8 +1,10 @@
 //! The trigger-file source (`[[trigger]]`): a FUSE filesystem at `[daemon] fs_mount` whose
 //! files turn every write (or line) into an event. The tree follows reloads without a
-//! remount. A write is answered once its message is in the hand-off queue; when the daemon is
-//! behind, the writer waits (bounded) and what is refused after that is counted per trigger.
-//! A rule's command output becomes what reading the trigger file returns.
+//! remount. A write is answered once its message is in its rule's queue: there is no
+//! hand-off queue in between, so what a writer can make the daemon hold is the rule's
+//! `queue`/`queue_bytes` plus each trigger's `partial_bytes`. When the queue is full the
+//! writer waits (`queue_wait`), then its write fails with EAGAIN, counted per trigger and per
+//! rule. A rule's command output becomes what reading the trigger file returns.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,18 +13,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
-use triggerd_fusefs::{Message, MessageSink, MountOptions, Split, TriggerFs, TriggerSpec};
+use triggerd_fusefs::{
+    Message, MessageSink, MountOptions, Split, TriggerFs, TriggerLimits, TriggerSpec,
+};
 use triggerd_watch::EventMask;
 
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{self, Rule, Trigger};
+use crate::dispatch::Delivery;
 use crate::event::ReplyTo;
-
-/// Messages in flight between FUSE threads and the dispatcher.
-const HANDOFF: usize = 4096;
-/// How long a writer may wait for room before its message is counted as dropped.
-const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// What `status` shows per trigger file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,6 +30,16 @@ pub struct TriggerFileStatus {
     pub bytes: u64,
     pub events: u64,
     pub drops: u64,
+    /// Bytes of writes refused (EAGAIN, ENOSPC) and opens refused (ENFILE).
+    #[serde(default)]
+    pub refused_bytes: u64,
+    #[serde(default)]
+    pub refused_opens: u64,
+    /// Open handles now, and the bytes of partial lines they hold.
+    #[serde(default)]
+    pub open: u64,
+    #[serde(default)]
+    pub partial_bytes: u64,
 }
 
 /// The mounted filesystem, shared with the control socket for `status`.
@@ -47,6 +56,10 @@ pub fn trigger_status(mounted: &Mounted) -> BTreeMap<String, TriggerFileStatus> 
                     bytes: s.bytes,
                     events: s.events,
                     drops: s.drops,
+                    refused_bytes: s.refused_bytes,
+                    refused_opens: s.refused_opens,
+                    open: s.open,
+                    partial_bytes: s.partial_bytes,
                 };
                 (s.trigger, status)
             })
@@ -83,24 +96,26 @@ impl EventSource for TriggerFileSource {
     }
 }
 
-/// Hands messages from FUSE threads to the async side, waiting at most the writer's bound.
+/// Hands messages from FUSE threads straight to their rule, waiting at most the writer's
+/// bound for room in its queue.
 struct Handoff {
-    queue: mpsc::Sender<Message>,
+    routes: Routes,
+    emitter: Emitter,
+    mounted: Mounted,
     runtime: Handle,
 }
 
 impl MessageSink for Handoff {
     fn offer(&self, message: Message, wait: Duration) -> bool {
-        match self.queue.try_send(message) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                // FUSE threads are not runtime threads: blocking here holds only the writer.
-                self.runtime
-                    .block_on(self.queue.send_timeout(message, wait))
-                    .is_ok()
-            }
-        }
+        let Some((rule, event)) = event_of(message, &self.routes, &self.emitter, &self.mounted)
+        else {
+            return true;
+        };
+        // FUSE threads are not runtime threads: blocking here holds only the writer.
+        let delivery = self
+            .runtime
+            .block_on(self.emitter.fire_waiting(&rule, event, wait));
+        delivery != Delivery::Full
     }
 }
 
@@ -109,23 +124,12 @@ type Routes = Arc<RwLock<HashMap<String, String>>>;
 
 async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
     let routes: Routes = Arc::default();
-    let (queue, mut incoming) = mpsc::channel::<Message>(HANDOFF);
     let handoff = Arc::new(Handoff {
-        queue,
+        routes: Arc::clone(&routes),
+        emitter: ctx.emitter.clone(),
+        mounted: Arc::clone(&mounted),
         runtime: Handle::current(),
     });
-    let forward = {
-        let (routes, emitter, mounted) = (
-            Arc::clone(&routes),
-            ctx.emitter.clone(),
-            Arc::clone(&mounted),
-        );
-        tokio::spawn(async move {
-            while let Some(message) = incoming.recv().await {
-                deliver(message, &routes, &emitter, &mounted).await;
-            }
-        })
-    };
     loop {
         let bindings = ctx.bindings.borrow_and_update().clone();
         let specs = apply_routes(&bindings.rules, &routes);
@@ -137,8 +141,7 @@ async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
                 }
             }
             None if !specs.is_empty() => {
-                let mut options = MountOptions::new(&mountpoint, &ctx.state_dir);
-                options.queue_wait = QUEUE_WAIT;
+                let options = MountOptions::new(&mountpoint, &ctx.state_dir);
                 let sink = Arc::clone(&handoff) as Arc<dyn MessageSink>;
                 match tokio::task::block_in_place(|| TriggerFs::mount(options, specs, sink)) {
                     Ok(fs) => {
@@ -158,7 +161,6 @@ async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
             _ = ctx.shutdown.changed() => break,
         }
     }
-    forward.abort();
     let fs = lock(&mounted).take();
     if let Some(fs) = fs.and_then(|fs| Arc::try_unwrap(fs).ok()) {
         if let Err(e) = tokio::task::block_in_place(|| fs.unmount()) {
@@ -185,13 +187,25 @@ fn apply_routes(rules: &[Rule], routes: &Routes) -> Vec<TriggerSpec> {
             mode: f.mode,
             uid: f.uid,
             gid: f.gid,
+            limits: TriggerLimits {
+                max_open: f.max_open,
+                partial_bytes: f.partial_bytes,
+                queue_wait: Some(f.queue_wait),
+            },
         });
     }
     *routes.write().unwrap_or_else(|p| p.into_inner()) = table;
     specs
 }
 
-async fn deliver(message: Message, routes: &Routes, emitter: &Emitter, mounted: &Mounted) {
+/// The rule a message is for and its event (with the reply going back to the trigger file);
+/// `None` for a trigger no longer configured.
+fn event_of(
+    message: Message,
+    routes: &Routes,
+    emitter: &Emitter,
+    mounted: &Mounted,
+) -> Option<(String, crate::event::Event)> {
     let key: &str = &message.trigger;
     let Some(rule) = routes
         .read()
@@ -200,7 +214,7 @@ async fn deliver(message: Message, routes: &Routes, emitter: &Emitter, mounted: 
         .cloned()
     else {
         tracing::debug!(trigger = key, "message for a trigger no longer configured");
-        return;
+        return None;
     };
     let pid = i32::try_from(message.pid).ok();
     let mut event = emitter.event(PathBuf::from(key), EventMask::EMPTY, pid, message.payload);
@@ -211,7 +225,7 @@ async fn deliver(message: Message, routes: &Routes, emitter: &Emitter, mounted: 
             fs.set_reply(&trigger, output);
         }
     })));
-    emitter.fire(&rule, event).await;
+    Some((rule, event))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

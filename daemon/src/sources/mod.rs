@@ -152,6 +152,19 @@ impl Emitter {
             .unwrap_or(true)
     }
 
+    /// To one named rule, waiting up to `wait` for room whatever its `when_full` (trigger
+    /// files, whose writer is told). Stopping counts as taken.
+    pub async fn fire_waiting(
+        &self,
+        rule: &str,
+        event: Event,
+        wait: std::time::Duration,
+    ) -> crate::dispatch::Delivery {
+        self.unless_stopped(self.dispatcher.deliver_waiting(rule, event, wait))
+            .await
+            .unwrap_or(crate::dispatch::Delivery::Taken)
+    }
+
     /// Has the named rules' actions answer `request`, each with its own event.
     pub fn decide_permission(&self, request: PermissionRequest, targets: Vec<(String, Event)>) {
         self.dispatcher.decide_permission(request, targets);
@@ -169,6 +182,11 @@ impl Emitter {
         if let Some(r) = self.dispatcher.rule(rule) {
             r.set_source_state(state);
         }
+    }
+
+    /// The rule named `name` now, to count what a source refused on its behalf.
+    pub fn rule(&self, name: &str) -> Option<Arc<crate::dispatch::RuleRuntime>> {
+        self.dispatcher.rule(name)
     }
 
     /// Shown by `status` (timers).

@@ -81,6 +81,7 @@ pub fn spec(file: &str, split: Split) -> TriggerSpec {
         mode: 0o666,
         uid: 0,
         gid: 0,
+        limits: Default::default(),
     }
 }
 

@@ -233,6 +233,14 @@ pub(super) fn policy(
         }),
         queue: number(table, "queue", raw.queue, 1..=10_000_000, problems)
             .map_or(defaults.queue, |n| n as usize),
+        queue_bytes: number(
+            table,
+            "queue_bytes",
+            raw.queue_bytes,
+            1..=(1 << 40),
+            problems,
+        )
+        .map_or(defaults.queue_bytes, |n| n as usize),
         when_full: choice(
             table,
             "when_full",

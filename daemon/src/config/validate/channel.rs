@@ -8,6 +8,9 @@ use super::Table;
 
 const DEFAULT_CAPACITY: i64 = 4 << 20;
 const DEFAULT_LANES: i64 = 16;
+const DEFAULT_HANDOFF_BYTES: i64 = 16 << 20;
+/// What `capacity` may be.
+const SIZES: std::ops::RangeInclusive<i64> = 64 << 10..=(1 << 32);
 
 pub(super) fn trigger(
     table: &Table<'_>,
@@ -30,15 +33,17 @@ pub(super) fn trigger(
         }
     };
     let (uid, gid, mode) = object_access(table, raw, 0o600, problems);
-    let capacity = number(
+    let capacity =
+        number(table, "capacity", raw.capacity, SIZES, problems).unwrap_or(DEFAULT_CAPACITY);
+    let lanes = number(table, "lanes", raw.lanes, 1..=64, problems).unwrap_or(DEFAULT_LANES);
+    let handoff_bytes = number(
         table,
-        "capacity",
-        raw.capacity,
-        64 << 10..=(1 << 32),
+        "handoff_bytes",
+        raw.handoff_bytes,
+        64 << 10..=(1 << 30),
         problems,
     )
-    .unwrap_or(DEFAULT_CAPACITY);
-    let lanes = number(table, "lanes", raw.lanes, 1..=64, problems).unwrap_or(DEFAULT_LANES);
+    .unwrap_or(DEFAULT_HANDOFF_BYTES);
     if problems.len() > before {
         return None;
     }
@@ -49,6 +54,7 @@ pub(super) fn trigger(
         mode,
         capacity: capacity as usize,
         lanes: lanes as usize,
+        handoff_bytes: handoff_bytes as usize,
     }))
 }
 

@@ -3,8 +3,12 @@
 
 use super::super::raw::RawRule;
 use super::super::{FileTrigger, Problem, Split, Trigger};
-use super::action::object_access;
+use super::action::{duration, number, object_access};
 use super::Table;
+
+const DEFAULT_MAX_OPEN: i64 = 64;
+const DEFAULT_PARTIAL_BYTES: i64 = 16 << 20;
+const DEFAULT_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) fn trigger(
     table: &Table<'_>,
@@ -37,6 +41,20 @@ pub(super) fn trigger(
         }
     };
     let (uid, gid, mode) = object_access(table, raw, 0o620, problems);
+    let max_open =
+        number(table, "max_open", raw.max_open, 1..=65_536, problems).unwrap_or(DEFAULT_MAX_OPEN);
+    let partial_bytes = number(
+        table,
+        "partial_bytes",
+        raw.partial_bytes,
+        0..=(1 << 32),
+        problems,
+    )
+    .unwrap_or(DEFAULT_PARTIAL_BYTES);
+    let queue_wait = duration(table, "queue_wait", &raw.queue_wait, problems);
+    if queue_wait.is_some_and(|w| w > std::time::Duration::from_secs(60)) {
+        problems.push(table.problem("queue_wait", "at most 60s (a writer waits this long)"));
+    }
     if problems.len() > before {
         return None;
     }
@@ -46,6 +64,9 @@ pub(super) fn trigger(
         mode,
         uid,
         gid,
+        max_open: max_open as usize,
+        partial_bytes: partial_bytes as usize,
+        queue_wait: queue_wait.unwrap_or(DEFAULT_QUEUE_WAIT),
     }))
 }
 
