@@ -327,7 +327,7 @@ impl Engine {
         if service.len() > ext::MAX_SERVICE_NAME {
             tracing::warn!(client = %hex(&client), service = %shown(&service), "refused request: service name longer than 255 bytes");
             let text = b"service name longer than 255 bytes";
-            self.refuse(
+            self.reply_final(
                 client,
                 version,
                 service,
@@ -352,24 +352,7 @@ impl Engine {
                 }
                 _ => b"501",
             };
-            let mut reply = Vec::new();
-            if let Some(h) = &header {
-                reply.push(
-                    ReplyHeader {
-                        id: h.id,
-                        status: 0,
-                    }
-                    .encode(),
-                );
-            }
-            reply.push(answer.to_vec());
-            let msg = Message::ClientReply {
-                version,
-                kind: ReplyKind::Final,
-                service,
-                body: reply,
-            };
-            self.send(&client, msg.into_frames());
+            self.reply_final(client, version, service, header, 0, answer);
             return;
         }
         let default_timeout = self.default_timeout;
@@ -379,7 +362,7 @@ impl Engine {
         if entry.queue.len() >= MAX_QUEUED {
             tracing::warn!(service = %shown(&service), "refused request: queue full");
             let status = ext::STATUS_UNAVAILABLE;
-            self.refuse(client, version, service, header, status, b"queue full");
+            self.reply_final(client, version, service, header, status, b"queue full");
             return;
         }
         let mut timeout = entry.timeout.unwrap_or(default_timeout);
@@ -405,9 +388,9 @@ impl Engine {
         self.dispatch(&service);
     }
 
-    /// Answers a request with a final reply carrying `status` (in the triggerd header, when the
-    /// client sent one) and `text`, without queueing it.
-    fn refuse(
+    /// Answers a request at once (mmi, refusals) with a final reply carrying `status` (in the
+    /// triggerd header, when the client sent one) and `text`.
+    fn reply_final(
         &mut self,
         client: Identity,
         version: Version,
