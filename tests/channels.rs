@@ -1,7 +1,7 @@
 //! Shared-memory channels through a real daemon: `triggerctl publish` reaches the action as
 //! the payload on stdin, the region's owner/group/mode decide who may publish, a burst of
-//! messages all fire, and a channel whose region is scribbled on is quarantined while another
-//! channel keeps delivering.
+//! messages all fire, a channel whose region is scribbled on is quarantined while another
+//! channel keeps delivering, and no publisher can resize a region under the daemon.
 
 mod common;
 
@@ -119,8 +119,8 @@ fn a_scribbled_region_is_quarantined_and_others_run_on() {
          [[channel]]\nname = \"{good}\"\nexec = [\"/bin/sh\", \"-c\", \"cat >> \\\"$0\\\"\", \"{{out}}/good\"]\n"
     ));
     // A hostile producer: garbage over the whole region, then a publish to ring the doorbell.
-    let region = format!("/dev/shm/triggerd.{bad}");
-    let size = fs::metadata(&region).unwrap().len() as usize;
+    let region = fs::File::from(triggerd_ipc::receive_memfd(&bad).expect("region memfd"));
+    let size = region.metadata().unwrap().len() as usize;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let garbage: Vec<u8> = (0..size)
         .map(|_| {
@@ -130,7 +130,7 @@ fn a_scribbled_region_is_quarantined_and_others_run_on() {
             seed as u8
         })
         .collect();
-    fs::write(&region, &garbage).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&region, &garbage, 0).unwrap();
     let _ = publish(&[&bad, "x"], None);
     wait_for("the quarantine", DEADLINE, || {
         daemon
@@ -144,4 +144,51 @@ fn a_scribbled_region_is_quarantined_and_others_run_on() {
             .filter(|s| s == "still here\n")
     });
     daemon.assert_alive();
+}
+
+/// `truncate -s 0 /dev/shm/triggerd.NAME` used to SIGBUS the daemon at its next look at the
+/// region. The name is now the channel's socket (no file to truncate) and the region a memfd
+/// sealed against resizing: every resize a publisher can try fails, and both channels deliver.
+#[test]
+fn a_publisher_cannot_resize_a_region_under_the_daemon() {
+    let (victim, other) = (channel("resized"), channel("bystander"));
+    let append = |name: &str| {
+        format!(
+            "[[channel]]\nname = \"{name}\"\nexec = [\"/bin/sh\", \"-c\", \"cat >> \\\"$0\\\"\", \"{{out}}/{name}\"]\n"
+        )
+    };
+    let mut daemon = Daemon::start(&format!("{}\n{}", append(&victim), append(&other)));
+    assert!(publish(&[&victim, "before\n"], None).status.success());
+    wait_for("the first message", DEADLINE, || {
+        fs::read_to_string(daemon.out().join(&victim))
+            .ok()
+            .filter(|s| s == "before\n")
+    });
+    let path = format!("/dev/shm/triggerd.{victim}");
+    if let Ok(file) = fs::OpenOptions::new().write(true).open(&path) {
+        let _ = file.set_len(0); // the probe's `truncate -s 0`
+    }
+    // The one fd a publisher can get: the memfd the channel's socket hands out.
+    let memfd = fs::File::from(triggerd_ipc::receive_memfd(&victim).expect("region memfd"));
+    let size = memfd.metadata().unwrap().len();
+    for len in [0, 4096, size - 4096, size + 4096, 1 << 30] {
+        assert!(memfd.set_len(len).is_err(), "resized to {len}");
+    }
+    assert_eq!(memfd.metadata().unwrap().len(), size);
+    // Both channels still deliver: a publish wakes the consumer, which reads the region.
+    for (name, text) in [(&victim, "after\n"), (&other, "bystander\n")] {
+        let out = publish(&[name, text], None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("both channels", DEADLINE, || {
+        let read = |name: &str| fs::read_to_string(daemon.out().join(name)).unwrap_or_default();
+        (read(&victim) == "before\nafter\n" && read(&other) == "bystander\n").then_some(())
+    });
+    daemon.assert_alive();
+    let status = daemon.try_status().expect("status");
+    assert_eq!(status.channels.get(&victim).map(|c| c.quarantines), Some(0));
 }

@@ -2,8 +2,9 @@
  * triggerd.h - publish messages into a triggerd shared-memory channel.
  *
  * A channel is declared in /etc/triggerd.conf ([[channel]] name = "...") and exists as
- * /dev/shm/triggerd.<name> while triggerd runs; its owner, group and mode decide who may
- * publish. Each message becomes one event whose payload is the message bytes.
+ * /dev/shm/triggerd.<name> while triggerd runs: a Unix socket whose owner, group and mode decide
+ * who may publish. Connecting hands the publisher the channel's memory (a memfd sealed against
+ * resizing). Each message becomes one event whose payload is the message bytes.
  *
  * Link with libtriggerd_ipc.a (plus -lpthread -ldl -lm) or libtriggerd_ipc.so.
  *

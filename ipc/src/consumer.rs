@@ -9,8 +9,9 @@
 
 use crate::doorbell::{self, Sleeper, ASLEEP, AWAKE};
 use crate::error::{IpcError, Quarantine};
+use crate::handout::Handout;
 use crate::layout::{self, Geometry, PAD_FLAG, RECORD_HEADER};
-use crate::region::Region;
+use crate::region::{self, Region};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
@@ -112,6 +113,8 @@ struct Shared {
 /// then get `PublishError::Closed`) and removes its name.
 pub struct Channel {
     shared: Arc<Shared>,
+    /// Hands the region's memfd to publishers; dropped (socket removed) with the channel.
+    handout: Option<Handout>,
 }
 
 /// Stops a running [`Channel::run`] promptly, even while it sleeps. Cheap to clone; may outlive
@@ -145,11 +148,17 @@ const PURE_SPIN_POLLS: u32 = 256;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 impl Channel {
-    /// Creates the channel's region with the spec's owner, group and mode, replacing a stale
-    /// region of the same name.
+    /// Creates the channel's region (a sealed memfd) and its socket with the spec's owner,
+    /// group and mode, replacing a stale socket of the same name.
     pub fn create(spec: &ChannelSpec) -> Result<Self, IpcError> {
         let geometry = spec.geometry()?;
-        let region = Region::create(&spec.name, geometry, spec.uid, spec.gid, spec.mode)?;
+        let region = Region::create(&spec.name, geometry)?;
+        let handout = Handout::start(
+            &spec.name,
+            region::socket_path(&spec.name)?,
+            region.memfd(),
+            (spec.uid, spec.gid, spec.mode),
+        )?;
         let cursor = Cursor {
             heads: vec![0; geometry.lanes()],
             buf: vec![0; geometry.max_message()],
@@ -163,6 +172,7 @@ impl Channel {
                 cursor: Mutex::new(cursor),
                 quarantine: Mutex::new(None),
             }),
+            handout: Some(handout),
         })
     }
 
@@ -292,7 +302,8 @@ impl Drop for Channel {
             word.store(AWAKE, Ordering::SeqCst);
             doorbell::futex_wake(word, i32::MAX);
         }
-        let _ = Region::unlink(&self.shared.name);
+        // Removes the socket: no new publisher gets the region.
+        drop(self.handout.take());
     }
 }
 

@@ -1,6 +1,7 @@
 //! The local fast path: local programs publish messages into a channel's shared-memory region
-//! (`/dev/shm/triggerd.<name>`, access controlled by the file's owner, group and mode) and the
-//! daemon's consumer hands each one to the dispatcher.
+//! and the daemon's consumer hands each one to the dispatcher. The region is a memfd sealed
+//! against resizing, handed to publishers over the Unix socket `/dev/shm/triggerd.<name>`
+//! (access controlled by the socket's owner, group and mode; see `handout`).
 //!
 //! Design (one region per channel, see `layout` for the bytes):
 //! - Each publisher owns a lane, a single-producer ring of variable-length records (8-byte header:
@@ -41,6 +42,7 @@ mod consumer;
 mod doorbell;
 mod error;
 pub mod ffi;
+mod handout;
 mod layout;
 mod publisher;
 mod region;
@@ -49,4 +51,4 @@ pub use consumer::{Channel, ChannelSpec, ChannelStats, Stopper};
 pub use error::{IpcError, PublishError, Quarantine};
 pub use layout::MIN_MAX_MESSAGE;
 pub use publisher::Publisher;
-pub use region::NAME_PREFIX;
+pub use region::{receive_memfd, socket_path, NAME_PREFIX};

@@ -1,5 +1,6 @@
-//! The shared-memory object of one channel: naming (`/dev/shm/triggerd.<name>`), creation with
-//! the channel's owner/group/mode, opening by publishers, mapping, and the only code that turns
+//! The shared memory of one channel: naming (`/dev/shm/triggerd.<name>`, the socket that hands
+//! it out, see `handout`), creation as a sealed memfd, opening by publishers (the memfd received
+//! from that socket), mapping, and the only code that turns
 //! region offsets into memory accesses. Every accessor bounds-checks its offset against the
 //! mapping, so a wrong offset panics instead of touching memory outside the region; offsets
 //! themselves come from [`Geometry`], never from bytes read out of the region.
@@ -8,12 +9,13 @@ use crate::error::IpcError;
 use crate::layout::{self, Geometry};
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::mman::{shm_open, shm_unlink};
-use nix::sys::stat::{fchmod, fstat, Mode};
-use nix::unistd::{fchown, ftruncate, Gid, Uid};
-use std::fs::File;
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::stat::fstat;
+use nix::unistd::ftruncate;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Prefix of every channel's shared-memory object name.
 pub const NAME_PREFIX: &str = "/triggerd.";
@@ -40,13 +42,26 @@ pub fn object_name(channel: &str) -> Result<String, IpcError> {
     Ok(format!("{NAME_PREFIX}{channel}"))
 }
 
-/// One mapped channel region and its geometry.
+/// The path of a channel's socket, after checking its name.
+pub fn socket_path(channel: &str) -> Result<std::path::PathBuf, IpcError> {
+    Ok(crate::handout::socket_path(&object_name(channel)?))
+}
+
+/// Receives a channel's sealed memfd as a publisher does (connecting to its socket, which the
+/// channel's owner, group and mode guard). Tools and tests map it themselves; the memfd cannot
+/// be resized by anyone.
+pub fn receive_memfd(channel: &str) -> Result<OwnedFd, IpcError> {
+    crate::handout::receive(channel, &socket_path(channel)?)
+}
+
+/// One mapped channel region, its geometry, and the sealed memfd behind it.
 pub struct Region {
     map: MmapRaw,
     geometry: Geometry,
+    memfd: Arc<OwnedFd>,
 }
 
-fn os<'a>(channel: &'a str, op: &'static str) -> impl FnOnce(Errno) -> IpcError + 'a {
+pub(crate) fn os<'a>(channel: &'a str, op: &'static str) -> impl FnOnce(Errno) -> IpcError + 'a {
     move |errno| IpcError::Os {
         channel: channel.to_owned(),
         op,
@@ -55,79 +70,54 @@ fn os<'a>(channel: &'a str, op: &'static str) -> impl FnOnce(Errno) -> IpcError 
 }
 
 impl Region {
-    /// Creates the region for `channel` (replacing a stale one left by an earlier daemon), owned
-    /// by `uid:gid` with permission bits `mode`, and writes its header.
-    pub fn create(
-        channel: &str,
-        geometry: Geometry,
-        uid: u32,
-        gid: u32,
-        mode: u32,
-    ) -> Result<Self, IpcError> {
+    /// Creates the region for `channel` in a new memfd sealed against shrinking and growing,
+    /// and writes its header. Publishers get it from [`crate::handout::Handout`].
+    pub fn create(channel: &str, geometry: Geometry) -> Result<Self, IpcError> {
         let name = object_name(channel)?;
-        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
-        let fd = match shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR) {
-            Err(Errno::EEXIST) => {
-                shm_unlink(name.as_str()).map_err(os(channel, "shm_unlink (stale region)"))?;
-                shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
-            }
-            other => other,
-        }
-        .map_err(os(channel, "shm_open"))?;
-        let file = File::from(fd);
-        let setup = || -> Result<Self, IpcError> {
-            fchown(&file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .map_err(os(channel, "fchown"))?;
-            fchmod(&file, Mode::from_bits_truncate(mode & 0o777)).map_err(os(channel, "fchmod"))?;
-            let len = geometry.region_len();
-            ftruncate(&file, len as i64).map_err(os(channel, "ftruncate"))?;
-            let region = Self::map(channel, &file, len, geometry)?;
-            region
-                .u32_at(layout::OFF_VERSION)
-                .store(layout::VERSION, Ordering::Relaxed);
-            region
-                .u32_at(layout::OFF_LANES)
-                .store(geometry.lanes() as u32, Ordering::Relaxed);
-            region
-                .u64_at(layout::OFF_LANE_BYTES)
-                .store(geometry.lane_bytes() as u64, Ordering::Relaxed);
-            // The magic goes last: a publisher that sees it also sees the geometry.
-            region
-                .u64_at(layout::OFF_MAGIC)
-                .store(layout::MAGIC, Ordering::Release);
-            Ok(region)
-        };
-        setup().inspect_err(|_| {
-            let _ = shm_unlink(name.as_str());
-        })
+        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        let fd = memfd_create(name.trim_start_matches('/'), flags)
+            .map_err(os(channel, "memfd_create"))?;
+        let len = geometry.region_len();
+        ftruncate(&fd, len as i64).map_err(os(channel, "ftruncate"))?;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(crate::handout::SEALS)).map_err(os(channel, "seal"))?;
+        let region = Self::map(channel, Arc::new(fd), len, geometry)?;
+        region
+            .u32_at(layout::OFF_VERSION)
+            .store(layout::VERSION, Ordering::Relaxed);
+        region
+            .u32_at(layout::OFF_LANES)
+            .store(geometry.lanes() as u32, Ordering::Relaxed);
+        region
+            .u64_at(layout::OFF_LANE_BYTES)
+            .store(geometry.lane_bytes() as u64, Ordering::Relaxed);
+        // The magic goes last: a publisher that sees it also sees the geometry.
+        region
+            .u64_at(layout::OFF_MAGIC)
+            .store(layout::MAGIC, Ordering::Release);
+        Ok(region)
     }
 
-    /// Opens and maps an existing region read-write, reading its geometry from the header and
-    /// checking it against the object's size.
+    /// Receives the channel's sealed memfd from its socket and maps it read-write, reading its
+    /// geometry from the header and checking it against the memfd's size.
     pub fn open(channel: &str) -> Result<Self, IpcError> {
-        let name = object_name(channel)?;
-        let fd = shm_open(name.as_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
-            Errno::ENOENT => IpcError::NoSuchChannel {
-                channel: channel.to_owned(),
-            },
-            Errno::EACCES | Errno::EPERM => IpcError::PermissionDenied {
-                channel: channel.to_owned(),
-            },
-            other => os(channel, "shm_open")(other),
-        })?;
-        let file = File::from(fd);
+        let fd = receive_memfd(channel)?;
+        Self::open_fd(channel, fd)
+    }
+
+    fn open_fd(channel: &str, fd: OwnedFd) -> Result<Self, IpcError> {
         let bad = |why| IpcError::BadRegion {
             channel: channel.to_owned(),
             why,
         };
-        let size = fstat(&file).map_err(os(channel, "fstat"))?.st_size;
+        let size = fstat(&fd).map_err(os(channel, "fstat"))?.st_size;
         let size = usize::try_from(size).map_err(|_| bad("negative size"))?;
         let header = Geometry::new(1, layout::MIN_LANE_BYTES).map_err(|_| bad("internal"))?;
         if size < header.region_len() {
             return Err(bad("smaller than the smallest channel"));
         }
+        let fd = Arc::new(fd);
         // Map the header alone first: the geometry it states is untrusted until it matches the size.
-        let probe = Self::map(channel, &file, header.region_len(), header)?;
+        let probe = Self::map(channel, Arc::clone(&fd), header.region_len(), header)?;
         if probe.u64_at(layout::OFF_MAGIC).load(Ordering::Acquire) != layout::MAGIC {
             return Err(bad(
                 "no triggerd magic (not a channel, or not yet initialised)",
@@ -144,24 +134,33 @@ impl Region {
             return Err(bad("size does not match the stated geometry"));
         }
         drop(probe);
-        Self::map(channel, &file, size, geometry)
+        Self::map(channel, fd, size, geometry)
     }
 
-    fn map(channel: &str, file: &File, len: usize, geometry: Geometry) -> Result<Self, IpcError> {
+    /// The memfd behind the region (the consumer hands it to publishers).
+    pub fn memfd(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.memfd)
+    }
+
+    fn map(
+        channel: &str,
+        memfd: Arc<OwnedFd>,
+        len: usize,
+        geometry: Geometry,
+    ) -> Result<Self, IpcError> {
         let map = MmapOptions::new()
             .len(len)
-            .map_raw(file)
+            .map_raw(&*memfd)
             .map_err(|source| IpcError::Os {
                 channel: channel.to_owned(),
                 op: "mmap",
                 source,
             })?;
-        Ok(Self { map, geometry })
-    }
-
-    /// Removes the channel's name (existing mappings stay valid until unmapped).
-    pub fn unlink(channel: &str) -> Result<(), IpcError> {
-        shm_unlink(object_name(channel)?.as_str()).map_err(os(channel, "shm_unlink"))
+        Ok(Self {
+            map,
+            geometry,
+            memfd,
+        })
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -239,24 +238,10 @@ impl Region {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
-    /// Removes a test's shared-memory object even when the test fails.
-    struct Unlink(String);
-
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = shm_unlink(self.0.as_str());
-        }
-    }
-
-    fn unique(tag: &str) -> String {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        format!(
-            "t{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
+    fn reopen(region: &Region) -> Region {
+        let fd = region.memfd().try_clone().unwrap();
+        Region::open_fd("test", fd).unwrap()
     }
 
     #[test]
@@ -269,12 +254,9 @@ mod tests {
 
     #[test]
     fn create_open_and_access_within_bounds() {
-        let name = unique("region");
         let g = Geometry::new(2, layout::MIN_LANE_BYTES).unwrap();
-        let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
-        let created = Region::create(&name, g, uid, gid, 0o600).unwrap();
-        let _cleanup = Unlink(object_name(&name).unwrap());
-        let opened = Region::open(&name).unwrap();
+        let created = Region::create("region", g).unwrap();
+        let opened = reopen(&created);
         assert_eq!(opened.geometry(), g);
         opened.write(g.lane_byte(1, 8), b"hello");
         let mut back = [0u8; 5];
@@ -286,34 +268,29 @@ mod tests {
             std::panic::catch_unwind(|| created.read(g.region_len() - 2, &mut [0u8; 5])).is_err()
         );
         assert!(std::panic::catch_unwind(|| created.u64_at(g.lane_tail(1) + 4)).is_err());
-        Region::unlink(&name).unwrap();
-        assert!(matches!(
-            Region::open(&name),
-            Err(IpcError::NoSuchChannel { .. })
-        ));
     }
 
     #[test]
-    fn open_rejects_foreign_or_truncated_objects() {
-        let name = unique("foreign");
-        let object = object_name(&name).unwrap();
-        let _cleanup = Unlink(object.clone());
-        let fd = shm_open(
-            object.as_str(),
-            OFlag::O_CREAT | OFlag::O_RDWR,
-            Mode::S_IRWXU,
-        )
-        .unwrap();
+    fn the_memfd_cannot_be_resized_or_unsealed() {
+        let g = Geometry::new(1, layout::MIN_LANE_BYTES).unwrap();
+        let region = Region::create("sealed", g).unwrap();
+        let fd = region.memfd();
+        for len in [0, 4096, (g.region_len() * 2) as i64] {
+            assert_eq!(ftruncate(&*fd, len), Err(nix::errno::Errno::EPERM), "{len}");
+        }
+        let more = FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_FUTURE_WRITE);
+        assert_eq!(fcntl(&*fd, more), Err(nix::errno::Errno::EPERM));
+        assert_eq!(fstat(&*fd).unwrap().st_size as usize, g.region_len());
+    }
+
+    #[test]
+    fn open_rejects_foreign_or_short_memory() {
+        let fd = memfd_create("foreign", MFdFlags::MFD_CLOEXEC).unwrap();
         ftruncate(&fd, 100).unwrap();
-        assert!(matches!(
-            Region::open(&name),
-            Err(IpcError::BadRegion { .. })
-        ));
+        let short = Region::open_fd("foreign", fd.try_clone().unwrap());
+        assert!(matches!(short, Err(IpcError::BadRegion { .. })));
         ftruncate(&fd, 1 << 20).unwrap();
-        assert!(matches!(
-            Region::open(&name),
-            Err(IpcError::BadRegion { .. })
-        ));
-        shm_unlink(object.as_str()).unwrap();
+        let foreign = Region::open_fd("foreign", fd);
+        assert!(matches!(foreign, Err(IpcError::BadRegion { .. })));
     }
 }

@@ -128,11 +128,7 @@ struct Crafted {
 
 impl Crafted {
     fn open(name: &str, lanes: u64) -> Self {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm/triggerd.{name}"))
-            .unwrap();
+        let file = std::fs::File::from(triggerd_ipc::receive_memfd(name).unwrap());
         Self {
             file,
             lane_data: 4096 + (lanes * 512).next_multiple_of(4096),

@@ -27,6 +27,12 @@ pub const HELLO_MAGIC: &[u8; 5] = b"\xffTRW1";
 /// Longest plugin name accepted in a header.
 pub const MAX_PLUGIN_NAME: usize = 255;
 
+/// Longest service name the broker accepts (in requests and READY), in bytes.
+pub const MAX_SERVICE_NAME: usize = 255;
+/// Exit status the broker reports for a request it refuses as malformed (`EX_DATAERR`), e.g.
+/// a service name longer than [`MAX_SERVICE_NAME`].
+pub const STATUS_BAD_REQUEST: i32 = 65;
+
 /// Exit status the broker reports when a request timed out (as `timeout(1)` does).
 pub const STATUS_TIMEOUT: i32 = 124;
 /// Exit status the broker reports when no worker could take the request.

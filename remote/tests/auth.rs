@@ -8,62 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use triggerd_remote::{Client, ClientOptions, Worker};
-
-const T: Duration = Duration::from_secs(20);
-
-fn creds(name: &str, token: &str) -> ClientOptions {
-    ClientOptions {
-        identity: Some(name.into()),
-        token: Some(token.into()),
-        retries: 0,
-    }
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    broker: Broker,
-    worker_token: String,
-    client_token: String,
-    _worker: WorkerThread,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    Broker::configure(
-        dir.path(),
-        "tcp://127.0.0.1:*",
-        "auth = true\nheartbeat = \"100ms\"\nmax_message = 1048576",
-    );
-    let worker_token = admin(dir.path(), &["token", "add", "worker", "w1"])
-        .trim()
-        .to_string();
-    let client_token = admin(dir.path(), &["token", "add", "client", "c1"])
-        .trim()
-        .to_string();
-    assert_eq!(worker_token.len(), 64);
-    let broker = Broker::start(dir.path());
-    let mut options = fast_worker(&broker.endpoint, "echo");
-    options.identity = Some("w1".into());
-    options.token = Some(worker_token.clone());
-    let worker = WorkerThread::start(Worker::new(options));
-    wait_service_up(&broker.endpoint, "echo", creds("c1", &client_token));
-    Setup {
-        _dir: dir,
-        broker,
-        worker_token,
-        client_token,
-        _worker: worker,
-    }
-}
-
-fn works(endpoint: &str, options: ClientOptions) {
-    let mut client = Client::connect(endpoint, options).expect("client");
-    let reply = client
-        .request("echo", "", b"still here", T, |_| {})
-        .expect("served");
-    assert_eq!(reply.body, vec![b"still here".to_vec()]);
-}
+use triggerd_remote::{Client, ClientOptions};
 
 #[test]
 fn tokens_are_checked_and_roles_enforced() {

@@ -187,7 +187,7 @@ pub struct TimerTrigger {
 }
 
 /// A shared-memory channel: each message a local program publishes is one event. Who may
-/// publish is whoever may open the region: `owner`, `group`, `mode`.
+/// publish is whoever may connect to the channel's socket: `owner`, `group`, `mode`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelTrigger {
     pub name: String,

@@ -266,15 +266,12 @@ fn produce_forever(args: &[String]) -> i32 {
     }
 }
 
-/// `fuzz CHANNEL`: maps the channel's region directly and writes random bytes at random places
+/// `fuzz CHANNEL`: maps the channel's memfd directly and writes random bytes at random places
 /// forever, ringing the doorbell now and then, until killed.
 fn fuzz(args: &[String]) -> i32 {
     let channel: String = arg(args, 0);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/dev/shm/triggerd.{channel}"))
-        .expect("open region");
+    // What any permitted publisher can get: the region's memfd, from the channel's socket.
+    let file = std::fs::File::from(triggerd_ipc::receive_memfd(&channel).expect("region memfd"));
     let mut map = unsafe_map(&file);
     let len = map.len();
     let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());

@@ -90,6 +90,16 @@ pub(crate) struct Engine {
     auth: bool,
 }
 
+/// A peer-chosen name as it may appear in a log line: at most 64 bytes, control and non-ASCII
+/// bytes escaped (`\x1b`, `\n`), so no name can inject escape codes or forge log lines.
+fn shown(name: &[u8]) -> String {
+    let head = &name[..name.len().min(64)];
+    match name.len() > head.len() {
+        true => format!("{}... ({} bytes)", head.escape_ascii(), name.len()),
+        false => head.escape_ascii().to_string(),
+    }
+}
+
 fn hex(id: &[u8]) -> String {
     id.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -266,6 +276,8 @@ impl Engine {
             Some("READY twice")
         } else if service.starts_with(b"mmi.") {
             Some("workers may not register mmi.* services")
+        } else if service.len() > ext::MAX_SERVICE_NAME {
+            Some("service name longer than 255 bytes")
         } else if self.auth && !user.is_some_and(|u| u.starts_with("worker/")) {
             Some("identity is not a worker")
         } else {
@@ -289,7 +301,7 @@ impl Engine {
         };
         tracing::info!(
             worker = %hex(&peer), user = user.unwrap_or(""),
-            service = %String::from_utf8_lossy(&service), capacity = worker.capacity(), "worker ready"
+            service = %shown(&service), capacity = worker.capacity(), "worker ready"
         );
         let service_name = String::from_utf8_lossy(&service);
         let identity = user
@@ -312,6 +324,19 @@ impl Engine {
         if header.is_some() {
             body.remove(0);
         }
+        if service.len() > ext::MAX_SERVICE_NAME {
+            tracing::warn!(client = %hex(&client), service = %shown(&service), "refused request: service name longer than 255 bytes");
+            let text = b"service name longer than 255 bytes";
+            self.reply_final(
+                client,
+                version,
+                service,
+                header,
+                ext::STATUS_BAD_REQUEST,
+                text,
+            );
+            return;
+        }
         if service.starts_with(b"mmi.") {
             let answer: &[u8] = match (service.as_slice(), body.first()) {
                 (b"mmi.service", Some(name)) => {
@@ -327,24 +352,7 @@ impl Engine {
                 }
                 _ => b"501",
             };
-            let mut reply = Vec::new();
-            if let Some(h) = &header {
-                reply.push(
-                    ReplyHeader {
-                        id: h.id,
-                        status: 0,
-                    }
-                    .encode(),
-                );
-            }
-            reply.push(answer.to_vec());
-            let msg = Message::ClientReply {
-                version,
-                kind: ReplyKind::Final,
-                service,
-                body: reply,
-            };
-            self.send(&client, msg.into_frames());
+            self.reply_final(client, version, service, header, 0, answer);
             return;
         }
         let default_timeout = self.default_timeout;
@@ -352,25 +360,9 @@ impl Engine {
         self.next_token += 1;
         let entry = self.service_entry(&service);
         if entry.queue.len() >= MAX_QUEUED {
-            tracing::warn!(service = %String::from_utf8_lossy(&service), "refused request: queue full");
-            let mut reply = Vec::new();
-            if let Some(h) = &header {
-                reply.push(
-                    ReplyHeader {
-                        id: h.id,
-                        status: ext::STATUS_UNAVAILABLE,
-                    }
-                    .encode(),
-                );
-            }
-            reply.push(b"queue full".to_vec());
-            let msg = Message::ClientReply {
-                version,
-                kind: ReplyKind::Final,
-                service,
-                body: reply,
-            };
-            self.send(&client, msg.into_frames());
+            tracing::warn!(service = %shown(&service), "refused request: queue full");
+            let status = ext::STATUS_UNAVAILABLE;
+            self.reply_final(client, version, service, header, status, b"queue full");
             return;
         }
         let mut timeout = entry.timeout.unwrap_or(default_timeout);
@@ -394,6 +386,31 @@ impl Engine {
         };
         self.requests.insert(token, request);
         self.dispatch(&service);
+    }
+
+    /// Answers a request at once (mmi, refusals) with a final reply carrying `status` (in the
+    /// triggerd header, when the client sent one) and `text`.
+    fn reply_final(
+        &mut self,
+        client: Identity,
+        version: Version,
+        service: Frame,
+        header: Option<RequestHeader>,
+        status: i32,
+        text: &[u8],
+    ) {
+        let mut reply = Vec::new();
+        if let Some(h) = &header {
+            reply.push(ReplyHeader { id: h.id, status }.encode());
+        }
+        reply.push(text.to_vec());
+        let msg = Message::ClientReply {
+            version,
+            kind: ReplyKind::Final,
+            service,
+            body: reply,
+        };
+        self.send(&client, msg.into_frames());
     }
 
     /// Heartbeats idle workers, drops silent ones and times out overdue requests.
@@ -424,7 +441,7 @@ impl Engine {
             };
             let service = request.service.clone();
             let queued = request.holders.is_empty();
-            tracing::info!(token, service = %String::from_utf8_lossy(&service), "request timed out");
+            tracing::info!(token, service = %shown(&service), "request timed out");
             let body = if request.header.is_some() {
                 Vec::new()
             } else {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use triggerd_remote::{Worker, WorkerOptions};
+use triggerd_remote::{Client, ClientOptions, Worker, WorkerOptions};
 
 pub const PYTHON: &str = "/usr/bin/python3";
 
@@ -233,4 +233,61 @@ pub fn wait_service_up(endpoint: &str, service: &str, options: triggerd_remote::
         (reply.body.first().map(Vec::as_slice) == Some(b"200")).then_some(())
     });
     assert!(up.is_some(), "service {service} never came up");
+}
+
+pub const T: Duration = Duration::from_secs(20);
+
+pub fn creds(name: &str, token: &str) -> ClientOptions {
+    ClientOptions {
+        identity: Some(name.into()),
+        token: Some(token.into()),
+        retries: 0,
+    }
+}
+
+/// A broker with `auth = true`, a worker token `w1` serving `echo` and a client token `c1`.
+pub struct Setup {
+    pub _dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub worker_token: String,
+    pub client_token: String,
+    pub _worker: WorkerThread,
+}
+
+pub fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Broker::configure(
+        dir.path(),
+        "tcp://127.0.0.1:*",
+        "auth = true\nheartbeat = \"100ms\"\nmax_message = 1048576",
+    );
+    let worker_token = admin(dir.path(), &["token", "add", "worker", "w1"])
+        .trim()
+        .to_string();
+    let client_token = admin(dir.path(), &["token", "add", "client", "c1"])
+        .trim()
+        .to_string();
+    assert_eq!(worker_token.len(), 64);
+    let broker = Broker::start(dir.path());
+    let mut options = fast_worker(&broker.endpoint, "echo");
+    options.identity = Some("w1".into());
+    options.token = Some(worker_token.clone());
+    let worker = WorkerThread::start(Worker::new(options));
+    wait_service_up(&broker.endpoint, "echo", creds("c1", &client_token));
+    Setup {
+        _dir: dir,
+        broker,
+        worker_token,
+        client_token,
+        _worker: worker,
+    }
+}
+
+/// Asserts `echo` answers a request from a client with `options`.
+pub fn works(endpoint: &str, options: ClientOptions) {
+    let mut client = Client::connect(endpoint, options).expect("client");
+    let reply = client
+        .request("echo", "", b"still here", T, |_| {})
+        .expect("served");
+    assert_eq!(reply.body, vec![b"still here".to_vec()]);
 }

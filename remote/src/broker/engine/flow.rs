@@ -211,7 +211,7 @@ impl Engine {
         let Some(worker) = self.workers.remove(peer) else {
             return;
         };
-        tracing::info!(worker = %hex(peer), service = %String::from_utf8_lossy(&worker.service), "worker dropped: {reason}");
+        tracing::info!(worker = %hex(peer), service = %super::shown(&worker.service), "worker dropped: {reason}");
         let Some(service) = self.services.get_mut(&worker.service) else {
             return;
         };
