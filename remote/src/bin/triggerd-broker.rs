@@ -153,6 +153,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !triggerd_remote::broker::return_large_frames_to_the_kernel() {
+        tracing::warn!("allocator refused a fixed mmap threshold: large frames may stay resident");
+    }
     let config = match load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {

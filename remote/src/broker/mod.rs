@@ -5,6 +5,7 @@
 //! set, after telling every worker to DISCONNECT.
 
 mod engine;
+mod memory;
 pub mod store;
 mod zap;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+pub use memory::return_large_frames_to_the_kernel;
 pub use store::{Algorithm, Role, ServiceOverview, ServiceSettings, Store, StoreError};
 
 /// Broker configuration (the `--config` TOML file; every key optional).
