@@ -81,6 +81,13 @@ fn events_survive_a_broker_outage_and_a_sender_restart() {
     wait_for("the first event", DEADLINE, || {
         (lines_of(&log).len() == 1).then_some(())
     });
+    // The worker appends before its answer reaches the sender; pausing the broker between
+    // the two would leave the first event unacknowledged, and delivery is at least once.
+    wait_for("the first event's answer", DEADLINE, || {
+        remote_status(&mut first)
+            .forwarder
+            .filter(|f| f.delivered == 1)
+    });
 
     broker.pause();
     for i in 0..N / 2 {
