@@ -17,6 +17,7 @@ use crate::remote::Remote;
 use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
 use crate::sources::file::{trigger_status, Mounted, TriggerFileSource};
+use crate::sources::provider::{ProviderSource, Providers};
 use crate::sources::timer::TimerSource;
 use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
@@ -80,6 +81,10 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
             Box::new(WebhookSource::new(Arc::clone(&shared.webhooks))),
             SourceKind::Webhook,
         ),
+        (
+            Box::new(ProviderSource::new(Arc::clone(&shared.providers))),
+            SourceKind::Provider,
+        ),
     ]
 }
 
@@ -97,6 +102,7 @@ struct Shared {
     channels: Channels,
     triggers: Mounted,
     webhooks: Webhooks,
+    providers: Providers,
 }
 
 struct State {
@@ -172,6 +178,7 @@ impl State {
             channels: channel_status(&self.shared.channels),
             triggers: trigger_status(&self.shared.triggers),
             webhooks: webhook_status(&self.shared.webhooks),
+            providers: lock(&self.shared.providers).clone(),
             remote: Box::new(self.remote.status()),
             control_refused: control::refused(),
         }
@@ -228,6 +235,9 @@ pub async fn run(
         prepared.push((source, kind));
     }
     validate_with(&prepared, &config).map_err(DaemonError::Config)?;
+    crate::sources::provider::validate(&config)
+        .await
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
     dispatcher.apply(&config);
     let remote = Remote::start(&config).map_err(DaemonError::Remote)?;
     dispatcher.set_outbox(remote.outbox());
@@ -324,6 +334,7 @@ fn bindings_for(kind: &str, config: &Config, generation: u64) -> Bindings {
     Bindings {
         generation,
         rules: Arc::new(rules),
+        providers: Arc::new(config.providers.clone()),
     }
 }
 
@@ -385,9 +396,16 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     systemd::reloading();
     let file = lock(&state.config).file.clone();
     let validators = sources(&state.shared, &lock(&state.config));
-    let loaded = config::load(&file)
+    let loaded = match config::load(&file)
         .map_err(|e| e.to_string())
-        .and_then(|new| validate_with(&validators, &new).map(|()| new));
+        .and_then(|new| validate_with(&validators, &new).map(|()| new))
+    {
+        Ok(new) => crate::sources::provider::validate(&new)
+            .await
+            .map(|()| new)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
     let outcome = match loaded {
         Ok(new) => {
             let applied = state.dispatcher.apply(&new);

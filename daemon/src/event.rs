@@ -13,6 +13,8 @@ pub enum SourceKind {
     Webhook,
     Channel,
     TriggerFile,
+    /// A `[[provider]]` process.
+    Provider,
     /// `triggerctl fire`.
     Manual,
 }
@@ -25,6 +27,7 @@ impl SourceKind {
             SourceKind::Webhook => "webhook",
             SourceKind::Channel => "channel",
             SourceKind::TriggerFile => "trigger",
+            SourceKind::Provider => "provider",
             SourceKind::Manual => "manual",
         }
     }
@@ -44,6 +47,9 @@ pub struct Event {
     pub payload: Vec<u8>,
     /// Where the action's output goes back to (a trigger file's read side), if anywhere.
     pub reply: Option<ReplyTo>,
+    /// Named values a source attaches (providers): `${name}` in arguments and
+    /// `TRIGGERD_FIELD_NAME` in the environment. Names are `[A-Za-z0-9_]`, checked by the source.
+    pub fields: Vec<(String, String)>,
 }
 
 /// Called with an action's output.

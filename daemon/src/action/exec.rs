@@ -194,6 +194,12 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Res
                 since_epoch.subsec_nanos()
             ),
         )
+        .envs(
+            event
+                .fields
+                .iter()
+                .map(|(k, v)| (format!("TRIGGERD_FIELD_{}", k.to_ascii_uppercase()), v)),
+        )
         // An empty payload needs no pipe (nor a task to feed it): /dev/null reads as empty.
         .stdin(if event.payload.is_empty() {
             Stdio::null()
@@ -296,6 +302,7 @@ mod tests {
             time: std::time::SystemTime::now(),
             payload: Vec::new(),
             reply: None,
+            fields: Vec::new(),
         };
         let mut handed = None;
         let (outcome, _) = run_exec("r", action, None, &event, |r| handed = Some(r)).await;

@@ -1,6 +1,7 @@
 //! facron-style tokens, substituted inside each argument (never joined into a shell line):
 //! `$$` full path, `$@` directory, `$#` base name, `$%` event names, `$&` numeric mask,
-//! `$*` pid of the process that caused the event. Other `$` sequences are left as written.
+//! `$*` pid of the process that caused the event, `${name}` a field the source attached (a
+//! provider's). Other `$` sequences, and `${name}` of a field the event lacks, are left as written.
 //! Arguments are bytes, so file names that are not UTF-8 pass through unchanged.
 
 use std::ffi::{OsStr, OsString};
@@ -19,6 +20,11 @@ pub fn substitute(arg: &OsStr, event: &Event) -> OsString {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'$' && i + 1 < bytes.len() {
+            if let Some((value, len)) = field_value(&bytes[i + 1..], event) {
+                out.extend_from_slice(value);
+                i += 1 + len;
+                continue;
+            }
             if let Some(value) = token_value(bytes[i + 1], event) {
                 out.extend_from_slice(&value);
                 i += 2;
@@ -29,6 +35,16 @@ pub fn substitute(arg: &OsStr, event: &Event) -> OsString {
         i += 1;
     }
     OsString::from_vec(out)
+}
+
+/// `{name}` at the start of `rest` naming one of the event's fields: its value and the length
+/// of `{name}`.
+fn field_value<'e>(rest: &[u8], event: &'e Event) -> Option<(&'e [u8], usize)> {
+    let inner = rest.strip_prefix(b"{")?;
+    let end = inner.iter().position(|&b| b == b'}')?;
+    let name = &inner[..end];
+    let (_, value) = event.fields.iter().find(|(k, _)| k.as_bytes() == name)?;
+    Some((value.as_bytes(), end + 2))
 }
 
 fn token_value(token: u8, event: &Event) -> Option<Vec<u8>> {
@@ -67,6 +83,7 @@ mod tests {
             time: SystemTime::now(),
             payload: Vec::new(),
             reply: None,
+            fields: Vec::new(),
         }
     }
 
@@ -93,6 +110,16 @@ mod tests {
         assert_eq!(
             substitute(OsStr::new("$HOME $1 $"), &e),
             OsStr::new("$HOME $1 $")
+        );
+    }
+
+    #[test]
+    fn fields_are_replaced_by_name_and_unknown_ones_left_alone() {
+        let mut e = event(b"/a");
+        e.fields = vec![("etag".into(), "\"x y\"".into()), ("n".into(), "3".into())];
+        assert_eq!(
+            substitute(OsStr::new("--etag=${etag} ${n}${n} ${missing} ${"), &e),
+            OsStr::new("--etag=\"x y\" 33 ${missing} ${")
         );
     }
 }

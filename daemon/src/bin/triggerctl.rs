@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use triggerd::control::{self, Reply, Request, Status};
 use triggerd::dispatch::RuleStatus;
 use triggerd::remote::send::SendRequest;
+use triggerd::sources::provider::ProviderStatus;
 
 #[derive(Parser)]
 #[command(version, about = "Control a running triggerd")]
@@ -25,6 +26,11 @@ struct Cli {
 enum Verb {
     /// Rules with their counters, and the state of the sources.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Event-source providers: state, restarts, rules, fires, refused lines.
+    Providers {
         #[arg(long)]
         json: bool,
     },
@@ -134,8 +140,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let providers_view = matches!(cli.verb, Verb::Providers { .. });
     let (request, json) = match cli.verb {
-        Verb::Status { json } => (Request::Status, json),
+        Verb::Status { json } | Verb::Providers { json } => (Request::Status, json),
         Verb::List { json } => (Request::List, json),
         Verb::Show { rule, json } => (Request::Show { rule }, json),
         Verb::Pause { rule } => (Request::Pause { rule }, false),
@@ -168,6 +175,7 @@ fn main() -> ExitCode {
     };
     if json {
         let value = match &reply {
+            Reply::Status(s) if providers_view => serde_json::to_value(&s.providers),
             Reply::Status(s) => serde_json::to_value(s),
             Reply::Rules(r) => serde_json::to_value(r),
             other => serde_json::to_value(other),
@@ -185,6 +193,10 @@ fn main() -> ExitCode {
         };
     }
     match reply {
+        Reply::Status(status) if providers_view => {
+            let rows: Vec<ProviderRow> = status.providers.into_iter().collect();
+            print_table(&PROVIDER_COLUMNS, &rows);
+        }
         Reply::Status(status) => print_status(&status),
         Reply::Rules(rules) if matches!(request, Request::Show { .. }) => print_rule(&rules),
         Reply::Rules(rules) => print_list(&rules),
@@ -325,10 +337,27 @@ fn print_status(status: &Status) {
     print_table(&STATUS_COLUMNS, &status.rules);
 }
 
-/// A table column: its header and how a rule fills it (one list, so they cannot drift apart).
-type Column = (&'static str, fn(&RuleStatus) -> String);
+/// A table column: its header and how a row fills it (one list, so they cannot drift apart).
+type Column<T> = (&'static str, fn(&T) -> String);
 
-const STATUS_COLUMNS: [Column; 14] = [
+/// A provider's row: its name and status.
+type ProviderRow = (String, ProviderStatus);
+
+const PROVIDER_COLUMNS: [Column<ProviderRow>; 9] = [
+    ("PROVIDER", |(name, _)| name.to_string()),
+    ("STATE", |(_, p)| p.state.clone()),
+    ("PID", |(_, p)| {
+        p.pid.map_or_else(|| "-".into(), |pid| pid.to_string())
+    }),
+    ("RESTARTS", |(_, p)| p.restarts.to_string()),
+    ("RULES", |(_, p)| p.rules.to_string()),
+    ("ACTIVE", |(_, p)| p.active.to_string()),
+    ("FIRES", |(_, p)| p.fires.to_string()),
+    ("REFUSED", |(_, p)| p.refused.to_string()),
+    ("DUPLICATES", |(_, p)| p.duplicates.to_string()),
+];
+
+const STATUS_COLUMNS: [Column<RuleStatus>; 14] = [
     ("RULE", |r| r.name.clone()),
     ("KIND", |r| r.kind.clone()),
     ("SUBJECT", |r| r.subject.clone()),
@@ -345,7 +374,7 @@ const STATUS_COLUMNS: [Column; 14] = [
     ("NEXT FIRE", next_fire),
 ];
 
-const LIST_COLUMNS: [Column; 5] = [
+const LIST_COLUMNS: [Column<RuleStatus>; 5] = [
     ("RULE", |r| r.name.clone()),
     ("KIND", |r| r.kind.clone()),
     ("STATE", |r| r.state.clone()),
@@ -353,7 +382,7 @@ const LIST_COLUMNS: [Column; 5] = [
     ("SUBJECT", |r| r.subject.clone()),
 ];
 
-fn print_table(columns: &[Column], rules: &[RuleStatus]) {
+fn print_table<T>(columns: &[Column<T>], rules: &[T]) {
     let header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     let rows: Vec<Vec<String>> = rules
         .iter()

@@ -40,7 +40,18 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    match config::load(file) {
+    let asked = config::load(file).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| config::ConfigError::Read {
+                file: file.to_path_buf(),
+                source,
+            })?;
+        runtime.block_on(triggerd::sources::provider::validate(&config))?;
+        Ok(config)
+    });
+    match asked {
         Ok(config) => {
             for (rule, why) in triggerd::sources::fanotify::probe(&config.rules) {
                 let line = config

@@ -6,6 +6,7 @@
 mod duration;
 mod error;
 mod facron;
+mod provider;
 mod raw;
 mod remote;
 mod validate;
@@ -18,6 +19,7 @@ use triggerd_watch::EventMask;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem};
+pub use provider::{ProviderSettings, ProviderTrigger};
 pub use remote::{BrokerSettings, FullPolicy, ServiceSettings, SyncPolicy};
 
 /// Where the daemon listens and how it stops.
@@ -61,6 +63,8 @@ pub struct Config {
     pub broker: Option<BrokerSettings>,
     /// `[[service]]` tables: services this host serves as a worker.
     pub services: Vec<ServiceSettings>,
+    /// `[[provider]]` tables: event-source programs that `[[source]]` rules bind to.
+    pub providers: Vec<ProviderSettings>,
 }
 
 /// One rule: what fires it, what it runs, and how runs are governed.
@@ -105,6 +109,7 @@ pub enum Trigger {
     Webhook(WebhookTrigger),
     Channel(ChannelTrigger),
     File(FileTrigger),
+    Provider(ProviderTrigger),
 }
 
 impl Trigger {
@@ -116,6 +121,7 @@ impl Trigger {
             Trigger::Webhook(_) => "webhook",
             Trigger::Channel(_) => "channel",
             Trigger::File(_) => "trigger",
+            Trigger::Provider(_) => "source",
         }
     }
 
@@ -127,6 +133,7 @@ impl Trigger {
             Trigger::Webhook(w) => format!("{}{}", w.listen, w.path),
             Trigger::Channel(c) => c.name.clone(),
             Trigger::File(f) => f.file.clone(),
+            Trigger::Provider(p) => p.provider.clone(),
         }
     }
 
@@ -141,6 +148,7 @@ impl Trigger {
                 Split::Write => "write".into(),
                 Split::Line => "line".into(),
             },
+            Trigger::Provider(_) => "fire".into(),
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct RawFile {
     #[serde(default)]
     pub trigger: Vec<Spanned<RawRule>>,
     #[serde(default)]
+    pub source: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub provider: Vec<Spanned<RawProvider>>,
+    #[serde(default)]
     pub broker: Option<Spanned<RawBroker>>,
     #[serde(default)]
     pub service: Vec<Spanned<RawService>>,
@@ -58,6 +62,18 @@ pub struct RawService {
     pub forward: Option<String>,
     pub plugin_dir: Option<String>,
     pub capacity: Option<i64>,
+}
+
+/// `[[provider]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: Option<String>,
+    pub exec: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub config: Option<toml::Table>,
+    pub validate_timeout: Option<String>,
+    pub max_line: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +154,9 @@ pub struct RawRule {
     pub queue_wait: Option<String>,
     // [[channel]]
     pub handoff_bytes: Option<i64>,
+    // [[source]]
+    pub provider: Option<String>,
+    pub params: Option<toml::Table>,
 }
 
 /// Which keys belong to which rule table; the others are refused there.
@@ -165,6 +184,7 @@ pub const WEBHOOK_KEYS: &[&str] = &[
     "body_timeout",
 ];
 pub const CHANNEL_KEYS: &[&str] = &["owner", "mode", "capacity", "lanes", "handoff_bytes"];
+pub const SOURCE_KEYS: &[&str] = &["provider", "params"];
 pub const TRIGGER_KEYS: &[&str] = &[
     "file",
     "split",

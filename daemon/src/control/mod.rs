@@ -65,6 +65,9 @@ pub struct Status {
     /// The broker side: spool, forwarder, served services.
     #[serde(default)]
     pub remote: Box<crate::remote::RemoteStatus>,
+    /// Event-source providers: state, restarts, rules, fires.
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, crate::sources::provider::ProviderStatus>,
     /// Control connections and requests refused (over the connection bound, or not allowed).
     #[serde(default)]
     pub control_refused: u64,

@@ -105,6 +105,8 @@ impl std::ops::Deref for RuleSet {
 pub struct Dispatcher {
     rules: RwLock<Arc<RuleSet>>,
     context: Arc<RuleContext>,
+    /// Bumped on every pause, resume, disable or enable, for sources that must act on them.
+    lifecycle_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Dispatcher {
@@ -116,6 +118,7 @@ impl Dispatcher {
                 lifecycle: Lifecycle::load(state_dir),
                 outbox: RwLock::default(),
             }),
+            lifecycle_changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -274,7 +277,13 @@ impl Dispatcher {
         }
         let state = self.context.lifecycle.update(name, change)?;
         tracing::info!(rule = name, ?state, "rule state changed");
+        self.lifecycle_changes.send_modify(|n| *n += 1);
         Ok(state)
+    }
+
+    /// Changes whenever a rule is paused, resumed, disabled or enabled.
+    pub fn lifecycle_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lifecycle_changes.subscribe()
     }
 
     pub fn status(&self) -> Vec<RuleStatus> {

@@ -26,8 +26,15 @@ impl Job {
         }
     }
 
+    /// What the job holds from outside: its payload and its fields.
     pub fn bytes(&self) -> usize {
-        self.event.payload.len()
+        let fields: usize = self
+            .event
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        self.event.payload.len() + fields
     }
 }
 
@@ -108,6 +115,7 @@ mod tests {
             time: std::time::SystemTime::now(),
             payload: vec![0; len],
             reply: None,
+            fields: Vec::new(),
         };
         Job::new(event, false)
     }

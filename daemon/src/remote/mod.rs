@@ -368,6 +368,7 @@ mod tests {
             time: std::time::SystemTime::now(),
             payload: Vec::new(),
             reply: None,
+            fields: Vec::new(),
         };
         assert_eq!(payload_of(&event), b"/srv/in/a b\n.csv");
         event.payload = b"line".to_vec();

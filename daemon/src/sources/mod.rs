@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod fanotify;
 pub mod file;
+pub mod provider;
 pub mod timer;
 pub mod webhook;
 
@@ -34,6 +35,8 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Bindings {
     pub generation: u64,
     pub rules: Arc<Vec<Rule>>,
+    /// The `[[provider]]` tables (what the provider source runs).
+    pub providers: Arc<Vec<crate::config::ProviderSettings>>,
 }
 
 pub trait EventSource: Send + 'static {
@@ -141,6 +144,7 @@ impl Emitter {
             time: SystemTime::now(),
             payload,
             reply: None,
+            fields: Vec::new(),
         }
     }
 
@@ -187,6 +191,23 @@ impl Emitter {
     /// The rule named `name` now, to count what a source refused on its behalf.
     pub fn rule(&self, name: &str) -> Option<Arc<crate::dispatch::RuleRuntime>> {
         self.dispatcher.rule(name)
+    }
+
+    /// Changes whenever a rule is paused, resumed, disabled or enabled.
+    pub fn lifecycle_changes(&self) -> watch::Receiver<u64> {
+        self.dispatcher.lifecycle_changes()
+    }
+
+    /// Disables a rule on the source's word (a provider's `disable`), with its reason.
+    pub fn disable(&self, rule: &str, reason: String) {
+        let since = crate::dispatch::unix_now();
+        let disabled = crate::dispatch::Disabled { reason, since };
+        if let Err(e) = self
+            .dispatcher
+            .set_state(rule, |s| s.disabled = Some(disabled))
+        {
+            tracing::warn!(rule, "cannot disable: {e}");
+        }
     }
 
     /// Shown by `status` (timers).

@@ -298,7 +298,7 @@ pub(super) fn command(argv: &[String]) -> Result<Vec<OsString>, String> {
     }
 }
 
-fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+pub(super) fn lookup_user(name: &str) -> Result<(u32, u32), String> {
     if let Ok(uid) = name.parse::<u32>() {
         let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
         return Ok((uid, user.map_or(uid, |u| u.gid.as_raw())));

@@ -6,6 +6,7 @@
 mod action;
 mod channel;
 mod file;
+mod provider;
 mod remote;
 mod timer;
 mod watch;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{keys_in_table, line_of_key, RawDaemon, RawFile, RawRule, Source};
-use super::raw::{CHANNEL_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
+use super::raw::{CHANNEL_KEYS, SOURCE_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
 use super::{parse_duration, Config, ConfigError, DaemonConfig, Problem, Rule, RuleDef, Trigger};
 
 /// Locates keys of one table in the source text for messages.
@@ -54,6 +55,7 @@ impl Table<'_> {
             WEBHOOK_KEYS,
             CHANNEL_KEYS,
             TRIGGER_KEYS,
+            SOURCE_KEYS,
         ];
         for (key, line) in keys_in_table(self.source, &self.span) {
             let elsewhere = foreign.iter().any(|keys| keys.contains(&key.as_str()));
@@ -112,12 +114,13 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
             &mut problems,
         );
     }
-    let kinds: [RuleKind<'_>; 5] = [
+    let kinds: [RuleKind<'_>; 6] = [
         (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
         (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
         (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
         (&raw.channel, "[[channel]]", CHANNEL_KEYS, channel::trigger),
         (&raw.trigger, "[[trigger]]", TRIGGER_KEYS, file::trigger),
+        (&raw.source, "[[source]]", SOURCE_KEYS, provider::trigger),
     ];
     for (tables, heading, own_keys, build) in kinds {
         for spanned in tables {
@@ -139,6 +142,7 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         }
     }
     check_names(&mut rules, &mut problems);
+    let providers = provider::providers(&source, &raw.provider, &rules, &mut problems);
     let (broker, services) = remote::remote(
         &source,
         raw.broker.as_ref(),
@@ -153,6 +157,7 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
             rules,
             broker,
             services,
+            providers,
         })
     } else {
         problems.sort_by_key(|p| p.line);
