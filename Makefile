@@ -21,6 +21,8 @@ install: build
 	test -e $(DESTDIR)/etc/triggerd/broker.toml || install -D -m 0644 etc/broker.toml $(DESTDIR)/etc/triggerd/broker.toml
 	install -d $(DESTDIR)$(PREFIX)/lib/triggerd/plugins
 	install -m 0755 etc/plugins/* $(DESTDIR)$(PREFIX)/lib/triggerd/plugins/
+	install -d $(DESTDIR)$(PREFIX)/lib/triggerd/providers
+	install -m 0755 etc/providers/* $(DESTDIR)$(PREFIX)/lib/triggerd/providers/
 	-systemctl daemon-reload 2>/dev/null
 
 uninstall:

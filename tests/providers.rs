@@ -338,3 +338,53 @@ fn the_http_poller_fires_once_per_change_and_not_after_a_restart() {
     assert_eq!(lines(&out), ["A", "B", "C"]);
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_provider_that_disables_a_rule_shows_why_and_a_flood_meets_the_queue_bound() {
+    let mut daemon = Daemon::create("");
+    // `gone` is disabled by its provider on `add`; `flood` gets 200,000 fires at once.
+    let chatty = script(
+        &daemon,
+        "chatty",
+        "#!/bin/sh\nwhile read -r line; do case \"$line\" in\n\
+         *'\"init\"'*) echo '{\"type\":\"ready\",\"version\":1}' ;;\n\
+         *'\"validate\"'*'\"gone\"'*) echo '{\"type\":\"valid\",\"rule\":\"gone\"}' ;;\n\
+         *'\"validate\"'*) echo '{\"type\":\"valid\",\"rule\":\"flood\"}' ;;\n\
+         *'\"add\"'*'\"gone\"'*) printf '%s\\n' '{\"type\":\"disable\",\"rule\":\"gone\",\"reason\":\"bucket deleted\\nERROR forged\"}' ;;\n\
+         *'\"add\"'*) yes '{\"type\":\"fire\",\"rule\":\"flood\",\"payload\":\"x\"}' | head -n 200000 ;;\n\
+         esac; done\n",
+    );
+    daemon.write_config(&format!(
+        "{}{}[[provider]]\nname = \"chatty\"\nexec = [\"{}\"]\n\n\
+         [[source]]\nname = \"gone\"\nprovider = \"chatty\"\nexec = [\"/bin/true\"]\n\n\
+         [[source]]\nname = \"flood\"\nprovider = \"chatty\"\nexec = [\"/bin/sleep\", \"1\"]\n\
+         max_running = 1\nqueue = 100\n",
+        interval_provider("100ms"),
+        ticking("tick", "interval", "{ every = \"100ms\" }"),
+        chatty.display(),
+    ));
+    daemon.launch();
+    let flood = wait_for("every fire taken or dropped", DEADLINE, || {
+        let p = provider(&mut daemon, "chatty");
+        (p.fires == 200_000).then_some(daemon.rule("flood"))
+    });
+    let gone = wait_for("the provider's disable", DEADLINE, || {
+        let r = daemon.rule("gone");
+        r.state.contains("disabled").then_some(r)
+    });
+    assert!(
+        gone.state.contains("provider: bucket deleted ERROR forged"),
+        "{}",
+        gone.state
+    );
+    assert!(flood.dropped >= 199_000, "{flood:?}");
+    assert!(flood.queued <= 100);
+    let rss = resident_kib(daemon.pid());
+    assert!(rss < 64 * 1024, "VmRSS {rss} kB");
+    let p = provider(&mut daemon, "chatty");
+    assert_eq!((p.active, p.refused, p.restarts), (1, 0, 0), "{p:?}");
+    // The other provider kept firing through it.
+    let before = daemon.rule("tick").matched;
+    wait_matched(&mut daemon, "tick", before);
+    assert_eq!(daemon.stop(), Some(0));
+}
