@@ -87,6 +87,23 @@ fn the_interval_provider_fires_and_follows_pause_resume_and_reload() {
     );
     let p = provider(&mut daemon, "interval");
     assert_eq!((p.state.as_str(), p.rules, p.active), ("running", 2, 2));
+    let listed = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_triggerctl"));
+        c.arg("--socket").arg(&daemon.socket).arg("providers");
+        if json {
+            c.arg("--json");
+        }
+        String::from_utf8(c.output().expect("triggerctl").stdout).expect("utf8")
+    };
+    let table = listed(false);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.starts_with("PROVIDER  STATE"), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("interval  running")),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&listed(true)).expect("json");
+    assert_eq!(json["interval"]["rules"], 2, "{json}");
 
     // Pause: the provider is told to remove the rule; `other` keeps ticking meanwhile.
     let ctl = |daemon: &Daemon, verb: &str| {

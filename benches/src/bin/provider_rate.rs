@@ -25,7 +25,10 @@ const PAYLOAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef012345678
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = args.iter().position(|a| a == "--provider") {
-        let events = args.get(n + 1).and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let events = args
+            .get(n + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
         return provider(events);
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -35,7 +38,8 @@ fn main() -> Result<()> {
     let config = scratch.path().join("triggerd.conf");
     let channel = format!("bench-provider-{}", std::process::id());
     let me = std::env::current_exe()?;
-    let busy = "exec = [\"/bin/sleep\", \"3600\"]\nmax_running = 1\non_busy = \"drop\"\nqueue = 1024\n";
+    let busy =
+        "exec = [\"/bin/sleep\", \"3600\"]\nmax_running = 1\non_busy = \"drop\"\nqueue = 1024\n";
     std::fs::write(
         &config,
         format!(
@@ -138,7 +142,9 @@ fn provider(events: u64) -> Result<()> {
             Some("init") => writeln!(out, "{{\"type\":\"ready\",\"version\":1}}")?,
             Some("validate") => writeln!(out, "{{\"type\":\"valid\",\"rule\":\"{rule}\"}}")?,
             Some("add") => {
-                let fire = format!("{{\"type\":\"fire\",\"rule\":\"{rule}\",\"payload\":\"{PAYLOAD}\"}}\n");
+                let fire = format!(
+                    "{{\"type\":\"fire\",\"rule\":\"{rule}\",\"payload\":\"{PAYLOAD}\"}}\n"
+                );
                 for _ in 0..events {
                     out.write_all(fire.as_bytes())?;
                 }

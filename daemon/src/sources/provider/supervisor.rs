@@ -27,8 +27,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(10);
 /// How long a provider gets between `shutdown` and the kill of its process group.
 const GRACE: Duration = Duration::from_secs(2);
-/// Event ids remembered per rule for de-duplication.
-const RECENT_IDS: usize = 4096;
+/// Event ids remembered per rule for de-duplication (at most 256 bytes each).
+const RECENT_IDS: usize = 1024;
 
 /// What a provider should be doing: its settings and the rules it serves now.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +43,7 @@ pub struct Desired {
 /// `triggerctl providers`, one row.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProviderStatus {
-    /// `running`, `starting`, `restarting in …: why`, `idle (no rules)`, `stopped`.
+    /// `running`, `starting`, `restarting in …: why`, `idle (no rules)`.
     pub state: String,
     pub pid: Option<u32>,
     pub restarts: u64,
@@ -147,10 +147,7 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        self.update(|s| {
-            s.state = "stopped".into();
-            s.pid = None;
-        });
+        // A provider no longer run is listed by the source (idle), not here.
     }
 
     fn start(&self, desired: &Desired) -> Result<Process, ProcessError> {
@@ -216,6 +213,7 @@ impl Supervisor {
                                 process.stop(GRACE).await;
                                 return End::Failed(e.to_string());
                             }
+                            self.recent.retain(|rule, _| added.contains_key(rule));
                             self.update(|s| {
                                 s.rules = next.bound;
                                 s.active = added.len();

@@ -63,12 +63,11 @@ async fn ask(
     match outcome {
         Ok(answers) => {
             for rule in rules {
-                match answers.get(rule.name.as_str()) {
-                    Some(Some(message)) => problems.push(Problem::new(
+                if let Some(Some(message)) = answers.get(rule.name.as_str()) {
+                    problems.push(Problem::new(
                         rule.line,
                         format!("[[source]]: params: {message}"),
-                    )),
-                    Some(None) | None => {}
+                    ));
                 }
             }
         }
