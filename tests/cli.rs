@@ -1,6 +1,6 @@
 //! The command-line contract: `triggerd check` exit codes and messages, `triggerd` refusing a
-//! bad config with exit 2, `triggerctl status` in both forms, the systemd unit verifying, and
-//! state files that only root can read.
+//! bad config with exit 2, `triggerctl status` in both forms, a log file without colour codes,
+//! the systemd unit verifying, and state files that only root can read.
 
 mod common;
 
@@ -99,6 +99,10 @@ fn triggerctl_status_prints_a_table_and_json() {
         .output()
         .unwrap();
     assert_eq!(gone.status.code(), Some(1));
+    // Its log is a file, not a terminal: plain text, no colour codes.
+    let log = daemon.log_text();
+    assert!(log.contains("triggerd running"), "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log}");
 }
 
 #[test]
@@ -180,4 +184,27 @@ fn state_files_are_root_s_alone() {
         .unwrap();
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("Permission denied"));
+}
+
+#[test]
+fn the_shipped_config_answers_hello_and_logs_what_its_commands_print() {
+    let shipped = std::fs::read_to_string(repo_file("etc/triggerd.conf")).expect("shipped config");
+    // The harness writes its own [daemon] table (socket, mount and state in a temp dir).
+    let rules = shipped
+        .split_once("\n\n# Every file written")
+        .map(|(_, rest)| format!("# Every file written{rest}"))
+        .expect("the rules after [daemon]");
+    let mut daemon = Daemon::start(&rules);
+    daemon.wait_watching();
+    let hello = daemon.path("fs/hello");
+    std::fs::write(&hello, "world").expect("write the trigger file");
+    let answer = common::wait_for("the answer", common::DEADLINE, || {
+        let text = std::fs::read_to_string(&hello).ok()?;
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(answer, "hello, world\n");
+    common::wait_for("the command's output in the log", common::DEADLINE, || {
+        daemon.log_text().contains("hello, world").then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0));
 }

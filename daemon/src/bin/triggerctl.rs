@@ -13,7 +13,7 @@ use triggerd::remote::send::SendRequest;
 use triggerd::sources::provider::ProviderStatus;
 
 #[derive(Parser)]
-#[command(version, about = "Control a running triggerd")]
+#[command(name = "triggerctl", version, about = "Control a running triggerd")]
 struct Cli {
     /// The daemon's control socket.
     #[arg(long, default_value = "/run/triggerd/control.sock")]
@@ -95,6 +95,9 @@ enum Verb {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = triggerd_cli::generate::answer(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     if let Verb::Publish {
         channel,

@@ -14,7 +14,7 @@ const DEFAULT_CONFIG: &str = "/etc/triggerd.conf";
 #[derive(Parser)]
 #[command(
     version,
-    about = "Per-host event daemon: fanotify watches fire local actions"
+    about = "Per-host event daemon: watches, trigger files, channels, timers, webhooks and providers fire local actions or go to a broker"
 )]
 struct Cli {
     /// The config file.
@@ -31,12 +31,31 @@ enum Verb {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).eq(["--generate", "conf-man"]) {
+        print!("{}", config_manual());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(code) = triggerd_cli::generate::answer(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
     let cli = Cli::parse();
-    init_logging();
+    triggerd_cli::logging::init("TRIGGERD_LOG", "triggerd");
     match cli.command {
         Some(Verb::Check { file }) => check(&file.unwrap_or(cli.config)),
         None => serve(&cli.config),
     }
+}
+
+/// `triggerd.conf(5)`: the README's configuration reference, which is its one source.
+fn config_manual() -> String {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    triggerd_cli::manual::page(
+        readme,
+        "Configuration reference",
+        "triggerd.conf",
+        "5",
+        "triggerd's configuration file",
+    )
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
@@ -117,19 +136,4 @@ fn forward_signals(commands: mpsc::UnboundedSender<Command>) -> std::io::Result<
             }
         })?;
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIGGERD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    // journald stamps each line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use triggerd_remote::broker::{self, Algorithm, BrokerConfig, Role, Store};
 
 #[derive(Parser)]
-#[command(name = "triggerd-broker", about = "triggerd's Majordomo broker")]
+#[command(
+    name = "triggerd-broker",
+    version,
+    about = "triggerd's Majordomo broker: services of workers for the hosts' events"
+)]
 struct Cli {
     /// Broker configuration (TOML).
     #[arg(long, default_value = "/etc/triggerd/broker.toml")]
@@ -145,13 +149,10 @@ fn admin(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(code) = triggerd_cli::generate::answer(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
+    triggerd_cli::logging::init("RUST_LOG", "triggerd-broker");
     let cli = Cli::parse();
     if !triggerd_remote::broker::return_large_frames_to_the_kernel() {
         tracing::warn!("allocator refused a fixed mmap threshold: large frames may stay resident");
