@@ -6,9 +6,18 @@ DOCDIR  ?= $(PREFIX)/share/doc/triggerd
 CARGO   ?= cargo
 BINS     = triggerd triggerctl triggerd-broker
 
-.PHONY: build install uninstall run test
+.PHONY: deps build install uninstall run test deb bench
 
-build:
+MANDIR  ?= $(PREFIX)/share/man
+BASHDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHDIR  ?= $(PREFIX)/share/zsh/vendor-completions
+FISHDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+
+# The Debian packages building and testing need (only the missing ones; needs root then).
+deps:
+	scripts/deps
+
+build: deps
 	$(CARGO) build --release --locked -p triggerd -p triggerd-remote
 
 # Binaries and the unit always; the config only when there is none (it is the admin's).
@@ -23,17 +32,35 @@ install: build
 	install -m 0755 etc/plugins/* $(DESTDIR)$(PREFIX)/lib/triggerd/plugins/
 	install -d $(DESTDIR)$(PREFIX)/lib/triggerd/providers
 	install -m 0755 etc/providers/* $(DESTDIR)$(PREFIX)/lib/triggerd/providers/
-	-systemctl daemon-reload 2>/dev/null
+	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHDIR) $(DESTDIR)$(ZSHDIR) $(DESTDIR)$(FISHDIR)
+	for b in $(BINS); do \
+	  target/release/$$b --generate man | gzip -9n > $(DESTDIR)$(MANDIR)/man8/$$b.8.gz; \
+	  target/release/$$b --generate bash > $(DESTDIR)$(BASHDIR)/$$b; \
+	  target/release/$$b --generate zsh > $(DESTDIR)$(ZSHDIR)/_$$b; \
+	  target/release/$$b --generate fish > $(DESTDIR)$(FISHDIR)/$$b.fish; \
+	done
+	target/release/triggerd --generate conf-man | gzip -9n > $(DESTDIR)$(MANDIR)/man5/triggerd.conf.5.gz
+	-[ -z "$(DESTDIR)" ] && systemctl daemon-reload 2>/dev/null
 
 uninstall:
 	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
 	rm -f $(DESTDIR)$(UNITDIR)/triggerd.service $(DESTDIR)$(UNITDIR)/triggerd-broker.service
 	rm -rf $(DESTDIR)$(PREFIX)/lib/triggerd
 	rm -rf $(DESTDIR)$(DOCDIR)
+	for b in $(BINS); do rm -f $(DESTDIR)$(MANDIR)/man8/$$b.8.gz $(DESTDIR)$(BASHDIR)/$$b $(DESTDIR)$(ZSHDIR)/_$$b $(DESTDIR)$(FISHDIR)/$$b.fish; done
+	rm -f $(DESTDIR)$(MANDIR)/man5/triggerd.conf.5.gz
 
 # Foreground, on the shipped default config (needs root: fanotify).
-run:
+run: deps
 	$(CARGO) run --release --locked -p triggerd --bin triggerd -- --config etc/triggerd.conf
 
-test:
+test: deps
 	$(CARGO) test --workspace --locked
+
+# The Debian package (target/debian/triggerd_VERSION_ARCH.deb): see packaging/debian/.
+deb: build
+	packaging/debian/build
+
+# Every benchmark, each printing its ratio against a baseline measured in the same run.
+bench: deps
+	benches/run-all

@@ -9,6 +9,9 @@
 # Environment: NGINX_WORKERS (default 2), TRIGGERFS_THREADS (FUSE threads, default 2).
 # Needs: nginx, wrk, /usr/bin/python3 (to pick a free port).
 set -euo pipefail
+for tool in nginx wrk /usr/bin/python3; do
+    command -v "$tool" >/dev/null || { echo "nginx_access_log.sh: $tool is missing (apt-get install nginx wrk python3)" >&2; exit 1; }
+done
 
 SECS=${1:-10}
 CONNS=${2:-32}
