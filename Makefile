@@ -40,7 +40,7 @@ install: build
 	  target/release/$$b --generate fish > $(DESTDIR)$(FISHDIR)/$$b.fish; \
 	done
 	target/release/triggerd --generate conf-man | gzip -9n > $(DESTDIR)$(MANDIR)/man5/triggerd.conf.5.gz
-	-[ -z "$(DESTDIR)" ] && systemctl daemon-reload 2>/dev/null
+	if [ -z "$(DESTDIR)" ]; then systemctl daemon-reload 2>/dev/null || true; fi
 
 uninstall:
 	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
