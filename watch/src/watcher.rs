@@ -83,6 +83,8 @@ impl MarkPolicy for NotifyPolicy {
         let asked =
             user.notification_part().difference(EventMask::OVERFLOW) | (user & EventMask::FLAGS);
         let bookkeeping = match (object.scope, object.is_dir, user.is_empty()) {
+            // a mount mark carries path events only: no renames, no deletions
+            _ if object.mount_only => 0,
             // an ancestor: only its own renames matter
             (_, _, true) => libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
             (MarkScope::Filesystem, _, _) => DIR_RENAMES,

@@ -100,3 +100,28 @@ fn kinds_inotify_cannot_report_and_missing_paths_are_refused_per_spec() {
         WatchError::NoInotifyEquivalent { .. }
     ));
 }
+
+#[test]
+fn a_tree_made_while_the_watcher_reads_is_followed() {
+    let (_keep, dir) = tempdir();
+    let plain = spec(
+        &dir,
+        MarkScope::Inode,
+        EventMask::CLOSE_WRITE | EventMask::EVENT_ON_CHILD,
+    );
+    let mut tree = spec(&dir, MarkScope::Filesystem, EventMask::CLOSE_WRITE);
+    tree.id = plain.id + 1;
+    let mut watcher = InotifyWatcher::new().unwrap();
+    assert!(watcher.set_specs(&[plain, tree]).is_empty());
+    let top = dir.clone();
+    let writer = std::thread::spawn(move || {
+        std::fs::create_dir_all(top.join("new/deep")).unwrap();
+        std::fs::write(top.join("new/deep/g"), b"x").unwrap();
+    });
+    let mut events = Vec::new();
+    let seen = read_until(&mut watcher, &mut events, |e| {
+        count(e, &dir.join("new/deep/g"), EventMask::CLOSE_WRITE) == 1
+    });
+    writer.join().unwrap();
+    assert!(seen, "{events:#?}");
+}

@@ -65,8 +65,9 @@ impl InotifyWatcher {
                     });
                 }
                 if is_dir {
-                    if let Some(child) = self.watch_dir(dir, &path, name) {
-                        stack.push(child);
+                    match self.watch_dir(dir, &path, name) {
+                        Some((child, new)) if new || !report => stack.push(child),
+                        _ => {}
                     }
                 }
             }
@@ -74,8 +75,13 @@ impl InotifyWatcher {
     }
 
     /// Gives the subdirectory `name` of the watched `parent` (spelled `parent_path`) its
-    /// watch and links it; returns it when it is new (to be listed).
-    fn watch_dir(&mut self, parent: i32, parent_path: &Path, name: OsString) -> Option<i32> {
+    /// watch and links it; returns it, and whether it is new (not linked or walked before).
+    fn watch_dir(
+        &mut self,
+        parent: i32,
+        parent_path: &Path,
+        name: OsString,
+    ) -> Option<(i32, bool)> {
         let path = parent_path.join(&name);
         let dev = self.tree.nodes.get(&parent)?.dev;
         let stat = nix::sys::stat::lstat(&path).ok()?;
@@ -102,7 +108,7 @@ impl InotifyWatcher {
         };
         let raw = wd.as_raw();
         if self.tree.is_linked(raw) {
-            return None;
+            return Some((raw, false));
         }
         // a spec's recursive root: its own walk listed it
         let walked = self.tree.nodes.get(&raw).is_some_and(|n| n.in_tree);
@@ -114,7 +120,7 @@ impl InotifyWatcher {
             in_tree: true,
         });
         self.tree.link(parent, name, raw);
-        (!walked).then_some(raw)
+        Some((raw, !walked))
     }
 
     /// Keeps found entries and the tree right as entries come and go.
@@ -159,7 +165,7 @@ impl InotifyWatcher {
             };
             // entries already in a directory moved in were not made there: not reported
             let report = mask & libc::IN_CREATE != 0;
-            if let Some(child) = self.watch_dir(wd, &parent_path, name) {
+            if let Some((child, true)) = self.watch_dir(wd, &parent_path, name) {
                 self.walk(child, report);
             }
         }
