@@ -495,8 +495,10 @@ impl Source {
         }
         if let Some(group) = &mut self.inotify {
             errors.extend(fallback::set_specs(group.get_mut(), specs, fell_back));
-            let watches = group.get_ref().0.watches() as u64;
-            lock(&self.delivery.status).inotify_watches = watches;
+            let watcher = &group.get_ref().0;
+            let mut status = lock(&self.delivery.status);
+            status.inotify_watches = watcher.watches() as u64;
+            status.inotify_refused = watcher.refused();
         }
     }
 

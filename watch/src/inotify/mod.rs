@@ -20,8 +20,9 @@ mod scan;
 mod tree;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -60,6 +61,12 @@ pub struct InotifyWatcher {
     found: HashMap<(i32, OsString), Found>,
     /// Directories moved out of a watched directory, by cookie, until their `moved_to`.
     moved: HashMap<u32, i32>,
+    /// Kinds reported for found entries at the last drain: a real event of the same kind read
+    /// before `marker`'s is the one the report stood for (it was queued before the probe).
+    reported: HashMap<(i32, OsString), EventMask>,
+    /// An unlinked file watched for `IN_ATTRIB`, touched after each report: its event marks
+    /// the point in the queue after which events on reported entries are new ones.
+    marker: Option<(OwnedFd, i32)>,
     buf: Vec<u8>,
     overflows: u64,
     malformed: u64,
@@ -79,7 +86,10 @@ impl InotifyWatcher {
                     errno,
                 }
             })?;
+        let marker = scan::marker(&fd);
         Ok(Self {
+            marker,
+            reported: HashMap::new(),
             fd,
             tree: Tree::default(),
             wanted: Vec::new(),
@@ -302,6 +312,10 @@ impl Batches for InotifyWatcher {
                 continue;
             }
             let wd = event.wd;
+            if self.marker.as_ref().is_some_and(|(_, m)| *m == wd) {
+                self.reported.clear();
+                continue;
+            }
             if mask & libc::IN_IGNORED != 0 {
                 if let Some(node) = self.tree.remove(wd) {
                     for id in &node.roots {
@@ -322,7 +336,15 @@ impl Batches for InotifyWatcher {
             if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 && is_root {
                 self.mark_stale();
             }
-            let kinds = record::from_inotify(mask);
+            let mut kinds = record::from_inotify(mask);
+            if let (Some(name), false) = (event.name, self.reported.is_empty()) {
+                let key = (wd, OsStr::from_bytes(name).to_os_string());
+                if let Some(done) = self.reported.get_mut(&key) {
+                    let again = kinds & *done;
+                    kinds = kinds.difference(again.difference(EventMask::ONDIR));
+                    *done = done.difference(again);
+                }
+            }
             if let Some(name) = event.name {
                 self.follow_entry(wd, name, mask, event.cookie, kinds, in_tree);
             }

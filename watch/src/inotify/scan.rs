@@ -8,7 +8,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::inotify::AddWatchFlags;
+use nix::fcntl::OFlag;
+use nix::sys::inotify::{AddWatchFlags, Inotify};
+use nix::sys::stat::Mode;
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::probe::{openness, Openness};
 use super::tree::Node;
@@ -16,6 +19,25 @@ use super::{Found, InotifyWatcher};
 use crate::kinds::EventMask;
 use crate::marks::MarkScope;
 use crate::watcher::WatchEvent;
+
+/// The queue marker: an unlinked temp file watched for `IN_ATTRIB` (None where the temp
+/// filesystem has no `O_TMPFILE`: then a real event racing a report may be reported twice).
+pub(super) fn marker(fd: &Inotify) -> Option<(OwnedFd, i32)> {
+    let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(
+        &std::env::temp_dir(),
+        flags,
+        Mode::from_bits_truncate(0o600),
+    )
+    .ok()?;
+    let wd = fd
+        .add_watch(
+            &crate::sys::proc_fd_path(file.as_fd()),
+            AddWatchFlags::IN_ATTRIB,
+        )
+        .ok()?;
+    Some((file, wd.as_raw()))
+}
 
 impl InotifyWatcher {
     /// Watches every directory below `top` not watched yet (same filesystem, no links
@@ -219,6 +241,14 @@ impl InotifyWatcher {
             }
             let kinds = kinds.difference(found.seen.difference(EventMask::ONDIR));
             self.tree.route(wd, Some(name.as_bytes()), kinds, out);
+            if self.marker.is_some() {
+                self.reported
+                    .insert((wd, name), kinds.difference(EventMask::ONDIR));
+            }
+        }
+        if let (Some((marker, _)), false) = (&self.marker, self.reported.is_empty()) {
+            // IN_ATTRIB, queued after every event the probes could have raced
+            let _ = nix::sys::stat::fchmod(marker.as_fd(), Mode::from_bits_truncate(0o600));
         }
     }
 }
