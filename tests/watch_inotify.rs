@@ -180,10 +180,7 @@ fn an_exhausted_watch_limit_is_a_counted_refusal_and_spares_other_rules() {
 fn a_mount_only_rule_sees_writes_through_its_mount_and_not_the_source() {
     let mut daemon = Daemon::create("");
     let mut mounts = Mounts::default();
-    let source = daemon.path("source");
-    let bind = daemon.path("bind");
-    fs::create_dir_all(&source).unwrap();
-    mounts.mount(&["--bind", source.to_str().unwrap()], &bind);
+    let (source, bind) = mounts.bind_in(daemon.dir.path());
     daemon.write_config(&format!(
         "[[watch]]\nname = \"mount\"\npath = \"{}\"\nevents = [\"close_write\"]\nmount_only = true\nexec = [\"{{record}}\", \"{{out}}\", \"mount\", \"$$\"]\n",
         bind.display()

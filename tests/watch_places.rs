@@ -108,10 +108,7 @@ fn a_path_under_a_symlinked_parent_fires() {
 fn a_bind_mount_fires_for_writes_through_either_path() {
     let mut daemon = Daemon::create("");
     let mut mounts = Mounts::default();
-    let source = daemon.path("source");
-    let bind = daemon.path("bind");
-    fs::create_dir_all(&source).unwrap();
-    mounts.mount(&["--bind", source.to_str().unwrap()], &bind);
+    let (source, bind) = mounts.bind_in(daemon.dir.path());
     daemon.write_config(&rules(bind.to_str().unwrap()));
     daemon.launch();
     daemon.wait_watching();

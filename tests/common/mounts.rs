@@ -40,6 +40,14 @@ impl Mounts {
 }
 
 impl Mounts {
+    /// A fresh directory `root/source` bind-mounted at `root/bind`: (source, bind).
+    pub fn bind_in(&mut self, root: &Path) -> (PathBuf, PathBuf) {
+        let (source, bind) = (root.join("source"), root.join("bind"));
+        fs::create_dir_all(&source).unwrap();
+        self.mount(&["--bind", source.to_str().unwrap()], &bind);
+        (source, bind)
+    }
+
     /// An overlayfs of fresh `lower`, `upper` and `work` dirs in `root`, merged at `at`.
     pub fn overlay(&mut self, root: &Path, at: &Path) {
         for dir in ["lower", "upper", "work"] {
