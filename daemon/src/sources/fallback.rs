@@ -11,11 +11,12 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use tokio::io::unix::AsyncFd;
 use triggerd_watch::{InotifyWatcher, MarkError, MarkSpec, WatchEvent};
 
-use super::fanotify::{register, Delivery, OwnsGroupFd};
+use super::fanotify::{lock, register, Delivery, OwnsGroupFd, WatchStatus};
 
 /// What inotify gives up against fanotify, for `triggerd check` and logs.
 pub const GIVES_UP: &str = "inotify sees only changes made through this host's view of the \
@@ -37,25 +38,66 @@ impl OwnsGroupFd for InotifyGroup {}
 /// A failed or partial watch, as the source reports it: (spec id, path, why, retrying helps).
 pub type Trouble = (u64, PathBuf, String, bool);
 
-pub fn open() -> Result<AsyncFd<InotifyGroup>, String> {
+/// The instance (made when the first rule needs it) and the specs it watches now.
+#[derive(Default)]
+pub struct InotifySide {
+    pub group: Option<AsyncFd<InotifyGroup>>,
+    pub ids: HashSet<u64>,
+}
+
+impl InotifySide {
+    /// Watches exactly `specs`; `fell_back` holds, by spec id, why fanotify refused the ones
+    /// it got from the fanotify side.
+    pub fn apply(
+        &mut self,
+        specs: &[MarkSpec],
+        fell_back: &HashMap<u64, String>,
+        status: &Mutex<WatchStatus>,
+    ) -> Vec<Trouble> {
+        let ids: HashSet<u64> = specs.iter().map(|s| s.id).collect();
+        for spec in specs.iter().filter(|s| !self.ids.contains(&s.id)) {
+            let why = fell_back
+                .get(&spec.id)
+                .map_or("backend = \"inotify\"", String::as_str);
+            tracing::info!(path = %spec.path.display(), "watched with inotify ({why}): {GIVES_UP}");
+        }
+        self.ids = ids;
+        if !specs.is_empty() && self.group.is_none() {
+            match open() {
+                Ok(group) => self.group = Some(group),
+                Err(e) => {
+                    return specs
+                        .iter()
+                        .map(|s| {
+                            let why = format!("fanotify refused; inotify unavailable: {e}");
+                            (s.id, s.path.clone(), why, true)
+                        })
+                        .collect()
+                }
+            }
+        }
+        let Some(group) = &mut self.group else {
+            return Vec::new();
+        };
+        let troubles = group
+            .get_mut()
+            .0
+            .set_specs(specs)
+            .into_iter()
+            .map(|e| trouble(e, fell_back))
+            .collect();
+        let watcher = &group.get_ref().0;
+        let mut status = lock(status);
+        status.inotify_watches = watcher.watches() as u64;
+        status.inotify_refused = watcher.refused();
+        troubles
+    }
+}
+
+fn open() -> Result<AsyncFd<InotifyGroup>, String> {
     let watcher = InotifyWatcher::new().map_err(|e| e.to_string())?;
     let fd = watcher.as_fd().as_raw_fd();
     register(InotifyGroup(watcher, fd)).map_err(|e| format!("inotify: {e}"))
-}
-
-/// Watches `specs`; `fell_back` holds, by spec id, why fanotify refused the ones it got
-/// from the fanotify side.
-pub fn set_specs(
-    group: &mut InotifyGroup,
-    specs: &[MarkSpec],
-    fell_back: &HashMap<u64, String>,
-) -> Vec<Trouble> {
-    group
-        .0
-        .set_specs(specs)
-        .into_iter()
-        .map(|e| trouble(e, fell_back))
-        .collect()
 }
 
 fn trouble(e: MarkError, fell_back: &HashMap<u64, String>) -> Trouble {
@@ -85,7 +127,7 @@ pub async fn read(
         }
     };
     {
-        let mut status = super::fanotify::lock(&delivery.status);
+        let mut status = lock(&delivery.status);
         status.inotify_events += events.len() as u64;
         status.inotify_overflows = watcher.overflows();
         status.inotify_watches = watcher.watches() as u64;

@@ -23,7 +23,7 @@ use triggerd_watch::{
     WatchEvent, Watcher,
 };
 
-use super::fallback::{self, InotifyGroup, Trouble};
+use super::fallback::{self, InotifySide, Trouble};
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{Rule, Trigger, WatchBackend, WatchTrigger};
 use crate::dispatch::SourceState;
@@ -259,8 +259,7 @@ impl EventSource for FanotifySource {
             let mut source = Source {
                 notify,
                 mount: None,
-                inotify: None,
-                on_inotify: HashSet::new(),
+                inotify: InotifySide::default(),
                 permission: gate,
                 delivery,
                 marks: Marks::default(),
@@ -279,9 +278,7 @@ struct Source {
     /// The group of `mount_only` rules, made when the first one is bound.
     mount: Option<AsyncFd<Watcher>>,
     /// The inotify backend, made when the first rule needs it.
-    inotify: Option<AsyncFd<InotifyGroup>>,
-    /// Spec ids watched by inotify now.
-    on_inotify: HashSet<u64>,
+    inotify: InotifySide,
     permission: Option<SharedGate>,
     delivery: Delivery,
     marks: Marks,
@@ -350,8 +347,8 @@ impl Source {
                         self.reapply();
                     }
                 }
-                ready = ready_of(&mut self.inotify) => {
-                    let (delivery, events, ids) = (&mut self.delivery, &mut events, &self.on_inotify);
+                ready = ready_of(&mut self.inotify.group) => {
+                    let (delivery, events, ids) = (&mut self.delivery, &mut events, &self.inotify.ids);
                     if on_ready(ready, "inotify", async |g| fallback::read(g, delivery, ids, events).await).await {
                         self.reapply();
                     }
@@ -441,7 +438,8 @@ impl Source {
                     .map(|s| (s.id, s.path.clone(), why.to_string(), false)),
             );
         }
-        self.apply_inotify(&inotify_specs, &fell_back, &mut errors);
+        let status = &self.delivery.status;
+        errors.extend(self.inotify.apply(&inotify_specs, &fell_back, status));
         self.report(&marks, &errors);
         let mut status = lock(&self.delivery.status);
         let mut failing = BTreeMap::new();
@@ -470,38 +468,6 @@ impl Source {
         self.marks = marks;
     }
 
-    fn apply_inotify(
-        &mut self,
-        specs: &[MarkSpec],
-        fell_back: &HashMap<u64, String>,
-        errors: &mut Vec<Trouble>,
-    ) {
-        let on_inotify: HashSet<u64> = specs.iter().map(|s| s.id).collect();
-        for spec in specs.iter().filter(|s| !self.on_inotify.contains(&s.id)) {
-            let why = fell_back
-                .get(&spec.id)
-                .map_or("backend = \"inotify\"", String::as_str);
-            tracing::info!(path = %spec.path.display(), "watched with inotify ({why}): {}", fallback::GIVES_UP);
-        }
-        self.on_inotify = on_inotify;
-        if !specs.is_empty() && self.inotify.is_none() {
-            match fallback::open() {
-                Ok(group) => self.inotify = Some(group),
-                Err(e) => errors.extend(specs.iter().map(|s| {
-                    let why = format!("fanotify refused; inotify unavailable: {e}");
-                    (s.id, s.path.clone(), why, true)
-                })),
-            }
-        }
-        if let Some(group) = &mut self.inotify {
-            errors.extend(fallback::set_specs(group.get_mut(), specs, fell_back));
-            let watcher = &group.get_ref().0;
-            let mut status = lock(&self.delivery.status);
-            status.inotify_watches = watcher.watches() as u64;
-            status.inotify_refused = watcher.refused();
-        }
-    }
-
     /// Tells each rule's status how it is watched, or why it is not.
     fn report(&self, marks: &Marks, errors: &[Trouble]) {
         let bound = lock(&self.delivery.bound);
@@ -520,7 +486,7 @@ impl Source {
         for spec in specs.chain(&marks.mount).chain(&marks.inotify) {
             if let Some((name, _)) = bound.rule(spec.id) {
                 let state = SourceState {
-                    backend: Some(backend_of(spec, &self.on_inotify)),
+                    backend: Some(backend_of(spec, &self.inotify.ids)),
                     trouble: trouble.get(&spec.id).cloned(),
                 };
                 self.delivery.emitter.set_source_state(name, state);
