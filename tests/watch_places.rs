@@ -2,7 +2,8 @@
 //! images, a btrfs subvolume, tmpfs, a bind mount (written through either path), a path that
 //! is a symbolic link, a path under a linked parent. Each place gets a plain and a recursive
 //! rule; the recursive one sees a file in a subdirectory made after start. Runs carry the
-//! path as the rule spells it. A place fanotify cannot mark (overlayfs) is never `active`.
+//! path as the rule spells it. Where fanotify refuses the place (overlayfs, a btrfs subvolume's
+//! tree) the rule is watched with inotify; a rule no backend can serve is never `active`.
 
 mod common;
 
@@ -10,47 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{detach, records, sh, wait_for, Daemon, DEADLINE};
-
-/// Mount points made by a test, unmounted (lazily, in reverse) however the test ends.
-#[derive(Default)]
-struct Mounts(Vec<PathBuf>);
-
-impl Mounts {
-    fn mount(&mut self, args: &[&str], at: &Path) {
-        fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount").args(args).arg(at).status().unwrap();
-        assert!(status.success(), "mount {args:?} {at:?}");
-        self.0.push(at.to_path_buf());
-    }
-
-    /// A fresh filesystem of `kind` in a sparse image of `mib` MiB, mounted at `at`.
-    fn image(&mut self, kind: &str, mib: u64, at: &Path) {
-        let image = at.with_extension("img");
-        fs::File::create(&image)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
-        let mkfs = format!("mkfs.{kind}");
-        let quiet = if kind == "ext4" { "-q" } else { "-f" };
-        let status = Command::new(&mkfs)
-            .arg(quiet)
-            .arg(&image)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("{mkfs}: {e}"));
-        assert!(status.success(), "{mkfs}");
-        self.mount(&["-o", "loop", image.to_str().unwrap()], at);
-    }
-}
-
-impl Drop for Mounts {
-    fn drop(&mut self) {
-        for at in self.0.iter().rev() {
-            detach(at);
-        }
-    }
-}
+use common::mounts::Mounts;
+use common::{records, sh, wait_for, Daemon, DEADLINE};
 
 fn rules(path: &str) -> String {
     let mut config = String::new();
@@ -76,9 +38,16 @@ fn wait_run(daemon: &Daemon, rule: &str, path: &Path) -> (String, String) {
     })
 }
 
-/// Starts a daemon with both rules on `configured`, writes through each of `write_via` (paths
-/// to the same directory), and checks both rules fire under the configured spelling.
-fn fires_at(daemon_dir_rel: impl Fn(&Path) -> PathBuf, setup: impl FnOnce(&Path, &mut Mounts)) {
+/// What fanotify gives a plain and a recursive rule on the usual filesystems.
+const FANOTIFY: [&str; 2] = ["fanotify-inode", "fanotify-fs"];
+
+/// Starts a daemon with both rules on `configured`, checks `triggerctl status --json` shows
+/// them active on `backends` (plain, tree), and that both fire under the configured spelling.
+fn fires_at(
+    backends: [&str; 2],
+    daemon_dir_rel: impl Fn(&Path) -> PathBuf,
+    setup: impl FnOnce(&Path, &mut Mounts),
+) {
     let mut daemon = Daemon::create("");
     let mut mounts = Mounts::default();
     let root = daemon.dir.path().to_path_buf();
@@ -87,10 +56,9 @@ fn fires_at(daemon_dir_rel: impl Fn(&Path) -> PathBuf, setup: impl FnOnce(&Path,
     daemon.write_config(&rules(configured.to_str().unwrap()));
     daemon.launch();
     daemon.wait_watching();
-    for name in ["plain", "tree"] {
-        let rule = daemon.rule(name);
-        assert_eq!(rule.state, "active", "{rule:?}");
-        assert!(rule.backend.is_some(), "{rule:?}");
+    for (name, backend) in ["plain", "tree"].into_iter().zip(backends) {
+        let shown = daemon.ctl_backend(name);
+        assert_eq!(shown, (backend.to_string(), "active".to_string()), "{name}");
     }
     fs::write(configured.join("f"), b"x").unwrap();
     let (dir, base) = wait_run(&daemon, "plain", &configured.join("f"));
@@ -115,6 +83,7 @@ fn fires_at(daemon_dir_rel: impl Fn(&Path) -> PathBuf, setup: impl FnOnce(&Path,
 #[test]
 fn a_symlinked_path_fires() {
     fires_at(
+        FANOTIFY,
         |root| root.join("link"),
         |root, _| {
             fs::create_dir(root.join("real")).unwrap();
@@ -126,6 +95,7 @@ fn a_symlinked_path_fires() {
 #[test]
 fn a_path_under_a_symlinked_parent_fires() {
     fires_at(
+        FANOTIFY,
         |root| root.join("lib/watched"),
         |root, _| {
             fs::create_dir_all(root.join("usr/lib/watched")).unwrap();
@@ -138,10 +108,7 @@ fn a_path_under_a_symlinked_parent_fires() {
 fn a_bind_mount_fires_for_writes_through_either_path() {
     let mut daemon = Daemon::create("");
     let mut mounts = Mounts::default();
-    let source = daemon.path("source");
-    let bind = daemon.path("bind");
-    fs::create_dir_all(&source).unwrap();
-    mounts.mount(&["--bind", source.to_str().unwrap()], &bind);
+    let (source, bind) = mounts.bind_in(daemon.dir.path());
     daemon.write_config(&rules(bind.to_str().unwrap()));
     daemon.launch();
     daemon.wait_watching();
@@ -159,6 +126,7 @@ fn a_bind_mount_fires_for_writes_through_either_path() {
 #[test]
 fn tmpfs_fires() {
     fires_at(
+        FANOTIFY,
         |root| root.join("tmp"),
         |root, mounts| mounts.mount(&["-t", "tmpfs", "tmpfs"], &root.join("tmp")),
     );
@@ -167,6 +135,7 @@ fn tmpfs_fires() {
 #[test]
 fn an_ext4_image_fires() {
     fires_at(
+        FANOTIFY,
         |root| root.join("ext4"),
         |root, mounts| mounts.image("ext4", 16, &root.join("ext4")),
     );
@@ -175,6 +144,7 @@ fn an_ext4_image_fires() {
 #[test]
 fn an_xfs_image_fires() {
     fires_at(
+        FANOTIFY,
         |root| root.join("xfs"),
         |root, mounts| mounts.image("xfs", 300, &root.join("xfs")),
     );
@@ -183,65 +153,59 @@ fn an_xfs_image_fires() {
 #[test]
 fn a_btrfs_image_fires() {
     fires_at(
+        FANOTIFY,
         |root| root.join("btrfs"),
         |root, mounts| mounts.image("btrfs", 128, &root.join("btrfs")),
     );
 }
 
 /// A subvolume has an fsid of its own: an inode mark works there (the spec's own object is
-/// marked before any ancestor on another subvolume can claim the superblock), a filesystem
-/// mark is refused by the kernel (EXDEV) and the recursive rule says so.
+/// marked before any ancestor on another subvolume can claim the superblock); a filesystem
+/// mark is refused by the kernel (EXDEV), so the recursive rule is watched with inotify.
 #[test]
-fn a_btrfs_subvolume_fires_plain_and_says_why_not_recursive() {
-    let mut daemon = Daemon::create("");
-    let mut mounts = Mounts::default();
-    let fs_root = daemon.path("btrfs");
-    mounts.image("btrfs", 128, &fs_root);
-    let sub = fs_root.join("sub");
-    let status = Command::new("btrfs")
-        .args(["-q", "subvolume", "create"])
-        .arg(&sub)
-        .status()
-        .unwrap();
-    assert!(status.success(), "btrfs subvolume create");
-    daemon.write_config(&rules(sub.to_str().unwrap()));
-    daemon.launch();
-    let tree = wait_for("tree refused", DEADLINE, || {
-        Some(daemon.rule("tree")).filter(|r| r.state != "active")
-    });
-    assert!(
-        tree.state.starts_with("failed: ") && tree.state.contains("EXDEV"),
-        "{tree:?}"
+fn a_btrfs_subvolume_fires_plain_and_recursive() {
+    fires_at(
+        ["fanotify-inode", "inotify"],
+        |root| root.join("btrfs/sub"),
+        |root, mounts| {
+            mounts.image("btrfs", 128, &root.join("btrfs"));
+            let status = Command::new("btrfs")
+                .args(["-q", "subvolume", "create"])
+                .arg(root.join("btrfs/sub"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "btrfs subvolume create");
+        },
     );
-    assert_eq!(daemon.rule("plain").state, "active");
-    fs::write(sub.join("f"), b"x").unwrap();
-    let (dir, base) = wait_run(&daemon, "plain", &sub.join("f"));
-    assert_eq!((PathBuf::from(dir), base.as_str()), (sub.clone(), "f"));
 }
 
-/// An overlayfs directory, which fanotify refuses (no file handles for filesystem marks; its
-/// fsid is its upper layer's, so inode marks clash with it), is `failed` with the reason,
-/// never `active`, and is not retried in a loop; a missing path is `waiting` until it exists.
+/// An overlayfs merged directory (every container's root filesystem): fanotify refuses it
+/// (no file handles), so both rules are watched with inotify, plain and recursive.
+#[test]
+fn an_overlayfs_merged_dir_fires_through_inotify() {
+    fires_at(
+        ["inotify", "inotify"],
+        |root| root.join("merged"),
+        |root, mounts| mounts.overlay(&root.join("layers"), &root.join("merged")),
+    );
+}
+
+/// A rule no backend can serve (`open_exec` on overlayfs: fanotify refuses the place,
+/// inotify has no such event) is `failed` with both reasons and never `active`;
+/// `triggerd check` says which rules will use inotify and what that gives up, and which
+/// cannot be watched; a missing path is `waiting` until it exists.
 #[test]
 fn an_unwatchable_place_is_never_active() {
     let mut daemon = Daemon::create("");
     let mut mounts = Mounts::default();
     let root = daemon.dir.path().to_path_buf();
-    for dir in ["lower", "upper", "work"] {
-        fs::create_dir(root.join(dir)).unwrap();
-    }
-    let options = format!(
-        "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
-        root.display()
-    );
-    mounts.mount(
-        &["-t", "overlay", "overlay", "-o", &options],
-        &root.join("merged"),
-    );
+    let merged = root.join("merged");
+    mounts.overlay(&root.join("layers"), &merged);
     let missing = root.join("not-yet");
     daemon.write_config(&format!(
-        "{}[[watch]]\nname = \"missing\"\npath = \"{}\"\nevents = [\"close_write\"]\nexec = [\"/bin/true\"]\n",
-        rules(root.join("merged").to_str().unwrap()),
+        "{}[[watch]]\nname = \"exec\"\npath = \"{}\"\nevents = [\"open_exec\"]\nexec = [\"/bin/true\"]\n\n[[watch]]\nname = \"missing\"\npath = \"{}\"\nevents = [\"close_write\"]\nexec = [\"/bin/true\"]\n",
+        rules(merged.to_str().unwrap()),
+        merged.display(),
         missing.display()
     ));
     let check = Command::new(env!("CARGO_BIN_EXE_triggerd"))
@@ -252,8 +216,9 @@ fn an_unwatchable_place_is_never_active() {
     assert!(check.status.success(), "{check:?}");
     let warnings = String::from_utf8_lossy(&check.stderr);
     for (rule, what) in [
-        ("plain", "cannot be watched"),
-        ("tree", "cannot be watched"),
+        ("plain", "will use inotify"),
+        ("tree", "will use inotify"),
+        ("exec", "cannot be watched"),
         ("missing", "not watchable yet"),
     ] {
         assert!(
@@ -261,17 +226,20 @@ fn an_unwatchable_place_is_never_active() {
             "{warnings}"
         );
     }
+    assert!(warnings.contains("lower layer"), "{warnings}");
+    assert!(
+        warnings.contains("no equivalent of open_exec"),
+        "{warnings}"
+    );
     daemon.launch();
-    for name in ["plain", "tree"] {
-        let rule = wait_for("overlay rule failed", DEADLINE, || {
-            Some(daemon.rule(name)).filter(|r| r.state != "active")
-        });
-        assert!(rule.state.starts_with("failed: "), "{rule:?}");
-        assert!(
-            rule.state.contains("EOPNOTSUPP") || rule.state.contains("EXDEV"),
-            "{rule:?}"
-        );
-    }
+    let exec = wait_for("exec rule failed", DEADLINE, || {
+        Some(daemon.rule("exec")).filter(|r| r.state != "active")
+    });
+    assert!(exec.state.starts_with("failed: "), "{exec:?}");
+    assert!(
+        exec.state.contains("EOPNOTSUPP") && exec.state.contains("open_exec"),
+        "{exec:?}"
+    );
     let waiting = daemon.rule("missing");
     assert!(waiting.state.starts_with("waiting: "), "{waiting:?}");
     assert!(

@@ -2,7 +2,7 @@
 //! (children killed, the fanotify queue sysctl restored, files removed) even when a benchmark
 //! fails half-way, polling with a deadline, and the small statistics every program prints.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -172,4 +172,64 @@ pub fn start_broker(dir: &Path) -> std::io::Result<(String, StopOnDrop)> {
         endpoint.is_some()
     })?;
     Ok((endpoint.unwrap_or_default(), guard))
+}
+
+/// Nanoseconds since the Unix epoch (what `stamp` logs).
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Writes `files` files named `fNNNNNN` at `rate` per second; returns when each close()
+/// returned, by name.
+pub fn paced_stream(
+    dir: &Path,
+    files: usize,
+    rate: u64,
+) -> std::io::Result<std::collections::HashMap<String, i128>> {
+    let mut closed = std::collections::HashMap::new();
+    let start = Instant::now();
+    for i in 0..files {
+        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let name = format!("f{i:06}");
+        fs::write(dir.join(&name), b"x")?;
+        closed.insert(name, now_ns());
+    }
+    Ok(closed)
+}
+
+/// Waits until no log grows for 3 s (or `limit`).
+pub fn settle(logs: &[PathBuf], limit: Duration) {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    let mut still = Instant::now();
+    while start.elapsed() < limit {
+        let now: Vec<usize> = logs.iter().map(|l| count_lines(l)).collect();
+        if now != last {
+            last = now;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_secs(3) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Milliseconds from close() to the command's start, per file logged.
+pub fn latencies(log: &Path, closed: &std::collections::HashMap<String, i128>) -> Vec<f64> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let mut out: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, ns) = l.split_once(' ')?;
+            let started: i128 = ns.parse().ok()?;
+            Some((started - closed.get(name)?) as f64 / 1e6)
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
 }

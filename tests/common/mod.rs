@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mounts;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
@@ -276,6 +278,30 @@ impl Daemon {
             .into_iter()
             .find(|r| r.name == name)
             .unwrap_or_else(|| panic!("no rule {name}"))
+    }
+
+    /// `triggerctl status --json`, parsed.
+    pub fn ctl_status_json(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["status", "--json"])
+            .output()
+            .expect("triggerctl");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// A rule's (backend, state) as `triggerctl status --json` shows them.
+    pub fn ctl_backend(&self, rule: &str) -> (String, String) {
+        let status = self.ctl_status_json();
+        let rules = status["rules"].as_array().cloned().unwrap_or_default();
+        let r = rules
+            .iter()
+            .find(|r| r["name"] == rule)
+            .unwrap_or_else(|| panic!("no rule {rule} in {status}"));
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+        (text(&r["backend"]), text(&r["state"]))
     }
 
     /// Stops the daemon with SIGTERM and returns its exit code.

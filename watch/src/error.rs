@@ -24,6 +24,19 @@ pub enum WatchError {
     /// An event expression could not be parsed; `message` says why and what is accepted.
     #[error("invalid event expression {expr:?}: {message}")]
     Events { expr: String, message: String },
+    /// inotify cannot report some kinds a spec asks for (`open_exec`, permission kinds).
+    #[error("inotify has no equivalent of {kinds}")]
+    NoInotifyEquivalent { kinds: String },
+    /// `fs.inotify.max_user_watches` is used up: some directories of a spec got no watch.
+    #[error(
+        "inotify watch limit reached (fs.inotify.max_user_watches = {limit}): {unwatched} \
+         directories at or below {path:?} are not watched"
+    )]
+    WatchLimit {
+        path: PathBuf,
+        limit: u64,
+        unwatched: u64,
+    },
 }
 
 impl WatchError {
@@ -41,7 +54,8 @@ impl WatchError {
             Self::Init { errno, .. } | Self::Path { errno, .. } | Self::Group { errno, .. } => {
                 Some(*errno)
             }
-            Self::Events { .. } => None,
+            Self::WatchLimit { .. } => Some(Errno::ENOSPC),
+            Self::Events { .. } | Self::NoInotifyEquivalent { .. } => None,
         }
     }
 }
@@ -75,6 +89,13 @@ impl MarkError {
                 if (syscall.starts_with("fanotify_mark") || *syscall == "name_to_handle_at")
                     && matches!(errno, Errno::EOPNOTSUPP | Errno::ENODEV | Errno::EXDEV)
         )
+    }
+}
+
+impl MarkError {
+    /// No backend can watch this spec as asked: retrying will not help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.error, WatchError::NoInotifyEquivalent { .. })
     }
 }
 

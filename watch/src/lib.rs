@@ -3,7 +3,8 @@
 //! touched), the parser of the kernel's event and info records, handle to path resolution
 //! with a directory cache, event kinds and their names (`FAN_*`, `IN_*`, short), overflow.
 //!
-//! Entry points: [`Watcher`] (notifications), [`PermissionGate`] (permission requests),
+//! Entry points: [`Watcher`] (notifications), [`InotifyWatcher`] (the inotify backend for
+//! places fanotify refuses), [`PermissionGate`] (permission requests),
 //! [`parse_events`] (event expressions from configs), [`parse_events_buffer`] (the pure parser).
 //!
 //! How the daemon drives a [`Watcher`] (same shape for a [`PermissionGate`]):
@@ -30,6 +31,7 @@
 
 mod error;
 mod expr;
+mod inotify;
 mod kinds;
 mod marks;
 mod permission;
@@ -41,6 +43,7 @@ mod watcher;
 
 pub use error::{MarkError, WatchError};
 pub use expr::parse_events;
+pub use inotify::{inotify_lacks, InotifyWatcher};
 pub use kinds::EventMask;
 pub use marks::{MarkScope, MarkSpec};
 pub use permission::{PermissionGate, PermissionRequest};

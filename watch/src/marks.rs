@@ -37,6 +37,11 @@ pub struct MarkSpec {
     pub mask: EventMask,
     /// Follow a symbolic link at `path` itself, as inotify does (else the link is marked).
     pub follow: bool,
+    /// Mark the mount `path` is on (`FAN_MARK_MOUNT`) instead of the object or filesystem:
+    /// only changes made through this mount are reported, and only the kinds a mount mark
+    /// can carry (access, modify, open, open_exec, close_write, close_nowrite); `scope`
+    /// still says whether entries below the path's directories count.
+    pub mount_only: bool,
 }
 
 impl MarkSpec {
@@ -48,6 +53,7 @@ impl MarkSpec {
             scope,
             mask,
             follow: true,
+            mount_only: false,
         }
     }
 }
@@ -67,6 +73,7 @@ pub(crate) struct SpecObject {
 pub(crate) enum MarkKey {
     Inode { dev: u64, ino: u64 },
     Filesystem { fsid: u64 },
+    Mount { id: u64 },
 }
 
 /// One marked (or to-be-marked) object. No fd on it is kept once it is marked: an open fd
@@ -87,6 +94,8 @@ pub(crate) struct MarkedObject {
     /// The object is a symbolic link marked as itself.
     pub is_link: bool,
     pub scope: MarkScope,
+    /// Marked as its mount (`FAN_MARK_MOUNT`).
+    pub mount_only: bool,
     /// The union of the masks the specs asked for (empty for bookkeeping-only ancestors).
     pub user_mask: EventMask,
     /// The bits currently applied in the kernel.
@@ -126,18 +135,19 @@ impl MarkTable {
         let mut specs_of: HashMap<MarkKey, Vec<usize>> = HashMap::new();
         let mut objects: Vec<Option<SpecObject>> = vec![None; desired.len()];
         for (index, spec) in desired.iter().enumerate() {
-            let described = describe(&spec.path, spec.scope, spec.follow).and_then(|found| {
-                match (policy.needs_handle(), &found.1.handle) {
-                    // overlayfs without `index`/`nfs_export`: marks are taken, events
-                    // cannot be told apart
-                    (true, None) => Err(WatchError::path(
-                        "name_to_handle_at",
-                        &spec.path,
-                        Errno::EOPNOTSUPP,
-                    )),
-                    _ => Ok(found),
-                }
-            });
+            let described = describe(&spec.path, spec.scope, spec.follow, spec.mount_only)
+                .and_then(|found| {
+                    match (policy.needs_handle(), &found.1.handle) {
+                        // overlayfs without `index`/`nfs_export`: marks are taken, events
+                        // cannot be told apart
+                        (true, None) => Err(WatchError::path(
+                            "name_to_handle_at",
+                            &spec.path,
+                            Errno::EOPNOTSUPP,
+                        )),
+                        _ => Ok(found),
+                    }
+                });
             match described {
                 Ok((key, object)) => {
                     objects[index] = Some(SpecObject {
@@ -239,12 +249,16 @@ fn describe(
     path: &Path,
     scope: MarkScope,
     follow: bool,
+    mount_only: bool,
 ) -> Result<(MarkKey, MarkedObject), WatchError> {
     let fd = sys::open_path(path, follow).map_err(|e| WatchError::path("open", path, e))?;
     let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| WatchError::path("fstat", path, e))?;
     let fsid = sys::fsid_of(fd.as_fd()).map_err(|e| WatchError::path("fstatfs", path, e))?;
     let handle = sys::handle_of(fd.as_fd()).ok();
     let key = match scope {
+        _ if mount_only => MarkKey::Mount {
+            id: sys::mount_id_of(fd.as_fd()).map_err(|e| WatchError::path("fdinfo", path, e))?,
+        },
         MarkScope::Inode => MarkKey::Inode {
             dev: stat.st_dev,
             ino: stat.st_ino,
@@ -260,6 +274,7 @@ fn describe(
         is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
         is_link: stat.st_mode & libc::S_IFMT == libc::S_IFLNK,
         scope,
+        mount_only,
         user_mask: EventMask::EMPTY,
         kernel_mask: 0,
     };
@@ -300,7 +315,7 @@ fn add_ancestors(wanted: &mut HashMap<MarkKey, MarkedObject>) {
     paths.sort();
     paths.dedup();
     for path in paths {
-        if let Ok((key, object)) = describe(&path, MarkScope::Inode, true) {
+        if let Ok((key, object)) = describe(&path, MarkScope::Inode, true, false) {
             wanted.entry(key).or_insert(object);
         }
     }
@@ -310,6 +325,7 @@ fn add_ancestors(wanted: &mut HashMap<MarkKey, MarkedObject>) {
 /// dropped ones, so bits present in both never stop being reported.
 fn change(group: &Fanotify, object: &MarkedObject, old: u64, new: u64) -> Result<(), WatchError> {
     let scope_flag = match object.scope {
+        _ if object.mount_only => MarkFlags::FAN_MARK_MOUNT,
         MarkScope::Inode => MarkFlags::FAN_MARK_INODE,
         MarkScope::Filesystem => MarkFlags::FAN_MARK_FILESYSTEM,
     };

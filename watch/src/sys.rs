@@ -100,6 +100,16 @@ pub(crate) fn path_of_fd(fd: BorrowedFd<'_>) -> Result<PathBuf, Errno> {
     Ok(PathBuf::from(target))
 }
 
+/// The id of the mount `fd` is on (`mnt_id` in /proc/self/fdinfo), which FAN_MARK_MOUNT marks.
+pub(crate) fn mount_id_of(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Errno::EINVAL)
+}
+
 /// A `/proc/self/fd/N` path naming the object `fd` refers to; fanotify_mark follows it to
 /// the object (O_PATH fds cannot be passed as the dirfd with a NULL path).
 pub(crate) fn proc_fd_path(fd: BorrowedFd<'_>) -> PathBuf {

@@ -37,6 +37,16 @@ pub struct WatchEvent {
 }
 
 impl WatchEvent {
+    /// The queue-overflow marker.
+    pub(crate) fn overflow() -> Self {
+        WatchEvent {
+            spec: None,
+            path: PathBuf::new(),
+            mask: EventMask::OVERFLOW,
+            pid: 0,
+        }
+    }
+
     /// Whether this is the queue-overflow marker (events were lost before it).
     pub fn is_overflow(&self) -> bool {
         self.mask.contains(EventMask::OVERFLOW)
@@ -73,6 +83,8 @@ impl MarkPolicy for NotifyPolicy {
         let asked =
             user.notification_part().difference(EventMask::OVERFLOW) | (user & EventMask::FLAGS);
         let bookkeeping = match (object.scope, object.is_dir, user.is_empty()) {
+            // a mount mark carries path events only: no renames, no deletions
+            _ if object.mount_only => 0,
             // an ancestor: only its own renames matter
             (_, _, true) => libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
             (MarkScope::Filesystem, _, _) => DIR_RENAMES,
@@ -216,29 +228,7 @@ impl Watcher {
     /// for. Returns how many were appended; `Ok(0)` means the queue is empty (EAGAIN). After
     /// `Ok(n)` with n > 0, call again until `Ok(0)`.
     pub fn read_events(&mut self, out: &mut Vec<WatchEvent>) -> Result<usize, WatchError> {
-        let start = out.len();
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = loop {
-            if out.len() - start >= MAX_BATCH {
-                break Ok(());
-            }
-            match nix::unistd::read(&self.group, &mut buf) {
-                Ok(0) | Err(Errno::EAGAIN) => {
-                    self.drained();
-                    break Ok(());
-                }
-                Ok(n) => self.process(&buf[..n.min(buf.len())], out),
-                Err(Errno::EINTR) => continue,
-                Err(errno) => {
-                    break Err(WatchError::Group {
-                        syscall: "read",
-                        errno,
-                    })
-                }
-            }
-        };
-        self.buf = buf;
-        result.map(|()| out.len() - start)
+        read_all(self, out)
     }
 
     /// True (once) after a marked object, or an ancestor directory of one, was moved or
@@ -277,12 +267,7 @@ impl Watcher {
                 self.overflows += 1;
                 // a rename may have been lost with the dropped events
                 self.resolver.clear();
-                out.push(WatchEvent {
-                    spec: None,
-                    path: PathBuf::new(),
-                    mask: EventMask::OVERFLOW,
-                    pid: 0,
-                });
+                out.push(WatchEvent::overflow());
                 continue;
             }
             if event.mask & (libc::FAN_MOVE_SELF | libc::FAN_DELETE_SELF) != 0
@@ -349,6 +334,59 @@ impl Watcher {
             // where it was is unknown, so any cached path may be below it
             None => self.resolver.clear(),
         }
+    }
+}
+
+/// A non-blocking event queue read in bounded batches of whole records.
+pub(crate) trait Batches: AsFd {
+    const READ: &'static str;
+    fn buffer(&mut self) -> &mut Vec<u8>;
+    fn process(&mut self, buf: &[u8], out: &mut Vec<WatchEvent>);
+    /// The queue was found empty.
+    fn drained(&mut self, out: &mut Vec<WatchEvent>);
+}
+
+/// Reads until the queue is empty (`drained`) or `MAX_BATCH` events were appended; returns
+/// how many were.
+pub(crate) fn read_all<Q: Batches>(
+    q: &mut Q,
+    out: &mut Vec<WatchEvent>,
+) -> Result<usize, WatchError> {
+    let start = out.len();
+    let mut buf = std::mem::take(q.buffer());
+    let result = loop {
+        if out.len() - start >= MAX_BATCH {
+            break Ok(());
+        }
+        match nix::unistd::read(q.as_fd(), &mut buf) {
+            Ok(0) | Err(Errno::EAGAIN) => {
+                q.drained(out);
+                break Ok(());
+            }
+            Ok(n) => q.process(&buf[..n.min(buf.len())], out),
+            Err(Errno::EINTR) => continue,
+            Err(errno) => {
+                break Err(WatchError::Group {
+                    syscall: Q::READ,
+                    errno,
+                })
+            }
+        }
+    };
+    *q.buffer() = buf;
+    result.map(|()| out.len() - start)
+}
+
+impl Batches for Watcher {
+    const READ: &'static str = "read";
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+    fn process(&mut self, buf: &[u8], out: &mut Vec<WatchEvent>) {
+        Watcher::process(self, buf, out);
+    }
+    fn drained(&mut self, _out: &mut Vec<WatchEvent>) {
+        Watcher::drained(self);
     }
 }
 

@@ -5,26 +5,20 @@
 //! Run as root: `cargo run --release -p triggerd-benches --bin event_latency`
 //! (builds nothing else: set TRIGGERD_BIN, default target/release/triggerd).
 
-use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use triggerd_benches::{
-    compile_c, count_lines, percentile, triggerd_bin, wait_until, Killed, Removed,
+    compile_c, count_lines, latencies, paced_stream, percentile, settle, triggerd_bin, wait_until,
+    Killed, Removed,
 };
 
 const PACED_FILES: usize = 2_000;
 const PACED_RATE: u64 = 500;
 const BURST_FILES: usize = 20_000;
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
 
 fn main() -> Result<()> {
     let triggerd = triggerd_bin()?;
@@ -99,7 +93,7 @@ fn main() -> Result<()> {
         })?;
         let _ = fs::remove_file(log(who, "paced"));
         let rss = rss_kib(daemon.0.id());
-        let closed = paced_stream(&watched(who, "paced"))?;
+        let closed = paced_stream(&watched(who, "paced"), PACED_FILES, PACED_RATE)?;
         // Counted by name: a late probe run may also land in the log.
         let _ = wait_until("paced runs", Duration::from_secs(60), || {
             latencies(&log(who, "paced"), &closed).len() >= PACED_FILES
@@ -138,54 +132,6 @@ fn main() -> Result<()> {
         triggerd.4 as f64 / incron.4.max(1) as f64
     );
     Ok(())
-}
-
-/// Writes `PACED_FILES` files at `PACED_RATE`; returns when each close() returned.
-fn paced_stream(dir: &Path) -> Result<HashMap<String, i128>> {
-    let mut closed = HashMap::new();
-    let start = Instant::now();
-    for i in 0..PACED_FILES {
-        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / PACED_RATE);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let name = format!("f{i:06}");
-        fs::write(dir.join(&name), b"x")?;
-        closed.insert(name, now_ns());
-    }
-    Ok(closed)
-}
-
-/// Waits until no log grows for 3 s (or `limit`).
-fn settle(logs: &[PathBuf], limit: Duration) {
-    let start = Instant::now();
-    let mut last = Vec::new();
-    let mut still = Instant::now();
-    while start.elapsed() < limit {
-        let now: Vec<usize> = logs.iter().map(|l| count_lines(l)).collect();
-        if now != last {
-            last = now;
-            still = Instant::now();
-        } else if still.elapsed() > Duration::from_secs(3) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Milliseconds from close() to the command's start, per file logged.
-fn latencies(log: &Path, closed: &HashMap<String, i128>) -> Vec<f64> {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let mut out: Vec<f64> = text
-        .lines()
-        .filter_map(|l| {
-            let (name, ns) = l.split_once(' ')?;
-            let started: i128 = ns.parse().ok()?;
-            Some((started - closed.get(name)?) as f64 / 1e6)
-        })
-        .collect();
-    out.sort_by(f64::total_cmp);
-    out
 }
 
 fn print_latency(who: &str, sorted: &[f64], sent: usize) {

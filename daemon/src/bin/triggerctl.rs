@@ -308,6 +308,12 @@ fn print_status(status: &Status) {
         "fanotify: {} events, {} overflows, {} permission requests",
         w.events, w.overflows, w.permission_requests
     );
+    if w.inotify_watches > 0 || w.inotify_events > 0 || w.inotify_refused > 0 {
+        println!(
+            "inotify: {} watches, {} events, {} overflows, {} watches refused (fs.inotify.max_user_watches)",
+            w.inotify_watches, w.inotify_events, w.inotify_overflows, w.inotify_refused
+        );
+    }
     for (path, why) in &w.failing_marks {
         println!("  not watched yet: {path}: {why}");
     }
@@ -360,11 +366,14 @@ const PROVIDER_COLUMNS: [Column<ProviderRow>; 9] = [
     ("DUPLICATES", |(_, p)| p.duplicates.to_string()),
 ];
 
-const STATUS_COLUMNS: [Column<RuleStatus>; 14] = [
+const STATUS_COLUMNS: [Column<RuleStatus>; 15] = [
     ("RULE", |r| r.name.clone()),
     ("KIND", |r| r.kind.clone()),
     ("SUBJECT", |r| r.subject.clone()),
     ("EVENTS", |r| r.events.clone()),
+    ("BACKEND", |r| {
+        r.backend.clone().unwrap_or_else(|| "-".into())
+    }),
     ("STATE", |r| r.state.clone()),
     ("MATCHED", |r| r.matched.to_string()),
     ("FIRED", |r| r.fired.to_string()),

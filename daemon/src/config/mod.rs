@@ -276,6 +276,20 @@ pub struct WatchTrigger {
     /// Events on the entries of a watched directory fire too (always for `[[watch]]`; for a
     /// facron line only with `FAN_EVENT_ON_CHILD`).
     pub children: bool,
+    /// Which kernel interface watches the path.
+    pub backend: WatchBackend,
+    /// Only changes made through the path's mount fire (`FAN_MARK_MOUNT`).
+    pub mount_only: bool,
+}
+
+/// `backend` of a `[[watch]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchBackend {
+    /// fanotify, and inotify where the kernel refuses fanotify on the path's filesystem.
+    #[default]
+    Auto,
+    Fanotify,
+    Inotify,
 }
 
 impl WatchTrigger {

@@ -100,6 +100,10 @@ pub struct RawRule {
     pub events: Option<EventList>,
     pub recursive: Option<bool>,
     pub follow: Option<bool>,
+    /// `[[watch]]`: `auto` (fanotify, inotify where fanotify refuses), `fanotify`, `inotify`.
+    pub backend: Option<String>,
+    /// `[[watch]]`: only changes made through the path's mount (`FAN_MARK_MOUNT`).
+    pub mount_only: Option<bool>,
     pub exec: Option<Vec<String>>,
     pub send: Option<String>,
     pub plugin: Option<String>,
@@ -160,7 +164,15 @@ pub struct RawRule {
 }
 
 /// Which keys belong to which rule table; the others are refused there.
-pub const WATCH_KEYS: &[&str] = &["path", "events", "recursive", "follow", "on_timeout"];
+pub const WATCH_KEYS: &[&str] = &[
+    "path",
+    "events",
+    "recursive",
+    "follow",
+    "on_timeout",
+    "backend",
+    "mount_only",
+];
 pub const TIMER_KEYS: &[&str] = &[
     "every",
     "cron",

@@ -5,24 +5,27 @@
 //! very action the queue waits for. Marks follow the bindings as a diff, so a reload never
 //! drops the marks of unchanged rules; marks that fail (a path that does not exist yet) are
 //! retried until they succeed, and marks whose path was replaced (an editor's rename-over)
-//! are placed again.
+//! are placed again. `mount_only` rules get a group of their own (mount marks), so an event
+//! there always came through the marked mount; paths fanotify refuses go to inotify
+//! (`fallback.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyMutGuard};
 use tokio::io::Interest;
 use triggerd_watch::{
     EventMask, MarkError, MarkScope, MarkSpec, PermissionGate, PermissionRequest, WatchError,
     WatchEvent, Watcher,
 };
 
+use super::fallback::{self, InotifySide, Trouble};
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
-use crate::config::{Rule, Trigger, WatchTrigger};
+use crate::config::{Rule, Trigger, WatchBackend, WatchTrigger};
 use crate::dispatch::SourceState;
 use crate::event::Event;
 
@@ -33,6 +36,12 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 pub struct Marks {
     pub notify: Vec<MarkSpec>,
     pub permission: Vec<MarkSpec>,
+    /// `mount_only` rules (their own group).
+    pub mount: Vec<MarkSpec>,
+    /// `backend = "inotify"` rules.
+    pub inotify: Vec<MarkSpec>,
+    /// Notification specs that must not fall back to inotify (`backend = "fanotify"`).
+    pub fanotify_only: HashSet<u64>,
 }
 
 /// The watch rules now bound, by the id their specs carry. A name keeps its id for the
@@ -68,8 +77,16 @@ impl Bound {
             };
             let mut spec = MarkSpec::new(id, w.path.clone(), scope, mask);
             spec.follow = w.follow;
+            spec.mount_only = w.mount_only;
+            if w.backend == WatchBackend::Fanotify {
+                marks.fanotify_only.insert(id);
+            }
             if w.is_permission() {
                 marks.permission.push(spec);
+            } else if w.mount_only {
+                marks.mount.push(spec);
+            } else if w.backend == WatchBackend::Inotify {
+                marks.inotify.push(spec);
             } else {
                 marks.notify.push(spec);
             }
@@ -89,21 +106,29 @@ pub fn probe(rules: &[Rule]) -> Vec<(String, String)> {
     let mut bound = Bound::default();
     let marks = bound.bind(rules);
     let notify = Watcher::new().and_then(|mut w| w.set_marks(&marks.notify));
+    let mount = Watcher::new().and_then(|mut w| w.set_marks(&marks.mount));
     let permission = PermissionGate::new().and_then(|mut g| g.set_marks(&marks.permission));
+    let inotify = triggerd_watch::InotifyWatcher::new().map(|mut w| w.set_specs(&marks.inotify));
+    let specs: HashMap<u64, &MarkSpec> = marks.notify.iter().map(|s| (s.id, s)).collect();
     let mut warnings = Vec::new();
-    for result in [notify, permission] {
+    for result in [notify, mount, permission, inotify] {
         match result {
             Ok(errors) => warnings.extend(errors.into_iter().map(|e| {
                 let name = bound
                     .rule(e.spec)
                     .map(|(n, _)| n.clone())
                     .unwrap_or_default();
-                let what = if e.is_unsupported() {
-                    "cannot be watched"
-                } else {
-                    "not watchable yet (the daemon retries)"
+                let fallback = specs
+                    .get(&e.spec)
+                    .filter(|_| e.is_unsupported() && !marks.fanotify_only.contains(&e.spec));
+                let why = match fallback {
+                    Some(spec) => fallback::probe(spec, &e.error.to_string()),
+                    None if e.is_unsupported() || e.is_permanent() => {
+                        format!("cannot be watched: {}", e.error)
+                    }
+                    None => format!("not watchable yet (the daemon retries): {}", e.error),
                 };
-                (name, format!("{what}: {}", e.error))
+                (name, why)
             })),
             Err(e) => warnings.push((String::new(), format!("cannot try the marks: {e}"))),
         }
@@ -112,8 +137,10 @@ pub fn probe(rules: &[Rule]) -> Vec<(String, String)> {
 }
 
 /// The backend name `status` shows for a spec.
-fn backend_of(spec: &MarkSpec) -> &'static str {
+fn backend_of(spec: &MarkSpec, on_inotify: &HashSet<u64>) -> &'static str {
     match spec.scope {
+        _ if on_inotify.contains(&spec.id) => "inotify",
+        _ if spec.mount_only => "fanotify-mount",
         MarkScope::Filesystem => "fanotify-fs",
         MarkScope::Inode => "fanotify-inode",
     }
@@ -127,10 +154,20 @@ pub struct WatchStatus {
     pub permission_requests: u64,
     /// Paths whose mark failed, with why; retried every few seconds.
     pub failing_marks: BTreeMap<String, String>,
+    /// The inotify backend: events read, queue overflows, watches held, and watches
+    /// refused because `fs.inotify.max_user_watches` was reached.
+    #[serde(default)]
+    pub inotify_events: u64,
+    #[serde(default)]
+    pub inotify_overflows: u64,
+    #[serde(default)]
+    pub inotify_watches: u64,
+    #[serde(default)]
+    pub inotify_refused: u64,
 }
 
 /// The fanotify groups own their fd for their whole life and never swap it.
-trait OwnsGroupFd: AsRawFd {}
+pub(super) trait OwnsGroupFd: AsRawFd {}
 impl OwnsGroupFd for Watcher {}
 impl OwnsGroupFd for GateFd {}
 
@@ -153,7 +190,7 @@ impl AsRawFd for GateFd {
     }
 }
 
-fn register<T: OwnsGroupFd>(group: T) -> std::io::Result<AsyncFd<T>> {
+pub(super) fn register<T: OwnsGroupFd>(group: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `OwnsGroupFd` types hold their fd open, unchanged, until they are dropped, and
     // the AsyncFd owns the group, so the fd outlives the registration.
     unsafe { AsyncFd::register_with_interest(group, Interest::READABLE) }
@@ -221,6 +258,8 @@ impl EventSource for FanotifySource {
             });
             let mut source = Source {
                 notify,
+                mount: None,
+                inotify: InotifySide::default(),
                 permission: gate,
                 delivery,
                 marks: Marks::default(),
@@ -236,6 +275,10 @@ impl EventSource for FanotifySource {
 
 struct Source {
     notify: AsyncFd<Watcher>,
+    /// The group of `mount_only` rules, made when the first one is bound.
+    mount: Option<AsyncFd<Watcher>>,
+    /// The inotify backend, made when the first rule needs it.
+    inotify: InotifySide,
     permission: Option<SharedGate>,
     delivery: Delivery,
     marks: Marks,
@@ -245,10 +288,42 @@ struct Source {
 /// Turns what the groups read into dispatcher calls (apart from the groups, so both can be
 /// borrowed at once).
 #[derive(Clone)]
-struct Delivery {
-    emitter: Emitter,
-    status: Arc<Mutex<WatchStatus>>,
+pub(super) struct Delivery {
+    pub emitter: Emitter,
+    pub status: Arc<Mutex<WatchStatus>>,
     bound: SharedBound,
+}
+
+/// Reads one ready group with `read` (which says: drained, marks went stale); true when its
+/// marks went stale.
+async fn on_ready<T: AsRawFd>(
+    ready: std::io::Result<AsyncFdReadyMutGuard<'_, T>>,
+    what: &str,
+    read: impl AsyncFnOnce(&mut T) -> (bool, bool),
+) -> bool {
+    match ready {
+        Ok(mut guard) => {
+            let (drained, stale) = read(guard.get_inner_mut()).await;
+            if drained {
+                guard.clear_ready();
+            }
+            stale
+        }
+        Err(e) => {
+            tracing::error!("{what}: {e}");
+            false
+        }
+    }
+}
+
+/// Readiness of a group that may not exist yet (then never ready).
+async fn ready_of<T: AsRawFd>(
+    fd: &mut Option<AsyncFd<T>>,
+) -> std::io::Result<AsyncFdReadyMutGuard<'_, T>> {
+    match fd {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Source {
@@ -260,19 +335,24 @@ impl Source {
         ctx.applied(bindings.generation);
         loop {
             tokio::select! {
-                ready = self.notify.readable_mut() => match ready {
-                    Ok(mut guard) => {
-                        let (drained, stale) = self.delivery.read_notify(guard.get_inner_mut(), &mut events).await;
-                        if drained {
-                            guard.clear_ready();
-                        }
-                        if stale {
-                            let marks = self.marks.clone();
-                            self.apply(marks);
-                        }
+                ready = self.notify.readable_mut() => {
+                    let (delivery, events) = (&mut self.delivery, &mut events);
+                    if on_ready(ready, "fanotify", async |w| delivery.read_notify(w, events).await).await {
+                        self.reapply();
                     }
-                    Err(e) => tracing::error!("fanotify: {e}"),
-                },
+                }
+                ready = ready_of(&mut self.mount) => {
+                    let (delivery, events) = (&mut self.delivery, &mut events);
+                    if on_ready(ready, "fanotify (mount marks)", async |w| delivery.read_notify(w, events).await).await {
+                        self.reapply();
+                    }
+                }
+                ready = ready_of(&mut self.inotify.group) => {
+                    let (delivery, events, ids) = (&mut self.delivery, &mut events, &self.inotify.ids);
+                    if on_ready(ready, "inotify", async |g| fallback::read(g, delivery, ids, events).await).await {
+                        self.reapply();
+                    }
+                }
                 changed = ctx.bindings.changed() => {
                     if changed.is_err() {
                         break;
@@ -281,13 +361,16 @@ impl Source {
                     self.bind(&bindings.rules);
                     ctx.applied(bindings.generation);
                 }
-                _ = retry.tick(), if self.failing => {
-                    let marks = self.marks.clone();
-                    self.apply(marks);
-                }
+                _ = retry.tick(), if self.failing => self.reapply(),
                 _ = ctx.shutdown.changed() => break,
             }
         }
+    }
+
+    /// Places the current marks again (retries, or an object a spec named went away).
+    fn reapply(&mut self) {
+        let marks = self.marks.clone();
+        self.apply(marks);
     }
 
     fn bind(&mut self, rules: &[Rule]) {
@@ -296,29 +379,58 @@ impl Source {
     }
 
     fn apply(&mut self, marks: Marks) {
-        // (spec id, path, why, retrying helps)
-        let mut errors: Vec<(u64, PathBuf, String, bool)> = Vec::new();
+        let mut errors: Vec<Trouble> = Vec::new();
         let mut collect =
             |result: Result<Vec<MarkError>, WatchError>, specs: &[MarkSpec]| match result {
-                Ok(failed) => errors.extend(failed.into_iter().map(|e| {
-                    let transient = !e.is_unsupported();
-                    (e.spec, e.path, e.error.to_string(), transient)
-                })),
-                Err(e) => errors.extend(
-                    specs
-                        .iter()
-                        .map(|s| (s.id, s.path.clone(), e.to_string(), true)),
-                ),
+                Ok(failed) => failed,
+                Err(e) => {
+                    errors.extend(
+                        specs
+                            .iter()
+                            .map(|s| (s.id, s.path.clone(), e.to_string(), true)),
+                    );
+                    Vec::new()
+                }
             };
-        collect(
+        let mut failed = collect(
             self.notify.get_mut().set_marks(&marks.notify),
             &marks.notify,
         );
-        if let Some(gate) = &self.permission {
-            collect(lock(gate).set_marks(&marks.permission), &marks.permission);
-        } else {
+        if !marks.mount.is_empty() && self.mount.is_none() {
+            self.mount = Watcher::new()
+                .map_err(|e| e.to_string())
+                .and_then(|w| register(w).map_err(|e| e.to_string()))
+                .map_err(|e| tracing::error!("fanotify group for mount marks: {e}"))
+                .ok();
+        }
+        if let Some(mount) = &mut self.mount {
+            failed.extend(collect(
+                mount.get_mut().set_marks(&marks.mount),
+                &marks.mount,
+            ));
+        }
+        let permission = match &self.permission {
+            Some(gate) => collect(lock(gate).set_marks(&marks.permission), &marks.permission),
+            None => Vec::new(),
+        };
+        // Paths fanotify refuses for good go to inotify, unless the rule wants fanotify only.
+        let by_id: HashMap<u64, &MarkSpec> = marks.notify.iter().map(|s| (s.id, s)).collect();
+        let mut inotify_specs = marks.inotify.clone();
+        let mut fell_back = HashMap::new();
+        for e in failed.into_iter().chain(permission) {
+            match by_id.get(&e.spec) {
+                Some(spec) if e.is_unsupported() && !marks.fanotify_only.contains(&e.spec) => {
+                    fell_back.insert(e.spec, e.error.to_string());
+                    inotify_specs.push((*spec).clone());
+                }
+                _ => {
+                    let transient = !e.is_unsupported();
+                    errors.push((e.spec, e.path, e.error.to_string(), transient));
+                }
+            }
+        }
+        if self.permission.is_none() {
             let why = "permission events are unavailable on this host";
-            collect(Ok(Vec::new()), &[]);
             errors.extend(
                 marks
                     .permission
@@ -326,6 +438,8 @@ impl Source {
                     .map(|s| (s.id, s.path.clone(), why.to_string(), false)),
             );
         }
+        let status = &self.delivery.status;
+        errors.extend(self.inotify.apply(&inotify_specs, &fell_back, status));
         self.report(&marks, &errors);
         let mut status = lock(&self.delivery.status);
         let mut failing = BTreeMap::new();
@@ -355,7 +469,7 @@ impl Source {
     }
 
     /// Tells each rule's status how it is watched, or why it is not.
-    fn report(&self, marks: &Marks, errors: &[(u64, PathBuf, String, bool)]) {
+    fn report(&self, marks: &Marks, errors: &[Trouble]) {
         let bound = lock(&self.delivery.bound);
         let trouble: HashMap<u64, String> = errors
             .iter()
@@ -368,10 +482,11 @@ impl Source {
                 (*id, state)
             })
             .collect();
-        for spec in marks.notify.iter().chain(&marks.permission) {
+        let specs = marks.notify.iter().chain(&marks.permission);
+        for spec in specs.chain(&marks.mount).chain(&marks.inotify) {
             if let Some((name, _)) = bound.rule(spec.id) {
                 let state = SourceState {
-                    backend: Some(backend_of(spec)),
+                    backend: Some(backend_of(spec, &self.inotify.ids)),
                     trouble: trouble.get(&spec.id).cloned(),
                 };
                 self.delivery.emitter.set_source_state(name, state);
@@ -430,31 +545,37 @@ impl Delivery {
             status.overflows = overflows;
         }
         for event in events.drain(..) {
-            tracing::trace!(spec = ?event.spec, path = ?event.path, mask = %event.mask, pid = event.pid, "fanotify event");
             let Some(id) = event.spec else {
-                self.overflow().await;
+                self.overflow(|_| true, "fanotify").await;
                 continue;
             };
-            let name = match lock(&self.bound).rule(id) {
-                Some((name, w)) if !w.is_permission() && w.accepts(event.mask) => name.clone(),
-                _ => continue,
-            };
-            let event = self
-                .emitter
-                .event(event.path, event.mask, Some(event.pid), Vec::new());
-            self.emitter.fire(&name, event).await;
+            let pid = Some(event.pid);
+            self.deliver(id, event, pid).await;
         }
         (drained, stale)
     }
 
-    /// The kernel queue overflowed: events may be lost for every watch. Counted for each,
-    /// and the rules that asked for `overflow` fire.
-    async fn overflow(&self) {
-        tracing::warn!("fanotify queue overflow: events were lost");
+    /// Hands one event of spec `id` to its rule, if the rule wants its kinds.
+    pub(super) async fn deliver(&self, id: u64, event: WatchEvent, pid: Option<i32>) {
+        tracing::trace!(spec = id, path = ?event.path, mask = %event.mask, ?pid, "watch event");
+        let name = match lock(&self.bound).rule(id) {
+            Some((name, w)) if !w.is_permission() && w.accepts(event.mask) => name.clone(),
+            _ => return,
+        };
+        let event = self.emitter.event(event.path, event.mask, pid, Vec::new());
+        self.emitter.fire(&name, event).await;
+    }
+
+    /// A kernel queue (`queue`: fanotify or inotify) overflowed: events may be lost for
+    /// every watch it serves (`serves`, by spec id). Counted for each, and the rules that
+    /// asked for `overflow` fire.
+    pub(super) async fn overflow(&self, serves: impl Fn(u64) -> bool, queue: &str) {
+        tracing::warn!("{queue} queue overflow: events were lost");
         let rules: Vec<(String, bool)> = lock(&self.bound)
             .rules
-            .values()
-            .map(|(name, w)| (name.clone(), w.events.contains(EventMask::OVERFLOW)))
+            .iter()
+            .filter(|(id, _)| serves(**id))
+            .map(|(_, (name, w))| (name.clone(), w.events.contains(EventMask::OVERFLOW)))
             .collect();
         for (name, asked) in rules {
             self.emitter.overflowed(&name);
@@ -506,6 +627,6 @@ impl Delivery {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -8,6 +8,7 @@
 //! `webhook.rs` is a complete example in about 150 lines.
 
 pub mod channel;
+mod fallback;
 pub mod fanotify;
 pub mod file;
 pub mod provider;

@@ -79,15 +79,32 @@ pub fn mark(watcher: &mut Watcher, specs: &[MarkSpec]) {
     assert!(errors.is_empty(), "{errors:?}");
 }
 
+/// A queue the tests read: the fanotify group or the inotify backend.
+pub trait Queue: AsFd {
+    fn read_into(&mut self, events: &mut Vec<WatchEvent>);
+}
+
+impl Queue for Watcher {
+    fn read_into(&mut self, events: &mut Vec<WatchEvent>) {
+        self.read_events(events).unwrap();
+    }
+}
+
+impl Queue for triggerd_watch::InotifyWatcher {
+    fn read_into(&mut self, events: &mut Vec<WatchEvent>) {
+        self.read_events(events).unwrap();
+    }
+}
+
 /// Reads events (waiting on the fd, never sleeping) until `done` holds or the deadline.
-pub fn read_until(
-    watcher: &mut Watcher,
+pub fn read_until<Q: Queue>(
+    watcher: &mut Q,
     events: &mut Vec<WatchEvent>,
     mut done: impl FnMut(&[WatchEvent]) -> bool,
 ) -> bool {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        watcher.read_events(events).unwrap();
+        watcher.read_into(events);
         if done(events) {
             return true;
         }
@@ -100,7 +117,7 @@ pub fn read_until(
 }
 
 /// Waits (in poll, not asleep) until the group has events or `limit` passed.
-pub fn wait_readable(watcher: &Watcher, limit: Duration) {
+pub fn wait_readable(watcher: &impl AsFd, limit: Duration) {
     let mut fds = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
     let _ = poll(&mut fds, PollTimeout::try_from(limit).unwrap());
 }

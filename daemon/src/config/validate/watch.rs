@@ -7,7 +7,7 @@ use triggerd_watch::{parse_events, EventMask};
 
 use super::super::raw::{RawRule, Source};
 use super::super::{
-    facron, Action, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchTrigger,
+    facron, Action, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchBackend, WatchTrigger,
 };
 use super::{absolute, action::command, Table};
 
@@ -52,6 +52,8 @@ pub(super) fn facron_rules(
             events,
             recursive: false,
             follow: true,
+            backend: WatchBackend::Auto,
+            mount_only: false,
         };
         if let Err(m) = check_event_classes(&trigger) {
             line_problem(m);
@@ -118,9 +120,15 @@ pub(super) fn trigger(
         recursive: raw.recursive.unwrap_or(false),
         follow: raw.follow.unwrap_or(true),
         children: true,
+        backend: backend(table, raw, problems)?,
+        mount_only: raw.mount_only.unwrap_or(false),
     };
     if let Err(m) = check_event_classes(&trigger) {
         problems.push(table.problem("events", m));
+        return None;
+    }
+    if let Err((key, m)) = check_backend(&trigger) {
+        problems.push(table.problem(key, m));
         return None;
     }
     Some(Trigger::Watch(trigger))
@@ -150,6 +158,63 @@ pub(super) fn check_policy(
     if !trigger.is_permission() && raw.on_timeout.is_some() {
         problems.push(table.problem("on_timeout", "only applies to permission events"));
     }
+}
+
+fn backend(table: &Table<'_>, raw: &RawRule, problems: &mut Vec<Problem>) -> Option<WatchBackend> {
+    match raw.backend.as_deref() {
+        None | Some("auto") => Some(WatchBackend::Auto),
+        Some("fanotify") => Some(WatchBackend::Fanotify),
+        Some("inotify") => Some(WatchBackend::Inotify),
+        Some(other) => {
+            problems.push(table.problem(
+                "backend",
+                format!("{other:?}: expected \"auto\", \"fanotify\" or \"inotify\""),
+            ));
+            None
+        }
+    }
+}
+
+/// The kinds a mount mark can carry (the kernel refuses the others with EINVAL: they need
+/// FID-mode events, which a mount mark cannot filter by mount; checked on Linux 6.18).
+const MOUNT_KINDS: EventMask = EventMask::ACCESS
+    .union(EventMask::MODIFY)
+    .union(EventMask::OPEN)
+    .union(EventMask::OPEN_EXEC)
+    .union(EventMask::CLOSE);
+
+/// What the chosen backend (and `mount_only`) can deliver: (key, why not).
+fn check_backend(trigger: &WatchTrigger) -> Result<(), (&'static str, String)> {
+    let events = trigger.events;
+    if trigger.backend == WatchBackend::Inotify {
+        let lacking = triggerd_watch::inotify_lacks(events);
+        if !lacking.is_empty() {
+            return Err(("backend", format!("inotify has no equivalent of {lacking}")));
+        }
+        if trigger.mount_only {
+            return Err((
+                "mount_only",
+                "needs fanotify (inotify watches objects, not mounts)".into(),
+            ));
+        }
+    }
+    if trigger.mount_only {
+        if trigger.is_permission() {
+            return Err(("mount_only", "not available for permission events".into()));
+        }
+        let refused = events
+            .notification_part()
+            .difference(MOUNT_KINDS.union(EventMask::OVERFLOW));
+        if !refused.is_empty() {
+            return Err((
+                "mount_only",
+                format!(
+                    "a mount mark cannot report {refused} (only access, modify, open, open_exec, close_write, close_nowrite)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Permission and notification kinds are answered differently; one rule does one of them.
