@@ -173,3 +173,38 @@ pub fn start_broker(dir: &Path) -> std::io::Result<(String, StopOnDrop)> {
     })?;
     Ok((endpoint.unwrap_or_default(), guard))
 }
+
+/// Nanoseconds since the Unix epoch, as `stamp` logs them.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Milliseconds from close() to the command's start, sorted, for each `stamp` line in `log`
+/// whose name `closed` knows (name → when its close() returned, in `now_ns`).
+pub fn latencies(log: &Path, closed: &std::collections::HashMap<String, i128>) -> Vec<f64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, ns) = l.split_once(' ')?;
+            let started: i128 = ns.parse().ok()?;
+            Some((started - closed.get(name)?) as f64 / 1e6)
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// Resident set size of process `pid` in KiB (0 when unknown).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

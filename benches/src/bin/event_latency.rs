@@ -9,22 +9,17 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use triggerd_benches::{
-    compile_c, count_lines, percentile, triggerd_bin, wait_until, Killed, Removed,
+    compile_c, count_lines, latencies, now_ns, percentile, rss_kib, triggerd_bin, wait_until,
+    Killed, Removed,
 };
 
 const PACED_FILES: usize = 2_000;
 const PACED_RATE: u64 = 500;
 const BURST_FILES: usize = 20_000;
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
 
 fn main() -> Result<()> {
     let triggerd = triggerd_bin()?;
@@ -173,21 +168,6 @@ fn settle(logs: &[PathBuf], limit: Duration) {
     }
 }
 
-/// Milliseconds from close() to the command's start, per file logged.
-fn latencies(log: &Path, closed: &HashMap<String, i128>) -> Vec<f64> {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let mut out: Vec<f64> = text
-        .lines()
-        .filter_map(|l| {
-            let (name, ns) = l.split_once(' ')?;
-            let started: i128 = ns.parse().ok()?;
-            Some((started - closed.get(name)?) as f64 / 1e6)
-        })
-        .collect();
-    out.sort_by(f64::total_cmp);
-    out
-}
-
 fn print_latency(who: &str, sorted: &[f64], sent: usize) {
     match (percentile(sorted, 50.0), percentile(sorted, 99.0)) {
         (Some(p50), Some(p99)) => println!(
@@ -196,17 +176,6 @@ fn print_latency(who: &str, sorted: &[f64], sent: usize) {
         ),
         _ => println!("  {who}: nothing fired"),
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn zombies_of(parent: u32) -> usize {
