@@ -174,19 +174,7 @@ impl State {
             webhooks: webhook_status(&self.shared.webhooks),
             remote: Box::new(self.remote.status()),
             control_refused: control::refused(),
-        }
-    }
-}
-
-/// Actions each hold a few descriptors: use all the descriptors the hard limit allows (the
-/// usual soft limit of 1024 would allow only a hundred or so actions at once).
-fn raise_open_file_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
-            }
+            fds: crate::fds::usage(),
         }
     }
 }
@@ -202,7 +190,7 @@ pub async fn run(
         source,
     };
     control::ensure_no_other_instance(&control_path).map_err(control_error)?;
-    raise_open_file_limit();
+    crate::fds::raise_open_file_limit();
     // State (paused rules, timers, trigger files' modes) is root's alone: 0700.
     let state_dir = &config.daemon.state_dir;
     crate::dispatch::private_dir(state_dir)

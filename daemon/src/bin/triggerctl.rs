@@ -288,10 +288,14 @@ fn print_status(status: &Status) {
     if let Some(e) = &status.reload_error {
         println!("last reload refused (previous config running):\n{e}");
     }
+    println!(
+        "fds: {} open of {} allowed",
+        status.fds.open, status.fds.limit
+    );
     let w = &status.watch;
     println!(
-        "fanotify: {} events, {} overflows, {} permission requests",
-        w.events, w.overflows, w.permission_requests
+        "fanotify: {} events, {} overflows, {} permission requests, {} watches refused",
+        w.events, w.overflows, w.permission_requests, w.refused_marks
     );
     for (path, why) in &w.failing_marks {
         println!("  not watched yet: {path}: {why}");

@@ -68,6 +68,9 @@ pub struct Status {
     /// Control connections and requests refused (over the connection bound, or not allowed).
     #[serde(default)]
     pub control_refused: u64,
+    /// Descriptors the daemon holds, and its limit.
+    #[serde(default)]
+    pub fds: crate::fds::FdUsage,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -29,7 +29,7 @@ use crate::event::Event;
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 /// The marks a set of rules asks for: notification marks and permission marks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Marks {
     pub notify: Vec<MarkSpec>,
     pub permission: Vec<MarkSpec>,
@@ -127,7 +127,14 @@ pub struct WatchStatus {
     pub permission_requests: u64,
     /// Paths whose mark failed, with why; retried every few seconds.
     pub failing_marks: BTreeMap<String, String>,
+    /// Watch rules refused now: their mark failed (out of marks or fds, a path that does not
+    /// exist yet); each is logged when its reason changes (at most `MAX_LOGGED` per pass).
+    #[serde(default)]
+    pub refused_marks: u64,
 }
+
+/// Refused marks logged one by one per pass; the rest are summed up in one line.
+const MAX_LOGGED: usize = 20;
 
 /// The fanotify groups own their fd for their whole life and never swap it.
 trait OwnsGroupFd: AsRawFd {}
@@ -224,6 +231,7 @@ impl EventSource for FanotifySource {
                 permission: gate,
                 delivery,
                 marks: Marks::default(),
+                errors: Vec::new(),
                 failing: false,
             };
             source.run(ctx).await;
@@ -239,8 +247,12 @@ struct Source {
     permission: Option<SharedGate>,
     delivery: Delivery,
     marks: Marks,
+    /// The marks of `marks` that failed: (spec id, path, why, retrying helps).
+    errors: Vec<MarkFailure>,
     failing: bool,
 }
+
+type MarkFailure = (u64, PathBuf, String, bool);
 
 /// Turns what the groups read into dispatcher calls (apart from the groups, so both can be
 /// borrowed at once).
@@ -292,12 +304,18 @@ impl Source {
 
     fn bind(&mut self, rules: &[Rule]) {
         let marks = lock(&self.delivery.bound).bind(rules);
+        if marks == self.marks && !marks.notify.is_empty() {
+            // Nothing to mark differently: only rules with a new runtime learn their state.
+            let errors = std::mem::take(&mut self.errors);
+            self.report(&marks, &errors);
+            self.errors = errors;
+            return;
+        }
         self.apply(marks);
     }
 
     fn apply(&mut self, marks: Marks) {
-        // (spec id, path, why, retrying helps)
-        let mut errors: Vec<(u64, PathBuf, String, bool)> = Vec::new();
+        let mut errors: Vec<MarkFailure> = Vec::new();
         let mut collect =
             |result: Result<Vec<MarkError>, WatchError>, specs: &[MarkSpec]| match result {
                 Ok(failed) => errors.extend(failed.into_iter().map(|e| {
@@ -330,17 +348,28 @@ impl Source {
         let mut status = lock(&self.delivery.status);
         let mut failing = BTreeMap::new();
         let mut retry = false;
-        for (_, path, why, transient) in errors {
+        let (mut logged, mut unlogged) = (0, 0);
+        status.refused_marks = errors.len() as u64;
+        for (_, path, why, transient) in &errors {
             let path = path.display().to_string();
-            if status.failing_marks.get(&path) != Some(&why) {
-                if transient {
+            if status.failing_marks.get(&path) != Some(why) {
+                if logged >= MAX_LOGGED {
+                    unlogged += 1;
+                } else if *transient {
                     tracing::warn!(path = %path, "cannot watch yet (retrying): {why}");
                 } else {
                     tracing::error!(path = %path, "cannot watch: {why}");
                 }
+                logged += 1;
             }
             retry |= transient;
-            failing.insert(path, why);
+            failing.insert(path, why.clone());
+        }
+        if unlogged > 0 {
+            tracing::error!(
+                refused = errors.len(),
+                "{unlogged} more watches cannot be marked now (see `triggerctl status`)"
+            );
         }
         for path in status
             .failing_marks
@@ -352,10 +381,11 @@ impl Source {
         self.failing = retry;
         status.failing_marks = failing;
         self.marks = marks;
+        self.errors = errors;
     }
 
     /// Tells each rule's status how it is watched, or why it is not.
-    fn report(&self, marks: &Marks, errors: &[(u64, PathBuf, String, bool)]) {
+    fn report(&self, marks: &Marks, errors: &[MarkFailure]) {
         let bound = lock(&self.delivery.bound);
         let trouble: HashMap<u64, String> = errors
             .iter()
