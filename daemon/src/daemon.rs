@@ -122,7 +122,22 @@ impl Responder for State {
             }
         }
         match request {
-            Request::Status => Reply::Status(self.status()),
+            Request::Status => Reply::Status(self.status(d.status())),
+            Request::Summary { filter } => {
+                let rules = d.rules();
+                match control::summary::summarize(rules.iter().map(|r| r.status()), &filter) {
+                    Ok(summary) => {
+                        let mut status = self.status(Vec::new());
+                        if !filter.all {
+                            status
+                                .triggers
+                                .retain(|_, t| t.drops + t.refused_bytes + t.refused_opens > 0);
+                        }
+                        Reply::Summary(Box::new((status, summary)))
+                    }
+                    Err(e) => Reply::Error(e.to_string()),
+                }
+            }
             Request::List => Reply::Rules(d.status()),
             Request::Show { rule } => match d.rule(&rule) {
                 Some(r) => Reply::Rules(vec![r.status()]),
@@ -160,14 +175,14 @@ impl Responder for State {
 }
 
 impl State {
-    fn status(&self) -> Status {
+    fn status(&self, rules: Vec<crate::dispatch::RuleStatus>) -> Status {
         let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
             config: lock(&self.config).file.display().to_string(),
             reloads,
             reload_error,
-            rules: self.dispatcher.status(),
+            rules,
             watch: lock(&self.shared.watch).clone(),
             channels: channel_status(&self.shared.channels),
             triggers: trigger_status(&self.shared.triggers),
