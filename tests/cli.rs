@@ -208,3 +208,47 @@ fn the_shipped_config_answers_hello_and_logs_what_its_commands_print() {
     });
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn triggerctl_status_sums_up_many_rules_and_filters_them() {
+    let mut rules = String::from(
+        "[[watch]]\nname = \"docs\"\npath = \"{dir}\"\nevents = \"close_write\"\nexec = [\"/bin/true\"]\n\n",
+    );
+    for i in 0..110 {
+        rules +=
+            &format!("[[trigger]]\nname = \"t{i}\"\nfile = \"t/t{i}\"\nexec = [\"/bin/true\"]\n\n");
+    }
+    let mut daemon = Daemon::start(&rules);
+    daemon.wait_watching();
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rows = |text: &str| {
+        text.lines()
+            .skip_while(|l| !l.starts_with("RULE"))
+            .skip(1)
+            .count()
+    };
+    let summary = ctl(&[]);
+    assert!(summary.contains("rules: 111 selected of 111"), "{summary}");
+    assert!(summary.contains("trigger: 110 active"), "{summary}");
+    assert!(summary.contains("watch: 1 active"), "{summary}");
+    assert!(rows(&summary) <= 20, "{summary}");
+    let watches = ctl(&["--kind", "watch"]);
+    assert!(watches.contains("rules: 1 selected of 111"), "{watches}");
+    assert_eq!(rows(&watches), 1, "{watches}");
+    // t1, t10-t19, t100-t109
+    assert_eq!(rows(&ctl(&["--rule", "t1*", "--all"])), 21);
+    assert_eq!(rows(&ctl(&["--state", "paused"])), 0);
+    let json: serde_json::Value =
+        serde_json::from_str(&ctl(&["--json", "--rule", "t10?"])).unwrap();
+    assert_eq!(json["rules"].as_array().map(Vec::len), Some(10));
+}

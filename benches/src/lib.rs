@@ -233,3 +233,15 @@ pub fn latencies(log: &Path, closed: &std::collections::HashMap<String, i128>) -
     out.sort_by(f64::total_cmp);
     out
 }
+
+/// Resident set size of process `pid` in KiB (0 when unknown).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

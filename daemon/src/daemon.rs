@@ -128,7 +128,22 @@ impl Responder for State {
             }
         }
         match request {
-            Request::Status => Reply::Status(self.status()),
+            Request::Status => Reply::Status(self.status(d.status())),
+            Request::Summary { filter } => {
+                let rules = d.rules();
+                match control::summary::summarize(rules.iter().map(|r| r.status()), &filter) {
+                    Ok(summary) => {
+                        let mut status = self.status(Vec::new());
+                        if !filter.all {
+                            status
+                                .triggers
+                                .retain(|_, t| t.drops + t.refused_bytes + t.refused_opens > 0);
+                        }
+                        Reply::Summary(Box::new((status, summary)))
+                    }
+                    Err(e) => Reply::Error(e.to_string()),
+                }
+            }
             Request::List => Reply::Rules(d.status()),
             Request::Show { rule } => match d.rule(&rule) {
                 Some(r) => Reply::Rules(vec![r.status()]),
@@ -166,14 +181,14 @@ impl Responder for State {
 }
 
 impl State {
-    fn status(&self) -> Status {
+    fn status(&self, rules: Vec<crate::dispatch::RuleStatus>) -> Status {
         let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
             config: lock(&self.config).file.display().to_string(),
             reloads,
             reload_error,
-            rules: self.dispatcher.status(),
+            rules,
             watch: lock(&self.shared.watch).clone(),
             channels: channel_status(&self.shared.channels),
             triggers: trigger_status(&self.shared.triggers),
@@ -181,19 +196,7 @@ impl State {
             providers: lock(&self.shared.providers).clone(),
             remote: Box::new(self.remote.status()),
             control_refused: control::refused(),
-        }
-    }
-}
-
-/// Actions each hold a few descriptors: use all the descriptors the hard limit allows (the
-/// usual soft limit of 1024 would allow only a hundred or so actions at once).
-fn raise_open_file_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
-            }
+            fds: crate::fds::usage(),
         }
     }
 }
@@ -209,7 +212,7 @@ pub async fn run(
         source,
     };
     control::ensure_no_other_instance(&control_path).map_err(control_error)?;
-    raise_open_file_limit();
+    crate::fds::raise_open_file_limit();
     // State (paused rules, timers, trigger files' modes) is root's alone: 0700.
     let state_dir = &config.daemon.state_dir;
     crate::dispatch::private_dir(state_dir)

@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod dispatch;
 pub mod event;
+pub mod fds;
 pub mod remote;
 pub mod schedule;
 pub mod sources;

@@ -22,6 +22,8 @@ use crate::tree::{name_from_os, Attrs, Kind, Node, Tree};
 /// How long the kernel may cache names and attributes. Reloads also invalidate explicitly;
 /// this bounds what a missed invalidation could leave behind.
 const TTL: Duration = Duration::from_secs(1);
+/// Entries looked up per readdir call; the kernel's buffer holds fewer, and asks again.
+const READDIR_PAGE: usize = 512;
 
 /// Everything the FUSE threads and the owning [`crate::TriggerFs`] share.
 pub(crate) struct Shared {
@@ -407,7 +409,9 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectory,
     ) {
         let tree = read(&self.0.tree);
-        let children = match tree.children(ino.0) {
+        // Offsets count entries: "." and ".." are 0 and 1, children follow.
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let children = match tree.children(ino.0, skip.saturating_sub(2), READDIR_PAGE) {
             Ok(c) => c,
             Err(e) => return reply.error(e),
         };
@@ -416,9 +420,8 @@ impl Filesystem for FuseFs {
             (ino.0, ".".to_string(), true),
             (parent, "..".to_string(), true),
         ];
-        let all = dots.into_iter().chain(children);
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, (child, name, is_dir)) in all.enumerate().skip(skip) {
+        let page = dots.into_iter().skip(skip).chain(children);
+        for (i, (child, name, is_dir)) in page.enumerate().map(|(k, e)| (skip + k, e)) {
             let kind = if is_dir {
                 FileType::Directory
             } else {

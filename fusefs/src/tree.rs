@@ -315,11 +315,19 @@ impl Tree {
         }
     }
 
-    /// The entries of directory `ino`, in a stable order.
-    pub(crate) fn children(&self, ino: u64) -> Result<Vec<(u64, String, bool)>, Errno> {
+    /// At most `limit` entries of directory `ino` from the `skip`th on, in a stable order: a
+    /// readdir page costs its own entries, not a copy of a directory of 50,000 files.
+    pub(crate) fn children(
+        &self,
+        ino: u64,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<(u64, String, bool)>, Errno> {
         match &self.nodes.get(&ino).ok_or(Errno::ENOENT)?.kind {
             Kind::Dir { children, .. } => Ok(children
                 .iter()
+                .skip(skip)
+                .take(limit)
                 .map(|(name, &child)| (child, name.clone(), self.is_dir(child)))
                 .collect()),
             Kind::Trigger { .. } => Err(Errno::ENOTDIR),

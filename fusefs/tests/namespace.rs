@@ -212,3 +212,32 @@ fn unprivileged_users_are_held_to_the_mode_bits() {
     );
     assert!(m.sink.recv(Duration::from_millis(100)).is_none());
 }
+
+#[test]
+fn a_large_directory_lists_every_file_once_across_readdir_pages() {
+    // Past several readdir pages and the kernel's own buffers, with an uneven last page.
+    let n = 5_003;
+    let specs: Vec<TriggerSpec> = (0..n)
+        .map(|i| spec(&format!("many/t{i}"), Split::Write))
+        .collect();
+    let m = Mounted::new(specs);
+    let mut names: Vec<String> = std::fs::read_dir(m.path("many"))
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), n);
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), n, "no file listed twice");
+    let out = std::process::Command::new("ls")
+        .arg("-a")
+        .arg(m.path("many"))
+        .output()
+        .expect("ls");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        listed.lines().filter(|l| *l == "." || *l == "..").count(),
+        2
+    );
+    assert_eq!(listed.lines().count(), n + 2);
+}

@@ -64,7 +64,8 @@ fn enter(dir: &CString) -> std::io::Result<()> {
 }
 
 /// Marks every fd from `first` on close-on-exec: exec then closes them, while the pipe std
-/// uses to report a failed exec (itself close-on-exec) keeps working until then.
+/// uses to report a failed exec (itself close-on-exec) keeps working until then. Called in a
+/// forked child, or in the parent itself before a spawn without fork.
 pub(crate) fn cloexec_from(first: u32) -> std::io::Result<()> {
     // SAFETY: close_range only changes fd flags of this process; no memory is passed.
     let done = unsafe {

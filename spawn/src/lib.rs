@@ -2,7 +2,8 @@
 //! permission-gate commands, command and external plugins all go through [`prepare`], so a
 //! child sees only what is listed here, whatever the parent holds (libzmq's epoll fds, the
 //! daemon's environment, root's groups):
-//! - file descriptors 0, 1 and 2 only (every other fd is marked close-on-exec in the child);
+//! - file descriptors 0, 1 and 2 only (every other fd is marked close-on-exec: in the child,
+//!   or in the parent when the child starts without a fork, see [`Start`]);
 //! - an explicit environment: [`BASE_PATH`] as `PATH`, [`BASE_LANG`] as `LANG`, `HOME`,
 //!   `USER`, `LOGNAME` and `SHELL` of the user it runs as, then the caller's variables
 //!   (a rule's `env` table, the `TRIGGERD_*` details); nothing inherited;
@@ -52,10 +53,24 @@ pub enum SpawnError {
     Chdir(PathBuf),
 }
 
+/// How a prepared command will start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With no step left for the child (same user, the parent's umask is [`UMASK`]): std
+    /// starts it with `posix_spawn`, which shares the parent's memory until the exec instead
+    /// of copying its page tables, so starting costs the same however large the parent is.
+    /// The parent's own fds past 2 were marked close-on-exec instead.
+    Spawn,
+    /// Forked, with the child-side steps (another user, or another umask) run before exec.
+    Fork,
+}
+
 /// Sets up `command` to start clean as `spec` says: clears its environment and fills in the
-/// base, and installs the child-side steps (groups, gid, uid, umask, cwd, fds). The caller
-/// may add more variables afterwards; it must not call `uid`, `gid` or `current_dir`.
-pub fn prepare(command: &mut Command, spec: &Spec) -> Result<(), SpawnError> {
+/// base, and arranges for the rest (groups, gid, uid, umask, cwd, fds): in the child between
+/// fork and exec, or, when nothing needs the child's own steps, without a fork (see
+/// [`Start`]). Call it just before spawning; the caller may add more variables afterwards; it
+/// must not call `uid`, `gid`, `current_dir` or `pre_exec`.
+pub fn prepare(command: &mut Command, spec: &Spec) -> Result<Start, SpawnError> {
     let uid = spec
         .user
         .map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid);
@@ -89,8 +104,25 @@ pub fn prepare(command: &mut Command, spec: &Spec) -> Result<(), SpawnError> {
         .env("LOGNAME", &name)
         .env("SHELL", &shell);
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if credentials.is_none() && process_umask() == Some(UMASK) {
+        // The same steps, done where no fork is needed: the umask is inherited as it is, std
+        // enters the directory, and no fd past 2 survives the exec. An fd opened by another
+        // thread between this and the spawn is close-on-exec too: everything the daemon and
+        // its libraries open is (std, tokio, fanotify groups, libzmq's sockets).
+        command.current_dir(std::ffi::OsStr::from_bytes(dir.as_bytes()));
+        if child::cloexec_from(3).is_ok() {
+            return Ok(Start::Spawn);
+        }
+    }
     child::install(command, credentials, dir);
-    Ok(())
+    Ok(Start::Fork)
+}
+
+/// This process's file-creation mask, from /proc (reading it with umask(2) would change it).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
 }
 
 /// The supplementary groups `initgroups` would give: the user's entries in the group

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use triggerd_spawn::{prepare, Spec, BASE_PATH};
+use triggerd_spawn::{prepare, Spec, Start, BASE_PATH};
 
 fn run(spec: &Spec, script: &str) -> String {
     let mut command = Command::new("/bin/sh");
@@ -90,4 +90,30 @@ fn a_missing_program_is_still_a_spawn_error() {
     let mut command = Command::new("/nonexistent/program");
     prepare(&mut command, &Spec::default()).expect("prepare");
     assert!(command.status().is_err());
+}
+
+#[test]
+fn only_a_child_that_needs_its_own_steps_is_forked() {
+    // SAFETY: umask(2) on an integer; 022 is what every test here expects the child to see.
+    unsafe { libc::umask(0o022) };
+    let mut same_user = Command::new("/bin/true");
+    // A parent with a large heap pays for a fork in page tables: the same user needs none.
+    assert_eq!(
+        prepare(&mut same_user, &Spec::default()).expect("prepare"),
+        Start::Spawn
+    );
+    assert!(same_user.status().expect("run").success());
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
+    let mut other_user = Command::new("/bin/true");
+    let spec = Spec {
+        user: Some((nobody.uid.as_raw(), nobody.gid.as_raw())),
+        ..Spec::default()
+    };
+    assert_eq!(
+        prepare(&mut other_user, &spec).expect("prepare"),
+        Start::Fork
+    );
+    assert!(other_user.status().expect("run").success());
 }

@@ -134,6 +134,7 @@ impl MarkTable {
         let mut wanted: HashMap<MarkKey, MarkedObject> = HashMap::new();
         let mut specs_of: HashMap<MarkKey, Vec<usize>> = HashMap::new();
         let mut objects: Vec<Option<SpecObject>> = vec![None; desired.len()];
+        let mut mounts = HashMap::new();
         for (index, spec) in desired.iter().enumerate() {
             let described = describe(&spec.path, spec.scope, spec.follow, spec.mount_only)
                 .and_then(|found| {
@@ -149,7 +150,7 @@ impl MarkTable {
                     }
                 });
             match described {
-                Ok((key, object)) => {
+                Ok((key, mut object)) => {
                     objects[index] = Some(SpecObject {
                         fsid: object.fsid,
                         dev_ino: object.dev_ino,
@@ -159,6 +160,8 @@ impl MarkTable {
                             .as_ref()
                             .and_then(|fd| sys::path_of_fd(fd.as_fd()).ok()),
                     });
+                    self.keep_mount(&mut mounts, &object);
+                    release_fd(&mut object, &mounts);
                     specs_of.entry(key).or_default().push(index);
                     wanted.entry(key).or_insert(object).user_mask |= spec.mask;
                 }
@@ -166,19 +169,10 @@ impl MarkTable {
             }
         }
         if policy.mark_ancestors() {
-            add_ancestors(&mut wanted);
+            add_ancestors(&mut wanted, &objects);
         }
-        let mut mounts = HashMap::new();
         for object in wanted.values() {
-            if let Entry::Vacant(slot) = mounts.entry(object.fsid) {
-                let fd = self
-                    .mounts
-                    .remove(&object.fsid)
-                    .or_else(|| mount_root(object).ok());
-                if let Some(fd) = fd {
-                    slot.insert(fd);
-                }
-            }
+            self.keep_mount(&mut mounts, object);
         }
         let mut next: HashMap<MarkKey, MarkedObject> = HashMap::new();
         // Specs' own objects before bookkeeping ancestors: where the kernel accepts only one
@@ -190,6 +184,9 @@ impl MarkTable {
             let new_mask = policy.kernel_mask(&object);
             let old = self.objects.remove(&key);
             let old_mask = old.as_ref().map_or(0, |o| o.kernel_mask);
+            if old_mask != new_mask && object.fd.is_none() {
+                object.fd = reopen(&mounts, &object);
+            }
             match change(group, &object, old_mask, new_mask) {
                 Ok(()) => {
                     object.fd = None;
@@ -211,20 +208,7 @@ impl MarkTable {
         }
         for (_, mut stale) in self.objects.drain() {
             // a handle that no longer opens: the object is gone and the kernel dropped its mark
-            let mount = self
-                .mounts
-                .get(&stale.fsid)
-                .or_else(|| mounts.get(&stale.fsid));
-            stale.fd = match (mount, stale.handle.as_ref()) {
-                (Some(mount), Some((handle_type, handle))) => sys::open_by_handle(
-                    mount.as_fd(),
-                    *handle_type,
-                    handle,
-                    OFlag::O_PATH | OFlag::O_CLOEXEC,
-                )
-                .ok(),
-                _ => None,
-            };
+            stale.fd = reopen(&self.mounts, &stale).or_else(|| reopen(&mounts, &stale));
             if stale.fd.is_some() {
                 // ENOENT: the kernel already dropped the mark; nothing else can be done
                 let _ = change(group, &stale, stale.kernel_mask, 0);
@@ -242,6 +226,42 @@ impl MarkTable {
         self.mounts = mounts;
         (errors, objects)
     }
+
+    /// Moves (or opens) the mount fd of `object`'s filesystem into `mounts`, while the
+    /// object's own fd is still open to find it.
+    fn keep_mount(&mut self, mounts: &mut HashMap<u64, OwnedFd>, object: &MarkedObject) {
+        if let Entry::Vacant(slot) = mounts.entry(object.fsid) {
+            let fd = self
+                .mounts
+                .remove(&object.fsid)
+                .or_else(|| mount_root(object).ok());
+            if let Some(fd) = fd {
+                slot.insert(fd);
+            }
+        }
+    }
+}
+
+/// Closes `object`'s fd when its handle can reopen it through its mount: no fd is held per
+/// spec while the rest are described, so 50,000 specs never need 50,000 fds at once.
+fn release_fd(object: &mut MarkedObject, mounts: &HashMap<u64, OwnedFd>) {
+    if object.handle.is_some() && mounts.contains_key(&object.fsid) {
+        object.fd = None;
+    }
+}
+
+/// An O_PATH fd on the very object `object` describes, through its handle (`None` when the
+/// object is gone or has no handle).
+fn reopen(mounts: &HashMap<u64, OwnedFd>, object: &MarkedObject) -> Option<OwnedFd> {
+    let mount = mounts.get(&object.fsid)?;
+    let (handle_type, handle) = object.handle.as_ref()?;
+    sys::open_by_handle(
+        mount.as_fd(),
+        *handle_type,
+        handle,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+    )
+    .ok()
 }
 
 /// Opens and identifies the object a spec names.
@@ -298,18 +318,15 @@ fn mount_root(object: &MarkedObject) -> Result<OwnedFd, Errno> {
     sys::mount_fd_for(root_fd.as_fd(), root != real.as_path() || object.is_dir)
 }
 
-/// Adds every ancestor directory of the wanted objects (bookkeeping marks: a rename of any
+/// Adds every ancestor directory of the specs' objects (bookkeeping marks: a rename of any
 /// ancestor must be seen to keep cached directory paths right).
-fn add_ancestors(wanted: &mut HashMap<MarkKey, MarkedObject>) {
+fn add_ancestors(wanted: &mut HashMap<MarkKey, MarkedObject>, objects: &[Option<SpecObject>]) {
     let mut paths: Vec<PathBuf> = Vec::new();
-    for object in wanted.values() {
-        let real = object.fd.as_ref().map(|fd| sys::path_of_fd(fd.as_fd()));
-        if let Some(Ok(real)) = real {
-            let mut at = real.parent();
-            while let Some(dir) = at {
-                paths.push(dir.to_path_buf());
-                at = dir.parent();
-            }
+    for real in objects.iter().flatten().filter_map(|o| o.real.as_ref()) {
+        let mut at = real.parent();
+        while let Some(dir) = at {
+            paths.push(dir.to_path_buf());
+            at = dir.parent();
         }
     }
     paths.sort();
@@ -329,6 +346,9 @@ fn change(group: &Fanotify, object: &MarkedObject, old: u64, new: u64) -> Result
         MarkScope::Inode => MarkFlags::FAN_MARK_INODE,
         MarkScope::Filesystem => MarkFlags::FAN_MARK_FILESYSTEM,
     };
+    if old == new {
+        return Ok(());
+    }
     let Some(fd) = object.fd.as_ref() else {
         return Err(WatchError::path("open", &object.path, Errno::EBADF));
     };

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use triggerd_benches::{
-    compile_c, count_lines, latencies, paced_stream, percentile, settle, triggerd_bin, wait_until,
-    Killed, Removed,
+    compile_c, count_lines, latencies, paced_stream, percentile, rss_kib, settle, triggerd_bin,
+    wait_until, Killed, Removed,
 };
 
 const PACED_FILES: usize = 2_000;
@@ -142,17 +142,6 @@ fn print_latency(who: &str, sorted: &[f64], sent: usize) {
         ),
         _ => println!("  {who}: nothing fired"),
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn zombies_of(parent: u32) -> usize {

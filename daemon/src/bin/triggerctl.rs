@@ -24,10 +24,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Verb {
-    /// Rules with their counters, and the state of the sources.
+    /// The state of the sources and the rules' counters: every rule up to 100 of them, else
+    /// counts by kind and state with the most active and the failing rules (--all: every
+    /// one). --json prints the whole status, every rule included, filtered as asked.
     Status {
         #[arg(long)]
         json: bool,
+        /// Every selected rule, however many.
+        #[arg(long)]
+        all: bool,
+        /// Only rules whose name matches this glob.
+        #[arg(long, value_name = "GLOB")]
+        rule: Option<String>,
+        /// Only rules of this kind (watch, trigger, channel, timer, webhook).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only rules in this state (active, paused, disabled, waiting, failed).
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Event-source providers: state, restarts, rules, fires, refused lines.
     Providers {
@@ -145,7 +159,22 @@ fn main() -> ExitCode {
     };
     let providers_view = matches!(cli.verb, Verb::Providers { .. });
     let (request, json) = match cli.verb {
-        Verb::Status { json } | Verb::Providers { json } => (Request::Status, json),
+        Verb::Status {
+            json,
+            all,
+            rule,
+            kind,
+            state,
+        } => {
+            let filter = control::summary::RuleFilter {
+                rule,
+                kind,
+                state,
+                all: all || json,
+            };
+            (Request::Summary { filter }, json)
+        }
+        Verb::Providers { json } => (Request::Status, json),
         Verb::List { json } => (Request::List, json),
         Verb::Show { rule, json } => (Request::Show { rule }, json),
         Verb::Pause { rule } => (Request::Pause { rule }, false),
@@ -180,6 +209,13 @@ fn main() -> ExitCode {
         let value = match &reply {
             Reply::Status(s) if providers_view => serde_json::to_value(&s.providers),
             Reply::Status(s) => serde_json::to_value(s),
+            // The status as before, with the selected rules.
+            Reply::Summary(s) => {
+                let (status, summary) = s.as_ref();
+                let mut status = status.clone();
+                status.rules = summary.rules.clone();
+                serde_json::to_value(status)
+            }
             Reply::Rules(r) => serde_json::to_value(r),
             other => serde_json::to_value(other),
         };
@@ -201,6 +237,14 @@ fn main() -> ExitCode {
             print_table(&PROVIDER_COLUMNS, &rows);
         }
         Reply::Status(status) => print_status(&status),
+        Reply::Summary(s) => {
+            let (mut status, summary) = *s;
+            if summary.rules.len() as u64 != summary.total {
+                print_summary(&summary);
+            }
+            status.rules = summary.rules;
+            print_status(&status);
+        }
         Reply::Rules(rules) if matches!(request, Request::Show { .. }) => print_rule(&rules),
         Reply::Rules(rules) => print_list(&rules),
         Reply::Done(what) => println!("{what}"),
@@ -303,10 +347,14 @@ fn print_status(status: &Status) {
     if let Some(e) = &status.reload_error {
         println!("last reload refused (previous config running):\n{e}");
     }
+    println!(
+        "fds: {} open of {} allowed",
+        status.fds.open, status.fds.limit
+    );
     let w = &status.watch;
     println!(
-        "fanotify: {} events, {} overflows, {} permission requests",
-        w.events, w.overflows, w.permission_requests
+        "fanotify: {} events, {} overflows, {} permission requests, {} watches refused",
+        w.events, w.overflows, w.permission_requests, w.refused_marks
     );
     if w.inotify_watches > 0 || w.inotify_events > 0 || w.inotify_refused > 0 {
         println!(
@@ -344,6 +392,20 @@ fn print_status(status: &Status) {
         );
     }
     print_table(&STATUS_COLUMNS, &status.rules);
+}
+
+fn print_summary(summary: &control::summary::Summary) {
+    println!("rules: {} selected of {}", summary.selected, summary.total);
+    for (kind, states) in &summary.counts {
+        let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        println!("  {kind}: {}", states.join(", "));
+    }
+    if summary.rules.len() as u64 != summary.selected {
+        println!(
+            "shown: the {} most active and the failing (--all for every one)",
+            control::summary::TOP
+        );
+    }
 }
 
 /// A table column: its header and how a row fills it (one list, so they cannot drift apart).

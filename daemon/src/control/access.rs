@@ -21,7 +21,10 @@ pub enum Peer {
 impl Request {
     /// Whether the verb only reads the daemon's state.
     pub fn read_only(&self) -> bool {
-        matches!(self, Request::Status | Request::List | Request::Show { .. })
+        matches!(
+            self,
+            Request::Status | Request::Summary { .. } | Request::List | Request::Show { .. }
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`MAX_CONNECTIONS`] are served at once; what is refused is counted ([`refused`]).
 
 pub mod access;
+pub mod summary;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,11 @@ pub enum Request {
         rule: String,
         data: Option<String>,
     },
+    /// The daemon's state with the rules a filter selects, summed up (`triggerctl status`).
+    Summary {
+        #[serde(default)]
+        filter: summary::RuleFilter,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,12 +77,18 @@ pub struct Status {
     /// Control connections and requests refused (over the connection bound, or not allowed).
     #[serde(default)]
     pub control_refused: u64,
+    /// Descriptors the daemon holds, and its limit.
+    #[serde(default)]
+    pub fds: crate::fds::FdUsage,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum Reply {
     Status(Status),
+    /// `status` is the daemon's without its rules, and its trigger files only when asked for
+    /// all or when they refused something.
+    Summary(Box<(Status, summary::Summary)>),
     Rules(Vec<RuleStatus>),
     /// A verb that changes something succeeded; says what it did.
     Done(String),

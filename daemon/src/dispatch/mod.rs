@@ -9,7 +9,7 @@ mod rule;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use triggerd_watch::PermissionRequest;
@@ -56,6 +56,9 @@ pub trait Outbox: Send + Sync {
 pub struct RuleContext {
     pub lifecycle: Lifecycle,
     outbox: RwLock<Option<Arc<dyn Outbox>>>,
+    /// Process groups of every rule's runs in progress (with how many runs lead each): a
+    /// permission request asks whether its pid is the daemon's own without visiting rules.
+    running: Mutex<HashMap<i32, usize>>,
 }
 
 impl std::fmt::Debug for RuleContext {
@@ -67,6 +70,31 @@ impl std::fmt::Debug for RuleContext {
 }
 
 impl RuleContext {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i32, usize>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A run with process group `pgid` started.
+    pub(crate) fn run_started(&self, pgid: i32) {
+        *self.running().entry(pgid).or_default() += 1;
+    }
+
+    /// A run with process group `pgid` ended.
+    pub(crate) fn run_ended(&self, pgid: i32) {
+        let mut running = self.running();
+        if let Some(n) = running.get_mut(&pgid) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&pgid);
+            }
+        }
+    }
+
+    /// Whether some rule's run in progress has process group `pgid`.
+    fn runs_group(&self, pgid: i32) -> bool {
+        self.running().contains_key(&pgid)
+    }
+
     pub fn outbox(&self) -> Option<Arc<dyn Outbox>> {
         self.outbox
             .read()
@@ -117,6 +145,7 @@ impl Dispatcher {
             context: Arc::new(RuleContext {
                 lifecycle: Lifecycle::load(state_dir),
                 outbox: RwLock::default(),
+                running: Mutex::default(),
             }),
             lifecycle_changes: tokio::sync::watch::Sender::new(0),
         })
@@ -239,18 +268,15 @@ impl Dispatcher {
         });
     }
 
-    /// The daemon itself, a direct child of it, or any process in a running action's group.
+    /// The daemon itself, a direct child of it, or any process in a running action's group
+    /// (looked up, whatever the number of rules).
     fn is_own_process(&self, pid: i32) -> bool {
         let own = std::process::id() as i32;
         if pid == own || parent_of(pid) == Some(own) {
             return true;
         }
-        let group = process_group_of(pid);
-        self.rules().iter().any(|r| {
-            r.running_groups()
-                .iter()
-                .any(|g| *g == pid || Some(*g) == group)
-        })
+        self.context.runs_group(pid)
+            || process_group_of(pid).is_some_and(|g| self.context.runs_group(g))
     }
 
     /// Runs a rule now with `event` (`triggerctl fire`), whatever its state.

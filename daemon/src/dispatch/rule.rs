@@ -471,6 +471,7 @@ impl RuleRuntime {
             state.slots = state.slots.saturating_sub(1);
             if let Some(pid) = pid {
                 state.running.retain(|r| r.pgid != pid);
+                self.context.run_ended(pid);
                 state.recent.push_back((pid, Instant::now()));
             }
         }
@@ -547,6 +548,7 @@ impl RuleRuntime {
             &event,
             |running| {
                 pid = Some(running.pgid);
+                self.context.run_started(running.pgid);
                 self.state().running.push(running);
             },
         )
@@ -556,6 +558,7 @@ impl RuleRuntime {
             state.slots = state.slots.saturating_sub(1);
             if let Some(pid) = pid {
                 state.running.retain(|r| r.pgid != pid);
+                self.context.run_ended(pid);
             }
         }
         if !outcome.success() {
@@ -578,11 +581,6 @@ impl RuleRuntime {
 
     pub fn set_source_state(&self, source_state: SourceState) {
         self.state().source_state = Some(source_state);
-    }
-
-    /// Process groups of the runs in progress.
-    pub fn running_groups(&self) -> Vec<i32> {
-        self.state().running.iter().map(|r| r.pgid).collect()
     }
 
     pub fn running_count(&self) -> usize {
@@ -742,6 +740,7 @@ impl<'a> SpawnInFlight<'a> {
     }
 
     fn started(self, running: Running) {
+        self.rule.context.run_started(running.pgid);
         self.rule.state().running.push(running);
     }
 }

@@ -32,7 +32,7 @@ use crate::event::Event;
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 /// The marks a set of rules asks for: notification marks and permission marks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Marks {
     pub notify: Vec<MarkSpec>,
     pub permission: Vec<MarkSpec>,
@@ -164,7 +164,14 @@ pub struct WatchStatus {
     pub inotify_watches: u64,
     #[serde(default)]
     pub inotify_refused: u64,
+    /// Watch rules refused now: their mark failed (out of marks or fds, a path that does not
+    /// exist yet); each is logged when its reason changes (at most `MAX_LOGGED` per pass).
+    #[serde(default)]
+    pub refused_marks: u64,
 }
+
+/// Refused marks logged one by one per pass; the rest are summed up in one line.
+const MAX_LOGGED: usize = 20;
 
 /// The fanotify groups own their fd for their whole life and never swap it.
 pub(super) trait OwnsGroupFd: AsRawFd {}
@@ -263,6 +270,7 @@ impl EventSource for FanotifySource {
                 permission: gate,
                 delivery,
                 marks: Marks::default(),
+                errors: Vec::new(),
                 failing: false,
             };
             source.run(ctx).await;
@@ -282,6 +290,8 @@ struct Source {
     permission: Option<SharedGate>,
     delivery: Delivery,
     marks: Marks,
+    /// The marks of `marks` that failed: (spec id, path, why, retrying helps).
+    errors: Vec<Trouble>,
     failing: bool,
 }
 
@@ -375,6 +385,13 @@ impl Source {
 
     fn bind(&mut self, rules: &[Rule]) {
         let marks = lock(&self.delivery.bound).bind(rules);
+        if marks == self.marks && !marks.notify.is_empty() {
+            // Nothing to mark differently: only rules with a new runtime learn their state.
+            let errors = std::mem::take(&mut self.errors);
+            self.report(&marks, &errors);
+            self.errors = errors;
+            return;
+        }
         self.apply(marks);
     }
 
@@ -444,17 +461,28 @@ impl Source {
         let mut status = lock(&self.delivery.status);
         let mut failing = BTreeMap::new();
         let mut retry = false;
-        for (_, path, why, transient) in errors {
+        let (mut logged, mut unlogged) = (0, 0);
+        status.refused_marks = errors.len() as u64;
+        for (_, path, why, transient) in &errors {
             let path = path.display().to_string();
-            if status.failing_marks.get(&path) != Some(&why) {
-                if transient {
+            if status.failing_marks.get(&path) != Some(why) {
+                if logged >= MAX_LOGGED {
+                    unlogged += 1;
+                } else if *transient {
                     tracing::warn!(path = %path, "cannot watch yet (retrying): {why}");
                 } else {
                     tracing::error!(path = %path, "cannot watch: {why}");
                 }
+                logged += 1;
             }
             retry |= transient;
-            failing.insert(path, why);
+            failing.insert(path, why.clone());
+        }
+        if unlogged > 0 {
+            tracing::error!(
+                refused = errors.len(),
+                "{unlogged} more watches cannot be marked now (see `triggerctl status`)"
+            );
         }
         for path in status
             .failing_marks
@@ -466,6 +494,7 @@ impl Source {
         self.failing = retry;
         status.failing_marks = failing;
         self.marks = marks;
+        self.errors = errors;
     }
 
     /// Tells each rule's status how it is watched, or why it is not.

@@ -130,23 +130,28 @@ async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
         mounted: Arc::clone(&mounted),
         runtime: Handle::current(),
     });
+    // The specs the mounted tree follows: a reload that leaves them as they are rebuilds
+    // nothing (50,000 files would otherwise be rebuilt and saved on every reload).
+    let mut current_specs: Option<Vec<TriggerSpec>> = None;
     loop {
         let bindings = ctx.bindings.borrow_and_update().clone();
         let specs = apply_routes(&bindings.rules, &routes);
         let current = lock(&mounted).clone();
         match current {
-            Some(fs) => {
-                if let Err(e) = fs.update(specs) {
-                    tracing::error!("trigger files not updated: {e}");
-                }
-            }
+            Some(_) if current_specs.as_ref() == Some(&specs) => {}
+            Some(fs) => match fs.update(specs.clone()) {
+                Ok(()) => current_specs = Some(specs),
+                Err(e) => tracing::error!("trigger files not updated: {e}"),
+            },
             None if !specs.is_empty() => {
                 let options = MountOptions::new(&mountpoint, &ctx.state_dir);
                 let sink = Arc::clone(&handoff) as Arc<dyn MessageSink>;
+                let wanted = specs.clone();
                 match tokio::task::block_in_place(|| TriggerFs::mount(options, specs, sink)) {
                     Ok(fs) => {
                         tracing::info!(mount = %mountpoint.display(), "trigger files mounted");
                         *lock(&mounted) = Some(Arc::new(fs));
+                        current_specs = Some(wanted);
                     }
                     Err(e) => {
                         tracing::error!(mount = %mountpoint.display(), "cannot mount trigger files: {e}")
