@@ -17,8 +17,11 @@ use triggerd_remote::{Client, Event};
 /// plus the configured byte bounds and a few frames in flight.
 const RSS_BUDGET_KIB: u64 = 40 * 1024;
 
-fn status(s: &Setup) -> serde_json::Value {
-    broker_status(&s.broker.endpoint, creds("c1", &s.client_token))
+/// A connection (authenticated before any flood) that reads the broker's counters.
+fn watcher(s: &Setup) -> Client {
+    let mut client = Client::connect(&s.broker.endpoint, creds("c1", &s.client_token)).expect("c");
+    broker_status(&mut client);
+    client
 }
 
 /// Receives `n` FINAL replies on `client`; returns their statuses.
@@ -37,6 +40,7 @@ fn finals(client: &mut Client, n: usize) -> Vec<i32> {
 #[test]
 fn services_nobody_serves_are_forgotten_once_their_requests_time_out() {
     let s = setup();
+    let mut watch = watcher(&s);
     let mut client = Client::connect(&s.broker.endpoint, creds("c1", &s.client_token)).expect("c");
     let names: Vec<String> = (0..300)
         .map(|i| format!("{i:03}-{}", "n".repeat(200 + i % 52)))
@@ -52,11 +56,11 @@ fn services_nobody_serves_are_forgotten_once_their_requests_time_out() {
     );
     // What is left is `echo` with its worker (absent for a moment if it missed heartbeats).
     let settled = wait_for(T, || {
-        let now = status(&s);
+        let now = broker_status(&mut watch);
         let services = now["services"].as_u64()?;
         (services <= 1 && now["requests"] == 0 && now["queued_bytes"] == 0).then_some(now)
     });
-    let now = status(&s);
+    let now = broker_status(&mut watch);
     assert!(settled.is_some(), "services not pruned: {now}");
     assert_eq!(now["refused"]["timed_out"], 300, "{now}");
     let rss = rss_kib(s.broker.process.child.id());
@@ -68,6 +72,7 @@ fn services_nobody_serves_are_forgotten_once_their_requests_time_out() {
 fn queued_request_bytes_are_bounded_per_connection_and_in_total() {
     // 1 MiB per connection, 2 MiB in all: three flooding connections meet both bounds.
     let s = setup_with("client_queue_bytes = 1048576\nqueue_bytes = 2097152", None);
+    let mut watch = watcher(&s);
     let ep = s.broker.endpoint.clone();
     let body = vec![b'z'; 64 * 1024];
     let per_client = 400;
@@ -84,12 +89,12 @@ fn queued_request_bytes_are_bounded_per_connection_and_in_total() {
     }
     // Every refusal is answered at once; the queued ones wait for their deadline.
     let refused = wait_for(T * 2, || {
-        let now = status(&s);
+        let now = broker_status(&mut watch);
         let sum =
             now["refused"]["client_bytes"].as_u64()? + now["refused"]["total_bytes"].as_u64()?;
         (sum + now["requests"].as_u64()? == 3 * per_client).then_some(now)
     });
-    let now = status(&s);
+    let now = broker_status(&mut watch);
     assert!(refused.is_some(), "not every request accounted for: {now}");
     assert!(
         now["queued_bytes"].as_u64().expect("bytes") <= 2 * 1024 * 1024,
@@ -110,7 +115,12 @@ fn queued_request_bytes_are_bounded_per_connection_and_in_total() {
     );
     let mut honest = Client::connect(&ep, creds("c1", &s.client_token)).expect("client");
     let reply = honest.request("echo", "", b"still here", T, |_| {});
-    assert!(reply.is_ok(), "{reply:?}\n{}\n{}", status(&s), s.broker.log());
+    assert!(
+        reply.is_ok(),
+        "{reply:?}\n{}\n{}",
+        broker_status(&mut watch),
+        s.broker.log()
+    );
     let log = s.broker.log();
     let lines = log.matches("queued bytes are at").count();
     assert!(
@@ -141,12 +151,18 @@ fn unauthenticated_connections_do_not_lock_out_an_honest_client() {
         "max_handshakes = 64\nhandshakes_per_address = 16\nhandshake_timeout = \"60s\"",
         Some(&limit),
     );
+    let mut watch = watcher(&s);
     let _flood = flood(&s.broker.endpoint, "127.0.0.2", 400);
     let counted = wait_for(T, || {
-        let now = status(&s);
+        let now = broker_status(&mut watch);
         (now["refused"]["handshakes"].as_u64()? > 0).then_some(())
     });
-    assert!(counted.is_some(), "{}\n{}", status(&s), s.broker.log());
+    assert!(
+        counted.is_some(),
+        "{}\n{}",
+        broker_status(&mut watch),
+        s.broker.log()
+    );
     works(&s.broker.endpoint, creds("c1", &s.client_token));
     let alive = s.broker.process.child.id();
     assert!(rss_kib(alive) < RSS_BUDGET_KIB);
@@ -155,6 +171,7 @@ fn unauthenticated_connections_do_not_lock_out_an_honest_client() {
 #[test]
 fn a_connection_that_never_authenticates_is_closed_after_the_handshake_timeout() {
     let s = setup_with("handshake_timeout = \"5s\"", None);
+    let mut watch = watcher(&s);
     let address = s.broker.endpoint.trim_start_matches("tcp://").to_string();
     let mut silent = std::net::TcpStream::connect(&address).expect("connect");
     silent.set_read_timeout(Some(T)).expect("timeout");
@@ -172,7 +189,7 @@ fn a_connection_that_never_authenticates_is_closed_after_the_handshake_timeout()
         closed,
         "the broker kept a silent connection past its handshake timeout"
     );
-    let now = status(&s);
+    let now = broker_status(&mut watch);
     assert!(now["refused"]["handshake"].as_u64() > Some(0), "{now}");
     works(&s.broker.endpoint, creds("c1", &s.client_token));
 }

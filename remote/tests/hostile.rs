@@ -77,7 +77,7 @@ fn long_service_names_are_refused_and_names_are_escaped_in_the_log() {
     let rss = rss_kib(pid);
     eprintln!("broker RSS after {LONG_NAMES} long names: {rss} KiB");
     assert!(settled.is_some(), "broker RSS {rss} KiB");
-    let status = broker_status(&ep, creds("c1", &s.client_token));
+    let status = broker_status(&mut client);
     assert_eq!(status["refused"]["long_name"], LONG_NAMES, "{status}");
     let logged = s.broker.log().len() - log_before;
     assert!(

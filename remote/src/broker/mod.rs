@@ -72,7 +72,7 @@ impl Default for BrokerConfig {
             client_queue_bytes: 64 * 1024 * 1024,
             max_handshakes: 256,
             handshakes_per_address: 32,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -323,9 +323,8 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("kB")
 }
 
-/// The broker's own counters (`mmi.status`, one JSON object).
-pub fn broker_status(endpoint: &str, options: ClientOptions) -> serde_json::Value {
-    let mut client = Client::connect(endpoint, options).expect("client");
+/// The broker's own counters (`mmi.status`, one JSON object), asked on `client`'s connection.
+pub fn broker_status(client: &mut Client) -> serde_json::Value {
     let reply = client
         .request("mmi.status", "", b"", T, |_| {})
         .expect("mmi.status answered");
