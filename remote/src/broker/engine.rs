@@ -209,9 +209,8 @@ impl Engine {
         }
         if count > MAX_FRAMES && !oversized {
             let peer = hex(&identity);
-            self.refusals.refuse(Refusal::Malformed, || {
-                format!("peer {peer}: more than {MAX_FRAMES} frames")
-            });
+            self.refusals
+                .refuse(Refusal::Frames, || format!("peer {peer}"));
             frames.clear();
         }
         Ok(Some(Received {

@@ -23,8 +23,10 @@ pub(crate) enum Refusal {
     TotalBytes,
     /// A message larger than the connection's bound, discarded while received.
     Oversized,
-    /// A message that is not MDP, or has too many frames.
+    /// A message that is not MDP.
     Malformed,
+    /// A message with more than 1024 frames.
+    Frames,
     /// A READY the broker does not accept (twice, mmi.*, not a worker identity).
     Ready,
     /// A command out of place (e.g. a client sending a worker command).
@@ -35,6 +37,8 @@ pub(crate) enum Refusal {
     Handshakes,
     /// A handshake that failed (wrong token, protocol error, deadline passed).
     Handshake,
+    /// A PLAIN user name and token the store does not know (seen by the ZAP handler).
+    Token,
     /// A request whose deadline passed (not a refusal of the peer, but as frequent).
     Timeout,
     /// A connection closed (the peer left, or libzmq refused an oversized frame or a
@@ -42,7 +46,7 @@ pub(crate) enum Refusal {
     Closed,
 }
 
-const KINDS: usize = 13;
+const KINDS: usize = 15;
 
 const ALL: [Refusal; KINDS] = [
     Refusal::LongName,
@@ -51,11 +55,13 @@ const ALL: [Refusal; KINDS] = [
     Refusal::TotalBytes,
     Refusal::Oversized,
     Refusal::Malformed,
+    Refusal::Frames,
     Refusal::Ready,
     Refusal::Unexpected,
     Refusal::Reply,
     Refusal::Handshakes,
     Refusal::Handshake,
+    Refusal::Token,
     Refusal::Timeout,
     Refusal::Closed,
 ];
@@ -70,11 +76,13 @@ impl Refusal {
             Refusal::TotalBytes => "total_bytes",
             Refusal::Oversized => "oversized",
             Refusal::Malformed => "malformed",
+            Refusal::Frames => "frames",
             Refusal::Ready => "ready",
             Refusal::Unexpected => "unexpected",
             Refusal::Reply => "reply",
             Refusal::Handshakes => "handshakes",
             Refusal::Handshake => "handshake",
+            Refusal::Token => "token",
             Refusal::Timeout => "timed_out",
             Refusal::Closed => "closed",
         }
@@ -88,11 +96,13 @@ impl Refusal {
             Refusal::TotalBytes => "refused request: the broker's queued bytes are at `queue_bytes`",
             Refusal::Oversized => "refused: message larger than `client_queue_bytes`",
             Refusal::Malformed => "refused malformed message",
+            Refusal::Frames => "refused: more than 1024 frames in one message",
             Refusal::Ready => "refused READY",
             Refusal::Unexpected => "refused unexpected command",
             Refusal::Reply => "refused worker reply",
             Refusal::Handshakes => "refused connection: too many connections authenticating (`max_handshakes`, `handshakes_per_address`)",
             Refusal::Handshake => "refused connection: handshake failed",
+            Refusal::Token => "refused: unknown identity or wrong token",
             Refusal::Timeout => "request timed out",
             Refusal::Closed => "connection closed (peer left, or refused: oversized frame, protocol error)",
         }
@@ -110,10 +120,14 @@ struct Kind {
     logged_at: Option<Instant>,
 }
 
+/// The detail of the last refusal of each kind not logged yet (for the summary line).
+type Last = [Option<String>; KINDS];
+
 /// Counters and log pacing for every kind of refusal.
 #[derive(Debug)]
 pub(crate) struct Refusals {
     kinds: [Kind; KINDS],
+    last: Last,
     interval: Duration,
 }
 
@@ -127,6 +141,7 @@ impl Refusals {
     pub(crate) fn with_interval(interval: Duration) -> Refusals {
         Refusals {
             kinds: [Kind::default(); KINDS],
+            last: Default::default(),
             interval,
         }
     }
@@ -142,6 +157,7 @@ impl Refusals {
             .is_some_and(|at| now.duration_since(at) < interval)
         {
             k.unlogged += 1;
+            self.last[kind.index()] = Some(detail());
             return false;
         }
         k.logged_at = Some(now);
@@ -157,8 +173,9 @@ impl Refusals {
                 .logged_at
                 .is_none_or(|at| now.duration_since(at) >= self.interval);
             if k.unlogged > 0 && due {
+                let last = self.last[kind.index()].take().unwrap_or_default();
                 let line = format!(
-                    "{} ({} more in the last {}s)",
+                    "{} ({} more in the last {}s; last: {last})",
                     kind.reason(),
                     k.unlogged,
                     self.interval.as_secs()
@@ -170,9 +187,11 @@ impl Refusals {
         }
     }
 
-    /// Every counter by its status name.
+    /// Every counter by its status name (`Token` is paced by the ZAP thread, and counted by
+    /// the engine as `Handshake` through the socket monitor).
     pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
         ALL.iter()
+            .filter(|&&kind| kind != Refusal::Token)
             .map(|&kind| (kind.name(), self.kinds[kind.index()].total))
             .collect()
     }
@@ -210,8 +229,8 @@ mod tests {
     fn one_line_per_kind_and_interval_with_a_count() {
         let mut r = Refusals::with_interval(Duration::from_secs(3600));
         assert!(r.refuse(Refusal::LongName, || "first".into()));
-        for _ in 0..999 {
-            assert!(!r.refuse(Refusal::LongName, || unreachable!()));
+        for i in 0..999 {
+            assert!(!r.refuse(Refusal::LongName, || format!("n{i}")));
         }
         assert!(r.refuse(Refusal::ClientBytes, || "other kind".into()));
         assert_eq!(r.count(Refusal::LongName), 1000);
@@ -230,9 +249,9 @@ mod tests {
             r.refuse(kind, String::new);
         }
         let counts = r.counts();
-        assert_eq!(counts.len(), KINDS);
+        assert_eq!(counts.len(), KINDS - 1);
         assert!(counts.iter().all(|&(_, n)| n == 1));
         let names: std::collections::BTreeSet<_> = counts.iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), KINDS);
+        assert_eq!(names.len(), KINDS - 1);
     }
 }

@@ -116,8 +116,8 @@ fn answer(store: &Store, request: &[Vec<u8>], refusals: &mut Refusals) -> Vec<Ve
         }
         Ok(None) => {
             let name = name.escape_default().take(64).collect::<String>();
-            refusals.refuse(Refusal::Handshake, || {
-                format!("peer {address}, identity {name:?}: unknown identity or wrong token")
+            refusals.refuse(Refusal::Token, || {
+                format!("peer {address}, identity {name:?}")
             });
             reply("400", "unknown identity or wrong token", String::new())
         }
