@@ -37,6 +37,9 @@ pub const STATUS_BAD_REQUEST: i32 = 65;
 pub const STATUS_TIMEOUT: i32 = 124;
 /// Exit status the broker reports when no worker could take the request.
 pub const STATUS_UNAVAILABLE: i32 = 69;
+/// Exit status the broker reports when it refuses a request for now (`EX_TEMPFAIL`): its
+/// connection's or the broker's queued requests are at their byte bound. Try again later.
+pub const STATUS_BUSY: i32 = 75;
 
 /// The triggerd header a client puts first in a request body.
 #[derive(Debug, Clone, PartialEq, Eq)]

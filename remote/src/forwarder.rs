@@ -17,8 +17,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError, ClientOptions, Event};
-use crate::ext::{STATUS_TIMEOUT, STATUS_UNAVAILABLE};
+use crate::ext::{STATUS_BUSY, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use crate::spool::{Spool, SpoolError, SpoolStats};
+
+/// How long an event the broker refused as busy (75) waits before it is sent again.
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Forwarder settings.
 #[derive(Debug, Clone)]
@@ -263,6 +266,12 @@ fn drain(
             if reply.status == STATUS_UNAVAILABLE || reply.status == STATUS_TIMEOUT {
                 if let Some(flight) = in_flight.get_mut(&seq) {
                     flight.sent = Instant::now() - options.retry_after;
+                }
+            } else if reply.status == STATUS_BUSY {
+                // The broker is at its byte bound: resend after a pause, not at once.
+                if let Some(flight) = in_flight.get_mut(&seq) {
+                    let pause = BUSY_PAUSE.min(options.retry_after);
+                    flight.sent = Instant::now() + pause - options.retry_after;
                 }
             } else if in_flight.remove(&seq).is_some() {
                 shared.delivered.fetch_add(1, Ordering::Relaxed);

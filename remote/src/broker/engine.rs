@@ -9,6 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::refusals::{Refusal, Refusals};
 use super::store::{Algorithm, ServiceSettings, Store};
 use super::{BrokerConfig, BrokerError};
 use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
@@ -23,15 +24,19 @@ const MAX_GATHERED: usize = 16 * 1024 * 1024;
 /// Messages handled per poll wake-up before housekeeping gets a turn.
 const DRAIN_BATCH: usize = 4096;
 
+mod bounds;
+use bounds::request_bytes;
 mod flow;
 
 type Identity = Vec<u8>;
 
-/// One message off the ROUTER: peer identity, ZAP user id (with auth), frames.
+/// One message off the ROUTER: peer identity, ZAP user id (with auth), frames. An
+/// `oversized` message kept only its first frames (up to the connection's byte bound).
 struct Received {
     peer: Identity,
     user: Option<String>,
     frames: Vec<Frame>,
+    oversized: bool,
 }
 
 struct Service {
@@ -41,6 +46,9 @@ struct Service {
     cursor: usize,
     queue: VecDeque<u64>,
     dispatched: usize,
+    /// Requests of this service that exist (queued or held); with no workers either, the
+    /// entry is pruned, so the map is bounded by live requests and workers.
+    live: usize,
 }
 
 struct Worker {
@@ -73,6 +81,8 @@ struct Request {
     /// MDP/0.1 clients get one reply: streamed parts are gathered here.
     gathered: Vec<Frame>,
     gathered_bytes: usize,
+    /// What this request counts against its client's and the broker's queued bytes.
+    bytes: u64,
 }
 
 pub(crate) struct Engine {
@@ -88,6 +98,12 @@ pub(crate) struct Engine {
     liveness: u32,
     default_timeout: Duration,
     auth: bool,
+    refusals: Refusals,
+    /// Bytes of live requests, in total and per client identity (entries at zero removed).
+    queued_bytes: u64,
+    client_bytes: HashMap<Identity, u64>,
+    queue_bytes: u64,
+    client_queue_bytes: u64,
 }
 
 /// A peer-chosen name as it may appear in a log line: at most 64 bytes, control and non-ASCII
@@ -122,6 +138,11 @@ impl Engine {
             liveness: config.liveness,
             default_timeout: config.timeout,
             auth: config.auth,
+            refusals: Refusals::default(),
+            queued_bytes: 0,
+            client_bytes: HashMap::new(),
+            queue_bytes: config.queue_bytes,
+            client_queue_bytes: config.client_queue_bytes,
         }
     }
 
@@ -153,12 +174,16 @@ impl Engine {
             let Some(received) = self.receive()? else {
                 return Ok(());
             };
+            if received.oversized {
+                self.on_oversized(received.peer, received.frames);
+                continue;
+            }
             self.handle(received.peer, received.user, received.frames);
         }
         Ok(())
     }
 
-    fn receive(&self) -> Result<Option<Received>, BrokerError> {
+    fn receive(&mut self) -> Result<Option<Received>, BrokerError> {
         let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
             Ok(m) => m,
             Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
@@ -167,24 +192,32 @@ impl Engine {
         let mut more = identity.get_more();
         let mut frames = Vec::new();
         let mut user = None;
+        let (mut bytes, mut oversized, mut count) = (0u64, false, 0usize);
         while more {
             let mut part = self.socket.recv_msg(0)?;
             more = part.get_more();
             if frames.is_empty() && self.auth {
                 user = part.gets("User-Id").map(str::to_string);
             }
-            if frames.len() < MAX_FRAMES {
+            count += 1;
+            bytes += part.len() as u64;
+            // The whole message is never held: past the bound only the first frames stay.
+            oversized |= bytes > self.client_queue_bytes;
+            if count <= MAX_FRAMES && !oversized {
                 frames.push(part.to_vec());
             }
         }
-        if frames.len() >= MAX_FRAMES {
-            tracing::warn!(peer = %hex(&identity), "refused: more than {MAX_FRAMES} frames");
+        if count > MAX_FRAMES && !oversized {
+            let peer = hex(&identity);
+            self.refusals
+                .refuse(Refusal::Frames, || format!("peer {peer}"));
             frames.clear();
         }
         Ok(Some(Received {
             peer: identity.to_vec(),
             user,
             frames,
+            oversized,
         }))
     }
 
@@ -205,7 +238,9 @@ impl Engine {
         let msg = match Message::decode_owned(frames, Direction::ToBroker) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(peer = %hex(&peer), "refused malformed message: {e}");
+                let peer = hex(&peer);
+                self.refusals
+                    .refuse(Refusal::Malformed, || format!("peer {peer}: {e}"));
                 return;
             }
         };
@@ -234,7 +269,10 @@ impl Engine {
             },
             Message::Disconnect { .. } => self.drop_worker(&peer, "disconnected"),
             other => {
-                tracing::warn!(peer = %hex(&peer), "refused unexpected command {:?}", kind_name(&other));
+                let name = kind_name(&other);
+                let id = hex(&peer);
+                self.refusals
+                    .refuse(Refusal::Unexpected, || format!("peer {id}: {name}"));
                 if self.workers.contains_key(&peer) {
                     let version = other.version();
                     self.send(&peer, Message::Disconnect { version }.into_frames());
@@ -261,6 +299,7 @@ impl Engine {
                 cursor: 0,
                 queue: VecDeque::new(),
                 dispatched: 0,
+                live: 0,
             })
     }
 
@@ -284,7 +323,14 @@ impl Engine {
             None
         };
         if let Some(reason) = refuse {
-            tracing::warn!(peer = %hex(&peer), user = user.unwrap_or(""), "refused READY: {reason}");
+            let kind = match service.len() > ext::MAX_SERVICE_NAME {
+                true => Refusal::LongName,
+                false => Refusal::Ready,
+            };
+            let (id, who) = (hex(&peer), user.unwrap_or(""));
+            self.refusals.refuse(kind, || {
+                format!("READY from peer {id}, user {who:?}: {reason}")
+            });
             self.send(&peer, Message::Disconnect { version }.into_frames());
             self.drop_worker(&peer, reason);
             return;
@@ -325,7 +371,10 @@ impl Engine {
             body.remove(0);
         }
         if service.len() > ext::MAX_SERVICE_NAME {
-            tracing::warn!(client = %hex(&client), service = %shown(&service), "refused request: service name longer than 255 bytes");
+            let (id, name) = (hex(&client), shown(&service));
+            self.refusals.refuse(Refusal::LongName, || {
+                format!("request from client {id}, service {name}")
+            });
             let text = b"service name longer than 255 bytes";
             self.reply_final(
                 client,
@@ -338,21 +387,31 @@ impl Engine {
             return;
         }
         if service.starts_with(b"mmi.") {
-            let answer: &[u8] = match (service.as_slice(), body.first()) {
+            let answer: Vec<u8> = match (service.as_slice(), body.first()) {
                 (b"mmi.service", Some(name)) => {
                     let known = self
                         .services
                         .get(name)
                         .is_some_and(|s| !s.workers.is_empty());
                     if known {
-                        b"200"
+                        b"200".to_vec()
                     } else {
-                        b"404"
+                        b"404".to_vec()
                     }
                 }
-                _ => b"501",
+                (b"mmi.status", _) => self.status_json(),
+                _ => b"501".to_vec(),
             };
-            self.reply_final(client, version, service, header, 0, answer);
+            self.reply_final(client, version, service, header, 0, &answer);
+            return;
+        }
+        let bytes = request_bytes(&client, &service, &body);
+        if let Err((kind, text)) = self.admit(&client, bytes) {
+            let id = hex(&client);
+            self.refusals
+                .refuse(kind, || format!("client {id}, {bytes} bytes"));
+            let status = ext::STATUS_BUSY;
+            self.reply_final(client, version, service, header, status, text.as_bytes());
             return;
         }
         let default_timeout = self.default_timeout;
@@ -360,7 +419,9 @@ impl Engine {
         self.next_token += 1;
         let entry = self.service_entry(&service);
         if entry.queue.len() >= MAX_QUEUED {
-            tracing::warn!(service = %shown(&service), "refused request: queue full");
+            let name = shown(&service);
+            self.refusals
+                .refuse(Refusal::QueueFull, || format!("service {name}"));
             let status = ext::STATUS_UNAVAILABLE;
             self.reply_final(client, version, service, header, status, b"queue full");
             return;
@@ -371,7 +432,9 @@ impl Engine {
         }
         let deadline = Instant::now() + timeout;
         entry.queue.push_back(token);
+        entry.live += 1;
         self.deadlines.push(Reverse((deadline, token)));
+        self.hold(&client, bytes);
         let request = Request {
             client,
             version,
@@ -383,6 +446,7 @@ impl Engine {
             status: 0,
             gathered: Vec::new(),
             gathered_bytes: 0,
+            bytes,
         };
         self.requests.insert(token, request);
         self.dispatch(&service);
@@ -441,7 +505,10 @@ impl Engine {
             };
             let service = request.service.clone();
             let queued = request.holders.is_empty();
-            tracing::info!(token, service = %shown(&service), "request timed out");
+            let name = shown(&service);
+            self.refusals.refuse(Refusal::Timeout, || {
+                format!("token {token}, service {name}")
+            });
             let body = if request.header.is_some() {
                 Vec::new()
             } else {
@@ -456,6 +523,7 @@ impl Engine {
             self.finish(token, body, ext::STATUS_TIMEOUT);
             self.dispatch(&service);
         }
+        self.refusals.flush(now);
     }
 
     pub(crate) fn disconnect_all(&mut self) {

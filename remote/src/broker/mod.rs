@@ -1,11 +1,14 @@
 //! The Majordomo broker behind `triggerd-broker`: configuration, socket setup and the main
 //! loop. One ROUTER socket (bound to every configured endpoint) speaks MDP/0.1, MDP/0.2 and
 //! MMI to clients and workers; the dispatch state machine lives in `engine`, identities and
-//! service settings in `store`, authentication in `zap`. [`run`] returns when `shutdown` is
-//! set, after telling every worker to DISCONNECT.
+//! service settings in `store`, authentication in `zap`, the bounds on connections still
+//! authenticating in `handshakes`, refusal counters and their rate-limited log in `refusals`.
+//! [`run`] returns when `shutdown` is set, after telling every worker to DISCONNECT.
 
 mod engine;
+mod handshakes;
 mod memory;
+mod refusals;
 pub mod store;
 mod zap;
 
@@ -40,6 +43,18 @@ pub struct BrokerConfig {
     pub timeout: Duration,
     /// Where to write the bound endpoints (one per line) once listening.
     pub endpoint_file: Option<PathBuf>,
+    /// Bytes of requests (queued or at a worker) the broker holds for all clients together.
+    pub queue_bytes: u64,
+    /// Bytes of requests the broker holds for one connection (ROUTER routing identity); also
+    /// the largest message it reads whole.
+    pub client_queue_bytes: u64,
+    /// Connections whose handshake (with `auth`, PLAIN and ZAP) is not done, in total.
+    pub max_handshakes: u32,
+    /// The same, per peer IP address.
+    pub handshakes_per_address: u32,
+    /// A connection whose handshake is not done by then is closed.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -53,6 +68,11 @@ impl Default for BrokerConfig {
             auth: true,
             timeout: Duration::from_secs(30),
             endpoint_file: None,
+            queue_bytes: 256 * 1024 * 1024,
+            client_queue_bytes: 64 * 1024 * 1024,
+            max_handshakes: 256,
+            handshakes_per_address: 32,
+            handshake_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -73,6 +93,32 @@ impl BrokerConfig {
         if config.heartbeat.is_zero() || config.liveness == 0 {
             return Err(BrokerError::Config(
                 "`heartbeat` and `liveness` must be positive".into(),
+            ));
+        }
+        let positive = [
+            ("queue_bytes", config.queue_bytes),
+            ("client_queue_bytes", config.client_queue_bytes),
+            ("max_handshakes", config.max_handshakes.into()),
+            (
+                "handshakes_per_address",
+                config.handshakes_per_address.into(),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(BrokerError::Config(format!("`{key}` must be positive")));
+        }
+        if config.handshake_timeout.is_zero()
+            || config.handshake_timeout.as_millis() > i32::MAX as u128
+        {
+            return Err(BrokerError::Config(
+                "`handshake_timeout` must be positive (and under 24 days)".into(),
+            ));
+        }
+        if config.max_handshakes > i32::MAX as u32
+            || config.handshakes_per_address > i32::MAX as u32
+        {
+            return Err(BrokerError::Config(
+                "`max_handshakes` and `handshakes_per_address` must be below 2^31".into(),
             ));
         }
         Ok(config)
@@ -105,7 +151,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         None
     };
     let store = Store::open(&config.store)?;
-    let socket = ctx.socket(zmq::ROUTER)?;
+    let mut socket = ctx.socket(zmq::ROUTER)?;
     socket.set_linger(0)?;
     socket.set_maxmsgsize(config.max_message)?;
     // ROUTER silently drops on a full pipe; a deep queue keeps pipelined clients lossless.
@@ -115,8 +161,15 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         socket.set_plain_server(true)?;
         socket.set_zap_domain("triggerd")?;
     }
+    socket.set_handshake_ivl(config.handshake_timeout.as_millis() as i32)?;
+    handshakes::bound(
+        &mut socket,
+        config.max_handshakes as i32,
+        config.handshakes_per_address as i32,
+    )?;
     let monitor_endpoint = format!("inproc://triggerd-broker-monitor-{}", std::process::id());
     let events = zmq::SocketEvent::DISCONNECTED as i32
+        | zmq::SocketEvent::ACCEPT_FAILED as i32
         | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
         | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
         | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
@@ -157,7 +210,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
             engine.drain()?;
         }
         if monitor_ready {
-            log_monitor_events(&monitor);
+            count_monitor_events(&monitor, &mut engine);
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -173,29 +226,41 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
     Ok(())
 }
 
-fn log_monitor_events(monitor: &zmq::Socket) {
+/// Counts (and logs, rate-limited) what the socket monitor reports: connections closed,
+/// refused at once past the handshake bounds, or failing their handshake.
+fn count_monitor_events(monitor: &zmq::Socket, engine: &mut engine::Engine) {
+    use refusals::Refusal;
     while let Ok(frames) = monitor.recv_multipart(zmq::DONTWAIT) {
         let (Some(event), Some(addr)) = (frames.first(), frames.get(1)) else {
             continue;
         };
-        let Some(code) = event.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
+        let (Some(code), Some(value)) = (
+            event.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])),
+            event
+                .get(2..6)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ) else {
             continue;
         };
-        let peer = String::from_utf8_lossy(addr);
-        // libzmq does not say why it closed a connection; an oversized frame is one reason.
-        match zmq::SocketEvent::from_raw(code) {
-            zmq::SocketEvent::DISCONNECTED => tracing::info!(
-                endpoint = %peer,
-                "connection closed (peer left, or refused: oversized frame, protocol error)"
-            ),
+        let endpoint = String::from_utf8_lossy(addr).into_owned();
+        let (kind, why) = match zmq::SocketEvent::from_raw(code) {
+            zmq::SocketEvent::DISCONNECTED => (Refusal::Closed, "closed"),
+            zmq::SocketEvent::ACCEPT_FAILED if handshakes::refused(value) => {
+                (Refusal::Handshakes, handshakes::reason(value))
+            }
+            zmq::SocketEvent::ACCEPT_FAILED => (Refusal::Handshake, "accept failed"),
             zmq::SocketEvent::HANDSHAKE_FAILED_AUTH => {
-                tracing::warn!(endpoint = %peer, "refused: authentication failed")
+                (Refusal::Handshake, "authentication failed")
             }
             zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL => {
-                tracing::warn!(endpoint = %peer, "refused: ZMTP protocol error")
+                (Refusal::Handshake, "ZMTP protocol error")
             }
-            _ => tracing::warn!(endpoint = %peer, "refused: handshake failed"),
-        }
+            _ => (
+                Refusal::Handshake,
+                "no detail (e.g. `handshake_timeout` passed)",
+            ),
+        };
+        engine.refused(kind, || format!("endpoint {endpoint}: {why}"));
     }
 }
 

@@ -1,14 +1,16 @@
 //! ZAP handler (RFC 27) for the broker: answers libzmq's authentication requests on
 //! `inproc://zeromq.zap.01` for the PLAIN mechanism, checking user name and password against
 //! the store's argon2 hashes. A match yields the ZMQ user id `ROLE/NAME`, which the broker
-//! reads from each message's metadata; every refusal is logged with the peer address. MDP
-//! frames are never touched.
+//! reads from each message's metadata; refusals are logged with the peer address,
+//! rate-limited (one line per interval with a count: a flood of wrong tokens costs a few
+//! lines), and counted by the broker through its socket monitor. MDP frames are never touched.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::refusals::{Refusal, Refusals};
 use super::store::Store;
 use super::BrokerError;
 
@@ -49,7 +51,9 @@ impl Drop for ZapHandler {
 }
 
 fn serve(socket: &zmq::Socket, store: &Store, stop: &AtomicBool) {
+    let mut refusals = Refusals::default();
     while !stop.load(Ordering::Relaxed) {
+        refusals.flush(std::time::Instant::now());
         match socket.poll(zmq::POLLIN, 100) {
             Ok(0) | Err(zmq::Error::EINTR) => continue,
             Ok(_) => {}
@@ -65,7 +69,7 @@ fn serve(socket: &zmq::Socket, store: &Store, stop: &AtomicBool) {
                 return;
             }
         };
-        let reply = answer(store, &request);
+        let reply = answer(store, &request, &mut refusals);
         if let Err(e) = socket.send_multipart(reply, 0) {
             tracing::error!("zap: send: {e}");
             return;
@@ -75,7 +79,7 @@ fn serve(socket: &zmq::Socket, store: &Store, stop: &AtomicBool) {
 
 /// Builds the ZAP reply for one request: version, request id, status code, status text,
 /// user id, metadata.
-fn answer(store: &Store, request: &[Vec<u8>]) -> Vec<Vec<u8>> {
+fn answer(store: &Store, request: &[Vec<u8>], refusals: &mut Refusals) -> Vec<Vec<u8>> {
     let field = |i: usize| request.get(i).map(Vec::as_slice).unwrap_or_default();
     let request_id = field(1).to_vec();
     let address = String::from_utf8_lossy(field(3)).into_owned();
@@ -93,11 +97,16 @@ fn answer(store: &Store, request: &[Vec<u8>]) -> Vec<Vec<u8>> {
         return reply("400", "bad ZAP version", String::new());
     }
     if field(5) != b"PLAIN" {
-        tracing::warn!(peer = %address, "refused: mechanism {:?} is not PLAIN", String::from_utf8_lossy(field(5)));
+        let mechanism = field(5).escape_ascii().to_string();
+        refusals.refuse(Refusal::Handshake, || {
+            format!("peer {address}: mechanism {mechanism} is not PLAIN")
+        });
         return reply("400", "PLAIN required", String::new());
     }
     let Ok(name) = std::str::from_utf8(field(6)) else {
-        tracing::warn!(peer = %address, "refused: user name is not UTF-8");
+        refusals.refuse(Refusal::Handshake, || {
+            format!("peer {address}: user name is not UTF-8")
+        });
         return reply("400", "bad user name", String::new());
     };
     match store.verify(name, field(7)) {
@@ -106,7 +115,10 @@ fn answer(store: &Store, request: &[Vec<u8>]) -> Vec<Vec<u8>> {
             reply("200", "OK", format!("{}/{}", role.as_str(), name))
         }
         Ok(None) => {
-            tracing::warn!(peer = %address, identity = name, "refused: unknown identity or wrong token");
+            let name = name.escape_default().take(64).collect::<String>();
+            refusals.refuse(Refusal::Token, || {
+                format!("peer {address}, identity {name:?}")
+            });
             reply("400", "unknown identity or wrong token", String::new())
         }
         Err(e) => {

@@ -113,6 +113,11 @@ impl Broker {
 
     /// Starts a broker with the config already in `dir`.
     pub fn start(dir: &Path) -> Broker {
+        Broker::start_wrapped(dir, &[])
+    }
+
+    /// [`Broker::start`] through a wrapper command (its argv before the broker's).
+    pub fn start_wrapped(dir: &Path, wrapper: &[&str]) -> Broker {
         let endpoint_file = dir.join("endpoint");
         let _ = std::fs::remove_file(&endpoint_file);
         let log = std::fs::OpenOptions::new()
@@ -120,7 +125,14 @@ impl Broker {
             .append(true)
             .open(dir.join("broker.log"))
             .expect("log");
-        let mut command = Command::new(broker_bin());
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(broker_bin());
+                c
+            }
+            None => Command::new(broker_bin()),
+        };
         command
             .arg("--config")
             .arg(dir.join("broker.toml"))
@@ -255,11 +267,17 @@ pub struct Setup {
 }
 
 pub fn setup() -> Setup {
+    setup_with("", None)
+}
+
+/// [`setup`] with extra broker config lines, the broker started under `wrapper` (e.g.
+/// `["prlimit", "--nofile=200"]`) when given.
+pub fn setup_with(extra: &str, wrapper: Option<&[&str]>) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     Broker::configure(
         dir.path(),
         "tcp://127.0.0.1:*",
-        "auth = true\nheartbeat = \"100ms\"\nmax_message = 1048576",
+        &format!("auth = true\nheartbeat = \"100ms\"\nmax_message = 1048576\n{extra}"),
     );
     let worker_token = admin(dir.path(), &["token", "add", "worker", "w1"])
         .trim()
@@ -268,7 +286,7 @@ pub fn setup() -> Setup {
         .trim()
         .to_string();
     assert_eq!(worker_token.len(), 64);
-    let broker = Broker::start(dir.path());
+    let broker = Broker::start_wrapped(dir.path(), wrapper.unwrap_or(&[]));
     let mut options = fast_worker(&broker.endpoint, "echo");
     options.identity = Some("w1".into());
     options.token = Some(worker_token.clone());
@@ -294,4 +312,25 @@ pub fn works(endpoint: &str, options: ClientOptions) {
         (0, vec![b"still here".to_vec()]),
         "echo's answer (status 124: the broker timed the request out)"
     );
+}
+
+/// A process's resident memory in KiB (VmRSS from /proc).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("kB")
+}
+
+/// The broker's own counters (`mmi.status`, one JSON object), asked on `client`'s connection.
+pub fn broker_status(client: &mut Client) -> serde_json::Value {
+    let reply = client
+        .request("mmi.status", "", b"", T, |_| {})
+        .expect("mmi.status answered");
+    serde_json::from_slice(&reply.body[0]).expect("status is JSON")
 }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{expiry_after, hex, Engine, Identity, Worker};
+use super::{expiry_after, hex, Engine, Identity, Refusal, Worker};
 use crate::broker::store::Algorithm;
 use crate::codec::{Frame, Message, ReplyKind, Version};
 use crate::ext::{ReplyHeader, RequestHeader};
@@ -96,13 +96,19 @@ impl Engine {
         body: Vec<Frame>,
     ) {
         let Some(worker) = self.workers.get_mut(peer) else {
-            tracing::warn!(peer = %hex(peer), "refused reply from an unregistered worker");
+            let id = hex(peer);
+            self.refusals.refuse(Refusal::Reply, || {
+                format!("peer {id}: not a registered worker")
+            });
             return;
         };
         worker.expiry = Instant::now() + expiry_after(self.heartbeat, self.liveness, worker.hello);
         let has_hello = worker.hello.is_some();
         let Some(token) = address.try_into().ok().map(u64::from_be_bytes) else {
-            tracing::warn!(peer = %hex(peer), "refused reply with a foreign address frame");
+            let id = hex(peer);
+            self.refusals.refuse(Refusal::Reply, || {
+                format!("peer {id}: foreign address frame")
+            });
             return;
         };
         let held = self
@@ -202,6 +208,7 @@ impl Engine {
             if let Some(s) = self.services.get_mut(&request.service) {
                 s.dispatched = s.dispatched.saturating_sub(1);
             }
+            self.release(&request.client, request.bytes, &request.service);
         }
     }
 
@@ -234,5 +241,6 @@ impl Engine {
             }
         }
         self.dispatch(&worker.service);
+        self.prune(&worker.service);
     }
 }

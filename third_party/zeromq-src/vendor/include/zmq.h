@@ -359,6 +359,12 @@ ZMQ_EXPORT const char *zmq_msg_gets (const zmq_msg_t *msg_,
 #define ZMQ_GSSAPI_SERVICE_PRINCIPAL 64
 #define ZMQ_GSSAPI_PLAINTEXT 65
 #define ZMQ_HANDSHAKE_IVL 66
+/*  triggerd patch: connections a listener holds while their handshake (ZMTP greeting,
+    security mechanism, ZAP) is not done: in total and per peer IP address. A connection
+    past either bound is closed at once (ZMQ_EVENT_ACCEPT_FAILED with EUSERS or EMLINK).
+    0 (the default) means no bound.                                          */
+#define ZMQ_TRIGGERD_MAX_HANDSHAKES 1801
+#define ZMQ_TRIGGERD_MAX_HANDSHAKES_PER_IP 1802
 #define ZMQ_SOCKS_PROXY 68
 #define ZMQ_XPUB_NODROP 69
 #define ZMQ_BLOCKY 70

@@ -237,6 +237,8 @@ zmq::options_t::options_t () :
     socket_id (0),
     conflate (false),
     handshake_ivl (30000),
+    max_handshakes (0),
+    max_handshakes_per_ip (0),
     connected (false),
     heartbeat_ttl (0),
     heartbeat_interval (0),
@@ -699,6 +701,21 @@ int zmq::options_t::setsockopt (int option_,
         case ZMQ_HANDSHAKE_IVL:
             if (is_int && value >= 0) {
                 handshake_ivl = value;
+                return 0;
+            }
+            break;
+
+        //  triggerd patch
+        case ZMQ_TRIGGERD_MAX_HANDSHAKES:
+            if (is_int && value >= 0) {
+                max_handshakes = value;
+                return 0;
+            }
+            break;
+
+        case ZMQ_TRIGGERD_MAX_HANDSHAKES_PER_IP:
+            if (is_int && value >= 0) {
+                max_handshakes_per_ip = value;
                 return 0;
             }
             break;

@@ -237,6 +237,10 @@ struct options_t
     //  close socket.  Default is 30 secs.  0 means no handshake timeout.
     int handshake_ivl;
 
+    //  triggerd patch: bounds on connections still in their handshake (0: none).
+    int max_handshakes;
+    int max_handshakes_per_ip;
+
     bool connected;
     //  If remote peer receives a PING message and doesn't receive another
     //  message within the ttl value, it should close the connection

@@ -255,7 +255,8 @@ zmq::socket_base_t::socket_base_t (ctx_t *parent_,
     _monitor_events (0),
     _thread_safe (thread_safe_),
     _reaper_signaler (NULL),
-    _monitor_sync ()
+    _monitor_sync (),
+    _handshakes (0)
 {
     options.socket_id = sid_;
     options.ipv6 = (parent_->get (ZMQ_IPV6) != 0);
@@ -2165,4 +2166,34 @@ zmq::routing_socket_base_t::try_erase_out_pipe (const blob_t &routing_id_)
         _out_pipes.erase (it);
     }
     return res;
+}
+
+//  triggerd patch: see socket_base.hpp.
+int zmq::socket_base_t::admit_handshake (const std::string &peer_ip_,
+                                         int max_,
+                                         int max_per_ip_)
+{
+    scoped_lock_t lock (_handshake_sync);
+    if (max_ > 0 && _handshakes >= max_)
+        return EUSERS;
+    if (!peer_ip_.empty ()) {
+        int &held = _handshakes_by_ip[peer_ip_];
+        if (max_per_ip_ > 0 && held >= max_per_ip_)
+            return EMLINK;
+        held++;
+    }
+    _handshakes++;
+    return 0;
+}
+
+void zmq::socket_base_t::release_handshake (const std::string &peer_ip_)
+{
+    scoped_lock_t lock (_handshake_sync);
+    _handshakes--;
+    if (peer_ip_.empty ())
+        return;
+    const std::map<std::string, int>::iterator it =
+      _handshakes_by_ip.find (peer_ip_);
+    if (it != _handshakes_by_ip.end () && --it->second <= 0)
+        _handshakes_by_ip.erase (it);
 }

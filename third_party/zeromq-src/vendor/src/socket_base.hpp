@@ -167,6 +167,13 @@ class socket_base_t : public own_t,
 
     bool is_disconnected () const;
 
+    //  triggerd patch: admission of accepted connections into their handshake. Returns 0
+    //  and counts the connection, or EUSERS (max_ total reached) / EMLINK (max_per_ip_
+    //  reached for peer_ip_; an empty peer_ip_, e.g. ipc, has no per-address bound).
+    //  Every admitted connection is released exactly once, by its engine.
+    int admit_handshake (const std::string &peer_ip_, int max_, int max_per_ip_);
+    void release_handshake (const std::string &peer_ip_);
+
   protected:
     socket_base_t (zmq::ctx_t *parent_,
                    uint32_t tid_,
@@ -345,6 +352,12 @@ class socket_base_t : public own_t,
 
     // Mutex to synchronize access to the monitor Pair socket
     mutex_t _monitor_sync;
+
+    //  triggerd patch: connections admitted and not yet released, in total and by peer
+    //  IP address (entries at zero are erased, so the map is bounded by the total).
+    mutex_t _handshake_sync;
+    int _handshakes;
+    std::map<std::string, int> _handshakes_by_ip;
 
     ZMQ_NON_COPYABLE_NOR_MOVABLE (socket_base_t)
 

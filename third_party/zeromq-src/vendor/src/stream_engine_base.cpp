@@ -130,7 +130,8 @@ zmq::stream_engine_base_t::stream_engine_base_t (
     _io_error (false),
     _session (NULL),
     _socket (NULL),
-    _has_handshake_stage (has_handshake_stage_)
+    _has_handshake_stage (has_handshake_stage_),
+    _admission_socket (NULL)
 {
     const int rc = _tx_msg.init ();
     errno_assert (rc == 0);
@@ -142,6 +143,7 @@ zmq::stream_engine_base_t::stream_engine_base_t (
 zmq::stream_engine_base_t::~stream_engine_base_t ()
 {
     zmq_assert (!_plugged);
+    release_handshake_admission ();
 
     if (_s != retired_fd) {
 #ifdef ZMQ_HAVE_WINDOWS
@@ -593,7 +595,25 @@ void zmq::stream_engine_base_t::mechanism_ready ()
         _has_handshake_timer = false;
     }
 
+    release_handshake_admission ();
     _socket->event_handshake_succeeded (_endpoint_uri_pair, 0);
+}
+
+//  triggerd patch
+void zmq::stream_engine_base_t::hold_handshake_admission (
+  socket_base_t *socket_, const std::string &peer_ip_)
+{
+    zmq_assert (_admission_socket == NULL);
+    _admission_socket = socket_;
+    _admission_ip = peer_ip_;
+}
+
+void zmq::stream_engine_base_t::release_handshake_admission ()
+{
+    if (_admission_socket == NULL)
+        return;
+    _admission_socket->release_handshake (_admission_ip);
+    _admission_socket = NULL;
 }
 
 int zmq::stream_engine_base_t::write_credential (msg_t *msg_)

@@ -63,6 +63,12 @@ class stream_engine_base_t : public io_object_t, public i_engine
 
     //  i_engine interface implementation.
     bool has_handshake_stage () ZMQ_FINAL { return _has_handshake_stage; };
+
+    //  triggerd patch: this engine holds an admission of socket_ (see
+    //  socket_base_t::admit_handshake), released when the handshake is done or the
+    //  engine is destroyed, whichever comes first.
+    void hold_handshake_admission (socket_base_t *socket_,
+                                   const std::string &peer_ip_);
     void plug (zmq::io_thread_t *io_thread_,
                zmq::session_base_t *session_) ZMQ_FINAL;
     void terminate () ZMQ_FINAL;
@@ -213,6 +219,11 @@ class stream_engine_base_t : public io_object_t, public i_engine
     //  Indicate if engine has an handshake stage, if it does, engine must call session.engine_ready
     //  when handshake is completed.
     bool _has_handshake_stage;
+
+    //  triggerd patch
+    void release_handshake_admission ();
+    socket_base_t *_admission_socket;
+    std::string _admission_ip;
 
     ZMQ_NON_COPYABLE_NOR_MOVABLE (stream_engine_base_t)
 };

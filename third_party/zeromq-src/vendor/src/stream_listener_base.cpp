@@ -33,6 +33,7 @@
 #include "socket_base.hpp"
 #include "zmtp_engine.hpp"
 #include "raw_engine.hpp"
+#include "ip.hpp"
 
 #ifndef ZMQ_HAVE_WINDOWS
 #include <unistd.h>
@@ -99,16 +100,38 @@ int zmq::stream_listener_base_t::close ()
 
 void zmq::stream_listener_base_t::create_engine (fd_t fd_)
 {
+    //  triggerd patch: a connection past the handshake bounds is closed at once
+    //  (raw sockets have no handshake and are not counted).
+    std::string peer_ip;
+    if (get_peer_ip_address (fd_, peer_ip) == 0)
+        peer_ip.clear ();
+    const int refused =
+      options.raw_socket ? 0
+                         : _socket->admit_handshake (peer_ip, options.max_handshakes,
+                                                     options.max_handshakes_per_ip);
+    if (refused != 0) {
+#ifdef ZMQ_HAVE_WINDOWS
+        closesocket (fd_);
+#else
+        ::close (fd_);
+#endif
+        _socket->event_accept_failed (
+          make_unconnected_bind_endpoint_pair (_endpoint), refused);
+        return;
+    }
+
     const endpoint_uri_pair_t endpoint_pair (
       get_socket_name (fd_, socket_end_local),
       get_socket_name (fd_, socket_end_remote), endpoint_type_bind);
 
-    i_engine *engine;
+    stream_engine_base_t *engine;
     if (options.raw_socket)
         engine = new (std::nothrow) raw_engine_t (fd_, options, endpoint_pair);
     else
         engine = new (std::nothrow) zmtp_engine_t (fd_, options, endpoint_pair);
     alloc_assert (engine);
+    if (!options.raw_socket)
+        engine->hold_handshake_admission (_socket, peer_ip);
 
     //  Choose I/O thread to run connecter in. Given that we are already
     //  running in an I/O thread, there must be at least one available.
