@@ -243,9 +243,11 @@ impl MarkTable {
 }
 
 /// Closes `object`'s fd when its handle can reopen it through its mount: no fd is held per
-/// spec while the rest are described, so 50,000 specs never need 50,000 fds at once.
+/// spec while the rest are described, so 50,000 specs never need 50,000 fds at once. A
+/// mount mark keeps its fd: it marks the mount the fd was opened through, and a handle
+/// reopens through the filesystem's mount fd, which may be another mount of it (a bind).
 fn release_fd(object: &mut MarkedObject, mounts: &HashMap<u64, OwnedFd>) {
-    if object.handle.is_some() && mounts.contains_key(&object.fsid) {
+    if !object.mount_only && object.handle.is_some() && mounts.contains_key(&object.fsid) {
         object.fd = None;
     }
 }
