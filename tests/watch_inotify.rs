@@ -11,6 +11,8 @@ use std::path::Path;
 
 use common::mounts::Mounts;
 use common::{records, wait_for, Daemon, DEADLINE};
+
+const BURST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
 use nix::fcntl::{Flock, FlockArg};
 
 const MAX_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
@@ -116,7 +118,8 @@ fn an_inotify_burst_fires_every_file_once_or_reports_the_overflow() {
     // they may come after a later write: wait for all of them (each marker is in the tree
     // too), or for an overflow.
     fs::write(tree.join("marker"), b"x").unwrap();
-    wait_for("every burst file, or an overflow", DEADLINE, || {
+    // 20,000 runs of a debug build on a shared machine: a liveness bound, not a speed target.
+    wait_for("every burst file, or an overflow", BURST_DEADLINE, || {
         let rule = daemon.rule("burst");
         (rule.matched > files || rule.overflowed > 0).then_some(())
     });
