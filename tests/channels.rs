@@ -1,7 +1,8 @@
 //! Shared-memory channels through a real daemon: `triggerctl publish` reaches the action as
 //! the payload on stdin, the region's owner/group/mode decide who may publish, a burst of
 //! messages all fire, a channel whose region is scribbled on is quarantined while another
-//! channel keeps delivering, and no publisher can resize a region under the daemon.
+//! channel keeps delivering, no publisher can resize a region under the daemon, and a slow rule
+//! makes a flooding publisher wait once `handoff_bytes` and the ring are full.
 
 mod common;
 
@@ -191,4 +192,41 @@ fn a_publisher_cannot_resize_a_region_under_the_daemon() {
     daemon.assert_alive();
     let status = daemon.try_status().expect("status");
     assert_eq!(status.channels.get(&victim).map(|c| c.quarantines), Some(0));
+}
+
+#[test]
+fn a_slow_rule_makes_a_flooding_publisher_wait_within_handoff_bytes() {
+    let name = channel("handoff");
+    // One run that never ends and a queue of one: the rule takes two messages, then the
+    // hand-off (64 KiB) and the ring (256 KiB, the smallest lane) fill, and the publisher
+    // must wait.
+    let mut daemon = Daemon::start(&format!(
+        "[[channel]]\nname = \"{name}\"\nmode = \"0600\"\ncapacity = 262144\nlanes = 1\n\
+         handoff_bytes = 65536\nexec = [\"/bin/sleep\", \"600\"]\nmax_running = 1\nqueue = 1\n\
+         when_full = \"block\"\n"
+    ));
+    let publisher = wait_for("the channel", DEADLINE, || {
+        triggerd_ipc::Publisher::connect(&name)
+            .map_err(|e| eprintln!("connect: {e}"))
+            .ok()
+    });
+    let message = vec![b'm'; 1024];
+    let mut accepted = 0;
+    let blocked = loop {
+        match publisher.publish_timeout(&message, std::time::Duration::from_millis(200)) {
+            Ok(()) => accepted += 1,
+            Err(triggerd_ipc::PublishError::WouldBlock) => break true,
+            Err(e) => panic!("publish: {e}"),
+        }
+        if accepted == 5_000 {
+            break false;
+        }
+    };
+    // 2 taken by the rule + 64 in the hand-off + what 256 KiB of ring holds.
+    assert!(blocked, "5,000 KiB accepted: the hand-off is not bounded");
+    assert!(accepted <= 2 + 64 + 256, "{accepted} messages accepted");
+    let status = daemon.status();
+    assert!(status.channels[&name].full_ring_waits >= 1, "{status:?}");
+    assert_eq!(daemon.rule(&name).dropped, 0, "back-pressure, not loss");
+    daemon.stop();
 }

@@ -44,6 +44,19 @@ pub(super) fn trigger(
         problems,
     )
     .unwrap_or(DEFAULT_HANDOFF_BYTES);
+    // The region's own rule (`triggerd_ipc`), so that `triggerd check` refuses what the
+    // channel would refuse at start.
+    if problems.len() == before
+        && (capacity as usize) / (lanes as usize) < triggerd_ipc::MIN_LANE_BYTES
+    {
+        problems.push(table.problem(
+            "capacity",
+            format!(
+                "{capacity} bytes over {lanes} lanes leaves less than {} bytes per lane",
+                triggerd_ipc::MIN_LANE_BYTES
+            ),
+        ));
+    }
     if problems.len() > before {
         return None;
     }
