@@ -17,24 +17,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{sh, wait_for, Daemon, KillOnDrop, DEADLINE};
+use common::{rss, sh, wait_for, Daemon, KillOnDrop, DEADLINE};
 
 const MIB: u64 = 1 << 20;
 /// Resident memory the daemon may gain beyond its configured budget: FUSE request buffers,
 /// allocator slack, the action's pipes.
 const SLACK: u64 = 48 * MIB;
 const NOBODY: u32 = 65534;
-
-/// VmRSS of `pid`, in bytes.
-fn rss(pid: i32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
 
 /// Samples the daemon's VmRSS until dropped; `peak` is the highest seen.
 struct RssWatch {

@@ -221,15 +221,6 @@ fn script(daemon: &Daemon, name: &str, body: &str) -> PathBuf {
     path
 }
 
-fn resident_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn hostile_providers_are_contained_and_the_others_keep_firing() {
     let mut daemon = Daemon::create("");
@@ -275,8 +266,11 @@ fn hostile_providers_are_contained_and_the_others_keep_firing() {
         "garbage, a foreign rule, the long line: {p:?}"
     );
     assert_eq!(p.restarts, 0);
-    let rss = resident_kib(daemon.pid());
-    assert!(rss < 64 * 1024, "the 100 MiB line was held: VmRSS {rss} kB");
+    let rss = common::rss(daemon.pid());
+    assert!(
+        rss < 64 << 20,
+        "the 100 MiB line was held: VmRSS {rss} bytes"
+    );
 
     // A provider that never answers `validate` makes the config invalid, with that reason.
     daemon.write_config(&config(true));
@@ -396,8 +390,8 @@ fn a_provider_that_disables_a_rule_shows_why_and_a_flood_meets_the_queue_bound()
     );
     assert!(flood.dropped >= 199_000, "{flood:?}");
     assert!(flood.queued <= 100);
-    let rss = resident_kib(daemon.pid());
-    assert!(rss < 64 * 1024, "VmRSS {rss} kB");
+    let rss = common::rss(daemon.pid());
+    assert!(rss < 64 << 20, "VmRSS {rss} bytes");
     let p = provider(&mut daemon, "chatty");
     assert_eq!((p.active, p.refused, p.restarts), (1, 0, 0), "{p:?}");
     // The other provider kept firing through it.

@@ -417,3 +417,14 @@ pub fn wait_records(out: &Path, n: usize) -> Vec<Vec<OsString>> {
         },
     )
 }
+
+/// VmRSS of `pid`, in bytes.
+pub fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
