@@ -238,7 +238,7 @@ pub async fn run(
         prepared.push((source, kind));
     }
     validate_with(&prepared, &config).map_err(DaemonError::Config)?;
-    crate::sources::provider::validate(&config)
+    crate::sources::provider::validate(&config, &Default::default())
         .await
         .map_err(|e| DaemonError::Config(e.to_string()))?;
     dispatcher.apply(&config);
@@ -403,10 +403,13 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         .map_err(|e| e.to_string())
         .and_then(|new| validate_with(&validators, &new).map(|()| new))
     {
-        Ok(new) => crate::sources::provider::validate(&new)
-            .await
-            .map(|()| new)
-            .map_err(|e| e.to_string()),
+        Ok(new) => {
+            let asked = crate::sources::provider::unchanged(&new, &lock(&state.config));
+            crate::sources::provider::validate(&new, &asked)
+                .await
+                .map(|()| new)
+                .map_err(|e| e.to_string())
+        }
         Err(e) => Err(e),
     };
     let outcome = match loaded {

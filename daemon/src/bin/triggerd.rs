@@ -67,7 +67,10 @@ fn check(file: &std::path::Path) -> ExitCode {
                 file: file.to_path_buf(),
                 source,
             })?;
-        runtime.block_on(triggerd::sources::provider::validate(&config))?;
+        runtime.block_on(triggerd::sources::provider::validate(
+            &config,
+            &Default::default(),
+        ))?;
         Ok(config)
     });
     match asked {

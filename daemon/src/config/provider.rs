@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 /// `[[provider]]`: one provider process, shared by every `[[source]]` rule naming it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub name: String,
     /// Program (absolute) and arguments; run directly, never through a shell.
@@ -23,6 +23,30 @@ pub struct ProviderSettings {
     /// The config line the table starts on (messages only).
     pub line: usize,
 }
+
+/// Equal when the provider would run the same: the line is for messages, not identity (as
+/// for rules), so moving the table does not restart its process.
+impl PartialEq for ProviderSettings {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.name,
+            &self.exec,
+            self.user,
+            &self.config,
+            self.validate_timeout,
+            self.max_line,
+        ) == (
+            &other.name,
+            &other.exec,
+            other.user,
+            &other.config,
+            other.validate_timeout,
+            other.max_line,
+        )
+    }
+}
+
+impl Eq for ProviderSettings {}
 
 /// A `[[source]]` rule: fired by the named provider with these parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

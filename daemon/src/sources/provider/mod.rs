@@ -22,7 +22,7 @@ use super::{Bindings, BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::Trigger;
 pub use supervisor::ProviderStatus;
 use supervisor::{Desired, Supervisor};
-pub use validate::validate;
+pub use validate::{unchanged, validate};
 
 /// Each configured provider's status, shared with the control socket.
 pub type Providers = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;

@@ -3,7 +3,7 @@
 //! gets `init` and one `validate` per rule, bounded by the provider's `validate_timeout`;
 //! `invalid` answers and silence become problems with the config file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,18 +17,27 @@ use crate::config::{Config, ConfigError, Problem, ProviderSettings, Rule, Trigge
 /// How long a validating provider gets to exit after `shutdown`.
 const GRACE: Duration = Duration::from_millis(200);
 
-/// Refuses `config` when a provider refuses one of its rules or does not answer in time.
-pub async fn validate(config: &Config) -> Result<(), ConfigError> {
+/// Providers of `config` that `running` already has with the same settings and the same rules
+/// and params: their answers are known, so a reload does not ask them again.
+pub fn unchanged(config: &Config, running: &Config) -> HashSet<String> {
+    config
+        .providers
+        .iter()
+        .filter(|p| {
+            running.providers.contains(p)
+                && same_rules(&rules_of(running, &p.name), &rules_of(config, &p.name))
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// Refuses `config` when a provider refuses one of its rules or does not answer in time;
+/// the providers named in `known` are taken as answered.
+pub async fn validate(config: &Config, known: &HashSet<String>) -> Result<(), ConfigError> {
     let mut problems = Vec::new();
     for provider in &config.providers {
-        let rules: Vec<&Rule> = config
-            .rules
-            .iter()
-            .filter(
-                |r| matches!(&r.def.trigger, Trigger::Provider(t) if t.provider == provider.name),
-            )
-            .collect();
-        if rules.is_empty() {
+        let rules = rules_of(config, &provider.name);
+        if rules.is_empty() || known.contains(&provider.name) {
             continue;
         }
         let state_dir = super::state_dir(&config.daemon.state_dir, &provider.name);
@@ -40,6 +49,23 @@ pub async fn validate(config: &Config) -> Result<(), ConfigError> {
         problems.sort_by_key(|p| p.line);
         Err(ConfigError::invalid(&config.file, problems))
     }
+}
+
+/// The rules bound to `provider`, in config order.
+fn rules_of<'c>(config: &'c Config, provider: &str) -> Vec<&'c Rule> {
+    config
+        .rules
+        .iter()
+        .filter(|r| matches!(&r.def.trigger, Trigger::Provider(t) if t.provider == provider))
+        .collect()
+}
+
+/// Same names with the same params (what `validate` is asked about).
+fn same_rules(a: &[&Rule], b: &[&Rule]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.name == y.name && x.def.trigger == y.def.trigger)
 }
 
 async fn ask(
