@@ -63,13 +63,12 @@ fn stderr_is_the_journal(journal_stream: Option<&str>) -> bool {
 /// Device and inode of the file on fd 2.
 fn stderr_identity() -> Option<(u64, u64)> {
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat(2) writes a `stat` into the buffer we own; we read it only on success.
-    let stat = unsafe {
-        if libc::fstat(std::io::stderr().as_raw_fd(), stat.as_mut_ptr()) != 0 {
-            return None;
-        }
-        stat.assume_init()
-    };
+    // SAFETY: fstat(2) writes at most one `stat` into the buffer we own.
+    if unsafe { libc::fstat(std::io::stderr().as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat(2) succeeded, so it initialised the whole `stat`.
+    let stat = unsafe { stat.assume_init() };
     Some((stat.st_dev, stat.st_ino))
 }
 

@@ -128,7 +128,7 @@ impl Responder for State {
             }
         }
         match request {
-            Request::Status => Reply::Status(self.status(d.status())),
+            Request::Status => Reply::Status(Box::new(self.status(d.status()))),
             Request::Summary { filter } => {
                 let rules = d.rules();
                 match control::summary::summarize(rules.iter().map(|r| r.status()), &filter) {

@@ -243,7 +243,7 @@ impl Daemon {
             .build()
             .ok()?;
         match runtime.block_on(triggerd::control::request(&self.socket, &Request::Status)) {
-            Ok(Reply::Status(s)) => Some(s),
+            Ok(Reply::Status(s)) => Some(*s),
             _ => None,
         }
     }

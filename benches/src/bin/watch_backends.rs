@@ -100,7 +100,7 @@ fn main() -> Result<()> {
         for i in 0..BURST_FILES {
             fs::write(watched.join(format!("burst/b{i:06}")), b"x")?;
         }
-        settle(&[burst.clone()], Duration::from_secs(180));
+        settle(std::slice::from_ref(&burst), Duration::from_secs(180));
         let last = last_start(&burst);
         results.push(Figures {
             latency,

@@ -85,7 +85,7 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum Reply {
-    Status(Status),
+    Status(Box<Status>),
     /// `status` is the daemon's without its rules, and its trigger files only when asked for
     /// all or when they refused something.
     Summary(Box<(Status, summary::Summary)>),

@@ -112,11 +112,11 @@ fn failing(rule: &RuleStatus) -> bool {
 /// Keeps the `TOP` most active rules (by fired, then matched) and up to `TOP` failing ones
 /// (most failures first), in that order; bounded memory whatever the number of rules.
 fn keep_notable(rules: &mut Vec<RuleStatus>) {
-    rules.sort_by(|a, b| (b.fired, b.matched).cmp(&(a.fired, a.matched)));
+    rules.sort_by_key(|r| std::cmp::Reverse((r.fired, r.matched)));
     let (active, mut rest): (Vec<_>, Vec<_>) =
         rules.drain(..).enumerate().partition(|(i, _)| *i < TOP);
     rest.retain(|(_, r)| failing(r));
-    rest.sort_by(|(_, a), (_, b)| b.failed.cmp(&a.failed));
+    rest.sort_by_key(|(_, r)| std::cmp::Reverse(r.failed));
     rest.truncate(TOP);
     rules.extend(active.into_iter().chain(rest).map(|(_, r)| r));
 }

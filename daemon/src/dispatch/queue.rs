@@ -63,23 +63,24 @@ impl Queue {
         Some(job)
     }
 
-    /// Replaces the queued job for the same subject, if its bytes fit; true if it did.
-    pub fn coalesce(&mut self, job: Job, bytes: usize) -> Result<(), Job> {
+    /// Replaces the queued job for the same subject, if its bytes fit; gives the job back if
+    /// there is none or it would not fit.
+    pub fn coalesce(&mut self, job: Job, bytes: usize) -> Option<Job> {
         let total = self.bytes;
         let Some(queued) = self
             .jobs
             .iter_mut()
             .find(|q| q.event.subject == job.event.subject)
         else {
-            return Err(job);
+            return Some(job);
         };
         let after = total - queued.bytes() + job.bytes();
         if after > bytes {
-            return Err(job);
+            return Some(job);
         }
         *queued = job;
         self.bytes = after;
-        Ok(())
+        None
     }
 
     pub fn clear(&mut self) {
@@ -133,10 +134,10 @@ mod tests {
         q.push(job("b", 4));
         assert_eq!(q.bytes(), 10);
         assert!(
-            q.coalesce(job("a", 7), 10).is_err(),
+            q.coalesce(job("a", 7), 10).is_some(),
             "would exceed the bytes"
         );
-        assert!(q.coalesce(job("a", 2), 10).is_ok());
+        assert!(q.coalesce(job("a", 2), 10).is_none());
         assert_eq!(q.bytes(), 6);
         assert_eq!(q.pop().map(|j| j.bytes()), Some(2));
         assert_eq!(q.bytes(), 4);

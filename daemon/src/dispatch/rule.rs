@@ -315,11 +315,11 @@ impl RuleRuntime {
             WhenFull::Block => return Offer::Full(job.event),
             WhenFull::DropNewest if job.waits => return Offer::Full(job.event),
             WhenFull::Coalesce => match state.queue.coalesce(job, policy.queue_bytes) {
-                Ok(()) => {
+                None => {
                     self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                     return Offer::Taken;
                 }
-                Err(job) => job,
+                Some(job) => job,
             },
             WhenFull::DropNewest => job,
         };
