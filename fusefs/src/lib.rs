@@ -59,6 +59,7 @@ use fuser::{BackgroundSession, Config, INodeNo, MountOption, Notifier, SessionAC
 
 pub use delivery::MAX_LINE;
 pub use state::STATE_FILE;
+pub use tree::check_trigger_path;
 
 use delivery::{write, Deliverer, Triggers};
 use fs::{FuseFs, Shared};

@@ -91,6 +91,12 @@ pub(crate) fn split_path(path: &str) -> Result<Vec<&str>, &'static str> {
         .collect()
 }
 
+/// Checks a trigger path the way the tree will when it is mounted, so that a config can be
+/// refused before it reaches the mount.
+pub fn check_trigger_path(path: &str) -> Result<(), &'static str> {
+    split_path(path).map(drop)
+}
+
 fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name == "." || name == ".." {
         return Err("empty, '.' or '..' path component");

@@ -49,6 +49,6 @@ mod region;
 
 pub use consumer::{Channel, ChannelSpec, ChannelStats, Stopper};
 pub use error::{IpcError, PublishError, Quarantine};
-pub use layout::{MIN_LANE_BYTES, MIN_MAX_MESSAGE};
+pub use layout::{MAX_LANES, MIN_LANE_BYTES, MIN_MAX_MESSAGE};
 pub use publisher::Publisher;
-pub use region::{receive_memfd, socket_path, NAME_PREFIX};
+pub use region::{check_name, receive_memfd, socket_path, NAME_PREFIX};

@@ -20,9 +20,9 @@ use std::sync::Arc;
 /// Prefix of every channel's shared-memory object name.
 pub const NAME_PREFIX: &str = "/triggerd.";
 
-/// The shared-memory object name of a channel, after checking the channel name is a plain
-/// word (letters, digits, `_`, `-`, `.`; 1 to 200 bytes; not starting with `.`).
-pub fn object_name(channel: &str) -> Result<String, IpcError> {
+/// Checks a channel name is a plain word (letters, digits, `_`, `-`, `.`; 1 to 200 bytes; not
+/// starting with `.`): it becomes part of a path under /dev/shm. The config validates with it.
+pub fn check_name(channel: &str) -> Result<(), IpcError> {
     let bad = |why| IpcError::InvalidName {
         name: channel.to_owned(),
         why,
@@ -39,6 +39,12 @@ pub fn object_name(channel: &str) -> Result<String, IpcError> {
     {
         return Err(bad("may contain only letters, digits, '_', '-' and '.'"));
     }
+    Ok(())
+}
+
+/// The shared-memory object name of a channel, after [`check_name`].
+pub fn object_name(channel: &str) -> Result<String, IpcError> {
+    check_name(channel)?;
     Ok(format!("{NAME_PREFIX}{channel}"))
 }
 

@@ -19,14 +19,13 @@ pub(super) fn trigger(
 ) -> Option<Trigger> {
     let before = problems.len();
     let name = match raw.name.as_deref() {
-        Some(n) if valid_name(n) => Some(n.to_string()),
-        Some(n) => {
-            problems.push(table.problem(
-                "name",
-                format!("`{n}`: use letters, digits, `-`, `_` and `.` (at most 200)"),
-            ));
-            None
-        }
+        Some(n) => match triggerd_ipc::check_name(n) {
+            Ok(()) => Some(n.to_string()),
+            Err(e) => {
+                problems.push(table.problem("name", e.to_string()));
+                None
+            }
+        },
         None => {
             problems.push(table.problem("name", "missing (the channel's name, e.g. \"metrics\")"));
             None
@@ -35,7 +34,14 @@ pub(super) fn trigger(
     let (uid, gid, mode) = object_access(table, raw, 0o600, problems);
     let capacity =
         number(table, "capacity", raw.capacity, SIZES, problems).unwrap_or(DEFAULT_CAPACITY);
-    let lanes = number(table, "lanes", raw.lanes, 1..=64, problems).unwrap_or(DEFAULT_LANES);
+    let lanes = number(
+        table,
+        "lanes",
+        raw.lanes,
+        1..=triggerd_ipc::MAX_LANES as i64,
+        problems,
+    )
+    .unwrap_or(DEFAULT_LANES);
     let handoff_bytes = number(
         table,
         "handoff_bytes",
@@ -69,14 +75,4 @@ pub(super) fn trigger(
         lanes: lanes as usize,
         handoff_bytes: handoff_bytes as usize,
     }))
-}
-
-/// The name becomes part of a path under /dev/shm.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }

@@ -70,17 +70,10 @@ pub(super) fn trigger(
     }))
 }
 
-/// `dir/name` below the mount: no leading `/`, no `.` or `..` components, no empty ones.
+/// `dir/name` below the mount, by the trigger tree's own rule (plain components within
+/// `NAME_MAX`, the whole within `PATH_MAX`).
 fn relative(file: &str) -> Result<String, String> {
-    let parts: Vec<&str> = file.split('/').collect();
-    let bad = file.starts_with('/')
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'));
-    if bad {
-        return Err(format!(
-            "`{file}` must be a relative path like \"dir/name\" (no `.`, `..` or empty parts)"
-        ));
-    }
+    triggerd_fusefs::check_trigger_path(file)
+        .map_err(|why| format!("`{file}` must be a relative path like \"dir/name\": {why}"))?;
     Ok(file.to_string())
 }
