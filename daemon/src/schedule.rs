@@ -1,7 +1,8 @@
 //! Timer arithmetic, kept pure so it can be checked against hand-computed values: the next
 //! fire strictly after a given instant, for `every` (phase-locked to an anchor) and for cron
 //! expressions read in an IANA time zone (DST gaps and repeats as croner defines them: a
-//! wall-clock time that does not exist is skipped forward, a repeated one fires once).
+//! wall-clock time that does not exist is skipped forward, a repeated one fires once). It owns
+//! [`Schedule`], which the config parses once and every user shares.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,23 +11,79 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Year};
 use croner::Cron;
 
-use crate::config::{Schedule, TimerTrigger};
+/// When a timer fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every interval, phase-locked to `start` (or the Unix epoch), so restarts never drift.
+    Every(Duration),
+    /// A cron expression of 5 or 6 fields (seconds first), read in an IANA time zone.
+    Cron(CronSchedule),
+}
 
-/// A schedule ready to compute fire times.
+/// A parsed cron expression and its time zone; equal when the text and the zone are.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    expr: String,
+    cron: Box<Cron>,
+    timezone: Tz,
+}
+
+impl CronSchedule {
+    /// Parses `expr` (see [`parse_cron`]) read in the IANA zone `timezone`; each error says
+    /// which of the two is wrong.
+    pub fn parse(expr: &str, timezone: &str) -> Result<Self, CronError> {
+        let cron = parse_cron(expr);
+        let zone = parse_timezone(timezone);
+        match (cron, zone) {
+            (Ok(cron), Ok(timezone)) => Ok(CronSchedule {
+                expr: expr.to_string(),
+                cron: Box::new(cron),
+                timezone,
+            }),
+            (cron, zone) => Err(CronError {
+                expr: cron.err(),
+                timezone: zone.err(),
+            }),
+        }
+    }
+}
+
+/// Why a cron schedule was refused: the expression, the zone, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronError {
+    pub expr: Option<String>,
+    pub timezone: Option<String>,
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr && self.timezone == other.timezone
+    }
+}
+
+impl Eq for CronSchedule {}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Schedule::Cron(c) => write!(f, "cron {} {}", c.expr, c.timezone.name()),
+        }
+    }
+}
+
+/// A schedule with its anchor, ready to compute fire times.
 #[derive(Debug, Clone)]
 pub enum Compiled {
     Every {
         period: Duration,
         anchor: SystemTime,
     },
-    Cron {
-        cron: Box<Cron>,
-        timezone: Tz,
-    },
+    Cron(CronSchedule),
 }
 
 /// Parses a cron expression of 5 fields, or 6 with seconds first (or `@daily` and friends).
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+fn parse_cron(expr: &str) -> Result<Cron, String> {
     let fields = expr.split_whitespace().count();
     if !expr.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
         return Err(format!(
@@ -40,23 +97,21 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
         .map_err(|e| format!("`{expr}`: {e}"))
 }
 
-pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>()
         .map_err(|_| format!("`{name}` is not an IANA time zone (e.g. \"UTC\", \"Europe/Paris\")"))
 }
 
 impl Compiled {
-    pub fn new(timer: &TimerTrigger) -> Result<Self, String> {
-        Ok(match &timer.schedule {
+    /// `start` anchors an `every` schedule (the Unix epoch without it).
+    pub fn new(schedule: &Schedule, start: Option<SystemTime>) -> Self {
+        match schedule {
             Schedule::Every(period) => Compiled::Every {
                 period: *period,
-                anchor: timer.start.unwrap_or(UNIX_EPOCH),
+                anchor: start.unwrap_or(UNIX_EPOCH),
             },
-            Schedule::Cron { expr, timezone } => Compiled::Cron {
-                cron: Box::new(parse_cron(expr)?),
-                timezone: parse_timezone(timezone)?,
-            },
-        })
+            Schedule::Cron(cron) => Compiled::Cron(cron.clone()),
+        }
     }
 
     /// The first scheduled instant strictly after `after`.
@@ -72,7 +127,7 @@ impl Compiled {
                 let offset = u64::try_from(k.checked_mul(period_ns)?).ok()?;
                 anchor.checked_add(Duration::from_nanos(offset))
             }
-            Compiled::Cron { cron, timezone } => {
+            Compiled::Cron(CronSchedule { cron, timezone, .. }) => {
                 // croner carries the sub-second part of its input into the result: start from
                 // the whole second so that fires land on whole seconds. The next occurrence
                 // strictly after that second is also strictly after `after`.
@@ -100,19 +155,6 @@ pub fn jitter_for(name: &str, jitter: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Catchup;
-
-    fn timer(schedule: Schedule) -> TimerTrigger {
-        TimerTrigger {
-            schedule,
-            start: None,
-            stop: None,
-            max_fires: None,
-            catchup: Catchup::Skip,
-            catchup_window: Duration::from_secs(3600),
-            jitter: None,
-        }
-    }
 
     fn at(rfc3339: &str) -> SystemTime {
         DateTime::parse_from_rfc3339(rfc3339)
@@ -122,17 +164,16 @@ mod tests {
     }
 
     fn cron(expr: &str, tz: &str) -> Compiled {
-        Compiled::new(&timer(Schedule::Cron {
-            expr: expr.into(),
-            timezone: tz.into(),
-        }))
-        .unwrap()
+        Compiled::new(
+            &Schedule::Cron(CronSchedule::parse(expr, tz).unwrap()),
+            None,
+        )
     }
 
     #[test]
     fn every_is_phase_locked_to_its_anchor() {
-        let mut t = timer(Schedule::Every(Duration::from_secs(300)));
-        let c = Compiled::new(&t).unwrap();
+        let every = Schedule::Every(Duration::from_secs(300));
+        let c = Compiled::new(&every, None);
         assert_eq!(
             c.next_after(at("2026-03-01T10:02:13Z")),
             Some(at("2026-03-01T10:05:00Z"))
@@ -141,8 +182,7 @@ mod tests {
             c.next_after(at("2026-03-01T10:05:00Z")),
             Some(at("2026-03-01T10:10:00Z"))
         );
-        t.start = Some(at("2026-03-01T10:01:00Z"));
-        let c = Compiled::new(&t).unwrap();
+        let c = Compiled::new(&every, Some(at("2026-03-01T10:01:00Z")));
         assert_eq!(
             c.next_after(at("2026-03-01T09:00:00Z")),
             Some(at("2026-03-01T10:01:00Z"))

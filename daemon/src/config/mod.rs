@@ -153,23 +153,7 @@ impl Trigger {
     }
 }
 
-/// When a timer fires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Schedule {
-    /// Every interval, phase-locked to `start` (or the Unix epoch), so restarts never drift.
-    Every(Duration),
-    /// A cron expression of 5 or 6 fields (seconds first), read in an IANA time zone.
-    Cron { expr: String, timezone: String },
-}
-
-impl std::fmt::Display for Schedule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
-            Schedule::Cron { expr, timezone } => write!(f, "cron {expr} {timezone}"),
-        }
-    }
-}
+pub use crate::schedule::Schedule;
 
 /// What a timer does about fires it missed while the daemon was down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -94,13 +94,6 @@ impl EventSource for TimerSource {
         "timers: every (phase-locked) and cron (time zones), with catch-up after downtime"
     }
 
-    fn validate(&self, rule: &Rule) -> Result<(), String> {
-        match &rule.def.trigger {
-            Trigger::Timer(t) => Compiled::new(t).map(|_| ()),
-            _ => Ok(()),
-        }
-    }
-
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture {
         Box::pin(run(ctx))
     }
@@ -282,13 +275,7 @@ fn rearm(
             next.insert(rule.name.clone(), existing);
             continue;
         }
-        let schedule = match Compiled::new(timer) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(rule = %rule.name, "timer not armed: {e}");
-                continue;
-            }
-        };
+        let schedule = Compiled::new(&timer.schedule, timer.start);
         let record = records.get(&rule.name).copied().unwrap_or_default();
         let mut armed_timer = Armed {
             rule: rule.name.clone(),
@@ -383,16 +370,7 @@ mod tests {
     use crate::config::Schedule;
 
     fn every(minutes: u64) -> Compiled {
-        Compiled::new(&TimerTrigger {
-            schedule: Schedule::Every(Duration::from_secs(minutes * 60)),
-            start: None,
-            stop: None,
-            max_fires: None,
-            catchup: Catchup::Skip,
-            catchup_window: Duration::from_secs(86_400),
-            jitter: None,
-        })
-        .unwrap()
+        Compiled::new(&Schedule::Every(Duration::from_secs(minutes * 60)), None)
     }
 
     fn t(minutes: u64) -> SystemTime {

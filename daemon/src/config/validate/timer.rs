@@ -7,7 +7,7 @@ use super::super::raw::RawRule;
 use super::super::{Catchup, Problem, Schedule, TimerTrigger, Trigger};
 use super::action::duration;
 use super::Table;
-use crate::schedule;
+use crate::schedule::CronSchedule;
 
 pub(super) fn trigger(
     table: &Table<'_>,
@@ -42,15 +42,19 @@ pub(super) fn trigger(
                 .map(Schedule::Every)
         }
         (None, Some(expr)) => {
-            let timezone = raw.timezone.clone().unwrap_or_else(|| "UTC".into());
-            let cron_ok =
-                schedule::parse_cron(expr).map_err(|m| problems.push(table.problem("cron", m)));
-            let tz_ok = schedule::parse_timezone(&timezone)
-                .map_err(|m| problems.push(table.problem("timezone", m)));
-            (cron_ok.is_ok() && tz_ok.is_ok()).then(|| Schedule::Cron {
-                expr: expr.clone(),
-                timezone,
-            })
+            let timezone = raw.timezone.as_deref().unwrap_or("UTC");
+            match CronSchedule::parse(expr, timezone) {
+                Ok(cron) => Some(Schedule::Cron(cron)),
+                Err(e) => {
+                    let keys = [("cron", e.expr), ("timezone", e.timezone)];
+                    for (key, message) in keys {
+                        if let Some(m) = message {
+                            problems.push(table.problem(key, m));
+                        }
+                    }
+                    None
+                }
+            }
         }
     };
     let start = instant(table, "start", &raw.start, problems);
