@@ -22,6 +22,7 @@ use crate::sources::timer::TimerSource;
 use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
 use crate::systemd;
+use triggerd_support::lock;
 
 /// How long a reload waits for the sources to put new bindings in place.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,10 +113,6 @@ struct State {
     shared: Shared,
     ids: Arc<AtomicU64>,
     remote: Remote,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Responder for State {
@@ -215,17 +212,10 @@ pub async fn run(
     crate::fds::raise_open_file_limit();
     // State (paused rules, timers, trigger files' modes) is root's alone: 0700.
     let state_dir = &config.daemon.state_dir;
-    crate::dispatch::private_dir(state_dir)
-        .and_then(|()| {
-            std::fs::set_permissions(
-                state_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )
-        })
-        .map_err(|source| DaemonError::StateDir {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
+    triggerd_support::private_dir(state_dir).map_err(|source| DaemonError::StateDir {
+        path: state_dir.display().to_string(),
+        source,
+    })?;
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));

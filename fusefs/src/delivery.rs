@@ -15,11 +15,7 @@ use crate::{Message, MessageSink, Split, TriggerLimits, TriggerStats};
 /// without bound (a writer that never sends a newline cannot exhaust memory).
 pub const MAX_LINE: usize = 1024 * 1024;
 
-/// Locks a mutex, taking the data even if a panicking thread poisoned it: every value under
-/// these locks stays consistent after each statement.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use triggerd_support::lock;
 
 pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(PoisonError::into_inner)

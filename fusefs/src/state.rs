@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -90,19 +89,8 @@ impl StateFile {
             .create(dir)
             .map_err(err)?;
         let json = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
-        let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
         // Root's alone (0600): it names users' trigger files and their modes.
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(&json).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+        triggerd_support::write_atomically(&self.path, &json).map_err(err)
     }
 }
 

@@ -100,38 +100,8 @@ impl Lifecycle {
             source,
         };
         let bytes = serde_json::to_vec_pretty(states).map_err(|e| err(std::io::Error::other(e)))?;
-        write_atomically(file, &bytes).map_err(err)
+        triggerd_support::write_atomically(file, &bytes).map_err(err)
     }
-}
-
-/// Writes `bytes` to `path` (mode 0600, in a 0700 directory if it has to create one) so
-/// that a crash leaves either the old or the new content; the rename is made durable.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    private_dir(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Creates `dir` (and parents) with mode 0700; an existing one is left as it is.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 pub fn unix_now() -> u64 {

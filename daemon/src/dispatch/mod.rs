@@ -16,7 +16,7 @@ use triggerd_watch::PermissionRequest;
 
 use crate::config::{Config, Rule};
 use crate::event::Event;
-pub use lifecycle::{private_dir, unix_now, write_atomically, Disabled, Lifecycle, RuleState};
+pub use lifecycle::{unix_now, Disabled, Lifecycle, RuleState};
 pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus, SourceState};
 
 /// What became of an event a waiting source handed over.

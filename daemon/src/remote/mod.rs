@@ -27,6 +27,7 @@ use crate::config::{BrokerSettings, Config, ServiceSettings};
 use crate::dispatch::Outbox;
 use crate::event::Event;
 pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
+use triggerd_support::lock;
 
 /// A spool segment is closed at this size (or an eighth of `spool_max` when smaller), so
 /// delivered events free disk space soon.
@@ -88,7 +89,7 @@ pub fn payload_of(event: &Event) -> &[u8] {
 /// Takes the spool directory's `lock` file (released when the process exits).
 fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
     let failed = |e: &dyn std::fmt::Display| format!("[broker] spool {}: {e}", dir.display());
-    crate::dispatch::private_dir(dir).map_err(|e| failed(&e))?;
+    triggerd_support::private_dir(dir).map_err(|e| failed(&e))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .mode(0o600)
@@ -136,10 +137,6 @@ pub struct Remote {
     services: Mutex<Vec<RunningService>>,
     /// Held while the spool is in use: two writers would interleave their records.
     _spool_lock: Option<Flock<File>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Remote {

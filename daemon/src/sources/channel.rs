@@ -17,6 +17,7 @@ use triggerd_watch::EventMask;
 
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{ChannelTrigger, Rule, Trigger};
+use triggerd_support::lock;
 
 /// What `status` shows per channel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -206,8 +207,4 @@ fn start(
         thread: Some(thread),
         forward,
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -16,7 +16,8 @@ use std::sync::Mutex;
 use tokio::io::unix::AsyncFd;
 use triggerd_watch::{InotifyWatcher, MarkError, MarkSpec, WatchEvent};
 
-use super::fanotify::{lock, register, Delivery, OwnsGroupFd, WatchStatus};
+use super::fanotify::{register, Delivery, OwnsGroupFd, WatchStatus};
+use triggerd_support::lock;
 
 /// What inotify gives up against fanotify, for `triggerd check` and logs.
 pub const GIVES_UP: &str = "inotify sees only changes made through this host's view of the \

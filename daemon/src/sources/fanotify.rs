@@ -28,6 +28,7 @@ use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{Rule, Trigger, WatchBackend, WatchTrigger};
 use crate::dispatch::SourceState;
 use crate::event::Event;
+use triggerd_support::lock;
 
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
@@ -654,8 +655,4 @@ impl Delivery {
         }
         drained
     }
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -22,6 +22,7 @@ use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{self, Rule, Trigger};
 use crate::dispatch::Delivery;
 use crate::event::ReplyTo;
+use triggerd_support::lock;
 
 /// What `status` shows per trigger file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -231,8 +232,4 @@ fn event_of(
         }
     })));
     Some((rule, event))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -14,7 +14,6 @@ use triggerd_watch::EventMask;
 
 use super::{BoxFuture, EventSource, SourceContext};
 use crate::config::{Catchup, Rule, TimerTrigger, Trigger};
-use crate::dispatch::write_atomically;
 use crate::schedule::{jitter_for, Compiled};
 
 /// What is remembered of one timer across restarts.
@@ -358,7 +357,7 @@ fn load(file: &Path) -> BTreeMap<String, TimerRecord> {
 fn save(file: &Path, records: &BTreeMap<String, TimerRecord>) {
     let written = serde_json::to_vec(records)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| write_atomically(file, &bytes));
+        .and_then(|bytes| triggerd_support::write_atomically(file, &bytes));
     if let Err(e) = written {
         tracing::warn!(file = %file.display(), "cannot save timer state: {e}");
     }

@@ -186,9 +186,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         endpoints.push(bound);
     }
     if let Some(path) = &config.endpoint_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, endpoints.join("\n") + "\n")?;
-        std::fs::rename(&tmp, path)?;
+        triggerd_support::write_atomically(path, (endpoints.join("\n") + "\n").as_bytes())?;
     }
     let mut engine = engine::Engine::new(socket, store, config);
     engine.reload_settings();

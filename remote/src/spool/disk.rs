@@ -4,8 +4,8 @@
 //! removal.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::{io_err, SpoolError, MAX_RECORD};
@@ -83,14 +83,8 @@ pub(super) fn scan(path: &Path) -> Result<(u64, u64, u64), SpoolError> {
     }
 }
 
-/// Creates `dir` (and its parents) 0700 and makes an existing one 0700.
 pub(super) fn private_dir(dir: &Path) -> Result<(), SpoolError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+    triggerd_support::private_dir(dir).map_err(io_err(dir))
 }
 
 /// Opens `path` for appending, created 0600 (an existing file is made 0600 too).
@@ -106,27 +100,10 @@ pub(super) fn open_append(path: &Path) -> Result<File, SpoolError> {
     Ok(file)
 }
 
-/// fsyncs a directory so that a created, renamed or removed entry survives a power loss.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    triggerd_support::sync_dir(dir).map_err(io_err(dir))
 }
 
-/// Replaces `path` with `bytes` (0600) so a crash leaves the old or the new content.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_data().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    triggerd_support::write_atomically(path, bytes).map_err(io_err(path))
 }

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{Rule, Secret, Trigger};
 use crate::throttle::Throttle;
+use triggerd_support::lock;
 
 /// Connections served at once, over all listeners: a peer that opens many and sends nothing
 /// holds at most this many of the daemon's descriptors (the rest wait in the kernel's
@@ -314,10 +315,6 @@ impl Drop for PeerSlot {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
