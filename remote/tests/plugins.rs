@@ -70,7 +70,7 @@ fn append_forward_external_and_unknown_plugins() {
     let log = dir.path().join("central.log");
     let mut options = fast_worker(&broker.endpoint, "logsink");
     options.default_plugin = "append".into();
-    options.plugin_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plugins").into());
+    options.plugin_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../etc/plugins").into());
     let mut sink = Worker::new(options);
     sink.add_plugin(
         "append",

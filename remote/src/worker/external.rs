@@ -23,7 +23,7 @@
 //! line, so a plain script works too. The process is killed (SIGKILL) when the request's
 //! timeout passes and the status is then 124. Plugin names are single path components
 //! (`[A-Za-z0-9_.-]`, not starting with a dot), so a client cannot reach outside the
-//! directory. An example lives in `remote/examples/plugins/upper`.
+//! directory. An example lives in `etc/plugins/upper`.
 
 use std::path::{Path, PathBuf};
 
