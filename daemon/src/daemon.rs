@@ -282,6 +282,7 @@ pub async fn run(
         stopped.clone(),
     ));
     systemd::notify("READY=1\nSTATUS=running");
+    crate::memory::release_free_heap();
 
     let mut generation = 1;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
@@ -403,7 +404,8 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         Err(e) => Err(e),
     };
     let outcome = match loaded {
-        Ok(new) => {
+        Ok(mut new) => {
+            new.share_unchanged(&lock(&state.config));
             let applied = state.dispatcher.apply(&new);
             state.remote.reload(&new);
             for source in bound.iter() {
@@ -441,5 +443,7 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         reloads.0 += 1;
         reloads.1 = outcome;
     }
+    // The old config and the parse's peak are gone (a refused config too).
+    crate::memory::release_free_heap();
     systemd::notify(&format!("READY=1\n{status}"));
 }

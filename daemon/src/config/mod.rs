@@ -13,6 +13,7 @@ mod validate;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use triggerd_watch::EventMask;
@@ -58,13 +59,31 @@ pub struct Config {
     /// The file it was read from (reload reads it again).
     pub file: PathBuf,
     pub daemon: DaemonConfig,
-    pub rules: Vec<Rule>,
+    /// Shared with the sources' bindings and the dispatcher's runtimes (one copy per rule).
+    pub rules: Vec<Arc<Rule>>,
     /// `[broker]`: where `send` actions go (none: everything stays local).
     pub broker: Option<BrokerSettings>,
     /// `[[service]]` tables: services this host serves as a worker.
     pub services: Vec<ServiceSettings>,
     /// `[[provider]]` tables: event-source programs that `[[source]]` rules bind to.
     pub providers: Vec<ProviderSettings>,
+}
+
+impl Config {
+    /// Makes each rule that `running` has unchanged (same name, definition and line) share
+    /// `running`'s allocation, so that a reload keeps one copy of an unchanged rule, not two
+    /// (the dispatcher's kept runtimes hold the old one).
+    pub fn share_unchanged(&mut self, running: &Config) {
+        let old: std::collections::HashMap<&str, &Arc<Rule>> =
+            running.rules.iter().map(|r| (r.name.as_str(), r)).collect();
+        for rule in &mut self.rules {
+            if let Some(&kept) = old.get(rule.name.as_str()) {
+                if kept.line == rule.line && kept.def == rule.def {
+                    *rule = Arc::clone(kept);
+                }
+            }
+        }
+    }
 }
 
 /// One rule: what fires it, what it runs, and how runs are governed.

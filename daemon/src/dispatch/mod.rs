@@ -186,7 +186,10 @@ impl Dispatcher {
                 }
                 None => {
                     applied.added += 1;
-                    next.push(RuleRuntime::new(rule.clone(), Arc::clone(&self.context)));
+                    next.push(RuleRuntime::new(
+                        Arc::clone(rule),
+                        Arc::clone(&self.context),
+                    ));
                 }
             }
         }

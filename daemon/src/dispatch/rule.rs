@@ -121,7 +121,7 @@ struct RunState {
 
 #[derive(Debug)]
 pub struct RuleRuntime {
-    pub rule: Rule,
+    pub rule: Arc<Rule>,
     pub counters: Counters,
     state: Mutex<RunState>,
     /// Signalled when `spawning` drops: a run's pid is registered or its spawn failed.
@@ -141,7 +141,7 @@ pub enum Offer {
 }
 
 impl RuleRuntime {
-    pub fn new(rule: Rule, context: Arc<RuleContext>) -> Arc<Self> {
+    pub fn new(rule: Arc<Rule>, context: Arc<RuleContext>) -> Arc<Self> {
         Arc::new(Self {
             rule,
             counters: Counters::default(),

@@ -103,7 +103,7 @@ async fn run(mut ctx: SourceContext, channels: Channels) {
         let wanted: HashMap<&str, &ChannelTrigger> = bindings
             .rules
             .iter()
-            .filter_map(|r: &Rule| match &r.def.trigger {
+            .filter_map(|r: &Arc<Rule>| match &r.def.trigger {
                 Trigger::Channel(c) => Some((r.name.as_str(), c)),
                 _ => None,
             })

@@ -57,7 +57,7 @@ type SharedBound = Arc<Mutex<Bound>>;
 
 impl Bound {
     /// Binds `rules` and returns the marks they ask for.
-    fn bind(&mut self, rules: &[Rule]) -> Marks {
+    fn bind(&mut self, rules: &[Arc<Rule>]) -> Marks {
         let mut marks = Marks::default();
         self.rules.clear();
         for rule in rules {
@@ -103,7 +103,7 @@ impl Bound {
 /// What `triggerd check` warns about: each watch rule whose path cannot be marked now, with
 /// why and whether the daemon would keep trying. Marks are tried on throwaway groups (so
 /// this needs the daemon's privileges); an error creating them is the one warning.
-pub fn probe(rules: &[Rule]) -> Vec<(String, String)> {
+pub fn probe(rules: &[Arc<Rule>]) -> Vec<(String, String)> {
     let mut bound = Bound::default();
     let marks = bound.bind(rules);
     let notify = Watcher::new().and_then(|mut w| w.set_marks(&marks.notify));
@@ -384,7 +384,7 @@ impl Source {
         self.apply(marks);
     }
 
-    fn bind(&mut self, rules: &[Rule]) {
+    fn bind(&mut self, rules: &[Arc<Rule>]) {
         let marks = lock(&self.delivery.bound).bind(rules);
         if marks == self.marks && !marks.notify.is_empty() {
             // Nothing to mark differently: only rules with a new runtime learn their state.

@@ -176,7 +176,7 @@ async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
 }
 
 /// Records which rule each file key belongs to; returns the filesystem's specs.
-fn apply_routes(rules: &[Rule], routes: &Routes) -> Vec<TriggerSpec> {
+fn apply_routes(rules: &[Arc<Rule>], routes: &Routes) -> Vec<TriggerSpec> {
     let mut table = HashMap::new();
     let mut specs = Vec::new();
     for rule in rules {

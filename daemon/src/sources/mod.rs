@@ -35,7 +35,7 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Debug, Clone, Default)]
 pub struct Bindings {
     pub generation: u64,
-    pub rules: Arc<Vec<Rule>>,
+    pub rules: Arc<Vec<Arc<Rule>>>,
     /// The `[[provider]]` tables (what the provider source runs).
     pub providers: Arc<Vec<crate::config::ProviderSettings>>,
 }

@@ -6,6 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -259,7 +260,7 @@ impl Lateness {
 /// Arms timers for `rules`, keeping the schedule of those unchanged; on the first pass after
 /// start, missed fires are queued according to each timer's `catchup`.
 fn rearm(
-    rules: &[Rule],
+    rules: &[Arc<Rule>],
     armed: &mut HashMap<String, Armed>,
     records: &BTreeMap<String, TimerRecord>,
     starting: bool,

@@ -154,7 +154,12 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         Ok(Config {
             file: file.to_path_buf(),
             daemon,
-            rules,
+            // Not collected in place: that would keep the whole `Vec<Rule>` buffer alive.
+            rules: {
+                let mut shared = Vec::with_capacity(rules.len());
+                shared.extend(rules.into_iter().map(std::sync::Arc::new));
+                shared
+            },
             broker,
             services,
             providers,

@@ -57,6 +57,7 @@ fn rules_of<'c>(config: &'c Config, provider: &str) -> Vec<&'c Rule> {
         .rules
         .iter()
         .filter(|r| matches!(&r.def.trigger, Trigger::Provider(t) if t.provider == provider))
+        .map(|r| &**r)
         .collect()
 }
 

@@ -171,7 +171,7 @@ async fn run(mut ctx: SourceContext, webhooks: Webhooks) {
 }
 
 /// Makes the table match `rules`; returns the addresses to listen on.
-fn apply(rules: &[Rule], table: &Shared) -> Vec<SocketAddr> {
+fn apply(rules: &[Arc<Rule>], table: &Shared) -> Vec<SocketAddr> {
     let mut next = Table::default();
     for rule in rules {
         let Trigger::Webhook(w) = &rule.def.trigger else {
