@@ -101,7 +101,8 @@ pub struct Rule {
 pub struct RuleDef {
     pub trigger: Trigger,
     pub action: Action,
-    pub policy: Policy,
+    /// Shared by every rule with an equal policy (most rules use the defaults).
+    pub policy: Arc<Policy>,
 }
 
 /// What a fired rule does.
@@ -320,7 +321,7 @@ impl WatchTrigger {
 }
 
 /// A command run with tokens substituted per argument; never through a shell.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExecAction {
     pub argv: Vec<OsString>,
     /// Run as this uid/gid (names resolved at load time).
@@ -332,7 +333,7 @@ pub struct ExecAction {
     pub chdir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OnBusy {
     /// Wait for a free slot (bounded queue; overflow is counted as dropped).
     Queue,
@@ -342,14 +343,14 @@ pub enum OnBusy {
     Restart,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OnTimeout {
     Allow,
     Deny,
 }
 
 /// What happens to an event that finds the rule's queue full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WhenFull {
     /// The source waits for room (back-pressure; a FUSE writer waits, fanotify reading pauses).
     Block,
@@ -360,7 +361,7 @@ pub enum WhenFull {
 }
 
 /// Retry a failed run with exponential back-off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Retry {
     /// Total runs, the first included.
     pub attempts: u32,
@@ -370,14 +371,14 @@ pub struct Retry {
 }
 
 /// At most `count` runs started per `per`; the rest wait in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rate {
     pub count: u32,
     pub per: Duration,
 }
 
 /// How a rule's runs are governed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub timeout: Option<Duration>,
     /// For permission rules: the answer when the action runs past `timeout`.

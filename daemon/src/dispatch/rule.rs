@@ -99,6 +99,19 @@ struct Bucket {
     updated: Instant,
 }
 
+/// The latest ticket per subject waiting out its quiet time.
+#[derive(Debug, Default)]
+struct Debounce {
+    latest: HashMap<PathBuf, u64>,
+    seq: u64,
+}
+
+impl RunState {
+    fn debounced(&self) -> usize {
+        self.debounce.as_ref().map_or(0, |d| d.latest.len())
+    }
+}
+
 #[derive(Debug, Default)]
 struct RunState {
     /// Slots taken by started runs (a run holds its slot before its pid is known).
@@ -108,8 +121,8 @@ struct RunState {
     running: Vec<Running>,
     recent: VecDeque<(i32, Instant)>,
     queue: Queue,
-    debounce: HashMap<PathBuf, u64>,
-    debounce_seq: u64,
+    /// Allocated on the rule's first debounced event: most rules never debounce.
+    debounce: Option<Box<Debounce>>,
     bucket: Option<Bucket>,
     /// A task will start queued jobs when the rate allows.
     pump_pending: bool,
@@ -242,20 +255,22 @@ impl RuleRuntime {
     fn debounce(self: &Arc<Self>, event: Event, quiet: Duration) {
         let ticket = {
             let mut state = self.state();
-            state.debounce_seq += 1;
-            let ticket = state.debounce_seq;
-            state.debounce.insert(event.subject.clone(), ticket);
-            ticket
+            let debounce = state.debounce.get_or_insert_default();
+            debounce.seq += 1;
+            debounce.latest.insert(event.subject.clone(), debounce.seq);
+            debounce.seq
         };
         let rule = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(quiet).await;
             let latest = {
                 let mut state = rule.state();
-                let latest = state.debounce.get(&event.subject) == Some(&ticket);
-                if latest {
-                    state.debounce.remove(&event.subject);
-                }
+                let latest = state
+                    .debounce
+                    .as_mut()
+                    .filter(|d| d.latest.get(&event.subject) == Some(&ticket))
+                    .map(|d| d.latest.remove(&event.subject))
+                    .is_some();
                 latest && !state.retired
             };
             if latest {
@@ -592,9 +607,9 @@ impl RuleRuntime {
     pub fn retire(&self) {
         let mut state = self.state();
         state.retired = true;
-        let abandoned = state.queue.len() + state.debounce.len();
+        let abandoned = state.queue.len() + state.debounced();
         state.queue.clear();
-        state.debounce.clear();
+        state.debounce = None;
         drop(state);
         self.room.notify_waiters();
         if abandoned > 0 {
@@ -643,7 +658,7 @@ impl RuleRuntime {
             refused: load(&c.refused),
             refused_bytes: load(&c.refused_bytes),
             running: state.slots as u64,
-            queued: (state.queue.len() + state.debounce.len()) as u64,
+            queued: (state.queue.len() + state.debounced()) as u64,
             queued_bytes: state.queue.bytes() as u64,
             next_fire: state
                 .next_fire

@@ -50,7 +50,8 @@ pub struct Marks {
 #[derive(Debug, Default)]
 struct Bound {
     ids: HashMap<String, u64>,
-    rules: HashMap<u64, (String, WatchTrigger)>,
+    /// The bound rules (shared with the config), by the spec id their marks carry.
+    rules: HashMap<u64, Arc<Rule>>,
 }
 
 type SharedBound = Arc<Mutex<Bound>>;
@@ -66,7 +67,7 @@ impl Bound {
             };
             let next = self.ids.len() as u64;
             let id = *self.ids.entry(rule.name.clone()).or_insert(next);
-            self.rules.insert(id, (rule.name.clone(), w.clone()));
+            self.rules.insert(id, Arc::clone(rule));
             let mut mask = w.events;
             if w.children && !w.recursive {
                 mask = mask.union(EventMask::EVENT_ON_CHILD);
@@ -95,8 +96,12 @@ impl Bound {
         marks
     }
 
-    fn rule(&self, id: u64) -> Option<&(String, WatchTrigger)> {
-        self.rules.get(&id)
+    fn rule(&self, id: u64) -> Option<(&String, &WatchTrigger)> {
+        let rule = self.rules.get(&id)?;
+        match &rule.def.trigger {
+            Trigger::Watch(w) => Some((&rule.name, w)),
+            _ => None,
+        }
     }
 }
 
@@ -601,12 +606,16 @@ impl Delivery {
     /// asked for `overflow` fire.
     pub(super) async fn overflow(&self, serves: impl Fn(u64) -> bool, queue: &str) {
         tracing::warn!("{queue} queue overflow: events were lost");
-        let rules: Vec<(String, bool)> = lock(&self.bound)
-            .rules
-            .iter()
-            .filter(|(id, _)| serves(**id))
-            .map(|(_, (name, w))| (name.clone(), w.events.contains(EventMask::OVERFLOW)))
-            .collect();
+        let rules: Vec<(String, bool)> = {
+            let bound = lock(&self.bound);
+            bound
+                .rules
+                .keys()
+                .filter(|id| serves(**id))
+                .filter_map(|id| bound.rule(*id))
+                .map(|(name, w)| (name.clone(), w.events.contains(EventMask::OVERFLOW)))
+                .collect()
+        };
         for (name, asked) in rules {
             self.emitter.overflowed(&name);
             if asked {

@@ -71,7 +71,7 @@ pub(super) fn facron_rules(
                     env: Vec::new(),
                     chdir: None,
                 }),
-                policy: Policy::default(),
+                policy: std::sync::Arc::new(Policy::default()),
             },
         });
     }
