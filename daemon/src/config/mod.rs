@@ -6,6 +6,7 @@
 mod duration;
 mod error;
 mod facron;
+mod path_filter;
 mod provider;
 mod raw;
 mod remote;
@@ -20,6 +21,7 @@ use triggerd_watch::EventMask;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem};
+pub use path_filter::{BadGlob, PathFilter};
 pub use provider::{ProviderSettings, ProviderTrigger};
 pub use remote::{BrokerSettings, FullPolicy, ServiceSettings, SyncPolicy};
 
@@ -284,6 +286,8 @@ pub struct WatchTrigger {
     pub backend: WatchBackend,
     /// Only changes made through the path's mount fire (`FAN_MARK_MOUNT`).
     pub mount_only: bool,
+    /// `include`, `exclude`, `hidden`: which paths below `path` fire.
+    pub filter: PathFilter,
 }
 
 /// `backend` of a `[[watch]]`.

@@ -104,6 +104,9 @@ pub struct RawRule {
     pub backend: Option<String>,
     /// `[[watch]]`: only changes made through the path's mount (`FAN_MARK_MOUNT`).
     pub mount_only: Option<bool>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub hidden: Option<bool>,
     pub exec: Option<Vec<String>>,
     pub send: Option<String>,
     pub plugin: Option<String>,
@@ -172,6 +175,9 @@ pub const WATCH_KEYS: &[&str] = &[
     "on_timeout",
     "backend",
     "mount_only",
+    "include",
+    "exclude",
+    "hidden",
 ];
 pub const TIMER_KEYS: &[&str] = &[
     "every",

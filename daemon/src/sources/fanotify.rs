@@ -594,7 +594,13 @@ impl Delivery {
     pub(super) async fn deliver(&self, id: u64, event: WatchEvent, pid: Option<i32>) {
         tracing::trace!(spec = id, path = ?event.path, mask = %event.mask, ?pid, "watch event");
         let name = match lock(&self.bound).rule(id) {
-            Some((name, w)) if !w.is_permission() && w.accepts(event.mask) => name.clone(),
+            Some((name, w))
+                if !w.is_permission()
+                    && w.accepts(event.mask)
+                    && w.filter.admits(&w.path, &event.path) =>
+            {
+                name.clone()
+            }
             _ => return,
         };
         let event = self.emitter.event(event.path, event.mask, pid, Vec::new());
@@ -648,7 +654,10 @@ impl Delivery {
                     .iter()
                     .filter_map(|(id, path)| {
                         let (name, w) = bound.rule(*id)?;
-                        (w.is_permission() && w.accepts(request.mask)).then(|| {
+                        let wanted = w.is_permission()
+                            && w.accepts(request.mask)
+                            && w.filter.admits(&w.path, path);
+                        wanted.then(|| {
                             let event = self.emitter.event(
                                 path.clone(),
                                 request.mask,

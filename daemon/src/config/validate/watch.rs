@@ -7,7 +7,8 @@ use triggerd_watch::{parse_events, EventMask};
 
 use super::super::raw::{RawRule, Source};
 use super::super::{
-    facron, Action, ExecAction, Policy, Problem, Rule, RuleDef, Trigger, WatchBackend, WatchTrigger,
+    facron, Action, ExecAction, PathFilter, Policy, Problem, Rule, RuleDef, Trigger, WatchBackend,
+    WatchTrigger,
 };
 use super::{absolute, action::command, Table};
 
@@ -54,6 +55,7 @@ pub(super) fn facron_rules(
             follow: true,
             backend: WatchBackend::Auto,
             mount_only: false,
+            filter: PathFilter::default(),
         };
         if let Err(m) = check_event_classes(&trigger) {
             line_problem(m);
@@ -122,6 +124,13 @@ pub(super) fn trigger(
         children: true,
         backend: backend(table, raw, problems)?,
         mount_only: raw.mount_only.unwrap_or(false),
+        filter: PathFilter::new(
+            raw.include.as_deref().unwrap_or_default(),
+            raw.exclude.as_deref().unwrap_or_default(),
+            raw.hidden.unwrap_or(true),
+        )
+        .map_err(|e| problems.push(table.problem(e.key, e.to_string())))
+        .ok()?,
     };
     if let Err(m) = check_event_classes(&trigger) {
         problems.push(table.problem("events", m));
