@@ -23,6 +23,7 @@ use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
 use crate::systemd;
 use triggerd_support::lock;
+use triggerd_watch::EventMask;
 
 /// How long a reload waits for the sources to put new bindings in place.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,7 +168,7 @@ impl Responder for State {
                     .unwrap_or_default();
                 let event = emitter.event(
                     subject.into(),
-                    triggerd_watch::EventMask::EMPTY,
+                    EventMask::EMPTY,
                     None,
                     data.unwrap_or_default().into_bytes(),
                 );
@@ -231,7 +232,7 @@ pub async fn run(
     crate::sources::provider::validate(&config, &Default::default())
         .await
         .map_err(|e| DaemonError::Config(e.to_string()))?;
-    dispatcher.apply(&config);
+    let applied = dispatcher.apply(&config);
     let remote = Remote::start(&config).map_err(DaemonError::Remote)?;
     dispatcher.set_outbox(remote.outbox());
 
@@ -282,6 +283,7 @@ pub async fn run(
         stopped.clone(),
     ));
     systemd::notify("READY=1\nSTATUS=running");
+    run_at_start(&state, &applied.run_at_start).await;
     crate::memory::release_free_heap();
 
     let mut generation = 1;
@@ -385,6 +387,22 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// Fires each of `names` (rules that just started and ask for `run_at_start`) once, with an
+/// empty payload, through the same path as their own events (a paused rule does not run).
+async fn run_at_start(state: &State, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let d = &state.dispatcher;
+    let emitter = Emitter::new(Arc::clone(d), Arc::clone(&state.ids), SourceKind::Start);
+    for name in names {
+        let Some(rule) = d.rule(name) else { continue };
+        let subject = rule.rule.def.trigger.subject();
+        let event = emitter.event(subject.into(), EventMask::EMPTY, None, Vec::new());
+        emitter.fire(name, event).await;
+    }
+}
+
 /// Loads the config file again; a bad one is reported and the running config stays.
 async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     systemd::reloading();
@@ -414,6 +432,7 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
                     .send_replace(bindings_for(source.kind, &new, generation));
             }
             wait_applied(bound, generation).await;
+            run_at_start(state, &applied.run_at_start).await;
             tracing::info!(
                 kept = applied.kept,
                 added = applied.added,

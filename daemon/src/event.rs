@@ -17,6 +17,8 @@ pub enum SourceKind {
     Provider,
     /// `triggerctl fire`.
     Manual,
+    /// `run_at_start`: the rule started (daemon start, or a reload added or changed it).
+    Start,
 }
 
 impl SourceKind {
@@ -29,6 +31,7 @@ impl SourceKind {
             SourceKind::TriggerFile => "trigger",
             SourceKind::Provider => "provider",
             SourceKind::Manual => "manual",
+            SourceKind::Start => "start",
         }
     }
 }

@@ -106,3 +106,40 @@ fn pause_disable_and_fire_survive_reload_and_restart() {
         missing.stderr
     );
 }
+
+#[test]
+fn run_at_start_fires_once_when_the_rule_starts() {
+    // Timers whose first fire is far away: every run below comes from `run_at_start`.
+    let rules = "[[timer]]\nname = \"boot\"\nevery = \"1h\"\nstart = \"2100-01-01T00:00:00Z\"\n\
+                 run_at_start = true\nexec = [\"{stamp}\", \"{out}/boot\"]\n\n\
+                 [[timer]]\nname = \"quiet\"\nevery = \"1h\"\nstart = \"2100-01-01T00:00:00Z\"\n\
+                 exec = [\"{stamp}\", \"{out}/quiet\"]\n";
+    let mut daemon = stamp::start(rules);
+    let boot = daemon.path("out/boot");
+    let first = wait_runs(&boot, 1);
+    assert_eq!(
+        (first[0].source.as_str(), first[0].rule.as_str()),
+        ("start", "boot")
+    );
+
+    // An unchanged rule keeps running across a reload: it does not start again.
+    assert_eq!(daemon.reload().reload_error, None);
+    // A changed rule is a new rule: it starts, and runs once more.
+    let changed = rules.replacen(
+        "run_at_start = true\n",
+        "run_at_start = true\ntimeout = \"9s\"\n",
+        1,
+    );
+    daemon.write_config(&stamp::with_stamp(&changed));
+    assert_eq!(daemon.reload().reload_error, None);
+    wait_runs(&boot, 2);
+    // Paused, a restarted rule does not run: its start is skipped like any other event.
+    assert_eq!(ctl_ok(&daemon, &["pause", "boot"]).trim(), "paused");
+    daemon.write_config(&stamp::with_stamp(&rules));
+    assert_eq!(daemon.reload().reload_error, None);
+    wait_for("the paused start to be skipped", DEADLINE, || {
+        (daemon.rule("boot").skipped >= 1).then_some(())
+    });
+    assert_eq!(runs(&boot).len(), 2, "{:?}", runs(&boot));
+    assert!(runs(&daemon.path("out/quiet")).is_empty());
+}

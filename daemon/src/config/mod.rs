@@ -402,6 +402,8 @@ pub struct Policy {
     /// Payload bytes the queue may hold; an event past it finds the queue full.
     pub queue_bytes: usize,
     pub when_full: WhenFull,
+    /// Fire once when the rule starts: at daemon start, and when a reload adds or changes it.
+    pub run_at_start: bool,
 }
 
 impl Default for Policy {
@@ -419,6 +421,7 @@ impl Default for Policy {
             queue: 65_536,
             queue_bytes: 64 << 20,
             when_full: WhenFull::DropNewest,
+            run_at_start: false,
         }
     }
 }

@@ -121,6 +121,7 @@ pub struct RawRule {
     pub allow_loop: Option<bool>,
     pub retry: Option<RawRetry>,
     pub dead_letter: Option<Vec<String>>,
+    pub run_at_start: Option<bool>,
     /// Variables added to the command's environment (after the base, before `TRIGGERD_*`).
     pub env: Option<std::collections::BTreeMap<String, String>>,
     /// The command's working directory (default `/`).

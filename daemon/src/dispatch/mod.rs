@@ -30,11 +30,13 @@ pub enum Delivery {
 }
 
 /// What a reload changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub kept: usize,
     pub added: usize,
     pub removed: usize,
+    /// Rules just created (new or changed) that ask for `run_at_start`.
+    pub run_at_start: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,9 @@ impl Dispatcher {
                 }
                 None => {
                     applied.added += 1;
+                    if rule.def.policy.run_at_start {
+                        applied.run_at_start.push(rule.name.clone());
+                    }
                     next.push(RuleRuntime::new(
                         Arc::clone(rule),
                         Arc::clone(&self.context),

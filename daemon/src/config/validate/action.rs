@@ -253,6 +253,7 @@ pub(super) fn policy(
             problems,
         )
         .unwrap_or(defaults.when_full),
+        run_at_start: raw.run_at_start.unwrap_or(false),
     };
     (problems.len() == before).then_some(policy)
 }
