@@ -160,3 +160,70 @@ fn mutated_configs_never_panic() {
         let _ = config::parse(path, &text);
     }
 }
+
+/// A main config and drop-ins beside it (`NAME.d`), in a temporary directory.
+fn with_dropins(main: &str, dropins: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("main.conf");
+    std::fs::write(&file, main).unwrap();
+    std::fs::create_dir(dir.path().join("main.d")).unwrap();
+    for (name, text) in dropins {
+        std::fs::write(dir.path().join("main.d").join(name), text).unwrap();
+    }
+    (dir, file)
+}
+
+const TIMER: &str = "[[timer]]\nname = \"NAME\"\nevery = \"1h\"\nexec = [\"/bin/true\"]\n";
+
+#[test]
+fn drop_ins_add_their_rules_after_the_main_file_in_name_order() {
+    let (_dir, file) = with_dropins(
+        &TIMER.replace("NAME", "main"),
+        &[
+            ("20-b.conf", &TIMER.replace("NAME", "b")),
+            ("10-a.conf", &TIMER.replace("NAME", "a")),
+            ("30-ignored.txt", "not a config"),
+        ],
+    );
+    let config = config::load(&file).unwrap();
+    let names: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["main", "a", "b"]);
+    let a = &config.rules[1];
+    assert_eq!(
+        a.place(&file),
+        format!("{}:1", file.with_extension("d").join("10-a.conf").display())
+    );
+}
+
+#[test]
+fn drop_in_problems_name_the_drop_in_file_and_line() {
+    let (_dir, file) = with_dropins(
+        &TIMER.replace("NAME", "main"),
+        &[
+            (
+                "10-dup.conf",
+                &format!("\n{}", TIMER.replace("NAME", "main")),
+            ),
+            ("20-daemon.conf", "[daemon]\nstate_dir = \"/tmp\"\n"),
+            ("30-broken.conf", "[[timer]\n"),
+        ],
+    );
+    let error = config::load(&file).unwrap_err().to_string();
+    let d = file.with_extension("d");
+    for expected in [
+        format!(
+            "{}:2: name: `main` is used by another rule",
+            d.join("10-dup.conf").display()
+        ),
+        format!(
+            "{}:1: [daemon]: belongs in the main config file",
+            d.join("20-daemon.conf").display()
+        ),
+        format!("{}:1: ", d.join("30-broken.conf").display()),
+    ] {
+        assert!(
+            error.lines().any(|l| l.starts_with(&expected)),
+            "no `{expected}` in:\n{error}"
+        );
+    }
+}

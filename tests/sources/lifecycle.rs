@@ -143,3 +143,25 @@ fn run_at_start_fires_once_when_the_rule_starts() {
     assert_eq!(runs(&boot).len(), 2, "{:?}", runs(&boot));
     assert!(runs(&daemon.path("out/quiet")).is_empty());
 }
+
+#[test]
+fn a_reload_reads_a_new_drop_in() {
+    let rules = "[[timer]]\nname = \"main\"\nevery = \"1h\"\nstart = \"2100-01-01T00:00:00Z\"\n\
+                 exec = [\"{stamp}\", \"{out}/main\"]\n";
+    let mut daemon = stamp::start(rules);
+    let dropins = daemon.config.with_extension("d");
+    fs::create_dir(&dropins).unwrap();
+    let added = daemon.expand(&stamp::with_stamp(
+        "[[timer]]\nname = \"added\"\nevery = \"1h\"\nstart = \"2100-01-01T00:00:00Z\"\n\
+         run_at_start = true\nexec = [\"{stamp}\", \"{out}/added\"]\n",
+    ));
+    fs::write(dropins.join("10-added.conf"), added).unwrap();
+    assert_eq!(daemon.reload().reload_error, None);
+    let run = wait_runs(&daemon.path("out/added"), 1);
+    assert_eq!(run[0].rule, "added");
+    // A broken drop-in is refused like a broken main file: the running rules stay.
+    fs::write(dropins.join("20-broken.conf"), "[[timer]\n").unwrap();
+    let error = daemon.reload().reload_error.expect("refused");
+    assert!(error.contains("20-broken.conf:1:"), "{error}");
+    assert_eq!(daemon.rule("added").state, "active");
+}

@@ -3,11 +3,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// One thing wrong with a config, at a line (1-based).
+/// One thing wrong with a config, at a line (1-based) of the main file or of a drop-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub line: usize,
     pub message: String,
+    /// The drop-in file the line is in; `None`: the main config file.
+    pub file: Option<PathBuf>,
 }
 
 impl Problem {
@@ -15,6 +17,15 @@ impl Problem {
         Self {
             line,
             message: message.into(),
+            file: None,
+        }
+    }
+
+    /// The same problem, at a line of `file` (a drop-in).
+    pub fn in_file(self, file: &Path) -> Self {
+        Self {
+            file: Some(file.to_path_buf()),
+            ..self
         }
     }
 }
@@ -54,7 +65,8 @@ impl fmt::Display for Listing<'_> {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}: {}", self.file.display(), p.line, p.message)?;
+            let file = p.file.as_deref().unwrap_or(self.file);
+            write!(f, "{}:{}: {}", file.display(), p.line, p.message)?;
         }
         Ok(())
     }

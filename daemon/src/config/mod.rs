@@ -3,6 +3,7 @@
 //! owns the runtime state a diff must preserve). Every error names the file, the line and the
 //! key, so `triggerd check` and a failed reload say exactly what to fix.
 
+mod dropins;
 mod duration;
 mod error;
 mod facron;
@@ -40,6 +41,8 @@ pub struct DaemonConfig {
     pub fs_mount: PathBuf,
     /// Where state that must survive restarts lives (paused rules, timers' last fires).
     pub state_dir: PathBuf,
+    /// `dropins`: the drop-in directory when set (else `NAME.d` beside the config file).
+    pub dropins: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -51,6 +54,7 @@ impl Default for DaemonConfig {
             shutdown_grace: Duration::from_secs(10),
             fs_mount: PathBuf::from("/run/triggerd/fs"),
             state_dir: PathBuf::from("/var/lib/triggerd"),
+            dropins: None,
         }
     }
 }
@@ -71,6 +75,14 @@ pub struct Config {
     pub providers: Vec<ProviderSettings>,
 }
 
+impl Rule {
+    /// `FILE:LINE` of the table the rule comes from, for messages.
+    pub fn place(&self, main: &Path) -> String {
+        let file = self.origin.as_deref().unwrap_or(main);
+        format!("{}:{}", file.display(), self.line)
+    }
+}
+
 impl Config {
     /// Makes each rule that `running` has unchanged (same name, definition and line) share
     /// `running`'s allocation, so that a reload keeps one copy of an unchanged rule, not two
@@ -80,7 +92,7 @@ impl Config {
             running.rules.iter().map(|r| (r.name.as_str(), r)).collect();
         for rule in &mut self.rules {
             if let Some(&kept) = old.get(rule.name.as_str()) {
-                if kept.line == rule.line && kept.def == rule.def {
+                if kept.line == rule.line && kept.origin == rule.origin && kept.def == rule.def {
                     *rule = Arc::clone(kept);
                 }
             }
@@ -94,6 +106,8 @@ pub struct Rule {
     pub name: String,
     /// The config line the rule starts on (for messages; not part of its identity).
     pub line: usize,
+    /// The drop-in file `line` is in; `None`: the main config file.
+    pub origin: Option<Arc<Path>>,
     pub def: RuleDef,
 }
 
@@ -438,5 +452,23 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates config text; `file` is only used in messages and kept for reloads.
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw = raw::parse(text).map_err(|p| ConfigError::invalid(file, vec![p]))?;
-    validate::validate(file, text, raw)
+    let (found, problems) = match dropins::directory(file, dropins::explicit(&raw)) {
+        Some(dir) => dropins::read(&dir),
+        None => Default::default(),
+    };
+    // Validated with the drop-ins that parsed, so that every problem shows at once.
+    match validate::validate(file, text, raw, found) {
+        Ok(_) if !problems.is_empty() => Err(ConfigError::invalid(file, problems)),
+        Err(ConfigError::Invalid {
+            file,
+            problems: mut more,
+        }) => {
+            more.extend(problems);
+            Err(ConfigError::Invalid {
+                file,
+                problems: more,
+            })
+        }
+        other => other,
+    }
 }

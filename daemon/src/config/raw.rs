@@ -87,6 +87,7 @@ pub struct RawDaemon {
     pub shutdown_grace: Option<String>,
     pub fs_mount: Option<String>,
     pub state_dir: Option<String>,
+    pub dropins: Option<String>,
 }
 
 /// One rule table (`[[watch]]`, and the other rule kinds as they arrive). All rule kinds share

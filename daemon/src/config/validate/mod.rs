@@ -71,6 +71,78 @@ impl Table<'_> {
     }
 }
 
+/// The rule tables of one file (the main config or a drop-in), in order: facron tables, then
+/// each kind's tables. `broker`: whether the main file has a `[broker]` (for `send`).
+fn rule_tables(
+    source: &Source<'_>,
+    raw: &RawFile,
+    broker: bool,
+    policies: &mut Policies,
+    rules: &mut Vec<Rule>,
+    problems: &mut Vec<Problem>,
+) {
+    // A facron table written after a section header belongs to that section in TOML: accept it
+    // where the documented layout puts it.
+    let daemon_facron = raw
+        .daemon
+        .as_ref()
+        .and_then(|d| d.get_ref().facron.as_ref());
+    let broker_facron = raw
+        .broker
+        .as_ref()
+        .and_then(|b| b.get_ref().facron.as_ref());
+    for table in raw.facron.iter().chain(daemon_facron).chain(broker_facron) {
+        watch::facron_rules(source, table.span(), table.get_ref(), rules, problems);
+    }
+    let kinds: [RuleKind<'_>; 6] = [
+        (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
+        (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
+        (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
+        (&raw.channel, "[[channel]]", CHANNEL_KEYS, channel::trigger),
+        (&raw.trigger, "[[trigger]]", TRIGGER_KEYS, file::trigger),
+        (&raw.source, "[[source]]", SOURCE_KEYS, provider::trigger),
+    ];
+    for (tables, heading, own_keys, build) in kinds {
+        for spanned in tables {
+            let table = Table {
+                source,
+                span: spanned.span(),
+                heading,
+            };
+            table.check_kind_keys(own_keys, problems);
+            remote::check_send(&table, spanned.get_ref(), broker, problems);
+            if let Some(rule) = rule(&table, spanned.get_ref(), build, policies, problems) {
+                rules.push(rule);
+            }
+        }
+    }
+}
+
+/// What only the main file may hold: a drop-in adds rules, it does not reconfigure the daemon.
+fn main_only(source: &Source<'_>, raw: &RawFile, problems: &mut Vec<Problem>) {
+    let tables = [
+        ("[daemon]", raw.daemon.as_ref().map(|t| t.span())),
+        ("[broker]", raw.broker.as_ref().map(|t| t.span())),
+        ("[[service]]", raw.service.first().map(|t| t.span())),
+        ("[[provider]]", raw.provider.first().map(|t| t.span())),
+    ];
+    for (heading, span) in tables {
+        if let Some(span) = span {
+            problems.push(Problem::new(
+                source.line_at(span.start),
+                format!("{heading}: belongs in the main config file, not a drop-in"),
+            ));
+        }
+    }
+}
+
+/// A drop-in file: where it is, its text and its tables.
+pub struct DropIn {
+    pub file: PathBuf,
+    pub text: String,
+    pub raw: RawFile,
+}
+
 /// Builds the trigger of one rule table, or records why it cannot.
 type TriggerBuilder = fn(&Table<'_>, &RawRule, &mut Vec<Problem>) -> Option<Trigger>;
 
@@ -82,7 +154,12 @@ type RuleKind<'a> = (
     TriggerBuilder,
 );
 
-pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigError> {
+pub fn validate(
+    file: &Path,
+    text: &str,
+    raw: RawFile,
+    dropins: Vec<DropIn>,
+) -> Result<Config, ConfigError> {
     let source = Source::new(text);
     let mut problems = Vec::new();
     let daemon = match &raw.daemon {
@@ -97,58 +174,34 @@ pub fn validate(file: &Path, text: &str, raw: RawFile) -> Result<Config, ConfigE
         None => DaemonConfig::default(),
     };
     let mut rules = Vec::new();
-    // A facron table written after a section header belongs to that section in TOML: accept it
-    // where the documented layout puts it.
-    let daemon_facron = raw
-        .daemon
-        .as_ref()
-        .and_then(|d| d.get_ref().facron.as_ref());
-    let broker_facron = raw
-        .broker
-        .as_ref()
-        .and_then(|b| b.get_ref().facron.as_ref());
-    for table in raw.facron.iter().chain(daemon_facron).chain(broker_facron) {
-        watch::facron_rules(
-            &source,
-            table.span(),
-            table.get_ref(),
-            &mut rules,
-            &mut problems,
-        );
-    }
-    let kinds: [RuleKind<'_>; 6] = [
-        (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
-        (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
-        (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
-        (&raw.channel, "[[channel]]", CHANNEL_KEYS, channel::trigger),
-        (&raw.trigger, "[[trigger]]", TRIGGER_KEYS, file::trigger),
-        (&raw.source, "[[source]]", SOURCE_KEYS, provider::trigger),
-    ];
     let mut policies = Policies::default();
-    for (tables, heading, own_keys, build) in kinds {
-        for spanned in tables {
-            let table = Table {
-                source: &source,
-                span: spanned.span(),
-                heading,
-            };
-            table.check_kind_keys(own_keys, &mut problems);
-            remote::check_send(
-                &table,
-                spanned.get_ref(),
-                raw.broker.is_some(),
-                &mut problems,
-            );
-            if let Some(rule) = rule(
-                &table,
-                spanned.get_ref(),
-                build,
-                &mut policies,
-                &mut problems,
-            ) {
-                rules.push(rule);
-            }
+    let broker = raw.broker.is_some();
+    rule_tables(
+        &source,
+        &raw,
+        broker,
+        &mut policies,
+        &mut rules,
+        &mut problems,
+    );
+    for dropin in &dropins {
+        let source = Source::new(&dropin.text);
+        let mut found = Vec::new();
+        main_only(&source, &dropin.raw, &mut found);
+        let first = rules.len();
+        rule_tables(
+            &source,
+            &dropin.raw,
+            broker,
+            &mut policies,
+            &mut rules,
+            &mut found,
+        );
+        let origin: std::sync::Arc<Path> = std::sync::Arc::from(dropin.file.as_path());
+        for rule in &mut rules[first..] {
+            rule.origin = Some(std::sync::Arc::clone(&origin));
         }
+        problems.extend(found.into_iter().map(|p| p.in_file(&dropin.file)));
     }
     check_names(&mut rules, &mut problems);
     let providers = provider::providers(&source, &raw.provider, &rules, &mut problems);
@@ -203,6 +256,7 @@ fn rule(
     Some(Rule {
         name: raw.name.clone().unwrap_or_default(),
         line: table.line(),
+        origin: None,
         def: RuleDef {
             trigger,
             action,
@@ -240,6 +294,9 @@ fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>
     path("control", &raw.control, &mut config.control);
     path("fs_mount", &raw.fs_mount, &mut config.fs_mount);
     path("state_dir", &raw.state_dir, &mut config.state_dir);
+    let mut dropins = PathBuf::new();
+    path("dropins", &raw.dropins, &mut dropins);
+    config.dropins = (!dropins.as_os_str().is_empty()).then_some(dropins);
     if let Some(mode) = action::octal_mode(
         table,
         "control_mode",
@@ -269,10 +326,14 @@ fn check_names(rules: &mut [Rule], problems: &mut Vec<Problem>) {
     let mut taken: HashSet<String> = HashSet::new();
     for rule in rules.iter().filter(|r| !r.name.is_empty()) {
         if !taken.insert(rule.name.clone()) {
-            problems.push(Problem::new(
+            let problem = Problem::new(
                 rule.line,
                 format!("name: `{}` is used by another rule", rule.name),
-            ));
+            );
+            problems.push(match &rule.origin {
+                Some(file) => problem.in_file(file),
+                None => problem,
+            });
         }
     }
     for rule in rules.iter_mut().filter(|r| r.name.is_empty()) {

@@ -64,6 +64,7 @@ pub(super) fn facron_rules(
         rules.push(Rule {
             name: String::new(),
             line,
+            origin: None,
             def: RuleDef {
                 trigger: Trigger::Watch(trigger),
                 action: Action::Exec(ExecAction {
