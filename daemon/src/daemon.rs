@@ -345,20 +345,14 @@ fn validate_with(
             .find(|(s, _)| s.kind() == rule.def.trigger.kind())
         else {
             return Err(format!(
-                "{}:{}: no source serves `{}` rules",
-                config.file.display(),
-                rule.line,
+                "{}: no source serves `{}` rules",
+                rule.place(&config.file),
                 rule.def.trigger.kind()
             ));
         };
-        source.validate(rule).map_err(|m| {
-            format!(
-                "{}:{}: {}: {m}",
-                config.file.display(),
-                rule.line,
-                rule.name
-            )
-        })?;
+        source
+            .validate(rule)
+            .map_err(|m| format!("{}: {}: {m}", rule.place(&config.file), rule.name))?;
     }
     Ok(())
 }

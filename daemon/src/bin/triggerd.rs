@@ -76,12 +76,12 @@ fn check(file: &std::path::Path) -> ExitCode {
     match asked {
         Ok(config) => {
             for (rule, why) in triggerd::sources::fanotify::probe(&config.rules) {
-                let line = config
+                let place = config
                     .rules
                     .iter()
                     .find(|r| r.name == rule)
-                    .map_or(0, |r| r.line);
-                eprintln!("{}:{line}: warning: rule `{rule}`: {why}", file.display());
+                    .map_or_else(|| format!("{}:0", file.display()), |r| r.place(&file));
+                eprintln!("{place}: warning: rule `{rule}`: {why}");
             }
             println!("{}: ok ({} rules)", file.display(), config.rules.len());
             ExitCode::SUCCESS

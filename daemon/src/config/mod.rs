@@ -81,6 +81,15 @@ impl Rule {
         let file = self.origin.as_deref().unwrap_or(main);
         format!("{}:{}", file.display(), self.line)
     }
+
+    /// A problem at the rule's line, in the file it comes from.
+    pub fn problem(&self, message: impl Into<String>) -> Problem {
+        let problem = Problem::new(self.line, message);
+        match &self.origin {
+            Some(file) => problem.in_file(file),
+            None => problem,
+        }
+    }
 }
 
 impl Config {

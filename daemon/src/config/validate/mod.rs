@@ -326,14 +326,7 @@ fn check_names(rules: &mut [Rule], problems: &mut Vec<Problem>) {
     let mut taken: HashSet<String> = HashSet::new();
     for rule in rules.iter().filter(|r| !r.name.is_empty()) {
         if !taken.insert(rule.name.clone()) {
-            let problem = Problem::new(
-                rule.line,
-                format!("name: `{}` is used by another rule", rule.name),
-            );
-            problems.push(match &rule.origin {
-                Some(file) => problem.in_file(file),
-                None => problem,
-            });
+            problems.push(rule.problem(format!("name: `{}` is used by another rule", rule.name)));
         }
     }
     for rule in rules.iter_mut().filter(|r| r.name.is_empty()) {

@@ -91,10 +91,7 @@ async fn ask(
         Ok(answers) => {
             for rule in rules {
                 if let Some(Some(message)) = answers.get(rule.name.as_str()) {
-                    problems.push(Problem::new(
-                        rule.line,
-                        format!("[[source]]: params: {message}"),
-                    ));
+                    problems.push(rule.problem(format!("[[source]]: params: {message}")));
                 }
             }
         }
