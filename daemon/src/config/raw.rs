@@ -40,6 +40,9 @@ pub struct RawBroker {
     /// Accepted here too: TOML puts a key written after `[broker]` inside it.
     pub facron: Option<Spanned<String>>,
     pub endpoint: Option<String>,
+    pub security: Option<String>,
+    pub server_key: Option<String>,
+    pub secret_key: Option<String>,
     pub identity: Option<String>,
     pub token: Option<String>,
     pub spool: Option<String>,

@@ -10,7 +10,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::refusals::{Refusal, Refusals};
-use super::store::{Algorithm, ServiceSettings, Store};
+use super::store::{Access, Algorithm, Peer, ServiceSettings, Store};
 use super::{BrokerConfig, BrokerError};
 use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
 use crate::ext::{self, ReplyHeader, RequestHeader, WorkerHello};
@@ -27,6 +27,7 @@ const DRAIN_BATCH: usize = 4096;
 mod bounds;
 use bounds::request_bytes;
 mod flow;
+mod teams;
 
 type Identity = Vec<u8>;
 
@@ -71,6 +72,8 @@ impl Worker {
 
 struct Request {
     client: Identity,
+    /// The authenticated client (`None` without authentication).
+    user: Option<Peer>,
     version: Version,
     service: Frame,
     header: Option<RequestHeader>,
@@ -121,7 +124,12 @@ fn hex(id: &[u8]) -> String {
 }
 
 impl Engine {
-    pub(crate) fn new(socket: zmq::Socket, store: Store, config: &BrokerConfig) -> Engine {
+    pub(crate) fn new(
+        socket: zmq::Socket,
+        store: Store,
+        config: &BrokerConfig,
+        auth: bool,
+    ) -> Engine {
         if let Err(e) = store.forget_worker(None) {
             tracing::warn!("cannot reset the live worker list: {e}");
         }
@@ -137,7 +145,7 @@ impl Engine {
             heartbeat: config.heartbeat,
             liveness: config.liveness,
             default_timeout: config.timeout,
-            auth: config.auth,
+            auth,
             refusals: Refusals::default(),
             queued_bytes: 0,
             client_bytes: HashMap::new(),
@@ -235,6 +243,7 @@ impl Engine {
     }
 
     fn handle(&mut self, peer: Identity, user: Option<String>, frames: Vec<Frame>) {
+        let user = user.as_deref().and_then(Peer::parse);
         let msg = match Message::decode_owned(frames, Direction::ToBroker) {
             Ok(m) => m,
             Err(e) => {
@@ -249,12 +258,12 @@ impl Engine {
                 version,
                 service,
                 body,
-            } => self.on_request(peer, version, service, body),
+            } => self.on_request(peer, user, version, service, body),
             Message::Ready {
                 version,
                 service,
                 extra,
-            } => self.on_ready(peer, user.as_deref(), version, service, &extra),
+            } => self.on_ready(peer, user.as_ref(), version, service, &extra),
             Message::WorkerReply {
                 kind,
                 address,
@@ -306,30 +315,37 @@ impl Engine {
     fn on_ready(
         &mut self,
         peer: Identity,
-        user: Option<&str>,
+        user: Option<&Peer>,
         version: Version,
         service: Frame,
         extra: &[Frame],
     ) {
+        let is_worker = user.is_some_and(|u| u.role == super::store::Role::Worker);
+        let foreign = self.auth && is_worker && self.access(user, &service) != Access::Own;
         let refuse = if self.workers.contains_key(&peer) {
             Some("READY twice")
         } else if service.starts_with(b"mmi.") {
             Some("workers may not register mmi.* services")
         } else if service.len() > ext::MAX_SERVICE_NAME {
             Some("service name longer than 255 bytes")
-        } else if self.auth && !user.is_some_and(|u| u.starts_with("worker/")) {
+        } else if self.auth && !is_worker {
             Some("identity is not a worker")
+        } else if foreign {
+            Some("the service belongs to another team")
         } else {
             None
         };
         if let Some(reason) = refuse {
             let kind = match service.len() > ext::MAX_SERVICE_NAME {
                 true => Refusal::LongName,
+                false if foreign => Refusal::Foreign,
                 false => Refusal::Ready,
             };
-            let (id, who) = (hex(&peer), user.unwrap_or(""));
+            let id = hex(&peer);
+            let who = user.map(Peer::user_id).unwrap_or_default();
+            let name = shown(&service);
             self.refusals.refuse(kind, || {
-                format!("READY from peer {id}, user {who:?}: {reason}")
+                format!("READY from peer {id}, user {who:?}, service {name}: {reason}")
             });
             self.send(&peer, Message::Disconnect { version }.into_frames());
             self.drop_worker(&peer, reason);
@@ -345,14 +361,16 @@ impl Engine {
             expiry: now + self.expiry_for(hello),
             last_sent: now,
         };
+        let who = user.map(Peer::user_id).unwrap_or_default();
         tracing::info!(
-            worker = %hex(&peer), user = user.unwrap_or(""),
+            worker = %hex(&peer), user = who,
             service = %shown(&service), capacity = worker.capacity(), "worker ready"
         );
         let service_name = String::from_utf8_lossy(&service);
-        let identity = user
-            .and_then(|u| u.split_once('/'))
-            .map_or("", |(_, name)| name);
+        if let Some(team) = user.map(|u| u.team.as_str()).filter(|_| self.auth) {
+            self.claim(&service_name, team);
+        }
+        let identity = user.map_or("", |u| u.name.as_str());
         if let Err(e) = self
             .store
             .record_worker(&hex(&peer), &service_name, identity)
@@ -364,7 +382,14 @@ impl Engine {
         self.dispatch(&service);
     }
 
-    fn on_request(&mut self, client: Identity, version: Version, service: Frame, body: Vec<Frame>) {
+    fn on_request(
+        &mut self,
+        client: Identity,
+        user: Option<Peer>,
+        version: Version,
+        service: Frame,
+        body: Vec<Frame>,
+    ) {
         let mut body = body;
         let header = body.first().and_then(|f| RequestHeader::decode(f));
         if header.is_some() {
@@ -389,10 +414,11 @@ impl Engine {
         if service.starts_with(b"mmi.") {
             let answer: Vec<u8> = match (service.as_slice(), body.first()) {
                 (b"mmi.service", Some(name)) => {
-                    let known = self
-                        .services
-                        .get(name)
-                        .is_some_and(|s| !s.workers.is_empty());
+                    let known = self.access(user.as_ref(), name) != Access::Denied
+                        && self
+                            .services
+                            .get(name)
+                            .is_some_and(|s| !s.workers.is_empty());
                     if known {
                         b"200".to_vec()
                     } else {
@@ -403,6 +429,17 @@ impl Engine {
                 _ => b"501".to_vec(),
             };
             self.reply_final(client, version, service, header, 0, &answer);
+            return;
+        }
+        if self.access(user.as_ref(), &service) == Access::Denied {
+            let team = user.as_ref().map_or("", |u| u.team.as_str());
+            let (who, name) = (user.as_ref().map(Peer::user_id), shown(&service));
+            self.refusals.refuse(Refusal::Forbidden, || {
+                format!("client {who:?}, service {name}")
+            });
+            let text = format!("service not visible to team {team}");
+            let status = ext::STATUS_FORBIDDEN;
+            self.reply_final(client, version, service, header, status, text.as_bytes());
             return;
         }
         let bytes = request_bytes(&client, &service, &body);
@@ -437,6 +474,7 @@ impl Engine {
         self.hold(&client, bytes);
         let request = Request {
             client,
+            user,
             version,
             service: service.clone(),
             header,

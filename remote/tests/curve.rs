@@ -1,0 +1,288 @@
+//! CURVE against the real broker: its key pair from `triggerd-broker keygen`, hosts' public
+//! keys registered with `identity add --key`, a pyzmq MDP client and worker written from the
+//! RFCs working with their keys, unregistered keys refused and logged, and a TCP relay that
+//! records every byte on the wire: under CURVE neither the payload nor any key shows, under
+//! PLAIN the payload and the token do (so the check can fail).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use triggerd_remote::security::{decode_key, encode_key};
+use triggerd_remote::{Client, ClientOptions, Credentials, KeyPair, Worker};
+
+/// A broker with `security = "curve"` and team `red`; keys are registered per test.
+struct CurveBroker {
+    _dir: tempfile::TempDir,
+    broker: Broker,
+    server: [u8; 32],
+}
+
+fn curve_broker() -> CurveBroker {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("secret.key");
+    Broker::configure(
+        dir.path(),
+        "tcp://127.0.0.1:*",
+        &format!(
+            "security = \"curve\"\nsecret_key = \"{}\"\nheartbeat = \"100ms\"",
+            key.display()
+        ),
+    );
+    let public = admin(dir.path(), &["keygen"]);
+    let server = decode_key(public.trim()).expect("keygen prints the public key");
+    admin(dir.path(), &["team", "add", "red"]);
+    let broker = Broker::start(dir.path());
+    CurveBroker {
+        _dir: dir,
+        broker,
+        server,
+    }
+}
+
+impl CurveBroker {
+    /// A new host key pair registered as `role NAME` of `team`.
+    fn host(&self, role: &str, name: &str, team: &str) -> KeyPair {
+        let pair = KeyPair::generate().expect("CURVE available");
+        let public = encode_key(&pair.public);
+        self.broker.admin(&[
+            "identity", "add", role, name, "--key", &public, "--team", team,
+        ]);
+        pair
+    }
+
+    fn creds(&self, host: &KeyPair) -> Credentials {
+        Credentials::Curve {
+            server: self.server,
+            host: host.clone(),
+        }
+    }
+
+    fn client(&self, host: &KeyPair) -> ClientOptions {
+        ClientOptions {
+            credentials: self.creds(host),
+            retries: 0,
+        }
+    }
+
+    /// A Rust worker serving `service` with `host`'s keys.
+    fn worker(&self, host: &KeyPair, service: &str) -> WorkerThread {
+        let mut options = fast_worker(&self.broker.endpoint, service);
+        options.credentials = self.creds(host);
+        WorkerThread::start(Worker::new(options))
+    }
+
+    /// The environment a Python peer needs for CURVE with `host`'s keys.
+    fn py_env(&self, host: &KeyPair) -> Vec<(&'static str, String)> {
+        vec![
+            ("MDP_CURVE_SERVER", encode_key(&self.server)),
+            ("MDP_CURVE_PUBLIC", encode_key(&host.public)),
+            ("MDP_CURVE_SECRET", encode_key(&host.secret)),
+        ]
+    }
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn curve_peers_with_registered_keys_work_and_unregistered_keys_are_refused() {
+    let b = curve_broker();
+    let ep = &b.broker.endpoint;
+    let w1 = b.host("worker", "w1", "red");
+    let c1 = b.host("client", "c1", "red");
+    let _worker = b.worker(&w1, "echo");
+    wait_service_up(ep, "echo", b.client(&c1));
+
+    // pyzmq client from the RFC, with its CURVE keys.
+    let env = b.py_env(&c1);
+    let mut py = python_peer(&["client2", ep, "echo", "2"], &env_refs(&env));
+    assert_eq!(py.line(T).as_deref(), Some("FINAL hello0"));
+    assert_eq!(py.line(T).as_deref(), Some("FINAL hello1"));
+    assert_eq!(py.wait(T), Some(0));
+
+    // pyzmq worker with its own registered key serves a service the Rust client calls.
+    let w2 = b.host("worker", "w2", "red");
+    let env = b.py_env(&w2);
+    let py_worker = python_peer(&["worker2", ep, "pysvc", "100"], &env_refs(&env));
+    wait_service_up(ep, "pysvc", b.client(&c1));
+    let mut client = Client::connect(ep, b.client(&c1)).expect("client");
+    let reply = client
+        .request("pysvc", "", b"over curve", T, |_| {})
+        .expect("served");
+    assert_eq!(reply.body, vec![b"py2:over curve".to_vec()]);
+    assert_eq!(py_worker.line(T).as_deref(), Some("REQ over curve"));
+
+    // The same peers with a key the broker does not know: refused, logged.
+    let stranger = KeyPair::generate().expect("keys");
+    let mut bad = Client::connect(ep, b.client(&stranger)).expect("client");
+    assert!(bad
+        .request("echo", "", b"x", Duration::from_millis(500), |_| {})
+        .is_err());
+    let env = b.py_env(&stranger);
+    let mut py_bad = python_peer(&["client2", ep, "echo", "1"], &env_refs(&env));
+    assert_eq!(py_bad.wait(Duration::from_secs(30)), Some(1), "TIMEOUT");
+    let stranger_key = encode_key(&stranger.public);
+    let logged = wait_for(T, || {
+        let log = b.broker.log();
+        (log.contains("refused: unregistered CURVE key") && log.contains(&stranger_key))
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", b.broker.log());
+
+    // A registered key with the wrong broker key never gets through either.
+    let wrong_server = Credentials::Curve {
+        server: stranger.public,
+        host: c1.clone(),
+    };
+    let mut lost = Client::connect(
+        ep,
+        ClientOptions {
+            credentials: wrong_server,
+            retries: 0,
+        },
+    )
+    .expect("client");
+    assert!(lost
+        .request("echo", "", b"x", Duration::from_millis(500), |_| {})
+        .is_err());
+    works(ep, b.client(&c1));
+}
+
+/// A TCP relay on 127.0.0.1:0 in front of `target`, recording the bytes of both directions.
+struct Relay {
+    port: u16,
+    bytes: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        let target = target.trim_start_matches("tcp://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (record, flag) = (bytes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (Ok(inbound), Ok(outbound)) = (inbound, TcpStream::connect(&target)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (
+                        inbound.try_clone().expect("clone"),
+                        outbound.try_clone().expect("clone"),
+                    ),
+                    (outbound, inbound),
+                ] {
+                    let record = record.clone();
+                    std::thread::spawn(move || copy(from, to, &record));
+                }
+            }
+        });
+        Relay { port, bytes, stop }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn captured(&self) -> Vec<u8> {
+        self.bytes.lock().expect("lock").clone()
+    }
+}
+
+fn copy(mut from: TcpStream, mut to: TcpStream, record: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        record.lock().expect("lock").extend_from_slice(&buf[..n]);
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const PAYLOAD: &[u8] = b"secret payload from c1, 7f3a9c";
+
+#[test]
+fn on_the_wire_curve_hides_payload_keys_and_plain_shows_them() {
+    let b = curve_broker();
+    let w1 = b.host("worker", "w1", "red");
+    let c1 = b.host("client", "c1", "red");
+    let relay = Relay::start(&b.broker.endpoint);
+    let _worker = {
+        let mut options = fast_worker(&relay.endpoint(), "echo");
+        options.credentials = b.creds(&w1);
+        WorkerThread::start(Worker::new(options))
+    };
+    wait_service_up(&relay.endpoint(), "echo", b.client(&c1));
+    let mut client = Client::connect(&relay.endpoint(), b.client(&c1)).expect("client");
+    let reply = client
+        .request("echo", "", PAYLOAD, T, |_| {})
+        .expect("served");
+    assert_eq!(reply.body, vec![PAYLOAD.to_vec()]);
+    let wire = relay.captured();
+    assert!(wire.len() > 1000, "the relay saw the traffic");
+    assert!(!contains(&wire, PAYLOAD), "payload in clear under CURVE");
+    for pair in [&w1, &c1] {
+        for key in [pair.public, pair.secret] {
+            assert!(!contains(&wire, &key), "a raw key on the wire");
+            assert!(!contains(&wire, encode_key(&key).as_bytes()), "a Z85 key");
+        }
+    }
+    assert!(!contains(&wire, &b.server), "the broker's public key");
+
+    // The same exchange under PLAIN: payload and token cross in clear.
+    let dir = tempfile::tempdir().expect("tempdir");
+    Broker::configure(
+        dir.path(),
+        "tcp://127.0.0.1:*",
+        "security = \"plain\"\nheartbeat = \"100ms\"",
+    );
+    let worker_token = admin(dir.path(), &["token", "add", "worker", "w1"]);
+    let client_token = admin(dir.path(), &["identity", "add", "client", "c1"]);
+    let plain_broker = Broker::start(dir.path());
+    let relay = Relay::start(&plain_broker.endpoint);
+    let _plain_worker = {
+        let mut options = fast_worker(&relay.endpoint(), "echo");
+        options.credentials = plain("w1", worker_token.trim());
+        WorkerThread::start(Worker::new(options))
+    };
+    let options = creds("c1", client_token.trim());
+    wait_service_up(&relay.endpoint(), "echo", options.clone());
+    let mut client = Client::connect(&relay.endpoint(), options).expect("client");
+    client
+        .request("echo", "", PAYLOAD, T, |_| {})
+        .expect("served");
+    let wire = relay.captured();
+    assert!(
+        contains(&wire, PAYLOAD),
+        "the capture works: PLAIN shows the payload"
+    );
+    assert!(
+        contains(&wire, client_token.trim().as_bytes()),
+        "and the token"
+    );
+}
