@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use triggerd_remote::{Client, ClientOptions, Worker, WorkerOptions};
 
+mod curve;
+#[allow(unused_imports)]
+pub use curve::*;
+
 pub const PYTHON: &str = "/usr/bin/python3";
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
