@@ -211,3 +211,41 @@ fn on_the_wire_curve_hides_payload_keys_and_plain_shows_them() {
         "and the token"
     );
 }
+
+#[test]
+fn admin_verbs_run_as_root_act_as_the_state_directory_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
+    nix::unistd::chown(&state, Some(nobody.uid), Some(nobody.gid)).expect("chown");
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{0}/store.db\"\nsecret_key = \"{0}/secret.key\"\n",
+            state.display()
+        ),
+    )
+    .expect("config");
+    for verb in [&["keygen"][..], &["team", "add", "blue"]] {
+        let out = std::process::Command::new(broker_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(verb)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{verb:?}: {out:?}");
+    }
+    for file in ["secret.key", "secret.key.pub", "store.db"] {
+        let meta = std::fs::metadata(state.join(file)).expect(file);
+        assert_eq!(meta.uid(), nobody.uid.as_raw(), "{file} belongs to the broker's user");
+    }
+}

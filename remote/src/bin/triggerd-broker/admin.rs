@@ -1,6 +1,7 @@
 //! The admin verbs of `triggerd-broker`: they act on the broker's own store (and key file),
 //! never on a running broker, which rereads service settings every second and checks
-//! identities at each connection. Every listing has `--json`.
+//! identities at each connection. Every listing has `--json`. Run as root, they act as the
+//! owner of the store's directory.
 
 use std::time::Duration;
 
@@ -133,7 +134,29 @@ fn print_rows(header: &str, rows: impl IntoIterator<Item = String>) {
     }
 }
 
+/// Run as root, the verbs become the owner of the store's directory first (the broker's own
+/// user, under the shipped unit), so every file they create stays readable by the broker.
+fn become_state_owner(config: &BrokerConfig) -> anyhow::Result<()> {
+    use nix::unistd::{Gid, Uid};
+    use std::os::unix::fs::MetadataExt;
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let dir = config.store.parent().filter(|d| !d.as_os_str().is_empty());
+    let Some(meta) = dir.and_then(|d| std::fs::metadata(d).ok()) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    nix::unistd::setgroups(&[])?;
+    nix::unistd::setgid(Gid::from_raw(meta.gid()))?;
+    nix::unistd::setuid(Uid::from_raw(meta.uid()))?;
+    Ok(())
+}
+
 pub fn run(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
+    become_state_owner(config)?;
     if let Command::Keygen = command {
         let pair = KeyPair::generate()?;
         pair.save(&config.secret_key)?;
