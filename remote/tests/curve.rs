@@ -246,6 +246,10 @@ fn admin_verbs_run_as_root_act_as_the_state_directory_owner() {
     }
     for file in ["secret.key", "secret.key.pub", "store.db"] {
         let meta = std::fs::metadata(state.join(file)).expect(file);
-        assert_eq!(meta.uid(), nobody.uid.as_raw(), "{file} belongs to the broker's user");
+        assert_eq!(
+            meta.uid(),
+            nobody.uid.as_raw(),
+            "{file} belongs to the broker's user"
+        );
     }
 }

@@ -64,6 +64,7 @@ pub struct RawService {
     pub file: Option<String>,
     pub forward: Option<String>,
     pub plugin_dir: Option<String>,
+    pub user: Option<String>,
     pub capacity: Option<i64>,
 }
 

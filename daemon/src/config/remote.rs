@@ -64,6 +64,8 @@ pub struct ServiceSettings {
     pub forward: Option<String>,
     /// Where external plugins (executables speaking JSON lines) are looked up by name.
     pub plugin_dir: Option<PathBuf>,
+    /// The user (uid, gid) `command` and external plugins run as; `None`: the daemon's.
+    pub user: Option<(u32, u32)>,
     /// Requests this worker holds at once.
     pub capacity: u32,
 }

@@ -280,9 +280,11 @@ impl Remote {
         options.capacity = settings.capacity;
         options.default_plugin = settings.plugin.clone();
         options.plugin_dir = settings.plugin_dir.clone();
+        options.plugin_user = settings.user;
         let mut worker = Worker::new(options);
         if let Some(argv) = &settings.exec {
-            worker.add_plugin("command", Arc::new(Command::new(argv.clone())));
+            let command = Command::new(argv.clone()).as_user(settings.user);
+            worker.add_plugin("command", Arc::new(command));
         }
         if let Some(file) = &settings.file {
             let append =

@@ -53,6 +53,8 @@ pub struct WorkerOptions {
     pub default_plugin: String,
     /// Directory of external plugins, if any.
     pub plugin_dir: Option<PathBuf>,
+    /// The user (uid, gid) external plugins run as; `None`: the worker's own.
+    pub plugin_user: Option<(u32, u32)>,
 }
 
 impl WorkerOptions {
@@ -69,6 +71,7 @@ impl WorkerOptions {
             reconnect_max: Duration::from_secs(32),
             default_plugin: "echo".to_string(),
             plugin_dir: None,
+            plugin_user: None,
         }
     }
 }
@@ -174,7 +177,7 @@ impl Worker {
             return Some(p.clone());
         }
         let dir = self.options.plugin_dir.as_ref()?;
-        External::find(dir, name).map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        External::find(dir, name, self.options.plugin_user).map(|p| Arc::new(p) as Arc<dyn Plugin>)
     }
 
     fn connect(&self, ctx: &zmq::Context) -> Result<zmq::Socket, zmq::Error> {

@@ -348,6 +348,11 @@ fn service(
     }
     let capacity = number(table, "capacity", raw.capacity, 1..=4096, problems)
         .map_or(DEFAULT_CAPACITY, |n| n as u32);
+    let user = raw.user.as_deref().and_then(|name| {
+        super::action::lookup_user(name)
+            .map_err(|m| problems.push(table.problem("user", m)))
+            .ok()
+    });
     (problems.len() == before).then(|| ServiceSettings {
         name,
         plugin,
@@ -355,6 +360,7 @@ fn service(
         file,
         forward: raw.forward.clone(),
         plugin_dir,
+        user,
         capacity,
     })
 }
