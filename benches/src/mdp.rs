@@ -168,7 +168,6 @@ pub fn raw_echo(load: Load, curve: Option<&(KeyPair, Credentials)>) -> Figures {
     )
 }
 
-
 /// A broker secured with `security`, and the credentials its worker and client use.
 pub struct SecureBroker {
     pub endpoint: String,

@@ -1,6 +1,7 @@
 //! Teams at the real broker (CURVE identities): the cross-team table (own ✔, foreign private
 //! ✘ with status 77, shared-with-us ✔, public ✔, a worker registering a foreign service ✘
-//! with DISCONNECT), MMI 404 for what a team may not see, de-duplication keyed by client, and
+//! with DISCONNECT), MMI 404 for what a team may not see, `service list` with team, shares and
+//! load, de-duplication keyed by client, and
 //! a store from before teams whose tokens still work under `security = "plain"`.
 
 mod common;
@@ -120,6 +121,24 @@ fn the_cross_team_table() {
     assert!(shared["workers"][0]
         .as_str()
         .is_some_and(|w| w.starts_with("w-blue (")));
+    assert_eq!(shared["load"], 0);
+
+    // A worker that holds its request shows as load (the broker records it once a second).
+    let hang = python_peer(&["hang1", ep, "red-stuck", "100"], &env_refs(&env));
+    wait_service_up(ep, "red-stuck", b.client(&c_red));
+    red.send("red-stuck", "", None, Some(T), &[b"held"])
+        .expect("send");
+    assert_eq!(hang.line(T).as_deref(), Some("REQ held"));
+    let loaded = wait_for(T, || {
+        let listing = b.broker.admin(&["service", "list", "--json"]);
+        let parsed: serde_json::Value = serde_json::from_str(&listing).ok()?;
+        let stuck = parsed
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "red-stuck")?;
+        (stuck["load"] == 1 && stuck["team"] == "red").then_some(())
+    });
+    assert!(loaded.is_some(), "{}", b.broker.admin(&["service", "list"]));
 }
 
 fn final_of(client: &mut Client) -> Reply {

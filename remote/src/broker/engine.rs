@@ -57,6 +57,8 @@ struct Worker {
     version: Version,
     hello: Option<WorkerHello>,
     in_flight: Vec<u64>,
+    /// `in_flight.len()` as last written to the store (for `service list`).
+    recorded_load: usize,
     expiry: Instant,
     last_sent: Instant,
 }
@@ -358,6 +360,7 @@ impl Engine {
             version,
             hello,
             in_flight: Vec::new(),
+            recorded_load: 0,
             expiry: now + self.expiry_for(hello),
             last_sent: now,
         };

@@ -283,6 +283,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         }
         if now >= next_settings {
             engine.reload_settings();
+            engine.record_loads();
             next_settings = now + Duration::from_secs(1);
         }
     }

@@ -116,7 +116,7 @@ pub enum ServiceAction {
         #[arg(long = "with")]
         team: String,
     },
-    /// List services with their settings, team, visibility, shares and workers.
+    /// List services with their settings, team, visibility, shares, workers and load.
     List {
         #[arg(long)]
         json: bool,
@@ -286,19 +286,20 @@ fn service(store: &Store, action: ServiceAction) -> anyhow::Result<()> {
                 let team = t.team.as_deref().unwrap_or("-");
                 let seen = if t.public { "public" } else { "private" };
                 format!(
-                    "{:<24} {:<12} {:<10} {:<16} {:<8} {:<16} {}",
+                    "{:<24} {:<12} {:<10} {:<16} {:<8} {:<16} {:<5} {}",
                     t.name,
                     t.algorithm.as_str(),
                     timeout,
                     team,
                     seen,
                     list(&t.shares),
+                    s.load,
                     list(&s.workers)
                 )
             });
             let header = format!(
-                "{:<24} {:<12} {:<10} {:<16} {:<8} {:<16} WORKERS",
-                "SERVICE", "ALGORITHM", "TIMEOUT", "TEAM", "VISIBLE", "SHARED WITH"
+                "{:<24} {:<12} {:<10} {:<16} {:<8} {:<16} {:<5} WORKERS",
+                "SERVICE", "ALGORITHM", "TIMEOUT", "TEAM", "VISIBLE", "SHARED WITH", "LOAD"
             );
             print_rows(&header, rows);
         }

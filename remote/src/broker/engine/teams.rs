@@ -1,6 +1,7 @@
 //! The engine's team checks against its cached service settings (reloaded every second, and
 //! at once after a claim): who may serve and call a service, and the request id a worker sees,
-//! which is derived from the client's identity so de-duplication keys on (client, id).
+//! which is derived from the client's identity so de-duplication keys on (client, id). Also
+//! what `service list` reads back from the store: workers' loads.
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,21 @@ impl Engine {
             .ok()
             .and_then(|n| self.settings.get(n));
         access(settings, &user.team)
+    }
+
+    /// Writes each worker's load to the store when it changed (once a second, with the
+    /// settings reload), for `service list`.
+    pub(crate) fn record_loads(&mut self) {
+        for (id, worker) in &mut self.workers {
+            let load = worker.in_flight.len();
+            if load == worker.recorded_load {
+                continue;
+            }
+            match self.store.record_load(&super::hex(id), load as u64) {
+                Ok(()) => worker.recorded_load = load,
+                Err(e) => tracing::warn!("cannot record a worker's load: {e}"),
+            }
+        }
     }
 
     /// Records `team` as the owner of `service` if nobody owns it yet.

@@ -132,6 +132,7 @@ impl Store {
             ("identities", "key", "TEXT"),
             ("services", "team", "TEXT"),
             ("services", "public", "INTEGER NOT NULL DEFAULT 0"),
+            ("live_workers", "load", "INTEGER NOT NULL DEFAULT 0"),
         ];
         for (table, column, kind) in added {
             let present: bool = self.conn.query_row(

@@ -93,6 +93,8 @@ pub struct ServiceOverview {
     pub settings: ServiceSettings,
     /// Connected workers: `identity (connection)`, or the connection alone without auth.
     pub workers: Vec<String>,
+    /// Requests its workers hold now (as the running broker last recorded, once a second).
+    pub load: u64,
 }
 
 impl Store {
@@ -164,6 +166,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records how many requests a connected worker holds.
+    pub fn record_load(&self, worker: &str, load: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE live_workers SET load = ?2 WHERE worker = ?1",
+            params![worker, load as i64],
+        )?;
+        Ok(())
+    }
+
     /// Forgets a worker (`None`: all of them, when a broker starts).
     pub fn forget_worker(&self, worker: Option<&str>) -> Result<(), StoreError> {
         match worker {
@@ -186,28 +197,32 @@ impl Store {
                     ServiceOverview {
                         settings,
                         workers: Vec::new(),
+                        load: 0,
                     },
                 )
             })
             .collect();
         let mut stmt = self
             .conn
-            .prepare("SELECT service, identity, worker FROM live_workers ORDER BY worker")?;
+            .prepare("SELECT service, identity, worker, load FROM live_workers ORDER BY worker")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         for row in rows {
-            let (service, identity, worker) = row?;
+            let (service, identity, worker, load) = row?;
             let entry = by_name
                 .entry(service.clone())
                 .or_insert_with(|| ServiceOverview {
                     settings: ServiceSettings::new(&service),
                     workers: Vec::new(),
+                    load: 0,
                 });
+            entry.load += load.max(0) as u64;
             entry.workers.push(if identity.is_empty() {
                 worker
             } else {
