@@ -253,3 +253,24 @@ fn admin_verbs_run_as_root_act_as_the_state_directory_owner() {
         );
     }
 }
+
+#[test]
+fn a_curve_broker_without_its_key_pair_names_the_fix_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Broker::configure(
+        dir.path(),
+        "tcp://127.0.0.1:*",
+        &format!(
+            "security = \"curve\"\nsecret_key = \"{}\"",
+            dir.path().join("absent.key").display()
+        ),
+    );
+    let out = std::process::Command::new(broker_bin())
+        .arg("--config")
+        .arg(dir.path().join("broker.toml"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("triggerd-broker keygen"), "{stderr}");
+}

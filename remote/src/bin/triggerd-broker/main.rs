@@ -74,7 +74,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("triggerd-broker: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() {
+            // A bad config (a missing key pair, no CURVE in this build) would only fail again
+            // when restarted: 2, like a usage error, which the unit does not restart.
+            let config_error = matches!(
+                e.downcast_ref::<broker::BrokerError>(),
+                Some(broker::BrokerError::Config(_) | broker::BrokerError::Security(_))
+            );
+            if e.downcast_ref::<Usage>().is_some() || config_error {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
