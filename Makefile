@@ -40,7 +40,8 @@ install: build
 	  target/release/$$b --generate fish > $(DESTDIR)$(FISHDIR)/$$b.fish; \
 	done
 	target/release/triggerd --generate conf-man | gzip -9n > $(DESTDIR)$(MANDIR)/man5/triggerd.conf.5.gz
-	if [ -z "$(DESTDIR)" ]; then systemctl daemon-reload 2>/dev/null || true; fi
+	install -m 0755 scripts/broker-user $(DESTDIR)$(PREFIX)/lib/triggerd/broker-user
+	if [ -z "$(DESTDIR)" ]; then scripts/broker-user $(BINDIR)/triggerd-broker; systemctl daemon-reload 2>/dev/null || true; fi
 
 uninstall:
 	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done

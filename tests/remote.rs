@@ -6,7 +6,8 @@
 //! of the sending daemon) all arrive once it is back, exactly once; `triggerctl send` streams
 //! a command's lines as they are printed and exits with its code; the shipped external plugin
 //! answers; a reload starts and stops services; a broker with authentication accepts the
-//! daemons' token files and refuses a wrong token; bad `[broker]` and `[[service]]` tables
+//! daemons' token files and refuses a wrong token, and one with CURVE the hosts' own keys
+//! from `triggerd keygen` (an unregistered key refused); bad `[broker]` and `[[service]]` tables
 //! fail `triggerd check` with file:line; one daemon per spool; a full spool rejects or drops as
 //! configured, counted; `window = 1` delivers in spool order across an outage; children start
 //! clean under a broker; a spool on a full disk refuses and then delivers what it accepted.
@@ -14,6 +15,8 @@
 mod common;
 #[path = "remote/containment.rs"]
 mod containment;
+#[path = "remote/curve.rs"]
+mod curve;
 #[path = "remote/full_disk.rs"]
 mod full_disk;
 #[path = "remote/harness.rs"]

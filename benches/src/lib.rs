@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
+pub mod mdp;
+
 const MAX_QUEUED: &str = "/proc/sys/fs/fanotify/max_queued_events";
 /// Shared with the test suites, which change the same global sysctl.
 const SYSCTL_LOCK: &str = "/tmp/triggerd-fanotify-sysctl.lock";
@@ -151,12 +153,22 @@ impl Drop for StopOnDrop {
 /// A `triggerd-broker` without authentication, in this process, on a loopback port chosen by
 /// the kernel; returns its endpoint and the guard that stops it. Its store lives in `dir`.
 pub fn start_broker(dir: &Path) -> std::io::Result<(String, StopOnDrop)> {
+    start_broker_with(dir, triggerd_remote::Mechanism::None)
+}
+
+/// [`start_broker`] with `security` (for CURVE, its key pair must be in `dir/secret.key`).
+pub fn start_broker_with(
+    dir: &Path,
+    security: triggerd_remote::Mechanism,
+) -> std::io::Result<(String, StopOnDrop)> {
     use triggerd_remote::broker::{self, BrokerConfig};
     let endpoint_file = dir.join("endpoint");
     let config = BrokerConfig {
         bind: vec!["tcp://127.0.0.1:*".into()],
         store: dir.join("store.db"),
-        auth: false,
+        security: Some(security),
+        secret_key: dir.join("secret.key"),
+        auth: security != triggerd_remote::Mechanism::None,
         endpoint_file: Some(endpoint_file.clone()),
         ..BrokerConfig::default()
     };

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
 use crate::ext::{ReplyHeader, RequestHeader};
+use crate::security::Credentials;
 
 /// How to connect.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
-    /// Identity name for PLAIN authentication (`None`: no authentication).
-    pub identity: Option<String>,
-    /// Token for PLAIN authentication.
-    pub token: Option<String>,
+    /// What the connection presents to the broker (CURVE keys, a PLAIN token, or nothing).
+    pub credentials: Credentials,
     /// Extra attempts after a request timed out without any reply.
     pub retries: u32,
 }
@@ -72,14 +71,7 @@ fn open_socket(
     endpoint: &str,
     options: &ClientOptions,
 ) -> Result<zmq::Socket, zmq::Error> {
-    let socket = ctx.socket(zmq::DEALER)?;
-    socket.set_linger(0)?;
-    socket.set_sndhwm(1_000_000)?;
-    socket.set_rcvhwm(1_000_000)?;
-    if let (Some(identity), Some(token)) = (&options.identity, &options.token) {
-        socket.set_plain_username(Some(identity))?;
-        socket.set_plain_password(Some(token))?;
-    }
+    let socket = options.credentials.dealer(ctx)?;
     socket.connect(endpoint)?;
     Ok(socket)
 }

@@ -40,6 +40,10 @@ pub const STATUS_UNAVAILABLE: i32 = 69;
 /// Exit status the broker reports when it refuses a request for now (`EX_TEMPFAIL`): its
 /// connection's or the broker's queued requests are at their byte bound. Try again later.
 pub const STATUS_BUSY: i32 = 75;
+/// Exit status the broker reports for a request to a service the client's team may not call
+/// (`EX_NOPERM`): another team's service, neither shared with the client's team nor public.
+/// The FINAL's text is `service not visible to team TEAM`; `mmi.service` answers 404 for it.
+pub const STATUS_FORBIDDEN: i32 = 77;
 
 /// The triggerd header a client puts first in a request body.
 #[derive(Debug, Clone, PartialEq, Eq)]

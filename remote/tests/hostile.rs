@@ -89,8 +89,7 @@ fn long_service_names_are_refused_and_names_are_escaped_in_the_log() {
     let forged = "\u{1b}[31mevil\nERROR forged line";
     let _evil = WorkerThread::start(triggerd_remote::Worker::new({
         let mut o = fast_worker(&ep, forged);
-        o.identity = Some("w1".into());
-        o.token = Some(s.worker_token.clone());
+        o.credentials = plain("w1", &s.worker_token);
         o
     }));
     let log = wait_for(T * 3, || {

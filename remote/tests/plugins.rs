@@ -1,7 +1,8 @@
 //! Worker plugins end to end (client → broker → worker → plugin → client): `command` streams
 //! lines while the process still runs and reports its exit code, `append` writes the central
 //! log, `forward` relays to another service, and the shipped external plugin example speaks
-//! the JSON-lines protocol; an unknown plugin is answered with 127.
+//! the JSON-lines protocol; an unknown plugin is answered with 127; `command` and external
+//! plugins run as the configured user.
 
 mod common;
 
@@ -121,4 +122,52 @@ fn append_forward_external_and_unknown_plugins() {
         reply.status, 127,
         "plugin names cannot leave the plugin directory"
     );
+}
+
+#[test]
+fn command_and_external_plugins_run_as_the_configured_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
+    let user = Some((nobody.uid.as_raw(), nobody.gid.as_raw()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path());
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    let whoami = plugins.join("whoami");
+    std::fs::write(
+        &whoami,
+        "#!/bin/sh\nread request\necho \"{\\\"output\\\":\\\"$(id -u):$USER\\\"}\"\n",
+    )
+    .expect("plugin");
+    std::fs::set_permissions(&whoami, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    // The plugin directory and the test's dir must be reachable for nobody.
+    for d in [dir.path(), plugins.as_path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let mut options = fast_worker(&broker.endpoint, "asuser");
+    options.default_plugin = "command".into();
+    options.plugin_dir = Some(plugins);
+    options.plugin_user = user;
+    let mut worker = Worker::new(options);
+    let id = vec!["/bin/sh".into(), "-c".into(), "echo $(id -u):$USER".into()];
+    worker.add_plugin("command", Arc::new(Command::new(id).as_user(user)));
+    let _worker = WorkerThread::start(worker);
+    wait_service_up(&broker.endpoint, "asuser", Default::default());
+    let mut client = Client::connect(&broker.endpoint, Default::default()).expect("client");
+    let expected = format!("{}:nobody", nobody.uid);
+    for plugin in ["command", "whoami"] {
+        let mut lines = Vec::new();
+        let reply = client
+            .request("asuser", plugin, b"x\n", T, |b| lines.push(b.concat()))
+            .expect(plugin);
+        assert_eq!(reply.status, 0, "{plugin}: {lines:?}");
+        assert_eq!(lines, vec![expected.clone().into_bytes()], "{plugin}");
+    }
 }

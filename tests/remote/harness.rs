@@ -13,7 +13,9 @@ use std::time::Duration;
 use super::common::{test_root, wait_for, Daemon, DEADLINE};
 use triggerd::control::{Reply, Request};
 use triggerd::remote::RemoteStatus;
-use triggerd_remote::broker::{self, BrokerConfig, Role, Store};
+use triggerd_remote::broker::{self, BrokerConfig, Role, Store, DEFAULT_TEAM};
+use triggerd_remote::security::public_path;
+use triggerd_remote::{KeyPair, Mechanism};
 
 /// A broker running in a thread of the test, on `ipc://DIR/broker.ipc`; stopped on drop.
 pub struct Broker {
@@ -24,6 +26,18 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(auth: bool) -> Self {
+        Self::start_with(match auth {
+            true => Mechanism::Plain,
+            false => Mechanism::None,
+        })
+    }
+
+    /// A broker with `security = "curve"`: its key pair is made first (`secret.key`).
+    pub fn start_curve() -> Self {
+        Self::start_with(Mechanism::Curve)
+    }
+
+    fn start_with(security: Mechanism) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("triggerd-broker")
             .tempdir_in(test_root())
@@ -32,10 +46,17 @@ impl Broker {
             bind: vec![format!("ipc://{}/broker.ipc", dir.path().display())],
             store: dir.path().join("store.db"),
             heartbeat: Duration::from_millis(250),
-            auth,
+            auth: security != Mechanism::None,
+            // Explicit, so a broker key installed on this machine cannot switch it to CURVE.
+            security: Some(security),
+            secret_key: dir.path().join("secret.key"),
             endpoint_file: Some(dir.path().join("endpoint")),
             ..BrokerConfig::default()
         };
+        if security == Mechanism::Curve {
+            let pair = KeyPair::generate().expect("libzmq has CURVE");
+            pair.save(&config.secret_key).expect("broker key");
+        }
         let mut broker = Self {
             dir,
             config,
@@ -73,10 +94,42 @@ impl Broker {
         }
     }
 
+    /// The broker's public key (Z85), as `server_key` takes it.
+    pub fn server_key(&self) -> String {
+        let public = std::fs::read_to_string(public_path(&self.config.secret_key));
+        public.expect("a CURVE broker").trim().to_string()
+    }
+
+    /// A host key pair made by `triggerd keygen` (secret file returned) and, when `register`,
+    /// its public key registered at the broker as `role NAME`.
+    pub fn host_key(&self, role: Role, name: &str, register: bool) -> PathBuf {
+        let secret = self.dir.path().join(format!("{name}.key"));
+        let out = Command::new(env!("CARGO_BIN_EXE_triggerd"))
+            .args(["keygen", "--secret-key"])
+            .arg(&secret)
+            .output()
+            .expect("triggerd keygen");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if register {
+            let store = Store::open(&self.config.store).expect("store");
+            store
+                .add_key_identity(role, name, &public, DEFAULT_TEAM)
+                .expect("register key");
+        }
+        secret
+    }
+
     /// A token file for a new identity, written next to the broker's store.
     pub fn token_file(&self, role: Role, name: &str) -> PathBuf {
         let store = Store::open(&self.config.store).expect("store");
-        let token = store.add_identity(role, name).expect("add identity");
+        let token = store
+            .add_identity(role, name, DEFAULT_TEAM)
+            .expect("add identity");
         let path = self.dir.path().join(format!("{name}.token"));
         std::fs::write(&path, format!("{token}\n")).expect("token file");
         path

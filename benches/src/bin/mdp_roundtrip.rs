@@ -1,180 +1,43 @@
 //! Round trips client → broker → worker → client through triggerd's Majordomo broker, with 1
 //! and 4 workers, synchronous, pipelined and paced at 10,000 req/s, against a raw ZeroMQ
 //! DEALER↔ROUTER echo measured in the same run; then events/s through the spool forwarder.
-//! Each figure is the median of several runs; ratios are broker / raw echo.
+//! Each figure is the median of several runs; ratios are broker / raw echo. Last, the same
+//! synchronous and pipelined loads with `security = "none"` and `"curve"`, each against the
+//! raw echo with the same mechanism, and CURVE's cost as the curve / none ratio.
 //!
-//! Run: `cargo run --release -p triggerd-benches --bin mdp_roundtrip [-- --quick]`
+//! Run: `cargo run --release -p triggerd-benches --bin mdp_roundtrip [-- --quick] [--security]`
+//! (`--security`: only the none / curve comparison).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use triggerd_benches::{start_broker, StopOnDrop};
+use triggerd_benches::mdp::{drive, median, raw_echo, secure_broker, Figures, Load, PAYLOAD};
+use triggerd_benches::StopOnDrop;
 use triggerd_remote::{
-    Client, Event, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
+    Client, ClientOptions, Credentials, Event, Forwarder, ForwarderOptions, KeyPair, Mechanism,
+    Spool, SpoolOptions, Worker, WorkerOptions,
 };
-
-/// How long a receive may wait before the request counts as lost.
-const LOST: Duration = Duration::from_secs(10);
-
-const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
-fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Figures {
-    latencies.sort();
-    Figures {
-        rate: n as f64 / elapsed.as_secs_f64(),
-        p50_us: percentile(&latencies, 0.5),
-        p99_us: percentile(&latencies, 0.99),
-    }
-}
-
-fn median(runs: &[Figures]) -> Figures {
-    let pick = |f: fn(&Figures) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    Figures {
-        rate: pick(|f| f.rate),
-        p50_us: pick(|f| f.p50_us),
-        p99_us: pick(|f| f.p99_us),
-    }
-}
-
-/// How requests are issued: `window` outstanding at most, optionally paced to `rate`/s.
-#[derive(Clone, Copy)]
-struct Load {
-    requests: usize,
-    window: usize,
-    rate: Option<f64>,
-}
-
-/// Drives `load` through `send(index)` / `recv() -> Option<index>`.
-fn drive(
-    load: Load,
-    mut send: impl FnMut(usize),
-    mut recv: impl FnMut(Duration) -> Option<usize>,
-) -> Figures {
-    let mut sent_at = vec![None; load.requests];
-    let mut latencies = Vec::with_capacity(load.requests);
-    let (mut sent, mut done) = (0, 0);
-    let start = Instant::now();
-    while done < load.requests {
-        while sent < load.requests && sent - done < load.window {
-            if let Some(rate) = load.rate {
-                let due = start + Duration::from_secs_f64(sent as f64 / rate);
-                if Instant::now() < due {
-                    break;
-                }
-            }
-            sent_at[sent] = Some(Instant::now());
-            send(sent);
-            sent += 1;
-        }
-        // Paced: sleep in the poll until the next send is due, never spin (2 shared cores).
-        let wait = match load.rate {
-            Some(rate) if sent < load.requests && sent - done < load.window => {
-                let due = start + Duration::from_secs_f64(sent as f64 / rate);
-                due.saturating_duration_since(Instant::now())
-            }
-            _ => LOST,
-        };
-        let block = wait == LOST;
-        match recv(wait) {
-            Some(i) => {
-                if let Some(t) = sent_at.get_mut(i).and_then(Option::take) {
-                    latencies.push(t.elapsed());
-                    done += 1;
-                }
-            }
-            None if block => panic!("no reply within 10 s: {done} of {sent} sent answered"),
-            None => {}
-        }
-    }
-    figures(load.requests, start.elapsed(), latencies)
-}
-
-fn raw_echo(load: Load) -> Figures {
-    let ctx = zmq::Context::new();
-    let router = ctx.socket(zmq::ROUTER).expect("router");
-    router.set_sndhwm(1_000_000).expect("hwm");
-    router.set_rcvhwm(1_000_000).expect("hwm");
-    router.bind("tcp://127.0.0.1:*").expect("bind");
-    let endpoint = router.get_last_endpoint().expect("endpoint").expect("utf8");
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let echo = std::thread::spawn(move || {
-        while !flag.load(Ordering::Relaxed) {
-            if router.poll(zmq::POLLIN, 50).unwrap_or(0) == 0 {
-                continue;
-            }
-            while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
-                let _ = router.send_multipart(frames, 0);
-            }
-        }
-    });
-    let _guard = StopOnDrop(stop, vec![echo]);
-    let dealer = ctx.socket(zmq::DEALER).expect("dealer");
-    dealer.set_sndhwm(1_000_000).expect("hwm");
-    dealer.set_rcvhwm(1_000_000).expect("hwm");
-    dealer.set_linger(0).expect("linger");
-    dealer.connect(&endpoint).expect("connect");
-    drive(
-        load,
-        |i| {
-            dealer
-                .send_multipart([&(i as u64).to_le_bytes()[..], PAYLOAD], 0)
-                .expect("send")
-        },
-        |wait| {
-            let frames = match dealer.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(_) => {
-                    if dealer
-                        .poll(zmq::POLLIN, wait.as_micros().div_ceil(1000) as i64)
-                        .unwrap_or(0)
-                        == 0
-                    {
-                        return None;
-                    }
-                    dealer.recv_multipart(zmq::DONTWAIT).ok()?
-                }
-            };
-            Some(u64::from_le_bytes(frames.first()?.get(..8)?.try_into().ok()?) as usize)
-        },
-    )
-}
 
 struct Rig {
     endpoint: String,
+    client: ClientOptions,
+    raw_curve: Option<(KeyPair, Credentials)>,
     _dir: tempfile::TempDir,
     _broker: StopOnDrop,
     _workers: StopOnDrop,
 }
 
-fn rig(workers: usize) -> Rig {
+fn rig(workers: usize, security: Mechanism) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (endpoint, broker) = start_broker(dir.path()).expect("broker");
+    let broker = secure_broker(dir.path(), security).expect("broker");
+    let endpoint = broker.endpoint.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for _ in 0..workers {
         let mut options = WorkerOptions::new(&endpoint, "echo");
         options.capacity = 256;
+        options.credentials = broker.worker.clone();
         let worker = Worker::new(options);
         let flag = stop.clone();
         threads.push(std::thread::spawn(move || {
@@ -183,11 +46,16 @@ fn rig(workers: usize) -> Rig {
     }
     let rig = Rig {
         endpoint,
+        client: ClientOptions {
+            credentials: broker.client.clone(),
+            retries: 0,
+        },
+        raw_curve: broker.raw_curve.clone(),
         _dir: dir,
-        _broker: broker,
+        _broker: broker.guard,
         _workers: StopOnDrop(stop, threads),
     };
-    let mut client = Client::connect(&rig.endpoint, Default::default()).expect("client");
+    let mut client = Client::connect(&rig.endpoint, rig.client.clone()).expect("client");
     // Wait until every worker has registered: a round of requests reaches them all.
     client
         .request("echo", "", PAYLOAD, Duration::from_secs(30), |_| {})
@@ -197,7 +65,7 @@ fn rig(workers: usize) -> Rig {
 }
 
 fn through_broker(rig: &Rig, load: Load) -> Figures {
-    let mut client = Client::connect(&rig.endpoint, Default::default()).expect("client");
+    let mut client = Client::connect(&rig.endpoint, rig.client.clone()).expect("client");
     let base = client.next_id();
     let client = std::cell::RefCell::new(client);
     drive(
@@ -282,13 +150,14 @@ fn main() {
         ),
     ];
     println!("median of {runs} runs, {} byte payload", PAYLOAD.len());
-    for workers in [1, 4] {
-        let rig = rig(workers);
+    let only_security = std::env::args().any(|a| a == "--security");
+    for workers in [1, 4].into_iter().filter(|_| !only_security) {
+        let rig = rig(workers, Mechanism::None);
         for (name, load) in loads {
             let mut broker_runs = Vec::new();
             let mut raw_runs = Vec::new();
             for _ in 0..runs {
-                raw_runs.push(raw_echo(load));
+                raw_runs.push(raw_echo(load, None));
                 broker_runs.push(through_broker(&rig, load));
             }
             line(
@@ -317,5 +186,38 @@ fn main() {
                 rate / pipelined.rate
             );
         }
+    }
+    security(runs, &loads[..2]);
+}
+
+/// CURVE against none: the broker and the raw echo with each mechanism, one worker.
+fn security(runs: usize, loads: &[(&str, Load)]) {
+    let rigs = [Mechanism::None, Mechanism::Curve].map(|m| (m, rig(1, m)));
+    for (name, load) in loads {
+        let mut by_mechanism = Vec::new();
+        for (mechanism, rig) in &rigs {
+            let mut broker_runs = Vec::new();
+            let mut raw_runs = Vec::new();
+            for _ in 0..runs {
+                raw_runs.push(raw_echo(*load, rig.raw_curve.as_ref()));
+                broker_runs.push(through_broker(rig, *load));
+            }
+            let (broker, raw) = (median(&broker_runs), median(&raw_runs));
+            line(
+                &format!("security {}, {name}", mechanism.as_str()),
+                broker,
+                raw,
+            );
+            by_mechanism.push((broker, raw));
+        }
+        let [(none, raw_none), (curve, raw_curve)] = by_mechanism[..] else {
+            unreachable!("two mechanisms")
+        };
+        println!(
+            "CURVE cost, {name}: broker curve/none RATIO {:.2} (p99 {:.2}) | raw curve/none RATIO {:.2}",
+            curve.rate / none.rate,
+            curve.p99_us / none.p99_us,
+            raw_curve.rate / raw_none.rate
+        );
     }
 }

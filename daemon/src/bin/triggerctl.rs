@@ -97,14 +97,21 @@ enum Verb {
         /// The config whose `[broker]` says where and as whom to connect.
         #[arg(long, default_value = "/etc/triggerd.conf")]
         config: PathBuf,
-        /// Connect to this endpoint instead (with --identity and --token, if it needs them).
+        /// Connect to this endpoint instead (with --server-key and --secret-key for CURVE, or
+        /// --identity and --token for PLAIN, if it needs them).
         #[arg(long)]
         broker: Option<String>,
-        #[arg(long, requires = "token")]
+        #[arg(long, requires = "token", conflicts_with = "server_key")]
         identity: Option<String>,
         /// A file holding the token.
         #[arg(long, requires = "identity")]
         token: Option<PathBuf>,
+        /// The broker's CURVE public key (Z85).
+        #[arg(long, requires = "secret_key")]
+        server_key: Option<String>,
+        /// This host's CURVE secret key file (`triggerd keygen`).
+        #[arg(long, requires = "server_key")]
+        secret_key: Option<PathBuf>,
     },
 }
 
@@ -131,6 +138,8 @@ fn main() -> ExitCode {
         broker,
         identity,
         token,
+        server_key,
+        secret_key,
     } = cli.verb
     {
         let Some(payload) = read_data(data.as_deref()) else {
@@ -145,6 +154,8 @@ fn main() -> ExitCode {
             broker,
             identity,
             token,
+            server_key,
+            secret_key,
         }));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()

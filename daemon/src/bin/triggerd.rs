@@ -1,4 +1,5 @@
-//! `triggerd [--config FILE]` runs the daemon; `triggerd check [FILE]` validates a config.
+//! `triggerd [--config FILE]` runs the daemon; `triggerd check [FILE]` validates a config;
+//! `triggerd keygen` creates this host's CURVE key pair for the broker.
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 
 use std::path::PathBuf;
@@ -28,6 +29,14 @@ struct Cli {
 enum Verb {
     /// Validate a config file and exit (non-zero with `file:line: message` when it is bad).
     Check { file: Option<PathBuf> },
+    /// Create this host's CURVE key pair: the secret (0600) at `[broker] secret_key` (default
+    /// `<state_dir>/secret.key`), its public half next to it as `.pub`, also printed, for the
+    /// broker's admin (`triggerd-broker identity add ROLE NAME --key PUBLIC --team T`).
+    Keygen {
+        /// Write the secret key here instead.
+        #[arg(long)]
+        secret_key: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,7 +51,38 @@ fn main() -> ExitCode {
     triggerd_cli::logging::init("TRIGGERD_LOG", "triggerd");
     match cli.command {
         Some(Verb::Check { file }) => check(&file.unwrap_or(cli.config)),
+        Some(Verb::Keygen { secret_key }) => keygen(&cli.config, secret_key),
         None => serve(&cli.config),
+    }
+}
+
+fn keygen(config: &std::path::Path, secret_key: Option<PathBuf>) -> ExitCode {
+    let path = secret_key.unwrap_or_else(|| match config::load(config) {
+        Ok(c) => c
+            .broker
+            .map(|b| b.secret_key)
+            .unwrap_or_else(|| c.daemon.state_dir.join("secret.key")),
+        Err(_) => config::DaemonConfig::default().state_dir.join("secret.key"),
+    });
+    let made = triggerd_remote::KeyPair::generate().and_then(|pair| {
+        pair.save(&path)?;
+        Ok(pair)
+    });
+    match made {
+        Ok(pair) => {
+            let public = triggerd_remote::security::public_path(&path);
+            eprintln!(
+                "triggerd: secret key {} (never leaves this host), public key {}",
+                path.display(),
+                public.display()
+            );
+            println!("{}", triggerd_remote::security::encode_key(&pair.public));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("triggerd: keygen: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -40,6 +40,9 @@ pub struct RawBroker {
     /// Accepted here too: TOML puts a key written after `[broker]` inside it.
     pub facron: Option<Spanned<String>>,
     pub endpoint: Option<String>,
+    pub security: Option<String>,
+    pub server_key: Option<String>,
+    pub secret_key: Option<String>,
     pub identity: Option<String>,
     pub token: Option<String>,
     pub spool: Option<String>,
@@ -61,6 +64,7 @@ pub struct RawService {
     pub file: Option<String>,
     pub forward: Option<String>,
     pub plugin_dir: Option<String>,
+    pub user: Option<String>,
     pub capacity: Option<i64>,
 }
 

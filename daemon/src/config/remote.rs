@@ -6,14 +6,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use triggerd_remote::{FullPolicy, SyncPolicy};
+pub use triggerd_remote::{FullPolicy, Mechanism, SyncPolicy};
 
 /// `[broker]`: one broker per host. Changing it takes effect at the next restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerSettings {
     /// ZeroMQ endpoint, `tcp://host:port` or `ipc:///path`.
     pub endpoint: String,
-    /// Identity for PLAIN authentication (with `token`); none: the broker runs without auth.
+    /// How connections are secured. Unset: `curve` with a `server_key`, else `plain` with an
+    /// `identity`, else `none`.
+    pub security: Mechanism,
+    /// The broker's CURVE public key (Z85), with `security = "curve"`.
+    pub server_key: Option<String>,
+    /// This host's CURVE secret key file (`triggerd keygen` writes it); default
+    /// `<state_dir>/secret.key`.
+    pub secret_key: PathBuf,
+    /// Identity for PLAIN authentication (with `token`).
     pub identity: Option<String>,
     /// A file holding the token (secrets never live in the config itself).
     pub token: Option<PathBuf>,
@@ -56,6 +64,8 @@ pub struct ServiceSettings {
     pub forward: Option<String>,
     /// Where external plugins (executables speaking JSON lines) are looked up by name.
     pub plugin_dir: Option<PathBuf>,
+    /// The user (uid, gid) `command` and external plugins run as; `None`: the daemon's.
+    pub user: Option<(u32, u32)>,
     /// Requests this worker holds at once.
     pub capacity: u32,
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use nix::fcntl::{Flock, FlockArg};
+use triggerd_remote::security::{self, KeyPair, SecurityError};
 use triggerd_remote::worker::{Append, Command, Forward, WorkerStats};
 use triggerd_remote::{
     Client, ClientOptions, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
@@ -27,49 +28,72 @@ use crate::config::{BrokerSettings, Config, ServiceSettings};
 use crate::dispatch::Outbox;
 use crate::event::Event;
 pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
+use triggerd_remote::Mechanism;
 use triggerd_support::lock;
 
 /// A spool segment is closed at this size (or an eighth of `spool_max` when smaller), so
 /// delivered events free disk space soon.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Identity and token for PLAIN authentication, read once at start.
+/// What every connection to the broker presents (CURVE keys or a PLAIN token), read once at
+/// start: the secret key and the token never live in the config itself.
 #[derive(Clone, Default)]
-pub struct Credentials {
-    pub identity: Option<String>,
-    pub token: Option<String>,
-}
+pub struct Credentials(pub triggerd_remote::Credentials);
 
 impl Credentials {
-    /// The identity and token file `[broker]` names.
+    /// The credentials `[broker]` configures.
     pub fn load(broker: &BrokerSettings) -> Result<Credentials, String> {
-        Self::read(broker.identity.clone(), broker.token.as_deref())
+        match broker.security {
+            Mechanism::Curve => {
+                let server = broker.server_key.as_deref().unwrap_or_default();
+                Self::curve(server, &broker.secret_key)
+            }
+            Mechanism::Plain => Self::read(broker.identity.clone(), broker.token.as_deref()),
+            Mechanism::None => Ok(Credentials::default()),
+        }
     }
 
-    /// Reads the token from `token_file` (trailing blanks and newline dropped).
+    /// CURVE with the broker's public key `server` (Z85) and this host's `secret_key` file.
+    pub fn curve(server: &str, secret_key: &Path) -> Result<Credentials, String> {
+        let server = security::decode_key(server).map_err(|e| format!("server_key: {e}"))?;
+        let host = KeyPair::load(secret_key).map_err(|e| match e {
+            SecurityError::File(path, io) if io.kind() == std::io::ErrorKind::NotFound => format!(
+                "secret_key {}: no such file; create this host's key pair with `triggerd \
+                 keygen` and register its public key at the broker",
+                path.display()
+            ),
+            other => format!("secret_key: {other}"),
+        })?;
+        Ok(Credentials(triggerd_remote::Credentials::Curve {
+            server,
+            host,
+        }))
+    }
+
+    /// PLAIN with the token read from `token_file` (trailing blanks and newline dropped);
+    /// no credentials without an identity.
     pub fn read(
         identity: Option<String>,
         token_file: Option<&Path>,
     ) -> Result<Credentials, String> {
-        let token = match token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("token {}: {e}", path.display()))?;
-                let token = text.trim().to_string();
-                if token.is_empty() {
-                    return Err(format!("token {}: the file is empty", path.display()));
-                }
-                Some(token)
-            }
+        let (Some(identity), Some(path)) = (identity, token_file) else {
+            return Ok(Credentials::default());
         };
-        Ok(Credentials { identity, token })
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("token {}: {e}", path.display()))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            return Err(format!("token {}: the file is empty", path.display()));
+        }
+        Ok(Credentials(triggerd_remote::Credentials::Plain {
+            identity,
+            token,
+        }))
     }
 
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
-            identity: self.identity.clone(),
-            token: self.token.clone(),
+            credentials: self.0.clone(),
             retries: 0,
         }
     }
@@ -248,15 +272,16 @@ impl Remote {
         settings: &ServiceSettings,
     ) -> Result<RunningService, String> {
         let mut options = WorkerOptions::new(&broker.endpoint, &settings.name);
-        options.identity = self.credentials.identity.clone();
-        options.token = self.credentials.token.clone();
+        options.credentials = self.credentials.0.clone();
         options.heartbeat = broker.heartbeat;
         options.capacity = settings.capacity;
         options.default_plugin = settings.plugin.clone();
         options.plugin_dir = settings.plugin_dir.clone();
+        options.plugin_user = settings.user;
         let mut worker = Worker::new(options);
         if let Some(argv) = &settings.exec {
-            worker.add_plugin("command", Arc::new(Command::new(argv.clone())));
+            let command = Command::new(argv.clone()).as_user(settings.user);
+            worker.add_plugin("command", Arc::new(command));
         }
         if let Some(file) = &settings.file {
             let append =

@@ -1,8 +1,8 @@
 //! `triggerctl send SERVICE [--plugin P] [--timeout T] [DATA|-]`: one request to a service
 //! through the broker, straight from the command line (no daemon, no spool). Output lines are
 //! printed as the worker streams them (PARTIAL replies); the exit code is the remote one.
-//! The broker and credentials come from `--broker`/`--identity`/`--token`, or from the
-//! `[broker]` of the config file.
+//! The broker and credentials come from `--broker` with `--server-key`/`--secret-key` (CURVE)
+//! or `--identity`/`--token` (PLAIN), or from the `[broker]` of the config file.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,12 +28,19 @@ pub struct SendRequest {
     pub identity: Option<String>,
     /// A file holding the token.
     pub token: Option<PathBuf>,
+    /// The broker's CURVE public key (Z85), with `secret_key`.
+    pub server_key: Option<String>,
+    /// This host's CURVE secret key file.
+    pub secret_key: Option<PathBuf>,
 }
 
 /// Where to connect and as whom.
 fn target(request: &SendRequest) -> Result<(String, Credentials), String> {
     if let Some(endpoint) = &request.broker {
-        let credentials = Credentials::read(request.identity.clone(), request.token.as_deref())?;
+        let credentials = match (&request.server_key, &request.secret_key) {
+            (Some(server), Some(secret)) => Credentials::curve(server, secret)?,
+            _ => Credentials::read(request.identity.clone(), request.token.as_deref())?,
+        };
         return Ok((endpoint.clone(), credentials));
     }
     let config = crate::config::load(&request.config).map_err(|e| e.to_string())?;

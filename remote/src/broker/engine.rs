@@ -4,16 +4,18 @@
 //! `in_flight` lists exactly the tokens whose `holders` name it; the address frame a worker
 //! sees is the request token (8 bytes), so replies from a worker that no longer holds the
 //! request (it was declared dead, or the request timed out) are recognised and dropped.
+//! READY and requests are admitted in `admission`, replies and dispatch are in `flow`, byte
+//! bounds in `bounds`, team checks in `teams`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::refusals::{Refusal, Refusals};
-use super::store::{Algorithm, ServiceSettings, Store};
+use super::store::{Algorithm, Peer, ServiceSettings, Store};
 use super::{BrokerConfig, BrokerError};
-use crate::codec::{Direction, Frame, Message, ReplyKind, Version};
-use crate::ext::{self, ReplyHeader, RequestHeader, WorkerHello};
+use crate::codec::{Direction, Frame, Message, Version};
+use crate::ext::{self, RequestHeader, WorkerHello};
 
 /// Longest frame count accepted in one message; the rest of a longer message is discarded.
 const MAX_FRAMES: usize = 1024;
@@ -24,9 +26,10 @@ const MAX_GATHERED: usize = 16 * 1024 * 1024;
 /// Messages handled per poll wake-up before housekeeping gets a turn.
 const DRAIN_BATCH: usize = 4096;
 
+mod admission;
 mod bounds;
-use bounds::request_bytes;
 mod flow;
+mod teams;
 
 type Identity = Vec<u8>;
 
@@ -56,6 +59,8 @@ struct Worker {
     version: Version,
     hello: Option<WorkerHello>,
     in_flight: Vec<u64>,
+    /// `in_flight.len()` as last written to the store (for `service list`).
+    recorded_load: usize,
     expiry: Instant,
     last_sent: Instant,
 }
@@ -71,6 +76,8 @@ impl Worker {
 
 struct Request {
     client: Identity,
+    /// The authenticated client (`None` without authentication).
+    user: Option<Peer>,
     version: Version,
     service: Frame,
     header: Option<RequestHeader>,
@@ -121,7 +128,12 @@ fn hex(id: &[u8]) -> String {
 }
 
 impl Engine {
-    pub(crate) fn new(socket: zmq::Socket, store: Store, config: &BrokerConfig) -> Engine {
+    pub(crate) fn new(
+        socket: zmq::Socket,
+        store: Store,
+        config: &BrokerConfig,
+        auth: bool,
+    ) -> Engine {
         if let Err(e) = store.forget_worker(None) {
             tracing::warn!("cannot reset the live worker list: {e}");
         }
@@ -137,7 +149,7 @@ impl Engine {
             heartbeat: config.heartbeat,
             liveness: config.liveness,
             default_timeout: config.timeout,
-            auth: config.auth,
+            auth,
             refusals: Refusals::default(),
             queued_bytes: 0,
             client_bytes: HashMap::new(),
@@ -235,6 +247,7 @@ impl Engine {
     }
 
     fn handle(&mut self, peer: Identity, user: Option<String>, frames: Vec<Frame>) {
+        let user = user.as_deref().and_then(Peer::parse);
         let msg = match Message::decode_owned(frames, Direction::ToBroker) {
             Ok(m) => m,
             Err(e) => {
@@ -249,12 +262,12 @@ impl Engine {
                 version,
                 service,
                 body,
-            } => self.on_request(peer, version, service, body),
+            } => self.on_request(peer, user, version, service, body),
             Message::Ready {
                 version,
                 service,
                 extra,
-            } => self.on_ready(peer, user.as_deref(), version, service, &extra),
+            } => self.on_ready(peer, user.as_ref(), version, service, &extra),
             Message::WorkerReply {
                 kind,
                 address,
@@ -301,180 +314,6 @@ impl Engine {
                 dispatched: 0,
                 live: 0,
             })
-    }
-
-    fn on_ready(
-        &mut self,
-        peer: Identity,
-        user: Option<&str>,
-        version: Version,
-        service: Frame,
-        extra: &[Frame],
-    ) {
-        let refuse = if self.workers.contains_key(&peer) {
-            Some("READY twice")
-        } else if service.starts_with(b"mmi.") {
-            Some("workers may not register mmi.* services")
-        } else if service.len() > ext::MAX_SERVICE_NAME {
-            Some("service name longer than 255 bytes")
-        } else if self.auth && !user.is_some_and(|u| u.starts_with("worker/")) {
-            Some("identity is not a worker")
-        } else {
-            None
-        };
-        if let Some(reason) = refuse {
-            let kind = match service.len() > ext::MAX_SERVICE_NAME {
-                true => Refusal::LongName,
-                false => Refusal::Ready,
-            };
-            let (id, who) = (hex(&peer), user.unwrap_or(""));
-            self.refusals.refuse(kind, || {
-                format!("READY from peer {id}, user {who:?}: {reason}")
-            });
-            self.send(&peer, Message::Disconnect { version }.into_frames());
-            self.drop_worker(&peer, reason);
-            return;
-        }
-        let hello = extra.first().and_then(|f| WorkerHello::decode(f));
-        let now = Instant::now();
-        let worker = Worker {
-            service: service.clone(),
-            version,
-            hello,
-            in_flight: Vec::new(),
-            expiry: now + self.expiry_for(hello),
-            last_sent: now,
-        };
-        tracing::info!(
-            worker = %hex(&peer), user = user.unwrap_or(""),
-            service = %shown(&service), capacity = worker.capacity(), "worker ready"
-        );
-        let service_name = String::from_utf8_lossy(&service);
-        let identity = user
-            .and_then(|u| u.split_once('/'))
-            .map_or("", |(_, name)| name);
-        if let Err(e) = self
-            .store
-            .record_worker(&hex(&peer), &service_name, identity)
-        {
-            tracing::warn!("cannot record worker: {e}");
-        }
-        self.workers.insert(peer.clone(), worker);
-        self.service_entry(&service).workers.push(peer);
-        self.dispatch(&service);
-    }
-
-    fn on_request(&mut self, client: Identity, version: Version, service: Frame, body: Vec<Frame>) {
-        let mut body = body;
-        let header = body.first().and_then(|f| RequestHeader::decode(f));
-        if header.is_some() {
-            body.remove(0);
-        }
-        if service.len() > ext::MAX_SERVICE_NAME {
-            let (id, name) = (hex(&client), shown(&service));
-            self.refusals.refuse(Refusal::LongName, || {
-                format!("request from client {id}, service {name}")
-            });
-            let text = b"service name longer than 255 bytes";
-            self.reply_final(
-                client,
-                version,
-                service,
-                header,
-                ext::STATUS_BAD_REQUEST,
-                text,
-            );
-            return;
-        }
-        if service.starts_with(b"mmi.") {
-            let answer: Vec<u8> = match (service.as_slice(), body.first()) {
-                (b"mmi.service", Some(name)) => {
-                    let known = self
-                        .services
-                        .get(name)
-                        .is_some_and(|s| !s.workers.is_empty());
-                    if known {
-                        b"200".to_vec()
-                    } else {
-                        b"404".to_vec()
-                    }
-                }
-                (b"mmi.status", _) => self.status_json(),
-                _ => b"501".to_vec(),
-            };
-            self.reply_final(client, version, service, header, 0, &answer);
-            return;
-        }
-        let bytes = request_bytes(&client, &service, &body);
-        if let Err((kind, text)) = self.admit(&client, bytes) {
-            let id = hex(&client);
-            self.refusals
-                .refuse(kind, || format!("client {id}, {bytes} bytes"));
-            let status = ext::STATUS_BUSY;
-            self.reply_final(client, version, service, header, status, text.as_bytes());
-            return;
-        }
-        let default_timeout = self.default_timeout;
-        let token = self.next_token;
-        self.next_token += 1;
-        let entry = self.service_entry(&service);
-        if entry.queue.len() >= MAX_QUEUED {
-            let name = shown(&service);
-            self.refusals
-                .refuse(Refusal::QueueFull, || format!("service {name}"));
-            let status = ext::STATUS_UNAVAILABLE;
-            self.reply_final(client, version, service, header, status, b"queue full");
-            return;
-        }
-        let mut timeout = entry.timeout.unwrap_or(default_timeout);
-        if let Some(h) = header.as_ref().filter(|h| h.timeout_ms > 0) {
-            timeout = timeout.min(Duration::from_millis(h.timeout_ms.into()));
-        }
-        let deadline = Instant::now() + timeout;
-        entry.queue.push_back(token);
-        entry.live += 1;
-        self.deadlines.push(Reverse((deadline, token)));
-        self.hold(&client, bytes);
-        let request = Request {
-            client,
-            version,
-            service: service.clone(),
-            header,
-            body,
-            deadline,
-            holders: Vec::new(),
-            status: 0,
-            gathered: Vec::new(),
-            gathered_bytes: 0,
-            bytes,
-        };
-        self.requests.insert(token, request);
-        self.dispatch(&service);
-    }
-
-    /// Answers a request at once (mmi, refusals) with a final reply carrying `status` (in the
-    /// triggerd header, when the client sent one) and `text`.
-    fn reply_final(
-        &mut self,
-        client: Identity,
-        version: Version,
-        service: Frame,
-        header: Option<RequestHeader>,
-        status: i32,
-        text: &[u8],
-    ) {
-        let mut reply = Vec::new();
-        if let Some(h) = &header {
-            reply.push(ReplyHeader { id: h.id, status }.encode());
-        }
-        reply.push(text.to_vec());
-        let msg = Message::ClientReply {
-            version,
-            kind: ReplyKind::Final,
-            service,
-            body: reply,
-        };
-        self.send(&client, msg.into_frames());
     }
 
     /// Heartbeats idle workers, drops silent ones and times out overdue requests.

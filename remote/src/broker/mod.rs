@@ -1,7 +1,8 @@
 //! The Majordomo broker behind `triggerd-broker`: configuration, socket setup and the main
 //! loop. One ROUTER socket (bound to every configured endpoint) speaks MDP/0.1, MDP/0.2 and
-//! MMI to clients and workers; the dispatch state machine lives in `engine`, identities and
-//! service settings in `store`, authentication in `zap`, the bounds on connections still
+//! MMI to clients and workers, secured by CURVE (the broker's key pair), PLAIN or nothing; the
+//! dispatch state machine and team checks live in `engine`, identities, teams and service
+//! settings in `store`, authentication in `zap`, the bounds on connections still
 //! authenticating in `handshakes`, refusal counters and their rate-limited log in `refusals`.
 //! [`run`] returns when `shutdown` is set, after telling every worker to DISCONNECT.
 
@@ -19,7 +20,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 pub use memory::return_large_frames_to_the_kernel;
-pub use store::{Algorithm, Role, ServiceOverview, ServiceSettings, Store, StoreError};
+pub use store::{
+    Access, Algorithm, IdentityInfo, Peer, Role, ServiceOverview, ServiceSettings, Store,
+    StoreError, DEFAULT_TEAM,
+};
+
+use crate::security::{KeyPair, Mechanism, SecurityError};
 
 /// Broker configuration (the `--config` TOML file; every key optional).
 #[derive(Debug, Clone, Deserialize)]
@@ -36,7 +42,14 @@ pub struct BrokerConfig {
     pub liveness: u32,
     /// Largest accepted frame in bytes (ZMQ_MAXMSGSIZE); larger ones drop the connection.
     pub max_message: i64,
-    /// Require PLAIN authentication against the store (ZAP).
+    /// How peers connect: `curve`, `plain` (cleartext tokens) or `none`. Unset: `curve` when
+    /// `secret_key` exists, else `plain` (or `none` with `auth = false`), so a broker from
+    /// before CURVE keeps working until its key pair is generated.
+    pub security: Option<Mechanism>,
+    /// The broker's CURVE secret key file (`triggerd-broker keygen` writes it, 0600, and its
+    /// public half next to it as `<secret_key>.pub`).
+    pub secret_key: PathBuf,
+    /// Legacy switch: `false` means `security = "none"` when `security` is unset.
     pub auth: bool,
     /// Request timeout for services without their own.
     #[serde(deserialize_with = "duration")]
@@ -62,6 +75,8 @@ impl Default for BrokerConfig {
         BrokerConfig {
             bind: vec!["tcp://0.0.0.0:5555".into()],
             store: PathBuf::from("/var/lib/triggerd-broker/store.db"),
+            security: None,
+            secret_key: PathBuf::from("/var/lib/triggerd-broker/secret.key"),
             heartbeat: Duration::from_millis(2500),
             liveness: 3,
             max_message: 16 * 1024 * 1024,
@@ -83,6 +98,16 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 impl BrokerConfig {
+    /// The mechanism in effect (see `security`).
+    pub fn mechanism(&self) -> Mechanism {
+        match self.security {
+            Some(m) => m,
+            None if !self.auth => Mechanism::None,
+            None if self.secret_key.exists() => Mechanism::Curve,
+            None => Mechanism::Plain,
+        }
+    }
+
     /// Parses a TOML configuration.
     pub fn from_toml(text: &str) -> Result<BrokerConfig, BrokerError> {
         let config: BrokerConfig =
@@ -140,13 +165,41 @@ pub enum BrokerError {
     /// I/O failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// CURVE is missing or the key pair cannot be loaded.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+}
+
+/// The broker's key pair for `security = "curve"`, with a hint when the file is missing.
+fn server_keys(config: &BrokerConfig) -> Result<KeyPair, BrokerError> {
+    crate::security::curve_available()?;
+    KeyPair::load(&config.secret_key).map_err(|e| match e {
+        SecurityError::File(path, io) if io.kind() == std::io::ErrorKind::NotFound => {
+            BrokerError::Config(format!(
+                "secret_key {}: no such file; create the broker's key pair with \
+                 `triggerd-broker keygen`",
+                path.display()
+            ))
+        }
+        other => other.into(),
+    })
 }
 
 /// Runs the broker until `shutdown` becomes true.
 pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerError> {
+    let mechanism = config.mechanism();
+    let keys = match mechanism {
+        Mechanism::Curve => Some(server_keys(config)?),
+        _ => None,
+    };
+    let auth = mechanism != Mechanism::None;
     let ctx = zmq::Context::new();
-    let _zap = if config.auth {
-        Some(zap::ZapHandler::start(&ctx, config.store.clone())?)
+    let _zap = if auth {
+        Some(zap::ZapHandler::start(
+            &ctx,
+            config.store.clone(),
+            mechanism,
+        )?)
     } else {
         None
     };
@@ -157,10 +210,21 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
     // ROUTER silently drops on a full pipe; a deep queue keeps pipelined clients lossless.
     socket.set_sndhwm(1_000_000)?;
     socket.set_rcvhwm(1_000_000)?;
-    if config.auth {
-        socket.set_plain_server(true)?;
+    match &keys {
+        Some(keys) => {
+            socket.set_curve_server(true)?;
+            socket.set_curve_secretkey(&keys.secret)?;
+        }
+        None if auth => socket.set_plain_server(true)?,
+        None => {}
+    }
+    if auth {
         socket.set_zap_domain("triggerd")?;
     }
+    if mechanism == Mechanism::Plain {
+        tracing::warn!("security = \"plain\": tokens and payloads cross the network in cleartext");
+    }
+    tracing::info!(security = mechanism.as_str(), "broker security");
     socket.set_handshake_ivl(config.handshake_timeout.as_millis() as i32)?;
     handshakes::bound(
         &mut socket,
@@ -188,7 +252,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
     if let Some(path) = &config.endpoint_file {
         triggerd_support::write_atomically(path, (endpoints.join("\n") + "\n").as_bytes())?;
     }
-    let mut engine = engine::Engine::new(socket, store, config);
+    let mut engine = engine::Engine::new(socket, store, config, auth);
     engine.reload_settings();
     let tick = (config.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     let mut next_tick = Instant::now();
@@ -217,6 +281,7 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         }
         if now >= next_settings {
             engine.reload_settings();
+            engine.record_loads();
             next_settings = now + Duration::from_secs(1);
         }
     }

@@ -39,6 +39,12 @@ pub(crate) enum Refusal {
     Handshake,
     /// A PLAIN user name and token the store does not know (seen by the ZAP handler).
     Token,
+    /// A CURVE public key the store does not know (seen by the ZAP handler).
+    Key,
+    /// A READY for a service of another team.
+    Foreign,
+    /// A request for a service the client's team may not call.
+    Forbidden,
     /// A request whose deadline passed (not a refusal of the peer, but as frequent).
     Timeout,
     /// A connection closed (the peer left, or libzmq refused an oversized frame or a
@@ -46,7 +52,7 @@ pub(crate) enum Refusal {
     Closed,
 }
 
-const KINDS: usize = 15;
+const KINDS: usize = 18;
 
 const ALL: [Refusal; KINDS] = [
     Refusal::LongName,
@@ -62,6 +68,9 @@ const ALL: [Refusal; KINDS] = [
     Refusal::Handshakes,
     Refusal::Handshake,
     Refusal::Token,
+    Refusal::Key,
+    Refusal::Foreign,
+    Refusal::Forbidden,
     Refusal::Timeout,
     Refusal::Closed,
 ];
@@ -83,6 +92,9 @@ impl Refusal {
             Refusal::Handshakes => "handshakes",
             Refusal::Handshake => "handshake",
             Refusal::Token => "token",
+            Refusal::Key => "key",
+            Refusal::Foreign => "foreign_service",
+            Refusal::Forbidden => "forbidden",
             Refusal::Timeout => "timed_out",
             Refusal::Closed => "closed",
         }
@@ -103,6 +115,9 @@ impl Refusal {
             Refusal::Handshakes => "refused connection: too many connections authenticating (`max_handshakes`, `handshakes_per_address`)",
             Refusal::Handshake => "refused connection: handshake failed",
             Refusal::Token => "refused: unknown identity or wrong token",
+            Refusal::Key => "refused: unregistered CURVE key",
+            Refusal::Foreign => "refused READY: the service belongs to another team",
+            Refusal::Forbidden => "refused request: the service is not visible to the client's team",
             Refusal::Timeout => "request timed out",
             Refusal::Closed => "connection closed (peer left, or refused: oversized frame, protocol error)",
         }
@@ -187,11 +202,11 @@ impl Refusals {
         }
     }
 
-    /// Every counter by its status name (`Token` is paced by the ZAP thread, and counted by
-    /// the engine as `Handshake` through the socket monitor).
+    /// Every counter by its status name (`Token` and `Key` are paced by the ZAP thread, and
+    /// counted by the engine as `Handshake` through the socket monitor).
     pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
         ALL.iter()
-            .filter(|&&kind| kind != Refusal::Token)
+            .filter(|&&kind| !matches!(kind, Refusal::Token | Refusal::Key))
             .map(|&kind| (kind.name(), self.kinds[kind.index()].total))
             .collect()
     }
@@ -249,9 +264,9 @@ mod tests {
             r.refuse(kind, String::new);
         }
         let counts = r.counts();
-        assert_eq!(counts.len(), KINDS - 1);
+        assert_eq!(counts.len(), KINDS - 2);
         assert!(counts.iter().all(|&(_, n)| n == 1));
         let names: std::collections::BTreeSet<_> = counts.iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), KINDS - 1);
+        assert_eq!(names.len(), KINDS - 2);
     }
 }

@@ -33,6 +33,7 @@ use super::process;
 /// A plugin run from an executable speaking the JSON-lines protocol above.
 pub struct External {
     path: PathBuf,
+    user: Option<(u32, u32)>,
 }
 
 /// Whether `name` may name an external plugin.
@@ -46,13 +47,14 @@ pub fn valid_plugin_name(name: &str) -> bool {
 }
 
 impl External {
-    /// The plugin `name` in `dir`, if the name is acceptable and the file exists.
-    pub fn find(dir: &Path, name: &str) -> Option<External> {
+    /// The plugin `name` in `dir`, if the name is acceptable and the file exists; it runs as
+    /// `user` (uid, gid; `None`: the worker's own).
+    pub fn find(dir: &Path, name: &str, user: Option<(u32, u32)>) -> Option<External> {
         if !valid_plugin_name(name) {
             return None;
         }
         let path = dir.join(name);
-        path.is_file().then_some(External { path })
+        path.is_file().then_some(External { path, user })
     }
 }
 
@@ -96,6 +98,7 @@ impl Plugin for External {
         let result = process::run(
             &argv,
             &[],
+            self.user,
             &request_line(request),
             request.timeout,
             &mut on_line,
@@ -150,7 +153,7 @@ mod tests {
             "up",
             "#!/bin/sh\nread line\necho \"{\\\"output\\\":\\\"got $line\\\"}\"\necho plain\necho '{\"exit\":5}'\n",
         );
-        let plugin = External::find(dir.path(), "up").expect("found");
+        let plugin = External::find(dir.path(), "up", None).expect("found");
         let mut lines = Vec::new();
         let outcome = plugin.call(&request(b"hi", Duration::from_secs(10)), &mut |l| {
             lines.push(l)
@@ -165,11 +168,11 @@ mod tests {
     fn killed_on_timeout_and_names_are_confined() {
         let dir = tempfile::tempdir().expect("tempdir");
         install(dir.path(), "slow", "#!/bin/sh\nexec sleep 30\n");
-        let plugin = External::find(dir.path(), "slow").expect("found");
+        let plugin = External::find(dir.path(), "slow", None).expect("found");
         let outcome = plugin.call(&request(b"", Duration::from_millis(200)), &mut |_| {});
         assert_eq!(outcome.status, crate::ext::STATUS_TIMEOUT);
-        assert!(External::find(dir.path(), "../slow").is_none());
-        assert!(External::find(dir.path(), ".hidden").is_none());
-        assert!(External::find(dir.path(), "absent").is_none());
+        assert!(External::find(dir.path(), "../slow", None).is_none());
+        assert!(External::find(dir.path(), ".hidden", None).is_none());
+        assert!(External::find(dir.path(), "absent", None).is_none());
     }
 }

@@ -21,6 +21,7 @@ pub use plugins::{Append, Command, Echo, Forward, Outcome, Plugin, PluginRequest
 
 use crate::codec::{send_frames, Direction, Frame, Message, ReplyKind, Version};
 use crate::ext::{self, ReplyHeader, WorkerHello};
+use crate::security::Credentials;
 
 /// Exit status when the requested plugin does not exist here.
 pub const STATUS_NO_PLUGIN: i32 = 127;
@@ -36,10 +37,8 @@ pub struct WorkerOptions {
     pub endpoint: String,
     /// Service this worker serves.
     pub service: String,
-    /// Identity name for PLAIN authentication (`None`: none).
-    pub identity: Option<String>,
-    /// Token for PLAIN authentication.
-    pub token: Option<String>,
+    /// What the connection presents to the broker (CURVE keys, a PLAIN token, or nothing).
+    pub credentials: Credentials,
     /// Heartbeat interval (announced to the broker).
     pub heartbeat: Duration,
     /// Heartbeats the broker may miss before the worker reconnects.
@@ -54,6 +53,8 @@ pub struct WorkerOptions {
     pub default_plugin: String,
     /// Directory of external plugins, if any.
     pub plugin_dir: Option<PathBuf>,
+    /// The user (uid, gid) external plugins run as; `None`: the worker's own.
+    pub plugin_user: Option<(u32, u32)>,
 }
 
 impl WorkerOptions {
@@ -62,8 +63,7 @@ impl WorkerOptions {
         WorkerOptions {
             endpoint: endpoint.to_string(),
             service: service.to_string(),
-            identity: None,
-            token: None,
+            credentials: Credentials::None,
             heartbeat: Duration::from_millis(2500),
             liveness: 3,
             capacity: 16,
@@ -71,6 +71,7 @@ impl WorkerOptions {
             reconnect_max: Duration::from_secs(32),
             default_plugin: "echo".to_string(),
             plugin_dir: None,
+            plugin_user: None,
         }
     }
 }
@@ -176,19 +177,12 @@ impl Worker {
             return Some(p.clone());
         }
         let dir = self.options.plugin_dir.as_ref()?;
-        External::find(dir, name).map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        External::find(dir, name, self.options.plugin_user).map(|p| Arc::new(p) as Arc<dyn Plugin>)
     }
 
     fn connect(&self, ctx: &zmq::Context) -> Result<zmq::Socket, zmq::Error> {
         let o = &self.options;
-        let socket = ctx.socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
-        socket.set_sndhwm(1_000_000)?;
-        socket.set_rcvhwm(1_000_000)?;
-        if let (Some(identity), Some(token)) = (&o.identity, &o.token) {
-            socket.set_plain_username(Some(identity))?;
-            socket.set_plain_password(Some(token))?;
-        }
+        let socket = o.credentials.dealer(ctx)?;
         socket.connect(&o.endpoint)?;
         let hello = WorkerHello {
             capacity: o.capacity.max(1),

@@ -118,12 +118,18 @@ impl Plugin for Append {
 /// Runs a fixed argv per request.
 pub struct Command {
     argv: Vec<String>,
+    user: Option<(u32, u32)>,
 }
 
 impl Command {
-    /// A command plugin for `argv` (program first).
+    /// A command plugin for `argv` (program first), run as the worker's own user.
     pub fn new(argv: Vec<String>) -> Command {
-        Command { argv }
+        Command { argv, user: None }
+    }
+
+    /// Runs it as `user` (uid, gid) instead; the worker must be root.
+    pub fn as_user(self, user: Option<(u32, u32)>) -> Command {
+        Command { user, ..self }
     }
 }
 
@@ -136,6 +142,7 @@ impl Plugin for Command {
         match process::run(
             &self.argv,
             &env,
+            self.user,
             &request.payload,
             request.timeout,
             &mut |line| partial(line),

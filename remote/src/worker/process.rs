@@ -3,7 +3,8 @@
 //! deadline passes. The child leads its own process group, and the kill takes the whole group:
 //! a grandchild holding the output pipes open must not outlive the request. The exit status is
 //! the child's code, or 128 + signal like a shell. The child starts clean
-//! ([`triggerd_spawn`]): fds 0-2, the base environment plus `env`, umask 022, cwd `/`.
+//! ([`triggerd_spawn`]): fds 0-2, the base environment plus `env`, umask 022, cwd `/`, and,
+//! when the service names one, as another user (with that user's groups).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -39,11 +40,13 @@ fn pump(stream: impl Read + Send + 'static, lines: mpsc::Sender<Vec<u8>>) {
     });
 }
 
-/// Runs `argv` with `env` added, feeding `stdin`; calls `on_line` for every output line.
-/// Returns the exit status, or [`STATUS_TIMEOUT`] when it had to be killed.
+/// Runs `argv` with `env` added, as `user` (uid, gid; `None`: the worker's own), feeding
+/// `stdin`; calls `on_line` for every output line. Returns the exit status, or
+/// [`STATUS_TIMEOUT`] when it had to be killed.
 pub(crate) fn run(
     argv: &[String],
     env: &[(&str, String)],
+    user: Option<(u32, u32)>,
     stdin: &[u8],
     timeout: Duration,
     on_line: &mut dyn FnMut(Vec<u8>),
@@ -53,6 +56,7 @@ pub(crate) fn run(
         .ok_or_else(|| std::io::Error::other("empty argv"))?;
     let mut command = Command::new(program);
     let spec = triggerd_spawn::Spec {
+        user,
         env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
         ..triggerd_spawn::Spec::default()
     };
@@ -129,6 +133,7 @@ mod tests {
         let status = run(
             &sh("cat; echo err >&2; exit 3"),
             &[],
+            None,
             b"a\nb\n",
             Duration::from_secs(10),
             &mut |l| lines.push(l),
@@ -145,6 +150,7 @@ mod tests {
         let status = run(
             &sh("exec sleep 30"),
             &[],
+            None,
             b"",
             Duration::from_millis(200),
             &mut |_| {},
@@ -159,7 +165,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid_file = dir.path().join("grandchild.pid");
         let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
-        let status = run(&sh(&script), &[], b"", Duration::from_secs(2), &mut |_| {}).expect("run");
+        let status = run(
+            &sh(&script),
+            &[],
+            None,
+            b"",
+            Duration::from_secs(2),
+            &mut |_| {},
+        )
+        .expect("run");
         assert_eq!(status, STATUS_TIMEOUT);
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .expect("pid file")
@@ -186,6 +200,7 @@ mod tests {
         assert!(run(
             &["/nonexistent/prog".into()],
             &[],
+            None,
             b"",
             Duration::from_secs(1),
             &mut |_| {}

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use triggerd_remote::{Client, ClientOptions, Worker, WorkerOptions};
 
+mod curve;
+#[allow(unused_imports)]
+pub use curve::*;
+
 pub const PYTHON: &str = "/usr/bin/python3";
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -251,9 +255,16 @@ pub const T: Duration = Duration::from_secs(20);
 
 pub fn creds(name: &str, token: &str) -> ClientOptions {
     ClientOptions {
-        identity: Some(name.into()),
-        token: Some(token.into()),
+        credentials: plain(name, token),
         retries: 0,
+    }
+}
+
+/// PLAIN credentials.
+pub fn plain(name: &str, token: &str) -> triggerd_remote::Credentials {
+    triggerd_remote::Credentials::Plain {
+        identity: name.into(),
+        token: token.into(),
     }
 }
 
@@ -288,8 +299,7 @@ pub fn setup_with(extra: &str, wrapper: Option<&[&str]>) -> Setup {
     assert_eq!(worker_token.len(), 64);
     let broker = Broker::start_wrapped(dir.path(), wrapper.unwrap_or(&[]));
     let mut options = fast_worker(&broker.endpoint, "echo");
-    options.identity = Some("w1".into());
-    options.token = Some(worker_token.clone());
+    options.credentials = plain("w1", &worker_token);
     let worker = WorkerThread::start(Worker::new(options));
     wait_service_up(&broker.endpoint, "echo", creds("c1", &client_token));
     Setup {

@@ -10,7 +10,9 @@ They know nothing about triggerd: they are the "unchanged MDP peer" the broker m
   mdp_peer.py client2 ENDPOINT SERVICE COUNT          MDP/0.2 client (DEALER socket)
   mdp_peer.py mmi ENDPOINT SERVICE                    asks mmi.service, prints the code
 
-Optional environment: MDP_USER / MDP_TOKEN for PLAIN authentication.
+Optional environment: MDP_USER / MDP_TOKEN for PLAIN authentication; MDP_CURVE_SERVER (the
+broker's public key), MDP_CURVE_PUBLIC and MDP_CURVE_SECRET (this peer's key pair), all Z85,
+for CURVE (RFC 26).
 Clients print one line per reply frame and exit 0 when every request got its answer.
 """
 import os
@@ -27,6 +29,10 @@ def socket(kind):
     ctx = zmq.Context.instance()
     s = ctx.socket(kind)
     s.linger = 0
+    if os.environ.get("MDP_CURVE_SERVER"):
+        s.curve_serverkey = os.environ["MDP_CURVE_SERVER"].encode()
+        s.curve_publickey = os.environ["MDP_CURVE_PUBLIC"].encode()
+        s.curve_secretkey = os.environ["MDP_CURVE_SECRET"].encode()
     if os.environ.get("MDP_USER"):
         s.plain_username = os.environ["MDP_USER"].encode()
         s.plain_password = os.environ["MDP_TOKEN"].encode()

@@ -116,6 +116,35 @@ impl LibLocation {
     }
 }
 
+/// triggerd patch: finds an installed libsodium (headers and static library) through
+/// `pkg-config`, falling back to the multiarch Debian paths; `None` (with a build warning)
+/// when it is missing, and libzmq is then built without CURVE.
+fn system_libsodium() -> Option<LibLocation> {
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    let variable = |name: &str| {
+        let out = std::process::Command::new("pkg-config")
+            .args(["--variable", name, "libsodium"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let text = text.trim();
+        (out.status.success() && !text.is_empty()).then(|| PathBuf::from(text))
+    };
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let include = variable("includedir").unwrap_or_else(|| PathBuf::from("/usr/include"));
+    let lib = variable("libdir")
+        .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/{arch}-linux-gnu")));
+    if include.join("sodium.h").is_file() && lib.join("libsodium.a").is_file() {
+        println!("cargo:rerun-if-changed={}", include.join("sodium.h").display());
+        Some(LibLocation::new(lib, include))
+    } else {
+        println!(
+            "cargo:warning=libsodium not found (install libsodium-dev): libzmq is built without CURVE"
+        );
+        None
+    }
+}
+
 /// Settings for building zmq.
 #[derive(Debug, Clone)]
 pub struct Build {
@@ -326,12 +355,20 @@ impl Build {
 
         let target = env::var("TARGET").unwrap();
 
-        if let Some(libsodium) = &self.libsodium {
+        // triggerd patch: `zmq-sys` asks for no libsodium, which compiles CURVE out. Use the
+        // system's libsodium (Debian `libsodium-dev`) when none is given and one is installed.
+        let system = if self.libsodium.is_none() {
+            system_libsodium()
+        } else {
+            None
+        };
+        if let Some(libsodium) = self.libsodium.as_ref().or(system.as_ref()) {
             build.define("ZMQ_USE_LIBSODIUM", "1");
             build.define("ZMQ_HAVE_CURVE", "1");
 
             build.include(libsodium.include_dir());
-            println!("cargo:rustc-link-search={:?}", libsodium.lib_dir());
+            // triggerd patch: `{:?}` quoted the path, which the linker then never found.
+            println!("cargo:rustc-link-search=native={}", libsodium.lib_dir().display());
 
             if target.contains("msvc") {
                 fs::copy(

@@ -4,14 +4,14 @@
 //! `plugin_dir` for an external one).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use super::super::raw::{RawBroker, RawRule, RawService, Source};
 use super::super::remote::{
-    DEFAULT_CAPACITY, DEFAULT_HEARTBEAT, DEFAULT_SEND_TIMEOUT, DEFAULT_SPOOL_MAX, DEFAULT_SYNC,
-    DEFAULT_WINDOW,
+    Mechanism, DEFAULT_CAPACITY, DEFAULT_HEARTBEAT, DEFAULT_SEND_TIMEOUT, DEFAULT_SPOOL_MAX,
+    DEFAULT_SYNC, DEFAULT_WINDOW,
 };
 use super::super::{BrokerSettings, FullPolicy, Problem, ServiceSettings, SyncPolicy};
 use super::action::{command, duration, number};
@@ -157,6 +157,7 @@ fn broker_settings(
         (None, Some(_)) => problems.push(table.problem("token", "needs `identity`")),
         _ => {}
     }
+    let (security, server_key, secret_key) = security(table, raw, state_dir, problems);
     let spool = match raw.spool.as_deref() {
         Some(s) => absolute(s)
             .map_err(|m| problems.push(table.problem("spool", m)))
@@ -202,6 +203,9 @@ fn broker_settings(
         .map_or(DEFAULT_WINDOW, |n| n as usize);
     (problems.len() == before).then(|| BrokerSettings {
         endpoint,
+        security,
+        server_key,
+        secret_key,
         identity: raw.identity.clone(),
         token,
         spool: spool.unwrap_or_default(),
@@ -212,6 +216,54 @@ fn broker_settings(
         timeout,
         window,
     })
+}
+
+/// `security`, `server_key` and `secret_key`. The default keeps a config from before CURVE
+/// working as it did: `curve` when `server_key` is set, else `plain` with an `identity`, else
+/// `none`.
+fn security(
+    table: &Table<'_>,
+    raw: &RawBroker,
+    state_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Mechanism, Option<String>, PathBuf) {
+    let security = match raw.security.as_deref().map(str::parse::<Mechanism>) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            problems.push(table.problem("security", e.to_string()));
+            Mechanism::None
+        }
+        None if raw.server_key.is_some() => Mechanism::Curve,
+        None if raw.identity.is_some() => Mechanism::Plain,
+        None => Mechanism::None,
+    };
+    let server_key = raw.server_key.as_deref().and_then(|k| {
+        triggerd_remote::security::decode_key(k)
+            .map_err(|e| {
+                let hint = "the broker's public key, as `triggerd-broker keygen` prints it";
+                problems.push(table.problem("server_key", format!("{e} ({hint})")))
+            })
+            .ok()
+            .map(|_| k.trim().to_string())
+    });
+    let secret_key = match raw.secret_key.as_deref() {
+        Some(path) => absolute(path)
+            .map_err(|m| problems.push(table.problem("secret_key", m)))
+            .unwrap_or_default(),
+        None => state_dir.join("secret.key"),
+    };
+    match security {
+        Mechanism::Curve if raw.server_key.is_none() => problems.push(table.problem(
+            "server_key",
+            "needed with security = \"curve\" (the broker's public key)",
+        )),
+        Mechanism::Plain if raw.identity.is_none() => problems.push(table.problem(
+            "identity",
+            "needed with security = \"plain\" (with `token`)",
+        )),
+        _ => {}
+    }
+    (security, server_key, secret_key)
 }
 
 fn service(
@@ -296,6 +348,11 @@ fn service(
     }
     let capacity = number(table, "capacity", raw.capacity, 1..=4096, problems)
         .map_or(DEFAULT_CAPACITY, |n| n as u32);
+    let user = raw.user.as_deref().and_then(|name| {
+        super::action::lookup_user(name)
+            .map_err(|m| problems.push(table.problem("user", m)))
+            .ok()
+    });
     (problems.len() == before).then(|| ServiceSettings {
         name,
         plugin,
@@ -303,6 +360,7 @@ fn service(
         file,
         forward: raw.forward.clone(),
         plugin_dir,
+        user,
         capacity,
     })
 }

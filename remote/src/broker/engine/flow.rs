@@ -69,7 +69,10 @@ impl Engine {
         if worker.hello.is_some() {
             let remaining = request.deadline.saturating_duration_since(Instant::now());
             let header = RequestHeader {
-                id: request.header.as_ref().map_or(0, |h| h.id),
+                id: super::teams::worker_request_id(
+                    request.user.as_ref(),
+                    request.header.as_ref().map_or(0, |h| h.id),
+                ),
                 timeout_ms: (remaining.as_millis() as u32).max(1),
                 plugin: request
                     .header
