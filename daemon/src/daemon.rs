@@ -284,7 +284,7 @@ pub async fn run(
     ));
     systemd::notify("READY=1\nSTATUS=running");
     run_at_start(&state, &applied.run_at_start).await;
-    crate::memory::release_free_heap();
+    triggerd_support::release_free_heap();
 
     let mut generation = 1;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
@@ -457,6 +457,6 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         reloads.1 = outcome;
     }
     // The old config and the parse's peak are gone (a refused config too).
-    crate::memory::release_free_heap();
+    triggerd_support::release_free_heap();
     systemd::notify(&format!("READY=1\n{status}"));
 }

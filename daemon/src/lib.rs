@@ -9,7 +9,6 @@ pub mod daemon;
 pub mod dispatch;
 pub mod event;
 pub mod fds;
-pub mod memory;
 pub mod remote;
 pub mod schedule;
 pub mod sources;

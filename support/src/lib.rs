@@ -1,10 +1,13 @@
 //! Small pieces every triggerd crate needs the same way: files replaced so that a crash leaves
 //! the old or the new content (the rename made durable by fsyncing the directory), private
-//! (0700) directories, and locks that survive a panicking holder.
+//! (0700) directories, locks that survive a panicking holder, and giving freed heap memory
+//! back to the kernel.
 
 mod file;
+mod memory;
 
 pub use file::{private_dir, sync_dir, write_atomically};
+pub use memory::release_free_heap;
 
 use std::sync::{Mutex, MutexGuard};
 

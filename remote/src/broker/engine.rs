@@ -25,6 +25,8 @@ const MAX_QUEUED: usize = 1_000_000;
 const MAX_GATHERED: usize = 16 * 1024 * 1024;
 /// Messages handled per poll wake-up before housekeeping gets a turn.
 const DRAIN_BATCH: usize = 4096;
+/// Traffic after which an idle broker returns freed heap to the kernel (a cheap call).
+const TRIM_AFTER_BYTES: u64 = 4 << 20;
 
 mod admission;
 mod bounds;
@@ -111,6 +113,8 @@ pub(crate) struct Engine {
     client_bytes: HashMap<Identity, u64>,
     queue_bytes: u64,
     client_queue_bytes: u64,
+    /// Frame bytes received since freed heap was last given back to the kernel.
+    received_since_trim: u64,
 }
 
 /// A peer-chosen name as it may appear in a log line: at most 64 bytes, control and non-ASCII
@@ -155,6 +159,7 @@ impl Engine {
             client_bytes: HashMap::new(),
             queue_bytes: config.queue_bytes,
             client_queue_bytes: config.client_queue_bytes,
+            received_since_trim: 0,
         }
     }
 
@@ -184,6 +189,7 @@ impl Engine {
     pub(crate) fn drain(&mut self) -> Result<(), BrokerError> {
         for _ in 0..DRAIN_BATCH {
             let Some(received) = self.receive()? else {
+                self.trim_after_traffic();
                 return Ok(());
             };
             if received.oversized {
@@ -193,6 +199,15 @@ impl Engine {
             self.handle(received.peer, received.user, received.frames);
         }
         Ok(())
+    }
+
+    /// Once the socket is empty after a burst of traffic, gives the freed frames' memory
+    /// back to the kernel: a flood must not leave the broker at its high water.
+    fn trim_after_traffic(&mut self) {
+        if self.received_since_trim >= TRIM_AFTER_BYTES {
+            self.received_since_trim = 0;
+            triggerd_support::release_free_heap();
+        }
     }
 
     fn receive(&mut self) -> Result<Option<Received>, BrokerError> {
@@ -213,6 +228,7 @@ impl Engine {
             }
             count += 1;
             bytes += part.len() as u64;
+            self.received_since_trim += part.len() as u64;
             // The whole message is never held: past the bound only the first frames stay.
             oversized |= bytes > self.client_queue_bytes;
             if count <= MAX_FRAMES && !oversized {

@@ -1,6 +1,6 @@
-//! Gives free heap memory back to the kernel after a config load. Parsing a config of 50,000
-//! rules peaks at hundreds of MiB that glibc keeps in its arenas once freed; without this, a
-//! reload would leave the daemon's RSS at that peak for good.
+//! Gives free heap memory back to the kernel. glibc keeps freed memory in its arenas: after
+//! the parse of a config of 50,000 rules, or a flood of requests at the broker, the process's
+//! resident size would otherwise stay at that peak for good.
 
 /// Returns the heap's free pages to the kernel (glibc's `malloc_trim`); a no-op elsewhere.
 pub fn release_free_heap() {
