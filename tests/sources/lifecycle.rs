@@ -135,7 +135,7 @@ fn run_at_start_fires_once_when_the_rule_starts() {
     wait_runs(&boot, 2);
     // Paused, a restarted rule does not run: its start is skipped like any other event.
     assert_eq!(ctl_ok(&daemon, &["pause", "boot"]).trim(), "paused");
-    daemon.write_config(&stamp::with_stamp(&rules));
+    daemon.write_config(&stamp::with_stamp(rules));
     assert_eq!(daemon.reload().reload_error, None);
     wait_for("the paused start to be skipped", DEADLINE, || {
         (daemon.rule("boot").skipped >= 1).then_some(())

@@ -120,7 +120,7 @@ fn check(file: &std::path::Path) -> ExitCode {
                     .rules
                     .iter()
                     .find(|r| r.name == rule)
-                    .map_or_else(|| format!("{}:0", file.display()), |r| r.place(&file));
+                    .map_or_else(|| format!("{}:0", file.display()), |r| r.place(file));
                 eprintln!("{place}: warning: rule `{rule}`: {why}");
             }
             println!("{}: ok ({} rules)", file.display(), config.rules.len());
