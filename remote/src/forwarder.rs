@@ -104,7 +104,13 @@ pub struct Forwarder {
     thread: Option<JoinHandle<Result<(), ForwarderError>>>,
 }
 
-fn encode_record(service: &str, plugin: &str, payload: &[u8]) -> Result<Vec<u8>, ForwarderError> {
+/// A spool record: service and plugin names (each ≤ 255 bytes) in front of the payload.
+/// Other transports' forwarders share the format, so one spool serves either.
+pub fn encode_record(
+    service: &str,
+    plugin: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, ForwarderError> {
     let (s, p) = (service.as_bytes(), plugin.as_bytes());
     if s.len() > 255 || p.len() > 255 {
         return Err(ForwarderError::NameTooLong);
@@ -119,7 +125,7 @@ fn encode_record(service: &str, plugin: &str, payload: &[u8]) -> Result<Vec<u8>,
 }
 
 /// Splits a record into service, plugin and payload; `None` if malformed.
-fn decode_record(record: &[u8]) -> Option<(&str, &str, &[u8])> {
+pub fn decode_record(record: &[u8]) -> Option<(&str, &str, &[u8])> {
     let s_len = *record.first()? as usize;
     let service = record.get(1..1 + s_len)?;
     let p_len = *record.get(1 + s_len)? as usize;

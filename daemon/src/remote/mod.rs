@@ -4,8 +4,9 @@
 //! `[[service]]` changes (changed or removed services stop, new ones start); `[broker]`
 //! changes wait for a restart, because the spool and the connections are built from it.
 //! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
-//! [`status`].
+//! [`status`]. A `nats://` endpoint puts the same roles on JetStream ([`nats`]) instead.
 
+pub mod nats;
 pub mod send;
 pub mod status;
 
@@ -105,17 +106,35 @@ fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
     })
 }
 
+/// The spool's drain: to the MDP broker, or into JetStream.
+enum Drain {
+    Broker(Forwarder),
+    Nats(triggerd_nats::NatsForwarder),
+}
+
 /// `send` actions put events into the spool; the forwarder delivers them.
 struct SpoolOutbox {
-    forwarder: Forwarder,
+    forwarder: Drain,
+}
+
+impl SpoolOutbox {
+    fn stats(&self) -> triggerd_remote::ForwarderStats {
+        match &self.forwarder {
+            Drain::Broker(f) => f.stats(),
+            Drain::Nats(f) => f.stats(),
+        }
+    }
 }
 
 impl Outbox for SpoolOutbox {
     fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String> {
-        self.forwarder
-            .submit(service, plugin.unwrap_or(""), payload_of(event))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let (plugin, payload) = (plugin.unwrap_or(""), payload_of(event));
+        match &self.forwarder {
+            Drain::Broker(f) => f.submit(service, plugin, payload),
+            Drain::Nats(f) => f.submit(service, plugin, payload),
+        }
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -125,6 +144,8 @@ struct RunningService {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
     stats: Arc<WorkerStats>,
+    /// JetStream workers only: requests moved to the dead-letter subject.
+    dead_letters: Option<Arc<triggerd_nats::NatsWorkerStats>>,
 }
 
 /// Everything remote the daemon runs.
@@ -165,13 +186,18 @@ impl Remote {
         })
         .map_err(|e| format!("[broker] spool: {e}"))?;
         let pending = spool.stats().pending;
-        let mut options = ForwarderOptions::new(&broker.endpoint);
-        options.client = credentials.client_options();
-        options.request_timeout = broker.timeout;
-        options.retry_after = broker.timeout + std::time::Duration::from_secs(1);
-        options.window = broker.window;
-        let forwarder =
-            Forwarder::start(spool, options).map_err(|e| format!("[broker] forwarder: {e}"))?;
+        let forwarder = if triggerd_nats::is_nats(&broker.endpoint) {
+            Drain::Nats(nats::forwarder(broker, &credentials, spool)?)
+        } else {
+            let mut options = ForwarderOptions::new(&broker.endpoint);
+            options.client = credentials.client_options();
+            options.request_timeout = broker.timeout;
+            options.retry_after = broker.timeout + std::time::Duration::from_secs(1);
+            options.window = broker.window;
+            Drain::Broker(
+                Forwarder::start(spool, options).map_err(|e| format!("[broker] forwarder: {e}"))?,
+            )
+        };
         tracing::info!(
             endpoint = %broker.endpoint,
             spool = %broker.spool.display(),
@@ -266,6 +292,9 @@ impl Remote {
                 Append::open(file.clone()).map_err(|e| format!("{}: {e}", file.display()))?;
             worker.add_plugin("append", Arc::new(append));
         }
+        if settings.forward.is_some() && nats::is_nats(broker) {
+            return Err("the forward plugin needs a ZeroMQ broker endpoint".into());
+        }
         if let Some(target) = &settings.forward {
             let client = Client::connect(&broker.endpoint, self.credentials.client_options())
                 .map_err(|e| format!("forward: {e}"))?;
@@ -278,10 +307,11 @@ impl Remote {
         let stats = worker.stats();
         let flag = Arc::clone(&stop);
         let name = settings.name.clone();
+        let (run, dead_letters) = nats::runner(broker, &self.credentials, worker)?;
         let thread = std::thread::Builder::new()
             .name(format!("worker {name}"))
             .spawn(move || {
-                if let Err(e) = worker.run(&flag) {
+                if let Err(e) = run(&flag) {
                     tracing::error!(service = %name, "worker stopped: {e}");
                 }
             })
@@ -292,6 +322,7 @@ impl Remote {
             stop,
             thread,
             stats,
+            dead_letters,
         })
     }
 
@@ -309,7 +340,11 @@ impl Remote {
         if let Some(outbox) = lock(&self.outbox).take() {
             match Arc::try_unwrap(outbox) {
                 Ok(outbox) => {
-                    if let Err(e) = outbox.forwarder.stop() {
+                    let stopped = match outbox.forwarder {
+                        Drain::Broker(f) => f.stop().map_err(|e| e.to_string()),
+                        Drain::Nats(f) => f.stop().map_err(|e| e.to_string()),
+                    };
+                    if let Err(e) = stopped {
                         tracing::error!("forwarder: {e}");
                     }
                 }
@@ -322,7 +357,7 @@ impl Remote {
     pub fn status(&self) -> RemoteStatus {
         let forwarder = lock(&self.outbox)
             .as_ref()
-            .map(|o| ForwarderStatus::from(o.forwarder.stats()));
+            .map(|o| ForwarderStatus::from(o.stats()));
         let services = lock(&self.services)
             .iter()
             .map(|s| ServiceStatus {
@@ -331,6 +366,10 @@ impl Remote {
                 served: s.stats.served.load(Ordering::Relaxed),
                 duplicates: s.stats.duplicates.load(Ordering::Relaxed),
                 connections: s.stats.connections.load(Ordering::Relaxed),
+                dead_letters: s
+                    .dead_letters
+                    .as_ref()
+                    .map_or(0, |d| d.dead_letters.load(Ordering::Relaxed)),
                 running: !s.thread.is_finished(),
             })
             .collect();

@@ -115,6 +115,15 @@ fn broker_settings(
             problems.push(table.problem("endpoint", "missing (e.g. \"tcp://broker:5555\")"));
             String::new()
         }
+        Some(e) if triggerd_nats::is_nats(e) => {
+            if triggerd_nats::servers(e).is_none() {
+                problems.push(table.problem(
+                    "endpoint",
+                    format!("`{e}` is not a list of NATS servers (nats://HOST:PORT,...)"),
+                ));
+            }
+            e.to_string()
+        }
         Some(e) => {
             let ok = ["tcp://", "ipc://"]
                 .iter()
@@ -157,6 +166,20 @@ fn broker_settings(
         (None, Some(_)) => problems.push(table.problem("token", "needs `identity`")),
         _ => {}
     }
+    let nats = triggerd_nats::is_nats(&endpoint);
+    let mut nats_file = |key: &str, value: &Option<String>| {
+        let value = value.as_deref()?;
+        if !nats {
+            problems.push(table.problem(key, "only for a nats:// endpoint"));
+            return None;
+        }
+        absolute(value)
+            .map_err(|m| problems.push(table.problem(key, format!("{m} (a file)"))))
+            .ok()
+    };
+    let creds = nats_file("creds", &raw.creds);
+    let nkey = nats_file("nkey", &raw.nkey);
+    let tls_ca = nats_file("tls_ca", &raw.tls_ca);
     let spool = match raw.spool.as_deref() {
         Some(s) => absolute(s)
             .map_err(|m| problems.push(table.problem("spool", m)))
@@ -211,6 +234,9 @@ fn broker_settings(
         heartbeat,
         timeout,
         window,
+        creds,
+        nkey,
+        tls_ca,
     })
 }
 

@@ -1,0 +1,268 @@
+//! A service's JetStream side: its stream (work-queue retention for `roundrobin` and
+//! `serial`, interest retention for `mirror`) and its settings, kept in the stream's own
+//! description (`triggerd algorithm=serial max_deliver=5 ack_wait_ms=5000`) so every worker
+//! and sender reads the same ones from the cluster. Whoever first needs a service's stream
+//! creates it with the defaults; [`set`] (`triggerctl nats service set`) changes them.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::{wire, NatsError};
+
+/// How a service's requests reach its workers (the MDP broker's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Workers share one durable consumer: each request goes to one of them.
+    #[default]
+    Roundrobin,
+    /// One shared consumer with one request in flight: arrival order, never overlapping.
+    Serial,
+    /// One consumer per worker: every worker gets every request.
+    Mirror,
+}
+
+impl Algorithm {
+    /// The word used in config, commands and the stream description.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Roundrobin => "roundrobin",
+            Algorithm::Serial => "serial",
+            Algorithm::Mirror => "mirror",
+        }
+    }
+
+    /// Parses `roundrobin`, `serial` or `mirror`.
+    pub fn parse(word: &str) -> Option<Algorithm> {
+        [Algorithm::Roundrobin, Algorithm::Serial, Algorithm::Mirror]
+            .into_iter()
+            .find(|a| a.as_str() == word)
+    }
+
+    fn retention(self) -> stream::RetentionPolicy {
+        match self {
+            Algorithm::Mirror => stream::RetentionPolicy::Interest,
+            _ => stream::RetentionPolicy::WorkQueue,
+        }
+    }
+}
+
+/// A service's settings, stored with its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub algorithm: Algorithm,
+    /// Copies of the stream in the cluster (1, 3 or 5 are usual).
+    pub replicas: usize,
+    /// Deliveries before a request goes to the dead-letter subject instead of a plugin.
+    pub max_deliver: u32,
+    /// Silence (no ack, no in-progress ack) after which a request is given to another worker.
+    pub ack_wait: Duration,
+}
+
+impl Default for ServiceConfig {
+    /// roundrobin, one replica, 5 deliveries, 5 s ack wait.
+    fn default() -> Self {
+        ServiceConfig {
+            algorithm: Algorithm::Roundrobin,
+            replicas: 1,
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How long a stream remembers message ids (a resend within it is dropped by the server).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+/// Largest request the stream accepts.
+const MAX_MESSAGE: i32 = 1024 * 1024;
+/// The description prefix that marks a stream as triggerd's.
+const MARK: &str = "triggerd";
+
+impl ServiceConfig {
+    fn describe(&self) -> String {
+        format!(
+            "{MARK} algorithm={} max_deliver={} ack_wait_ms={}",
+            self.algorithm.as_str(),
+            self.max_deliver,
+            self.ack_wait.as_millis()
+        )
+    }
+
+    /// Reads the settings from a stream's configuration (unknown or missing words keep their
+    /// defaults; the retention policy decides `mirror`).
+    pub fn from_stream(config: &stream::Config) -> ServiceConfig {
+        let mut out = ServiceConfig {
+            replicas: config.num_replicas.max(1),
+            ..ServiceConfig::default()
+        };
+        for word in config
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+        {
+            match word.split_once('=') {
+                Some(("algorithm", a)) => {
+                    out.algorithm = Algorithm::parse(a).unwrap_or_default();
+                }
+                Some(("max_deliver", n)) => {
+                    out.max_deliver = n.parse().unwrap_or(out.max_deliver).max(1);
+                }
+                Some(("ack_wait_ms", n)) => {
+                    if let Ok(ms) = n.parse::<u64>() {
+                        out.ack_wait = Duration::from_millis(ms.max(100));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if config.retention == stream::RetentionPolicy::Interest {
+            out.algorithm = Algorithm::Mirror;
+        } else if out.algorithm == Algorithm::Mirror {
+            out.algorithm = Algorithm::Roundrobin;
+        }
+        out
+    }
+
+    fn stream_config(&self, service: &str) -> Result<stream::Config, NatsError> {
+        Ok(stream::Config {
+            name: wire::stream_name(service)?,
+            description: Some(self.describe()),
+            subjects: vec![wire::request_subject(service)?],
+            retention: self.algorithm.retention(),
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas.max(1),
+            duplicate_window: DUPLICATE_WINDOW,
+            max_message_size: MAX_MESSAGE,
+            ..Default::default()
+        })
+    }
+
+    /// The consumer a worker named `worker` pulls from (shared unless `mirror`).
+    pub fn consumer_config(&self, worker: &str) -> Result<consumer::pull::Config, NatsError> {
+        let name = match self.algorithm {
+            Algorithm::Mirror => format!("mirror-{}", wire::escape(worker)?),
+            _ => "workers".to_string(),
+        };
+        Ok(consumer::pull::Config {
+            durable_name: Some(name),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            // Workers count deliveries themselves and dead-letter past max_deliver, so the
+            // server never strands a request in the stream.
+            max_deliver: -1,
+            max_ack_pending: match self.algorithm {
+                Algorithm::Serial => 1,
+                _ => 65_536,
+            },
+            ..Default::default()
+        })
+    }
+}
+
+/// The service's stream and settings, creating the stream with the defaults when missing.
+pub async fn ensure(
+    js: &jetstream::Context,
+    service: &str,
+) -> Result<(stream::Stream, ServiceConfig), NatsError> {
+    let name = wire::stream_name(service)?;
+    let mut stream = match js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(_) => js
+            .get_or_create_stream(ServiceConfig::default().stream_config(service)?)
+            .await
+            .map_err(NatsError::js)?,
+    };
+    let config = ServiceConfig::from_stream(&stream.info().await.map_err(NatsError::js)?.config);
+    Ok((stream, config))
+}
+
+/// Sets a service's settings: creates its stream or updates it. Switching between `mirror`
+/// and the others changes the stream's retention, which JetStream cannot do in place: the
+/// stream is then deleted and created anew (requests waiting in it are lost, as said).
+pub async fn set(
+    js: &jetstream::Context,
+    service: &str,
+    config: &ServiceConfig,
+) -> Result<(), NatsError> {
+    let wanted = config.stream_config(service)?;
+    if let Ok(mut stream) = js.get_stream(&wanted.name).await {
+        let current = stream.info().await.map_err(NatsError::js)?.config.clone();
+        if current.retention != wanted.retention {
+            js.delete_stream(&wanted.name)
+                .await
+                .map_err(NatsError::js)?;
+        } else {
+            js.update_stream(&wanted).await.map_err(NatsError::js)?;
+            // The shared consumer's in-flight limit follows the algorithm; workers re-create it.
+            let _ = stream.delete_consumer("workers").await;
+            return Ok(());
+        }
+    }
+    js.create_stream(wanted).await.map_err(NatsError::js)?;
+    Ok(())
+}
+
+/// Connects and sets a service's settings (the `triggerctl` verb's work), within `limit`.
+pub async fn configure(
+    options: &crate::NatsOptions,
+    service: &str,
+    config: &ServiceConfig,
+    limit: Duration,
+) -> Result<(), NatsError> {
+    let client = crate::connect(options).await?;
+    let js = jetstream::new(client);
+    tokio::time::timeout(limit, set(&js, service, config))
+        .await
+        .map_err(|_| NatsError::Timeout(limit))?
+}
+
+/// The stream dead letters are kept in (limits retention, a week).
+pub async fn ensure_dead_letters(js: &jetstream::Context) -> Result<(), NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: wire::DEAD_STREAM.to_string(),
+        subjects: vec![format!("{}>", wire::DEAD_PREFIX)],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(NatsError::js)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_the_stream_config() {
+        let config = ServiceConfig {
+            algorithm: Algorithm::Serial,
+            replicas: 3,
+            max_deliver: 2,
+            ack_wait: Duration::from_millis(1500),
+        };
+        let stream = config.stream_config("jobs").expect("config");
+        assert_eq!(stream.retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(ServiceConfig::from_stream(&stream), config);
+        let mirror = ServiceConfig {
+            algorithm: Algorithm::Mirror,
+            ..config
+        };
+        let stream = mirror.stream_config("jobs").expect("config");
+        assert_eq!(
+            ServiceConfig::from_stream(&stream).algorithm,
+            Algorithm::Mirror
+        );
+        assert_eq!(
+            mirror
+                .consumer_config("web.01")
+                .expect("c")
+                .durable_name
+                .as_deref(),
+            Some("mirror-web_2E01")
+        );
+        assert_eq!(config.consumer_config("x").expect("c").max_ack_pending, 1);
+    }
+}

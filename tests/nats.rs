@@ -1,0 +1,278 @@
+//! Services on NATS JetStream through real processes: `nats-server` nodes (JetStream in temp
+//! dirs, ports chosen by the servers), triggerd daemons forwarding `send` events from their
+//! spools and serving `[[service]]`s as JetStream workers, and `triggerctl send`. Roundrobin
+//! spreads requests over workers, serial never overlaps, mirror reaches every worker, output
+//! streams line by line; a worker killed holding a request has it completed by another (or
+//! dead-lettered past `max_deliver`); events forwarded while every server is down, or while
+//! one node of a three-node R3 cluster is killed, are all executed once.
+
+mod common;
+#[allow(dead_code)]
+#[path = "remote/harness.rs"]
+mod harness;
+#[path = "nats/servers.rs"]
+mod servers;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{wait_for, Daemon, DEADLINE};
+use harness::{lines_of, remote_status, wait_serving, Ctl};
+use servers::Nats;
+use triggerd::control::{Reply, Request};
+use triggerd_nats::{Algorithm, ServiceConfig};
+
+/// The `[broker]` table of every daemon of a test.
+fn nats_table(nats: &Nats, extra: &str) -> String {
+    format!(
+        "[broker]\nendpoint = \"{}\"\nspool = \"{{dir}}/spool\"\ntimeout = \"2s\"\n{extra}\n",
+        nats.endpoint()
+    )
+}
+
+/// A daemon serving `service` by appending each payload to `{dir}/NAME.log`.
+fn append_host(nats: &Nats, service: &str) -> Daemon {
+    let mut daemon = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"{service}\"\nfile = \"{{dir}}/{service}.log\"\n",
+        nats_table(nats, "")
+    ));
+    wait_serving(&mut daemon, service);
+    daemon
+}
+
+/// A daemon whose timer rule `ship` sends to `service` (fired through the control socket).
+fn sender(nats: &Nats, service: &str) -> Daemon {
+    Daemon::start(&format!(
+        "{}\n[[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"{service}\"\n",
+        nats_table(nats, "")
+    ))
+}
+
+/// Fires `ship` once per payload.
+fn fire_all(daemon: &Daemon, payloads: impl IntoIterator<Item = String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for data in payloads {
+        let request = Request::Fire {
+            rule: "ship".into(),
+            data: Some(data),
+        };
+        match runtime.block_on(triggerd::control::request(&daemon.socket, &request)) {
+            Ok(Reply::Done(_)) => {}
+            other => panic!("fire: {other:?}"),
+        }
+    }
+}
+
+/// Sets a service's stream settings, as `triggerctl nats service set` does.
+fn set_service(nats: &Nats, service: &str, config: ServiceConfig) {
+    let runtime = triggerd_nats::runtime().expect("runtime");
+    let servers = triggerd_nats::servers(&nats.endpoint()).expect("servers");
+    let options = triggerd_nats::NatsOptions {
+        servers,
+        ..Default::default()
+    };
+    runtime
+        .block_on(triggerd_nats::service::configure(
+            &options, service, &config, DEADLINE,
+        ))
+        .expect("service set");
+}
+
+fn numbered(n: usize, tag: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i:05}")).collect()
+}
+
+/// Waits until the files hold `n` lines together; returns them all.
+fn wait_lines(files: &[std::path::PathBuf], n: usize, what: &str) -> Vec<Vec<String>> {
+    wait_for(what, Duration::from_secs(120), || {
+        let all: Vec<Vec<String>> = files.iter().map(|f| lines_of(f)).collect();
+        (all.iter().map(Vec::len).sum::<usize>() >= n).then_some(all)
+    })
+}
+
+fn assert_once(all: &[Vec<String>], expected: &[String]) {
+    let flat: Vec<&String> = all.iter().flatten().collect();
+    let unique: BTreeSet<&String> = flat.iter().copied().collect();
+    assert_eq!(flat.len(), unique.len(), "some events ran twice");
+    let wanted: BTreeSet<&String> = expected.iter().collect();
+    assert_eq!(unique, wanted);
+}
+
+#[test]
+fn roundrobin_spreads_1000_requests_over_three_workers() {
+    let nats = Nats::single();
+    let workers: Vec<Daemon> = (0..3).map(|_| append_host(&nats, "jobs")).collect();
+    let mut ship = sender(&nats, "jobs");
+    let payloads = numbered(1000, "rr");
+    fire_all(&ship, payloads.clone());
+    let files: Vec<_> = workers.iter().map(|w| w.path("jobs.log")).collect();
+    let all = wait_lines(&files, 1000, "1000 lines over the workers");
+    assert_once(&all, &payloads);
+    for (i, lines) in all.iter().enumerate() {
+        assert!(
+            lines.len() >= 50,
+            "worker {i} ran only {} of 1000",
+            lines.len()
+        );
+    }
+    let sent = wait_for("the forwarder's count", DEADLINE, || {
+        remote_status(&mut ship)
+            .forwarder
+            .filter(|f| f.delivered == 1000)
+    });
+    assert_eq!((sent.pending, sent.failed), (0, 0));
+}
+
+#[test]
+fn triggerctl_send_streams_lines_and_exits_with_the_remote_code() {
+    let nats = Nats::single();
+    let mut worker = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"job\"\nexec = [\"/bin/sh\", \"-c\", \
+         \"read x; echo \\\"got $x\\\"; while [ ! -e {{dir}}/go ]; do sleep 0.02; done; echo second; exit 3\"]\n",
+        nats_table(&nats, "")
+    ));
+    wait_serving(&mut worker, "job");
+    let endpoint = nats.endpoint();
+    let mut echo = Ctl::spawn(&[
+        "send", "--broker", &endpoint, "--plugin", "echo", "job", "ping",
+    ]);
+    assert_eq!(echo.line(), "ping");
+    assert_eq!(echo.exit_code(), Some(0));
+    // The first line arrives while the command still runs (it waits for `go`).
+    let config = worker.config.display().to_string();
+    let mut job = Ctl::spawn(&["send", "--config", &config, "job", "hello\n"]);
+    assert_eq!(job.line(), "got hello");
+    assert!(job.child.try_wait().expect("try_wait").is_none());
+    std::fs::write(worker.path("go"), "").expect("go");
+    assert_eq!(job.line(), "second");
+    assert_eq!(job.exit_code(), Some(3));
+}
+
+/// Two workers whose command marks `{dir}/started`, then waits for `{dir}/go`; the service's
+/// ack wait is short, so a dead worker's request moves on quickly.
+fn marking_hosts(nats: &Nats, max_deliver: u32) -> Vec<Daemon> {
+    set_service(
+        nats,
+        "slow",
+        ServiceConfig {
+            max_deliver,
+            ack_wait: Duration::from_millis(1000),
+            ..ServiceConfig::default()
+        },
+    );
+    (0..2)
+        .map(|_| {
+            let mut daemon = Daemon::start(&format!(
+                "{}\n[[service]]\nname = \"slow\"\nexec = [\"/bin/sh\", \"-c\", \
+                 \"echo started > {{dir}}/started; while [ ! -e {{dir}}/go ]; do sleep 0.02; done; echo done\"]\n",
+                nats_table(nats, "")
+            ));
+            wait_serving(&mut daemon, "slow");
+            daemon
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
+    let nats = Nats::single();
+    let mut hosts = marking_hosts(&nats, 5);
+    let endpoint = nats.endpoint();
+    let mut ctl = Ctl::spawn(&[
+        "send",
+        "--broker",
+        &endpoint,
+        "--timeout",
+        "20s",
+        "slow",
+        "x",
+    ]);
+    let holder = wait_for("a worker to start the request", DEADLINE, || {
+        hosts.iter().position(|h| h.path("started").exists())
+    });
+    let survivor = 1 - holder;
+    std::fs::write(hosts[survivor].path("go"), "").expect("go");
+    hosts[holder].signal(libc::SIGKILL);
+    let _ = hosts[holder].child.take().map(|mut c| c.wait());
+    // The survivor gets it after the ack wait, runs it, and the sender sees one final status.
+    let mut lines = Vec::new();
+    let code = loop {
+        if let Some(status) = ctl.child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while let Ok(line) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctl.line())) {
+        lines.push(line);
+    }
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert!(lines.ends_with(&["done".to_string()]), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| *l == "done").count(), 1);
+    assert!(hosts[survivor].path("started").exists());
+    let served = &remote_status(&mut hosts[survivor]).services[0];
+    assert_eq!((served.served, served.dead_letters), (1, 0));
+}
+
+#[test]
+fn past_max_deliver_a_request_goes_to_the_dead_letter_subject_counted() {
+    let nats = Nats::single();
+    let mut hosts = marking_hosts(&nats, 1);
+    let endpoint = nats.endpoint();
+    let mut ctl = Ctl::spawn(&[
+        "send",
+        "--broker",
+        &endpoint,
+        "--timeout",
+        "20s",
+        "slow",
+        "x",
+    ]);
+    let holder = wait_for("a worker to start the request", DEADLINE, || {
+        hosts.iter().position(|h| h.path("started").exists())
+    });
+    let survivor = 1 - holder;
+    hosts[holder].signal(libc::SIGKILL);
+    let _ = hosts[holder].child.take().map(|mut c| c.wait());
+    assert_eq!(ctl.exit_code(), Some(70));
+    let served = wait_for("the dead letter counted", DEADLINE, || {
+        let status = remote_status(&mut hosts[survivor]);
+        status.services.into_iter().find(|s| s.dead_letters == 1)
+    });
+    assert_eq!(served.served, 0);
+    assert!(!hosts[survivor].path("started").exists());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+        .arg("--socket")
+        .arg(&hosts[survivor].socket)
+        .arg("status")
+        .output()
+        .expect("triggerctl status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 dead letters"), "{text}");
+}
+
+#[test]
+fn events_forwarded_while_nats_is_down_are_all_delivered_once() {
+    let mut nats = Nats::single();
+    let worker = append_host(&nats, "central");
+    let mut ship = sender(&nats, "central");
+    nats.kill(0);
+    let payloads = numbered(1000, "down");
+    fire_all(&ship, payloads.clone());
+    let waiting = remote_status(&mut ship).forwarder.expect("forwarder");
+    assert!(waiting.pending > 0, "{waiting:?}");
+    nats.restart(0);
+    let all = wait_lines(
+        &[worker.path("central.log")],
+        1000,
+        "1000 lines after the outage",
+    );
+    assert_once(&all, &payloads);
+    wait_for("an empty spool", DEADLINE, || {
+        remote_status(&mut ship)
+            .forwarder
+            .filter(|f| f.pending == 0)
+    });
+}
