@@ -6,100 +6,29 @@
 //! dead-lettered past `max_deliver`); events forwarded while every server is down, or while
 //! one node of a three-node R3 cluster is killed, are all executed once.
 
+#[path = "nats/cluster.rs"]
+mod cluster;
 mod common;
 #[allow(dead_code)]
 #[path = "remote/harness.rs"]
 mod harness;
+#[path = "nats/hosts.rs"]
+mod hosts;
+#[path = "nats/python.rs"]
+mod python;
 #[path = "nats/servers.rs"]
 mod servers;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{wait_for, Daemon, DEADLINE};
-use harness::{lines_of, remote_status, wait_serving, Ctl};
+use harness::{remote_status, wait_serving, Ctl};
+use hosts::{
+    append_host, assert_once, fire_all, nats_table, numbered, sender, sender_with, set_service,
+    wait_lines,
+};
 use servers::Nats;
-use triggerd::control::{Reply, Request};
 use triggerd_nats::{Algorithm, ServiceConfig};
-
-/// The `[broker]` table of every daemon of a test.
-fn nats_table(nats: &Nats, extra: &str) -> String {
-    format!(
-        "[broker]\nendpoint = \"{}\"\nspool = \"{{dir}}/spool\"\ntimeout = \"2s\"\n{extra}\n",
-        nats.endpoint()
-    )
-}
-
-/// A daemon serving `service` by appending each payload to `{dir}/NAME.log`.
-fn append_host(nats: &Nats, service: &str) -> Daemon {
-    let mut daemon = Daemon::start(&format!(
-        "{}\n[[service]]\nname = \"{service}\"\nfile = \"{{dir}}/{service}.log\"\n",
-        nats_table(nats, "")
-    ));
-    wait_serving(&mut daemon, service);
-    daemon
-}
-
-/// A daemon whose timer rule `ship` sends to `service` (fired through the control socket).
-fn sender(nats: &Nats, service: &str) -> Daemon {
-    Daemon::start(&format!(
-        "{}\n[[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"{service}\"\n",
-        nats_table(nats, "")
-    ))
-}
-
-/// Fires `ship` once per payload.
-fn fire_all(daemon: &Daemon, payloads: impl IntoIterator<Item = String>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for data in payloads {
-        let request = Request::Fire {
-            rule: "ship".into(),
-            data: Some(data),
-        };
-        match runtime.block_on(triggerd::control::request(&daemon.socket, &request)) {
-            Ok(Reply::Done(_)) => {}
-            other => panic!("fire: {other:?}"),
-        }
-    }
-}
-
-/// Sets a service's stream settings, as `triggerctl nats service set` does.
-fn set_service(nats: &Nats, service: &str, config: ServiceConfig) {
-    let runtime = triggerd_nats::runtime().expect("runtime");
-    let servers = triggerd_nats::servers(&nats.endpoint()).expect("servers");
-    let options = triggerd_nats::NatsOptions {
-        servers,
-        ..Default::default()
-    };
-    runtime
-        .block_on(triggerd_nats::service::configure(
-            &options, service, &config, DEADLINE,
-        ))
-        .expect("service set");
-}
-
-fn numbered(n: usize, tag: &str) -> Vec<String> {
-    (0..n).map(|i| format!("{tag}-{i:05}")).collect()
-}
-
-/// Waits until the files hold `n` lines together; returns them all.
-fn wait_lines(files: &[std::path::PathBuf], n: usize, what: &str) -> Vec<Vec<String>> {
-    wait_for(what, Duration::from_secs(120), || {
-        let all: Vec<Vec<String>> = files.iter().map(|f| lines_of(f)).collect();
-        (all.iter().map(Vec::len).sum::<usize>() >= n).then_some(all)
-    })
-}
-
-fn assert_once(all: &[Vec<String>], expected: &[String]) {
-    let flat: Vec<&String> = all.iter().flatten().collect();
-    let unique: BTreeSet<&String> = flat.iter().copied().collect();
-    assert_eq!(flat.len(), unique.len(), "some events ran twice");
-    let wanted: BTreeSet<&String> = expected.iter().collect();
-    assert_eq!(unique, wanted);
-}
 
 #[test]
 fn roundrobin_spreads_1000_requests_over_three_workers() {
@@ -275,4 +204,78 @@ fn events_forwarded_while_nats_is_down_are_all_delivered_once() {
             .forwarder
             .filter(|f| f.pending == 0)
     });
+}
+
+#[test]
+fn serial_runs_one_request_at_a_time_in_arrival_order() {
+    let nats = Nats::single();
+    set_service(
+        &nats,
+        "serial",
+        ServiceConfig {
+            algorithm: Algorithm::Serial,
+            ..ServiceConfig::default()
+        },
+    );
+    // Three workers log into one file when a request starts and ends.
+    let log = nats.dir.path().join("serial.log");
+    let workers: Vec<Daemon> = (0..3)
+        .map(|_| {
+            let mut daemon = Daemon::start(&format!(
+                "{}\n[[service]]\nname = \"serial\"\nexec = [\"/bin/sh\", \"-c\", \
+                 \"read x; echo \\\"start $x\\\" >> {log}; sleep 0.05; echo \\\"end $x\\\" >> {log}\"]\n",
+                nats_table(&nats, ""),
+                log = log.display()
+            ));
+            wait_serving(&mut daemon, "serial");
+            daemon
+        })
+        .collect();
+    // One run at a time keeps the spool in firing order.
+    let ship = sender_with(&nats, "serial", "max_running = 1");
+    let payloads = numbered(30, "s");
+    fire_all(&ship, payloads.clone());
+    let lines = wait_lines(&[log], 60, "60 start/end lines").concat();
+    let expected: Vec<String> = payloads
+        .iter()
+        .flat_map(|p| [format!("start {p}"), format!("end {p}")])
+        .collect();
+    assert_eq!(lines, expected, "overlapping or out of order");
+    let served: u64 = workers
+        .into_iter()
+        .map(|mut w| remote_status(&mut w).services[0].served)
+        .sum();
+    assert_eq!(served, 30);
+}
+
+#[test]
+fn mirror_reaches_every_worker_and_the_sender_gets_each_reply() {
+    let nats = Nats::single();
+    set_service(
+        &nats,
+        "all",
+        ServiceConfig {
+            algorithm: Algorithm::Mirror,
+            ..ServiceConfig::default()
+        },
+    );
+    let workers: Vec<Daemon> = (0..3).map(|_| append_host(&nats, "all")).collect();
+    let endpoint = nats.endpoint();
+    let mut echo = Ctl::spawn(&[
+        "send", "--broker", &endpoint, "--plugin", "echo", "all", "ping",
+    ]);
+    let answers: Vec<String> = (0..3).map(|_| echo.line()).collect();
+    assert_eq!(answers, ["ping", "ping", "ping"]);
+    assert_eq!(echo.exit_code(), Some(0));
+    let ship = sender(&nats, "all");
+    let payloads = numbered(100, "m");
+    fire_all(&ship, payloads.clone());
+    for worker in &workers {
+        let all = wait_lines(
+            &[worker.path("all.log")],
+            100,
+            "every event at every worker",
+        );
+        assert_once(&all, &payloads);
+    }
 }

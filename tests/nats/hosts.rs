@@ -1,0 +1,95 @@
+//! What the JetStream tests share: the `[broker]` table, worker and sender daemons, firing
+//! many events, setting a service's stream, and checking that each event ran exactly once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::common::{wait_for, Daemon, DEADLINE};
+use super::harness::{lines_of, wait_serving};
+use super::servers::Nats;
+use triggerd::control::{Reply, Request};
+use triggerd_nats::ServiceConfig;
+
+/// The `[broker]` table of every daemon of a test.
+pub fn nats_table(nats: &Nats, extra: &str) -> String {
+    format!(
+        "[broker]\nendpoint = \"{}\"\nspool = \"{{dir}}/spool\"\ntimeout = \"2s\"\n{extra}\n",
+        nats.endpoint()
+    )
+}
+
+/// A daemon serving `service` by appending each payload to `{dir}/NAME.log`.
+pub fn append_host(nats: &Nats, service: &str) -> Daemon {
+    let mut daemon = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"{service}\"\nfile = \"{{dir}}/{service}.log\"\n",
+        nats_table(nats, "")
+    ));
+    wait_serving(&mut daemon, service);
+    daemon
+}
+
+/// A daemon whose timer rule `ship` sends to `service` (fired through the control socket).
+pub fn sender(nats: &Nats, service: &str) -> Daemon {
+    sender_with(nats, service, "")
+}
+
+/// A sender whose rule has `extra` keys too (`max_running = 1` keeps firing order).
+pub fn sender_with(nats: &Nats, service: &str, extra: &str) -> Daemon {
+    Daemon::start(&format!(
+        "{}\n[[timer]]\nname = \"ship\"\ncron = \"0 0 1 1 *\"\nsend = \"{service}\"\n{extra}\n",
+        nats_table(nats, "")
+    ))
+}
+
+/// Fires `ship` once per payload.
+pub fn fire_all(daemon: &Daemon, payloads: impl IntoIterator<Item = String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for data in payloads {
+        let request = Request::Fire {
+            rule: "ship".into(),
+            data: Some(data),
+        };
+        match runtime.block_on(triggerd::control::request(&daemon.socket, &request)) {
+            Ok(Reply::Done(_)) => {}
+            other => panic!("fire: {other:?}"),
+        }
+    }
+}
+
+/// Sets a service's stream settings, as `triggerctl nats service set` does.
+pub fn set_service(nats: &Nats, service: &str, config: ServiceConfig) {
+    let runtime = triggerd_nats::runtime().expect("runtime");
+    let servers = triggerd_nats::servers(&nats.endpoint()).expect("servers");
+    let options = triggerd_nats::NatsOptions {
+        servers,
+        ..Default::default()
+    };
+    runtime
+        .block_on(triggerd_nats::service::configure(
+            &options, service, &config, DEADLINE,
+        ))
+        .expect("service set");
+}
+
+pub fn numbered(n: usize, tag: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i:05}")).collect()
+}
+
+/// Waits until the files hold `n` lines together; returns them all.
+pub fn wait_lines(files: &[std::path::PathBuf], n: usize, what: &str) -> Vec<Vec<String>> {
+    wait_for(what, Duration::from_secs(120), || {
+        let all: Vec<Vec<String>> = files.iter().map(|f| lines_of(f)).collect();
+        (all.iter().map(Vec::len).sum::<usize>() >= n).then_some(all)
+    })
+}
+
+pub fn assert_once(all: &[Vec<String>], expected: &[String]) {
+    let flat: Vec<&String> = all.iter().flatten().collect();
+    let unique: BTreeSet<&String> = flat.iter().copied().collect();
+    assert_eq!(flat.len(), unique.len(), "some events ran twice");
+    let wanted: BTreeSet<&String> = expected.iter().collect();
+    assert_eq!(unique, wanted);
+}

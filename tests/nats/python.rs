@@ -1,0 +1,83 @@
+//! Any NATS client can use the documented subjects and headers: a `nats-py` client calls a
+//! service a triggerd worker serves, and a `nats-py` worker serves a service that
+//! `triggerctl send` reaches (output line streamed, then the final status).
+
+use super::common::Daemon;
+use super::harness::{wait_serving, Ctl};
+use super::hosts::nats_table;
+use super::servers::Nats;
+
+const CLIENT: &str = r#"
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    js = nc.jetstream()
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await js.publish("triggerd.svc.job", b"from python", headers={
+        "Nats-Msg-Id": "py-1", "Triggerd-Reply": inbox, "Triggerd-Plugin": "echo"})
+    while True:
+        msg = await sub.next_msg(timeout=20)
+        kind = msg.headers.get("Triggerd-Kind")
+        if kind == "final":
+            print("final", msg.headers.get("Triggerd-Status"), msg.data.decode(), flush=True)
+            break
+        print("partial", msg.data.decode(), flush=True)
+    await nc.close()
+asyncio.run(main())
+"#;
+
+const WORKER: &str = r#"
+import asyncio, sys, nats
+from nats.js.api import StreamConfig, RetentionPolicy, ConsumerConfig, AckPolicy
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="triggerd-svc-pyjob", subjects=["triggerd.svc.pyjob"],
+        retention=RetentionPolicy.WORK_QUEUE, description="triggerd algorithm=roundrobin"))
+    sub = await js.pull_subscribe("triggerd.svc.pyjob", durable="workers")
+    print("ready", flush=True)
+    while True:
+        try:
+            msgs = await sub.fetch(1, timeout=1)
+        except nats.errors.TimeoutError:
+            continue
+        for msg in msgs:
+            reply = msg.headers.get("Triggerd-Reply")
+            head = {"Triggerd-Id": msg.headers.get("Nats-Msg-Id", ""), "Triggerd-Worker": "py"}
+            await nc.publish(reply, b"python got " + msg.data,
+                headers={**head, "Triggerd-Kind": "partial"})
+            await nc.publish(reply, b"", headers={**head, "Triggerd-Kind": "final",
+                "Triggerd-Status": "4"})
+            await msg.ack()
+asyncio.run(main())
+"#;
+
+fn python(script: &str, endpoint: &str) -> Ctl {
+    Ctl::spawn_program("python3", &["-c", script, endpoint])
+}
+
+#[test]
+fn a_nats_py_client_calls_a_triggerd_service() {
+    let nats = Nats::single();
+    let mut worker = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"job\"\nplugin = \"echo\"\n",
+        nats_table(&nats, "")
+    ));
+    wait_serving(&mut worker, "job");
+    let mut client = python(CLIENT, &nats.nodes[0].client);
+    assert_eq!(client.line(), "final 0 from python");
+    assert_eq!(client.exit_code(), Some(0));
+}
+
+#[test]
+fn triggerctl_send_reaches_a_nats_py_worker() {
+    let nats = Nats::single();
+    let worker = python(WORKER, &nats.nodes[0].client);
+    assert_eq!(worker.line(), "ready");
+    let endpoint = nats.endpoint();
+    let mut ctl = Ctl::spawn(&["send", "--broker", &endpoint, "pyjob", "hi"]);
+    assert_eq!(ctl.line(), "python got hi");
+    assert_eq!(ctl.exit_code(), Some(4));
+    drop(worker);
+}
