@@ -203,16 +203,28 @@ pub async fn set(
     Ok(())
 }
 
-/// Connects and sets a service's settings (the `triggerctl` verb's work), within `limit`.
+/// Connects and changes a service's settings (`triggerctl service`), within `limit`:
+/// `change` gets the current ones (the defaults for a new service); returns the new ones.
 pub async fn configure(
     options: &crate::NatsOptions,
     service: &str,
-    config: &ServiceConfig,
+    change: impl FnOnce(&mut ServiceConfig),
     limit: Duration,
-) -> Result<(), NatsError> {
-    let client = crate::connect(options).await?;
-    let js = jetstream::new(client);
-    tokio::time::timeout(limit, set(&js, service, config))
+) -> Result<ServiceConfig, NatsError> {
+    let work = async {
+        let client = crate::connect(options).await?;
+        let js = jetstream::new(client);
+        let mut config = match js.get_stream(wire::stream_name(service)?).await {
+            Ok(mut stream) => {
+                ServiceConfig::from_stream(&stream.info().await.map_err(NatsError::js)?.config)
+            }
+            Err(_) => ServiceConfig::default(),
+        };
+        change(&mut config);
+        set(&js, service, &config).await?;
+        Ok(config)
+    };
+    tokio::time::timeout(limit, work)
         .await
         .map_err(|_| NatsError::Timeout(limit))?
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::common::{wait_for, Daemon, DEADLINE};
+use super::common::{wait_for, Daemon};
 use super::harness::{lines_of, wait_serving};
 use super::servers::Nats;
 use triggerd::control::{Reply, Request};
@@ -59,19 +59,25 @@ pub fn fire_all(daemon: &Daemon, payloads: impl IntoIterator<Item = String>) {
     }
 }
 
-/// Sets a service's stream settings, as `triggerctl nats service set` does.
+/// Sets a service's stream settings with `triggerctl service`.
 pub fn set_service(nats: &Nats, service: &str, config: ServiceConfig) {
-    let runtime = triggerd_nats::runtime().expect("runtime");
-    let servers = triggerd_nats::servers(&nats.endpoint()).expect("servers");
-    let options = triggerd_nats::NatsOptions {
-        servers,
-        ..Default::default()
-    };
-    runtime
-        .block_on(triggerd_nats::service::configure(
-            &options, service, &config, DEADLINE,
-        ))
-        .expect("service set");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+        .args(["service", service, "--broker", &nats.endpoint()])
+        .args(["--algorithm", config.algorithm.as_str()])
+        .args(["--replicas", &config.replicas.to_string()])
+        .args(["--max-deliver", &config.max_deliver.to_string()])
+        .args(["--ack-wait", &format!("{}ms", config.ack_wait.as_millis())])
+        .output()
+        .expect("triggerctl service");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.starts_with(&format!(
+            "service {service}: {},",
+            config.algorithm.as_str()
+        )),
+        "{text}"
+    );
 }
 
 pub fn numbered(n: usize, tag: &str) -> Vec<String> {

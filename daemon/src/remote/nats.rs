@@ -146,3 +146,74 @@ pub fn send(
         }
     }
 }
+
+/// What `triggerctl service` changes (`None`: keep).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceChange {
+    pub algorithm: Option<triggerd_nats::Algorithm>,
+    pub replicas: Option<usize>,
+    pub max_deliver: Option<u32>,
+    pub ack_wait: Option<std::time::Duration>,
+}
+
+/// `triggerctl service NAME [...]`: applies the change and prints the settings.
+pub fn service(
+    name: &str,
+    change: &ServiceChange,
+    config: &std::path::Path,
+    endpoint: Option<String>,
+) -> u8 {
+    let nats = match endpoint {
+        Some(endpoint) => NatsOptions {
+            servers: triggerd_nats::servers(&endpoint).unwrap_or_default(),
+            name: "triggerctl".into(),
+            ..NatsOptions::default()
+        },
+        None => {
+            let loaded = crate::config::load(config).map_err(|e| e.to_string());
+            let broker = loaded.and_then(|c| {
+                c.broker
+                    .filter(is_nats)
+                    .ok_or_else(|| format!("{}: no nats:// [broker] endpoint", config.display()))
+            });
+            match broker.and_then(|b| Ok((Credentials::load(&b)?, b))) {
+                Ok((credentials, broker)) => options(&broker, &credentials),
+                Err(e) => {
+                    eprintln!("triggerctl: {e}");
+                    return 2;
+                }
+            }
+        }
+    };
+    if nats.servers.is_empty() {
+        eprintln!("triggerctl: not a list of nats:// servers");
+        return 2;
+    }
+    let Ok(runtime) = triggerd_nats::runtime() else {
+        eprintln!("triggerctl: cannot start a runtime");
+        return 1;
+    };
+    let apply = |c: &mut triggerd_nats::ServiceConfig| {
+        c.algorithm = change.algorithm.unwrap_or(c.algorithm);
+        c.replicas = change.replicas.unwrap_or(c.replicas).max(1);
+        c.max_deliver = change.max_deliver.unwrap_or(c.max_deliver).max(1);
+        c.ack_wait = change.ack_wait.unwrap_or(c.ack_wait);
+    };
+    let limit = std::time::Duration::from_secs(10);
+    match runtime.block_on(triggerd_nats::service::configure(&nats, name, apply, limit)) {
+        Ok(c) => {
+            println!(
+                "service {name}: {}, {} replicas, max_deliver {}, ack_wait {}",
+                c.algorithm.as_str(),
+                c.replicas,
+                c.max_deliver,
+                humantime::format_duration(c.ack_wait)
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("triggerctl: service {name}: {e}");
+            1
+        }
+    }
+}
