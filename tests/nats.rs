@@ -6,6 +6,8 @@
 //! dead-lettered past `max_deliver`); events forwarded while every server is down, or while
 //! one node of a three-node R3 cluster is killed, are all executed once.
 
+#[path = "nats/auth.rs"]
+mod auth;
 #[path = "nats/cluster.rs"]
 mod cluster;
 mod common;

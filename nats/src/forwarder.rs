@@ -172,17 +172,22 @@ async fn drain(shared: &Shared, options: &NatsForwarderOptions) -> Result<(), Na
                 stalled.acked_upto
             }
         };
-        let mut spool = shared.spool();
-        if let Some(upto) = acked_upto {
-            // A failing disk must not stop delivery: the ack stays in memory and is
-            // persisted later (a crash meanwhile only re-sends, de-duplicated).
-            if let Err(e) = spool.ack(upto).and_then(|()| spool.tick()) {
-                tracing::warn!("nats forwarder: {e}");
+        let stalled = {
+            let mut spool = shared.spool();
+            if let Some(upto) = acked_upto {
+                // A failing disk must not stop delivery: the ack stays in memory and is
+                // persisted later (a crash meanwhile only re-sends, de-duplicated).
+                if let Err(e) = spool.ack(upto).and_then(|()| spool.tick()) {
+                    tracing::warn!("nats forwarder: {e}");
+                }
             }
-        }
-        if spool.read_position() > spool.acked() {
-            spool.rewind();
-            drop(spool);
+            let stalled = spool.read_position() > spool.acked();
+            if stalled {
+                spool.rewind();
+            }
+            stalled
+        };
+        if stalled {
             pause(shared, backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

@@ -33,6 +33,13 @@ pub fn sender(nats: &Nats, service: &str) -> Daemon {
     sender_with(nats, service, "")
 }
 
+/// Starts a sender made by `Daemon::create` after `prepare` wrote its files.
+pub fn sender_from(mut daemon: Daemon, prepare: impl FnOnce(&Daemon)) -> Daemon {
+    prepare(&daemon);
+    daemon.launch();
+    daemon
+}
+
 /// A sender whose rule has `extra` keys too (`max_running = 1` keeps firing order).
 pub fn sender_with(nats: &Nats, service: &str, extra: &str) -> Daemon {
     Daemon::start(&format!(

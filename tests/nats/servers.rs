@@ -17,6 +17,8 @@ pub struct Node {
     pub client: String,
     /// The route URL other nodes connect to (clusters only).
     pub route: Option<String>,
+    /// Lines added to the node's config (authorization, say).
+    extra: String,
 }
 
 pub struct Nats {
@@ -38,6 +40,7 @@ impl Node {
             self.name,
             self.dir.join("js").display()
         );
+        text.push_str(&self.extra);
         if let Some(routes) = routes {
             let routes: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
             text.push_str(&format!(
@@ -115,13 +118,20 @@ impl Nats {
             process: None,
             client: String::new(),
             route: None,
+            extra: String::new(),
         }
     }
 
     /// One JetStream server.
     pub fn single() -> Nats {
+        Nats::single_with("")
+    }
+
+    /// One JetStream server with `extra` in its config.
+    pub fn single_with(extra: &str) -> Nats {
         let mut nats = Nats::new("triggerd-nats");
         let mut node = nats.node("n1");
+        node.extra = format!("{extra}\n");
         node.spawn("-1", None);
         nats.nodes.push(node);
         nats.wait_ready();
