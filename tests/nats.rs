@@ -18,23 +18,21 @@ mod harness;
 mod hosts;
 #[path = "nats/python.rs"]
 mod python;
-#[path = "nats/servers.rs"]
-mod servers;
 
 use std::time::Duration;
 
-use common::{wait_for, Daemon, DEADLINE};
+use common::{test_root, wait_for, Daemon, DEADLINE};
 use harness::{remote_status, wait_serving, Ctl};
 use hosts::{
     append_host, assert_once, fire_all, nats_table, numbered, sender, sender_with, set_service,
     wait_lines,
 };
-use servers::Nats;
+use triggerd_nats::testing::Nats;
 use triggerd_nats::{Algorithm, ServiceConfig};
 
 #[test]
 fn roundrobin_spreads_1000_requests_over_three_workers() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     let workers: Vec<Daemon> = (0..3).map(|_| append_host(&nats, "jobs")).collect();
     let mut ship = sender(&nats, "jobs");
     let payloads = numbered(1000, "rr");
@@ -59,7 +57,7 @@ fn roundrobin_spreads_1000_requests_over_three_workers() {
 
 #[test]
 fn triggerctl_send_streams_lines_and_exits_with_the_remote_code() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     let mut worker = Daemon::start(&format!(
         "{}\n[[service]]\nname = \"job\"\nexec = [\"/bin/sh\", \"-c\", \
          \"read x; echo \\\"got $x\\\"; while [ ! -e {{dir}}/go ]; do sleep 0.02; done; echo second; exit 3\"]\n",
@@ -109,7 +107,7 @@ fn marking_hosts(nats: &Nats, max_deliver: u32) -> Vec<Daemon> {
 
 #[test]
 fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     let mut hosts = marking_hosts(&nats, 5);
     let endpoint = nats.endpoint();
     let mut ctl = Ctl::spawn(&[
@@ -149,7 +147,7 @@ fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
 
 #[test]
 fn past_max_deliver_a_request_goes_to_the_dead_letter_subject_counted() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     let mut hosts = marking_hosts(&nats, 1);
     let endpoint = nats.endpoint();
     let mut ctl = Ctl::spawn(&[
@@ -186,7 +184,7 @@ fn past_max_deliver_a_request_goes_to_the_dead_letter_subject_counted() {
 
 #[test]
 fn events_forwarded_while_nats_is_down_are_all_delivered_once() {
-    let mut nats = Nats::single();
+    let mut nats = Nats::single(&test_root());
     let worker = append_host(&nats, "central");
     let mut ship = sender(&nats, "central");
     nats.kill(0);
@@ -210,7 +208,7 @@ fn events_forwarded_while_nats_is_down_are_all_delivered_once() {
 
 #[test]
 fn serial_runs_one_request_at_a_time_in_arrival_order() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     set_service(
         &nats,
         "serial",
@@ -252,7 +250,7 @@ fn serial_runs_one_request_at_a_time_in_arrival_order() {
 
 #[test]
 fn mirror_reaches_every_worker_and_the_sender_gets_each_reply() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     set_service(
         &nats,
         "all",

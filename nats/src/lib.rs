@@ -9,6 +9,8 @@
 pub mod client;
 pub mod forwarder;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 pub mod worker;
 

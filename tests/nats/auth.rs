@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use super::common::{wait_for, Daemon, DEADLINE};
+use super::common::{test_root, wait_for, Daemon, DEADLINE};
 use super::harness::{lines_of, remote_status, wait_serving, Ctl};
 use super::hosts::{fire_all, nats_table, sender_from, set_service};
-use super::servers::Nats;
+use triggerd_nats::testing::Nats;
 use triggerd_nats::ServiceConfig;
 
 /// A worker serving `central` into `{dir}/central.log` with `extra` in its `[broker]`;
@@ -26,7 +26,10 @@ fn host(nats: &Nats, extra: &str, prepare: impl FnOnce(&Daemon)) -> Daemon {
 
 #[test]
 fn user_and_password_come_from_the_token_file_and_a_wrong_one_is_refused() {
-    let nats = Nats::single_with("authorization { user: log-host, password: s3cret-word }");
+    let nats = Nats::single_with(
+        &test_root(),
+        "authorization { user: log-host, password: s3cret-word }",
+    );
     let table = "identity = \"log-host\"\ntoken = \"{dir}/password\"";
     let password = |d: &Daemon| std::fs::write(d.path("password"), "s3cret-word\n").expect("pw");
     let worker = host(&nats, table, password);
@@ -69,10 +72,13 @@ fn user_and_password_come_from_the_token_file_and_a_wrong_one_is_refused() {
 fn an_nkey_seed_file_authenticates() {
     let user = nkeys::KeyPair::new_user();
     let seed = user.seed().expect("seed");
-    let nats = Nats::single_with(&format!(
-        "authorization {{ users: [ {{ nkey: {} }} ] }}",
-        user.public_key()
-    ));
+    let nats = Nats::single_with(
+        &test_root(),
+        &format!(
+            "authorization {{ users: [ {{ nkey: {} }} ] }}",
+            user.public_key()
+        ),
+    );
     let worker = host(&nats, "nkey = \"{dir}/seed\"", |d| {
         std::fs::write(d.path("seed"), format!("{seed}\n")).expect("seed file")
     });
@@ -98,7 +104,7 @@ fn an_nkey_seed_file_authenticates() {
 
 #[test]
 fn a_plugin_longer_than_the_ack_wait_keeps_its_request() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     set_service(
         &nats,
         "long",

@@ -2,13 +2,14 @@
 //! is killed with SIGKILL while a daemon forwards 10,000 events, and started again; every
 //! event is executed, none twice.
 
+use super::common::test_root;
 use super::hosts::{append_host, assert_once, fire_all, numbered, sender, set_service, wait_lines};
-use super::servers::Nats;
+use triggerd_nats::testing::Nats;
 use triggerd_nats::ServiceConfig;
 
 #[test]
 fn an_r3_stream_survives_a_killed_node_and_runs_10000_events_once() {
-    let mut nats = Nats::cluster(3);
+    let mut nats = Nats::cluster(&test_root(), 3);
     set_service(
         &nats,
         "central",

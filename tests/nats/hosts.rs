@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::common::{wait_for, Daemon};
 use super::harness::{lines_of, wait_serving};
-use super::servers::Nats;
 use triggerd::control::{Reply, Request};
+use triggerd_nats::testing::Nats;
 use triggerd_nats::ServiceConfig;
 
 /// The `[broker]` table of every daemon of a test.

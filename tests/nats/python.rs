@@ -2,10 +2,10 @@
 //! service a triggerd worker serves, and a `nats-py` worker serves a service that
 //! `triggerctl send` reaches (output line streamed, then the final status).
 
-use super::common::Daemon;
+use super::common::{test_root, Daemon};
 use super::harness::{wait_serving, Ctl};
 use super::hosts::nats_table;
-use super::servers::Nats;
+use triggerd_nats::testing::Nats;
 
 const CLIENT: &str = r#"
 import asyncio, sys, nats
@@ -59,7 +59,7 @@ fn python(script: &str, endpoint: &str) -> Ctl {
 
 #[test]
 fn a_nats_py_client_calls_a_triggerd_service() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     let mut worker = Daemon::start(&format!(
         "{}\n[[service]]\nname = \"job\"\nplugin = \"echo\"\n",
         nats_table(&nats, "")
@@ -72,7 +72,7 @@ fn a_nats_py_client_calls_a_triggerd_service() {
 
 #[test]
 fn triggerctl_send_reaches_a_nats_py_worker() {
-    let nats = Nats::single();
+    let nats = Nats::single(&test_root());
     let worker = python(WORKER, &nats.nodes[0].client);
     assert_eq!(worker.line(), "ready");
     let endpoint = nats.endpoint();

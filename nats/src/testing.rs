@@ -1,14 +1,42 @@
-//! Real `nats-server` processes for the JetStream tests: one node or a cluster, each node with
-//! its JetStream store in the test's temp dir, on ports the server picks itself (`port: -1`,
-//! read back from `--ports_file_dir`). A node killed with SIGKILL restarts on its old client
-//! port (the daemons' endpoint names it) and routes to the nodes still up. Every process is
-//! killed on drop.
+//! Real `nats-server` processes for tests and benchmarks (feature `testing`): one node or a
+//! cluster, each node with its JetStream store in a temp dir, on ports the server picks itself
+//! (`port: -1`, read back from `--ports_file_dir`). A node killed with SIGKILL restarts on its
+//! old client port (clients' endpoints name it) and routes to the nodes still up. Every
+//! process is killed on drop.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use super::common::{test_root, wait_for, KillOnDrop, DEADLINE};
+/// How long a server may take to start.
+const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Polls `f` until it returns Some; panics with `what` after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A server process, killed and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One `nats-server` process and its directory.
 pub struct Node {
     name: String,
     dir: PathBuf,
@@ -21,6 +49,7 @@ pub struct Node {
     extra: String,
 }
 
+/// NATS servers for one test or benchmark.
 pub struct Nats {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
@@ -97,10 +126,10 @@ impl Node {
 }
 
 impl Nats {
-    fn new(prefix: &str) -> Nats {
+    fn new(root: &Path, prefix: &str) -> Nats {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
-            .tempdir_in(test_root())
+            .tempdir_in(root)
             .expect("tempdir");
         Nats {
             dir,
@@ -122,14 +151,19 @@ impl Nats {
         }
     }
 
-    /// One JetStream server.
-    pub fn single() -> Nats {
-        Nats::single_with("")
+    /// One JetStream server, its files in a new temp dir under `root`.
+    pub fn single(root: &Path) -> Nats {
+        Nats::single_with(root, "")
+    }
+
+    /// The temp dir the nodes live in (removed on drop).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// One JetStream server with `extra` in its config.
-    pub fn single_with(extra: &str) -> Nats {
-        let mut nats = Nats::new("triggerd-nats");
+    pub fn single_with(root: &Path, extra: &str) -> Nats {
+        let mut nats = Nats::new(root, "triggerd-nats");
         let mut node = nats.node("n1");
         node.extra = format!("{extra}\n");
         node.spawn("-1", None);
@@ -140,8 +174,8 @@ impl Nats {
 
     /// A JetStream cluster of `size` nodes (the first one starts alone, routing to an address
     /// nobody listens on until the others route to it).
-    pub fn cluster(size: usize) -> Nats {
-        let mut nats = Nats::new("triggerd-nats-cluster");
+    pub fn cluster(root: &Path, size: usize) -> Nats {
+        let mut nats = Nats::new(root, "triggerd-nats-cluster");
         nats.clustered = true;
         let mut first = nats.node("n1");
         first.spawn("-1", Some(&["nats://127.0.0.1:1".to_string()]));
