@@ -105,12 +105,12 @@ fn marking_hosts(nats: &Nats, max_deliver: u32) -> Vec<Daemon> {
         .collect()
 }
 
-#[test]
-fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
-    let nats = Nats::single(&test_root());
-    let mut hosts = marking_hosts(&nats, 5);
+/// Sends one request to `slow`, waits until a worker runs it and kills that worker with
+/// SIGKILL (after telling the other one to finish at once, if `go`); returns the sender and
+/// the survivor's index.
+fn send_and_kill_the_holder(nats: &Nats, hosts: &mut [Daemon], go: bool) -> (Ctl, usize) {
     let endpoint = nats.endpoint();
-    let mut ctl = Ctl::spawn(&[
+    let args = [
         "send",
         "--broker",
         &endpoint,
@@ -118,14 +118,25 @@ fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
         "20s",
         "slow",
         "x",
-    ]);
+    ];
+    let ctl = Ctl::spawn(&args);
     let holder = wait_for("a worker to start the request", DEADLINE, || {
         hosts.iter().position(|h| h.path("started").exists())
     });
     let survivor = 1 - holder;
-    std::fs::write(hosts[survivor].path("go"), "").expect("go");
+    if go {
+        std::fs::write(hosts[survivor].path("go"), "").expect("go");
+    }
     hosts[holder].signal(libc::SIGKILL);
     let _ = hosts[holder].child.take().map(|mut c| c.wait());
+    (ctl, survivor)
+}
+
+#[test]
+fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
+    let nats = Nats::single(&test_root());
+    let mut hosts = marking_hosts(&nats, 5);
+    let (mut ctl, survivor) = send_and_kill_the_holder(&nats, &mut hosts, true);
     // The survivor gets it after the ack wait, runs it, and the sender sees one final status.
     let mut lines = Vec::new();
     let code = loop {
@@ -149,22 +160,7 @@ fn a_worker_killed_holding_a_request_has_it_completed_by_another() {
 fn past_max_deliver_a_request_goes_to_the_dead_letter_subject_counted() {
     let nats = Nats::single(&test_root());
     let mut hosts = marking_hosts(&nats, 1);
-    let endpoint = nats.endpoint();
-    let mut ctl = Ctl::spawn(&[
-        "send",
-        "--broker",
-        &endpoint,
-        "--timeout",
-        "20s",
-        "slow",
-        "x",
-    ]);
-    let holder = wait_for("a worker to start the request", DEADLINE, || {
-        hosts.iter().position(|h| h.path("started").exists())
-    });
-    let survivor = 1 - holder;
-    hosts[holder].signal(libc::SIGKILL);
-    let _ = hosts[holder].child.take().map(|mut c| c.wait());
+    let (mut ctl, survivor) = send_and_kill_the_holder(&nats, &mut hosts, false);
     assert_eq!(ctl.exit_code(), Some(70));
     let served = wait_for("the dead letter counted", DEADLINE, || {
         let status = remote_status(&mut hosts[survivor]);

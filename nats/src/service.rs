@@ -10,40 +10,19 @@ use async_nats::jetstream::{self, consumer, stream};
 
 use crate::{wire, NatsError};
 
-/// How a service's requests reach its workers (the MDP broker's words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Algorithm {
-    /// Workers share one durable consumer: each request goes to one of them.
-    #[default]
-    Roundrobin,
-    /// One shared consumer with one request in flight: arrival order, never overlapping.
-    Serial,
-    /// One consumer per worker: every worker gets every request.
-    Mirror,
+/// The MDP broker's algorithms, with the same words: roundrobin (workers share one durable
+/// consumer), serial (that consumer with one request in flight), mirror (a consumer each).
+pub use triggerd_remote::broker::Algorithm;
+
+/// Parses `roundrobin`, `serial` or `mirror`.
+pub fn parse_algorithm(word: &str) -> Option<Algorithm> {
+    word.parse().ok()
 }
 
-impl Algorithm {
-    /// The word used in config, commands and the stream description.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Roundrobin => "roundrobin",
-            Algorithm::Serial => "serial",
-            Algorithm::Mirror => "mirror",
-        }
-    }
-
-    /// Parses `roundrobin`, `serial` or `mirror`.
-    pub fn parse(word: &str) -> Option<Algorithm> {
-        [Algorithm::Roundrobin, Algorithm::Serial, Algorithm::Mirror]
-            .into_iter()
-            .find(|a| a.as_str() == word)
-    }
-
-    fn retention(self) -> stream::RetentionPolicy {
-        match self {
-            Algorithm::Mirror => stream::RetentionPolicy::Interest,
-            _ => stream::RetentionPolicy::WorkQueue,
-        }
+fn retention(algorithm: Algorithm) -> stream::RetentionPolicy {
+    match algorithm {
+        Algorithm::Mirror => stream::RetentionPolicy::Interest,
+        _ => stream::RetentionPolicy::WorkQueue,
     }
 }
 
@@ -103,7 +82,7 @@ impl ServiceConfig {
         {
             match word.split_once('=') {
                 Some(("algorithm", a)) => {
-                    out.algorithm = Algorithm::parse(a).unwrap_or_default();
+                    out.algorithm = parse_algorithm(a).unwrap_or_default();
                 }
                 Some(("max_deliver", n)) => {
                     out.max_deliver = n.parse().unwrap_or(out.max_deliver).max(1);
@@ -129,7 +108,7 @@ impl ServiceConfig {
             name: wire::stream_name(service)?,
             description: Some(self.describe()),
             subjects: vec![wire::request_subject(service)?],
-            retention: self.algorithm.retention(),
+            retention: retention(self.algorithm),
             storage: stream::StorageType::File,
             num_replicas: self.replicas.max(1),
             duplicate_window: DUPLICATE_WINDOW,
@@ -166,14 +145,15 @@ pub async fn ensure(
     service: &str,
 ) -> Result<(stream::Stream, ServiceConfig), NatsError> {
     let name = wire::stream_name(service)?;
-    let mut stream = match js.get_stream(&name).await {
+    let stream = match js.get_stream(&name).await {
         Ok(s) => s,
         Err(_) => js
             .get_or_create_stream(ServiceConfig::default().stream_config(service)?)
             .await
             .map_err(NatsError::js)?,
     };
-    let config = ServiceConfig::from_stream(&stream.info().await.map_err(NatsError::js)?.config);
+    // Fetched with the stream just now: no second request.
+    let config = ServiceConfig::from_stream(&stream.cached_info().config);
     Ok((stream, config))
 }
 

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use triggerd_remote::worker::plugins::STATUS_PLUGIN_FAILED;
 use triggerd_remote::worker::{
-    Dedup, Outcome, PluginRequest, DEFAULT_PLUGIN_TIMEOUT, STATUS_NO_PLUGIN,
+    Dedup, Outcome, Plugin, PluginRequest, DEFAULT_PLUGIN_TIMEOUT, STATUS_NO_PLUGIN,
 };
 use triggerd_remote::Worker;
 
@@ -220,13 +220,40 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
             .filter(|&ms| ms > 0)
             .map_or(DEFAULT_PLUGIN_TIMEOUT, Duration::from_millis),
     };
+    let outcome = if plugin.inline() {
+        // Quick and never blocking (echo): run here, its lines sent after it.
+        let mut lines = Vec::new();
+        let outcome = plugin.call(&request, &mut |line| lines.push(line));
+        for line in lines {
+            reply.partial(line).await;
+        }
+        outcome
+    } else {
+        run_blocking(plugin, request, &message, &reply, context.config.ack_wait).await
+    };
+    reply.last(outcome.status, &outcome.body).await;
+    if let Err(e) = message.double_ack().await {
+        // The servers will deliver it again; this worker's de-duplication answers that.
+        tracing::warn!(id = %id_text, "nats worker: ack not confirmed: {e}");
+    }
+}
+
+/// Runs a plugin on a blocking thread, streaming its lines as they come and sending an
+/// in-progress ack every third of the ack wait until it is done.
+async fn run_blocking(
+    plugin: Arc<dyn Plugin>,
+    request: PluginRequest,
+    message: &jetstream::Message,
+    reply: &Replier<'_>,
+    ack_wait: Duration,
+) -> Outcome {
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let mut run = tokio::task::spawn_blocking(move || {
         plugin.call(&request, &mut |line| {
             let _ = lines_tx.send(line);
         })
     });
-    let mut progress = tokio::time::interval(context.config.ack_wait / 3);
+    let mut progress = tokio::time::interval(ack_wait / 3);
     progress.tick().await;
     let outcome = loop {
         tokio::select! {
@@ -240,11 +267,7 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
     while let Ok(line) = lines.try_recv() {
         reply.partial(line).await;
     }
-    reply.last(outcome.status, &outcome.body).await;
-    if let Err(e) = message.double_ack().await {
-        // The servers will deliver it again; this worker's de-duplication answers that.
-        tracing::warn!(id = %id_text, "nats worker: ack not confirmed: {e}");
-    }
+    outcome
 }
 
 /// Moves a request past its `max_deliver` to the dead-letter subject, then ends its delivery.

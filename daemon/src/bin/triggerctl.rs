@@ -182,7 +182,7 @@ fn main() -> ExitCode {
         let change = triggerd::remote::nats::ServiceChange {
             algorithm: algorithm
                 .as_deref()
-                .and_then(triggerd_nats::Algorithm::parse),
+                .and_then(triggerd_nats::service::parse_algorithm),
             replicas,
             max_deliver,
             ack_wait,
