@@ -275,3 +275,33 @@ fn mirror_reaches_every_worker_and_the_sender_gets_each_reply() {
         assert_once(&all, &payloads);
     }
 }
+
+#[test]
+fn a_service_timeout_set_with_triggerctl_limits_its_plugin() {
+    let nats = Nats::single(&test_root());
+    set_service(
+        &nats,
+        "capped",
+        ServiceConfig {
+            timeout: Some(Duration::from_millis(500)),
+            ..ServiceConfig::default()
+        },
+    );
+    let mut worker = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"capped\"\nexec = [\"/bin/sleep\", \"20\"]\n",
+        nats_table(&nats, "")
+    ));
+    wait_serving(&mut worker, "capped");
+    let endpoint = nats.endpoint();
+    // The request allows 15 s; the service's 500 ms limit kills the command first.
+    let mut ctl = Ctl::spawn(&[
+        "send",
+        "--broker",
+        &endpoint,
+        "--timeout",
+        "15s",
+        "capped",
+        "x",
+    ]);
+    assert_eq!(ctl.exit_code(), Some(124));
+}

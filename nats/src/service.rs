@@ -1,6 +1,7 @@
 //! A service's JetStream side: its stream (work-queue retention for `roundrobin` and
 //! `serial`, interest retention for `mirror`) and its settings, kept in the stream's own
-//! description (`triggerd algorithm=serial max_deliver=5 ack_wait_ms=5000`) so every worker
+//! description (`triggerd algorithm=serial max_deliver=5 ack_wait_ms=5000 timeout_ms=30000`,
+//! the timeout only when set) so every worker
 //! and sender reads the same ones from the cluster. Whoever first needs a service's stream
 //! creates it with the defaults; [`set`] (`triggerctl nats service set`) changes them.
 
@@ -36,6 +37,8 @@ pub struct ServiceConfig {
     pub max_deliver: u32,
     /// Silence (no ack, no in-progress ack) after which a request is given to another worker.
     pub ack_wait: Duration,
+    /// The plugin's time limit for this service (a request's own shorter one wins).
+    pub timeout: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +49,7 @@ impl Default for ServiceConfig {
             replicas: 1,
             max_deliver: 5,
             ack_wait: Duration::from_secs(5),
+            timeout: None,
         }
     }
 }
@@ -59,12 +63,16 @@ const MARK: &str = "triggerd";
 
 impl ServiceConfig {
     fn describe(&self) -> String {
-        format!(
+        let mut text = format!(
             "{MARK} algorithm={} max_deliver={} ack_wait_ms={}",
             self.algorithm.as_str(),
             self.max_deliver,
             self.ack_wait.as_millis()
-        )
+        );
+        if let Some(t) = self.timeout {
+            text.push_str(&format!(" timeout_ms={}", t.as_millis()));
+        }
+        text
     }
 
     /// Reads the settings from a stream's configuration (unknown or missing words keep their
@@ -86,6 +94,13 @@ impl ServiceConfig {
                 }
                 Some(("max_deliver", n)) => {
                     out.max_deliver = n.parse().unwrap_or(out.max_deliver).max(1);
+                }
+                Some(("timeout_ms", n)) => {
+                    out.timeout = n
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|&ms| ms > 0)
+                        .map(Duration::from_millis);
                 }
                 Some(("ack_wait_ms", n)) => {
                     if let Ok(ms) = n.parse::<u64>() {
@@ -234,6 +249,7 @@ mod tests {
             replicas: 3,
             max_deliver: 2,
             ack_wait: Duration::from_millis(1500),
+            timeout: Some(Duration::from_secs(7)),
         };
         let stream = config.stream_config("jobs").expect("config");
         assert_eq!(stream.retention, stream::RetentionPolicy::WorkQueue);

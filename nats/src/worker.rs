@@ -215,10 +215,13 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
         id,
         service: context.worker.options().service.clone(),
         payload: message.payload.to_vec(),
-        timeout: wire::header(headers, wire::TIMEOUT_MS)
-            .and_then(|t| t.parse::<u64>().ok())
-            .filter(|&ms| ms > 0)
-            .map_or(DEFAULT_PLUGIN_TIMEOUT, Duration::from_millis),
+        timeout: plugin_timeout(
+            wire::header(headers, wire::TIMEOUT_MS)
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+            context.config.timeout,
+        ),
     };
     let outcome = if plugin.inline() {
         // Quick and never blocking (echo): run here, its lines sent after it.
@@ -235,6 +238,14 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
     if let Err(e) = message.double_ack().await {
         // The servers will deliver it again; this worker's de-duplication answers that.
         tracing::warn!(id = %id_text, "nats worker: ack not confirmed: {e}");
+    }
+}
+
+/// The shorter of the request's and the service's limits (30 s when neither has one).
+fn plugin_timeout(request: Option<Duration>, service: Option<Duration>) -> Duration {
+    match (request, service) {
+        (Some(r), Some(s)) => r.min(s),
+        (r, s) => r.or(s).unwrap_or(DEFAULT_PLUGIN_TIMEOUT),
     }
 }
 
@@ -342,5 +353,19 @@ impl Replier<'_> {
                 .await;
             let _ = self.client.flush().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shorter_limit_wins() {
+        let s = Duration::from_secs;
+        assert_eq!(plugin_timeout(None, None), DEFAULT_PLUGIN_TIMEOUT);
+        assert_eq!(plugin_timeout(Some(s(5)), None), s(5));
+        assert_eq!(plugin_timeout(None, Some(s(9))), s(9));
+        assert_eq!(plugin_timeout(Some(s(50)), Some(s(9))), s(9));
     }
 }

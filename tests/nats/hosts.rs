@@ -74,6 +74,10 @@ pub fn set_service(nats: &Nats, service: &str, config: ServiceConfig) {
         .args(["--replicas", &config.replicas.to_string()])
         .args(["--max-deliver", &config.max_deliver.to_string()])
         .args(["--ack-wait", &format!("{}ms", config.ack_wait.as_millis())])
+        .args([
+            "--timeout",
+            &format!("{}ms", config.timeout.map_or(0, |t| t.as_millis())),
+        ])
         .output()
         .expect("triggerctl service");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -121,6 +121,9 @@ enum Verb {
         /// Silence after which a held request goes to another worker.
         #[arg(long, value_parser = humantime::parse_duration)]
         ack_wait: Option<std::time::Duration>,
+        /// The plugin's time limit for this service (`0s`: none; a request's shorter one wins).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
         /// The config whose `[broker]` says where and as whom to connect.
         #[arg(long, default_value = "/etc/triggerd.conf")]
         config: PathBuf,
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
         replicas,
         max_deliver,
         ack_wait,
+        timeout,
         config,
         broker,
     } = cli.verb
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
             replicas,
             max_deliver,
             ack_wait,
+            timeout,
         };
         return ExitCode::from(triggerd::remote::nats::service(
             &service, &change, &config, broker,

@@ -154,6 +154,8 @@ pub struct ServiceChange {
     pub replicas: Option<usize>,
     pub max_deliver: Option<u32>,
     pub ack_wait: Option<std::time::Duration>,
+    /// `Some(0)` clears the service's limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// `triggerctl service NAME [...]`: applies the change and prints the settings.
@@ -198,12 +200,18 @@ pub fn service(
         c.replicas = change.replicas.unwrap_or(c.replicas).max(1);
         c.max_deliver = change.max_deliver.unwrap_or(c.max_deliver).max(1);
         c.ack_wait = change.ack_wait.unwrap_or(c.ack_wait);
+        if let Some(t) = change.timeout {
+            c.timeout = (!t.is_zero()).then_some(t);
+        }
     };
     let limit = std::time::Duration::from_secs(10);
     match runtime.block_on(triggerd_nats::service::configure(&nats, name, apply, limit)) {
         Ok(c) => {
+            let timeout = c.timeout.map_or("none".to_string(), |t| {
+                humantime::format_duration(t).to_string()
+            });
             println!(
-                "service {name}: {}, {} replicas, max_deliver {}, ack_wait {}",
+                "service {name}: {}, {} replicas, max_deliver {}, ack_wait {}, timeout {timeout}",
                 c.algorithm.as_str(),
                 c.replicas,
                 c.max_deliver,
