@@ -25,9 +25,13 @@ pub use worker::{NatsWorker, NatsWorkerStats};
 /// The `nats://` scheme that selects this transport in `[broker] endpoint`.
 pub const SCHEME: &str = "nats://";
 
-/// True when `endpoint` names NATS servers (`nats://HOST:PORT`, several separated by commas).
+/// The scheme of a NATS server that requires TLS.
+pub const TLS_SCHEME: &str = "tls://";
+
+/// True when `endpoint` names NATS servers (`nats://HOST:PORT` or `tls://HOST:PORT`, several
+/// separated by commas).
 pub fn is_nats(endpoint: &str) -> bool {
-    endpoint.starts_with(SCHEME)
+    endpoint.starts_with(SCHEME) || endpoint.starts_with(TLS_SCHEME)
 }
 
 /// The server URLs of a `nats://a:4222,nats://b:4222` endpoint; `None` when one is not
@@ -35,7 +39,9 @@ pub fn is_nats(endpoint: &str) -> bool {
 pub fn servers(endpoint: &str) -> Option<Vec<String>> {
     let urls: Vec<String> = endpoint.split(',').map(|s| s.trim().to_string()).collect();
     let ok = urls.iter().all(|u| {
-        let rest = u.strip_prefix(SCHEME).or_else(|| u.strip_prefix("tls://"));
+        let rest = u
+            .strip_prefix(SCHEME)
+            .or_else(|| u.strip_prefix(TLS_SCHEME));
         rest.is_some_and(|r| !r.is_empty() && !r.contains(|c: char| c.is_whitespace() || c == '/'))
     });
     (ok && !urls.is_empty()).then_some(urls)
@@ -158,6 +164,7 @@ mod tests {
     #[test]
     fn endpoints_are_lists_of_nats_urls() {
         assert!(is_nats("nats://127.0.0.1:4222"));
+        assert!(is_nats("tls://127.0.0.1:4222"));
         assert!(!is_nats("tcp://127.0.0.1:5555"));
         assert_eq!(
             servers("nats://a:1, nats://b:2").expect("two"),

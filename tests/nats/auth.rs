@@ -138,3 +138,97 @@ fn a_plugin_longer_than_the_ack_wait_keeps_its_request() {
         "the request ran again while the first run was going on"
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`.
+fn certificates(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl (scripts/deps installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "2", "-subj", "/CN=triggerd test CA"],
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[test]
+fn tls_with_a_ca_file_connects_and_an_unknown_ca_is_refused() {
+    let certs = tempfile::Builder::new()
+        .prefix("triggerd-certs")
+        .tempdir_in(test_root())
+        .expect("tempdir");
+    certificates(certs.path());
+    let dir = certs.path().display();
+    let nats = Nats::single_with(
+        &test_root(),
+        &format!("tls {{ cert_file: \"{dir}/server.pem\", key_file: \"{dir}/server.key\" }}"),
+    );
+    let worker = host(&nats, &format!("tls_ca = \"{dir}/ca.pem\""), |_| {});
+    let config = worker.config.display().to_string();
+    let mut echo = Ctl::spawn(&[
+        "send", "--config", &config, "--plugin", "echo", "central", "hi",
+    ]);
+    assert_eq!(echo.line(), "hi");
+    assert_eq!(echo.exit_code(), Some(0));
+    // Without the CA the server's certificate is not trusted: no connection, no answer.
+    let endpoint = nats.endpoint();
+    let mut untrusted = Ctl::spawn(&[
+        "send",
+        "--broker",
+        &endpoint,
+        "--timeout",
+        "2s",
+        "central",
+        "x",
+    ]);
+    assert_ne!(untrusted.exit_code(), Some(0));
+}

@@ -170,7 +170,7 @@ fn broker_settings(
     let mut nats_file = |key: &str, value: &Option<String>| {
         let value = value.as_deref()?;
         if !nats {
-            problems.push(table.problem(key, "only for a nats:// endpoint"));
+            problems.push(table.problem(key, "only for a nats:// or tls:// endpoint"));
             return None;
         }
         absolute(value)
