@@ -87,6 +87,20 @@ pub fn parse_id(text: &str) -> u128 {
     }
 }
 
+/// Longest reply subject a worker publishes to.
+const MAX_REPLY: usize = 256;
+
+/// A subject a worker may publish replies to: printable ASCII without blanks, non-empty
+/// tokens, no wildcards. Anything else would make the server drop the worker's connection
+/// (a protocol error), so a hostile request cannot disconnect workers.
+pub fn valid_reply(subject: &str) -> bool {
+    subject.len() <= MAX_REPLY
+        && subject.bytes().all(|b| b.is_ascii_graphic())
+        && subject
+            .split('.')
+            .all(|t| !t.is_empty() && t != "*" && t != ">")
+}
+
 /// One header's value as text.
 pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     headers?.get(name).map(|v| v.as_str())
@@ -108,6 +122,23 @@ mod tests {
             request_subject("a.b").expect("subject"),
             "triggerd.svc.a_2Eb"
         );
+    }
+
+    #[test]
+    fn only_plain_subjects_take_replies() {
+        assert!(valid_reply("_INBOX.abc123"));
+        for bad in [
+            "",
+            "not a subject",
+            ">",
+            "a.*",
+            "a..b",
+            "a.",
+            "\u{7f}x",
+            &"a".repeat(300),
+        ] {
+            assert!(!valid_reply(bad), "{bad:?}");
+        }
     }
 
     #[test]

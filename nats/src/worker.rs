@@ -30,6 +30,8 @@ use crate::{connect, runtime, wire, NatsError, NatsOptions};
 pub struct NatsWorkerStats {
     /// Requests moved to the dead-letter subject after `max_deliver` deliveries.
     pub dead_letters: AtomicU64,
+    /// Requests whose reply subject was not a valid one (run, but not answered).
+    pub bad_replies: AtomicU64,
 }
 
 /// Serves one service from JetStream with a [`Worker`]'s plugins and options.
@@ -169,6 +171,14 @@ async fn pull(
 async fn handle(context: Arc<Context>, message: jetstream::Message) {
     let headers = message.headers.as_ref();
     let reply_to = wire::header(headers, wire::REPLY).map(str::to_string);
+    let reply_to = match reply_to {
+        Some(to) if !wire::valid_reply(&to) => {
+            context.stats.bad_replies.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("nats worker: request with an invalid reply subject; no replies");
+            None
+        }
+        to => to,
+    };
     let id_text = wire::header(headers, wire::MSG_ID)
         .unwrap_or("")
         .to_string();

@@ -81,3 +81,45 @@ fn triggerctl_send_reaches_a_nats_py_worker() {
     assert_eq!(ctl.exit_code(), Some(4));
     drop(worker);
 }
+
+const GARBAGE: &str = r#"
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    js = nc.jetstream()
+    await js.publish("triggerd.svc.job", b"no headers at all")
+    await js.publish("triggerd.svc.job", b"odd", headers={"Triggerd-Timeout-Ms": "soon",
+        "Triggerd-Plugin": "../../bin/sh", "Triggerd-Reply": "not a subject", "Nats-Msg-Id": "x" * 32})
+    await js.publish("triggerd.svc.job", b"\x00\xff" * 1000, headers={"Triggerd-Reply": ">"})
+    try:
+        await js.publish("triggerd.svc.job", b"x" * (2 * 1024 * 1024))
+        print("oversized accepted", flush=True)
+    except Exception:
+        print("oversized refused", flush=True)
+    await nc.close()
+asyncio.run(main())
+"#;
+
+#[test]
+fn garbage_from_any_nats_client_does_not_stop_a_worker() {
+    let nats = Nats::single(&test_root());
+    let mut worker = Daemon::start(&format!(
+        "{}\n[[service]]\nname = \"job\"\nplugin = \"echo\"\n",
+        nats_table(&nats, "")
+    ));
+    wait_serving(&mut worker, "job");
+    let mut garbage = python(GARBAGE, &nats.nodes[0].client);
+    assert_eq!(garbage.line(), "oversized refused");
+    assert_eq!(garbage.exit_code(), Some(0));
+    let endpoint = nats.endpoint();
+    let mut echo = Ctl::spawn(&["send", "--broker", &endpoint, "job", "still here"]);
+    assert_eq!(echo.line(), "still here");
+    assert_eq!(echo.exit_code(), Some(0));
+    worker.assert_alive();
+    // A reply subject the server refuses would cost the worker its connection, and its
+    // unacknowledged requests would run again and again. Served: the one without headers,
+    // the binary one and the echo (the `../../bin/sh` plugin does not exist).
+    let served = &super::harness::remote_status(&mut worker).services[0];
+    let counts = (served.served, served.duplicates, served.dead_letters);
+    assert_eq!(counts, (3, 0, 0), "{served:?}");
+}
