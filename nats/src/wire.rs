@@ -92,9 +92,14 @@ const MAX_REPLY: usize = 256;
 
 /// A subject a worker may publish replies to: printable ASCII without blanks, non-empty
 /// tokens, no wildcards. Anything else would make the server drop the worker's connection
-/// (a protocol error), so a hostile request cannot disconnect workers.
+/// (a protocol error), so a hostile request cannot disconnect workers. Nor `$...` subjects
+/// (`$JS.API.*`, `$SYS.*`): a request must not make a worker speak to JetStream's API with
+/// the worker's permissions, nor to triggerd's own request subjects.
 pub fn valid_reply(subject: &str) -> bool {
     subject.len() <= MAX_REPLY
+        && !subject.starts_with('$')
+        && !subject.starts_with(REQUEST_PREFIX)
+        && !subject.starts_with(DEAD_PREFIX)
         && subject.bytes().all(|b| b.is_ascii_graphic())
         && subject
             .split('.')
