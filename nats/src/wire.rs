@@ -141,6 +141,8 @@ mod tests {
             "a.",
             "\u{7f}x",
             &"a".repeat(300),
+            "$JS.API.STREAM.DELETE.x",
+            "triggerd.svc.job",
         ] {
             assert!(!valid_reply(bad), "{bad:?}");
         }
