@@ -106,8 +106,10 @@ pub fn valid_reply(subject: &str) -> bool {
             .all(|t| !t.is_empty() && t != "*" && t != ">")
 }
 
-/// One header's value as text.
+/// One header's value as text. The name is parsed as the client parses received headers:
+/// looked up as a plain `&str`, a standard name such as `Nats-Msg-Id` is never found.
 pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    let name: async_nats::HeaderName = name.parse().ok()?;
     headers?.get(name).map(|v| v.as_str())
 }
 
@@ -146,6 +148,18 @@ mod tests {
         ] {
             assert!(!valid_reply(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn standard_and_own_headers_are_found_as_received() {
+        let mut headers = HeaderMap::new();
+        let parsed = |n: &str| n.parse::<async_nats::HeaderName>().expect("name");
+        headers.insert(parsed(MSG_ID), "00ff");
+        headers.insert(parsed(PLUGIN), "echo");
+        assert_eq!(header(Some(&headers), MSG_ID), Some("00ff"));
+        assert_eq!(header(Some(&headers), PLUGIN), Some("echo"));
+        assert_eq!(header(Some(&headers), REPLY), None);
+        assert_eq!(header(None, MSG_ID), None);
     }
 
     #[test]

@@ -106,7 +106,14 @@ pub fn wait_lines(files: &[std::path::PathBuf], n: usize, what: &str) -> Vec<Vec
 pub fn assert_once(all: &[Vec<String>], expected: &[String]) {
     let flat: Vec<&String> = all.iter().flatten().collect();
     let unique: BTreeSet<&String> = flat.iter().copied().collect();
-    assert_eq!(flat.len(), unique.len(), "some events ran twice");
+    if flat.len() != unique.len() {
+        let mut seen = BTreeSet::new();
+        let twice: Vec<&&String> = flat.iter().filter(|l| !seen.insert(**l)).take(20).collect();
+        panic!(
+            "{} events ran twice, e.g. {twice:?}",
+            flat.len() - unique.len()
+        );
+    }
     let wanted: BTreeSet<&String> = expected.iter().collect();
     assert_eq!(unique, wanted);
 }

@@ -6,6 +6,7 @@
 //! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
 //! [`status`]. A `nats://` endpoint puts the same roles on JetStream ([`nats`]) instead.
 
+mod drain;
 pub mod nats;
 pub mod send;
 pub mod status;
@@ -20,13 +21,12 @@ use std::thread::JoinHandle;
 
 use nix::fcntl::{Flock, FlockArg};
 use triggerd_remote::worker::{Append, Command, Forward, WorkerStats};
-use triggerd_remote::{
-    Client, ClientOptions, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
-};
+use triggerd_remote::{Client, ClientOptions, Spool, SpoolOptions, Worker, WorkerOptions};
 
 use crate::config::{BrokerSettings, Config, ServiceSettings};
 use crate::dispatch::Outbox;
 use crate::event::Event;
+use drain::Drain;
 pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
 
 /// A spool segment is closed at this size (or an eighth of `spool_max` when smaller), so
@@ -106,35 +106,16 @@ fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
     })
 }
 
-/// The spool's drain: to the MDP broker, or into JetStream.
-enum Drain {
-    Broker(Forwarder),
-    Nats(triggerd_nats::NatsForwarder),
-}
-
 /// `send` actions put events into the spool; the forwarder delivers them.
 struct SpoolOutbox {
     forwarder: Drain,
 }
 
-impl SpoolOutbox {
-    fn stats(&self) -> triggerd_remote::ForwarderStats {
-        match &self.forwarder {
-            Drain::Broker(f) => f.stats(),
-            Drain::Nats(f) => f.stats(),
-        }
-    }
-}
-
 impl Outbox for SpoolOutbox {
     fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String> {
-        let (plugin, payload) = (plugin.unwrap_or(""), payload_of(event));
-        match &self.forwarder {
-            Drain::Broker(f) => f.submit(service, plugin, payload),
-            Drain::Nats(f) => f.submit(service, plugin, payload),
-        }
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        self.forwarder
+            .submit(service, plugin.unwrap_or(""), payload_of(event))
+            .map(|_| ())
     }
 }
 
@@ -186,18 +167,7 @@ impl Remote {
         })
         .map_err(|e| format!("[broker] spool: {e}"))?;
         let pending = spool.stats().pending;
-        let forwarder = if triggerd_nats::is_nats(&broker.endpoint) {
-            Drain::Nats(nats::forwarder(broker, &credentials, spool)?)
-        } else {
-            let mut options = ForwarderOptions::new(&broker.endpoint);
-            options.client = credentials.client_options();
-            options.request_timeout = broker.timeout;
-            options.retry_after = broker.timeout + std::time::Duration::from_secs(1);
-            options.window = broker.window;
-            Drain::Broker(
-                Forwarder::start(spool, options).map_err(|e| format!("[broker] forwarder: {e}"))?,
-            )
-        };
+        let forwarder = Drain::start(broker, &credentials, spool)?;
         tracing::info!(
             endpoint = %broker.endpoint,
             spool = %broker.spool.display(),
@@ -340,11 +310,7 @@ impl Remote {
         if let Some(outbox) = lock(&self.outbox).take() {
             match Arc::try_unwrap(outbox) {
                 Ok(outbox) => {
-                    let stopped = match outbox.forwarder {
-                        Drain::Broker(f) => f.stop().map_err(|e| e.to_string()),
-                        Drain::Nats(f) => f.stop().map_err(|e| e.to_string()),
-                    };
-                    if let Err(e) = stopped {
+                    if let Err(e) = outbox.forwarder.stop() {
                         tracing::error!("forwarder: {e}");
                     }
                 }
@@ -357,7 +323,7 @@ impl Remote {
     pub fn status(&self) -> RemoteStatus {
         let forwarder = lock(&self.outbox)
             .as_ref()
-            .map(|o| ForwarderStatus::from(o.stats()));
+            .map(|o| ForwarderStatus::from(o.forwarder.stats()));
         let services = lock(&self.services)
             .iter()
             .map(|s| ServiceStatus {
