@@ -24,6 +24,32 @@ fn host(nats: &Nats, extra: &str, prepare: impl FnOnce(&Daemon)) -> Daemon {
     daemon
 }
 
+/// `triggerctl send` with the worker's config (its credentials) gets the echo.
+fn answers_with_its_config(worker: &Daemon) {
+    let config = worker.config.display().to_string();
+    let args = [
+        "send", "--config", &config, "--plugin", "echo", "central", "hi",
+    ];
+    let mut echo = Ctl::spawn(&args);
+    assert_eq!(echo.line(), "hi");
+    assert_eq!(echo.exit_code(), Some(0));
+}
+
+/// `triggerctl send --broker` without credentials gets no answer.
+fn refused_without_credentials(nats: &Nats) {
+    let endpoint = nats.endpoint();
+    let args = [
+        "send",
+        "--broker",
+        &endpoint,
+        "--timeout",
+        "2s",
+        "central",
+        "x",
+    ];
+    assert_ne!(Ctl::spawn(&args).exit_code(), Some(0));
+}
+
 #[test]
 fn user_and_password_come_from_the_token_file_and_a_wrong_one_is_refused() {
     let nats = Nats::single_with(
@@ -82,24 +108,9 @@ fn an_nkey_seed_file_authenticates() {
     let worker = host(&nats, "nkey = \"{dir}/seed\"", |d| {
         std::fs::write(d.path("seed"), format!("{seed}\n")).expect("seed file")
     });
-    let config = worker.config.display().to_string();
-    let mut echo = Ctl::spawn(&[
-        "send", "--config", &config, "--plugin", "echo", "central", "hi",
-    ]);
-    assert_eq!(echo.line(), "hi");
-    assert_eq!(echo.exit_code(), Some(0));
+    answers_with_its_config(&worker);
     // Without the seed the server refuses the connection: nothing answers.
-    let endpoint = nats.endpoint();
-    let mut anonymous = Ctl::spawn(&[
-        "send",
-        "--broker",
-        &endpoint,
-        "--timeout",
-        "2s",
-        "central",
-        "x",
-    ]);
-    assert_ne!(anonymous.exit_code(), Some(0));
+    refused_without_credentials(&nats);
 }
 
 #[test]
@@ -213,22 +224,7 @@ fn tls_with_a_ca_file_connects_and_an_unknown_ca_is_refused() {
         &format!("tls {{ cert_file: \"{dir}/server.pem\", key_file: \"{dir}/server.key\" }}"),
     );
     let worker = host(&nats, &format!("tls_ca = \"{dir}/ca.pem\""), |_| {});
-    let config = worker.config.display().to_string();
-    let mut echo = Ctl::spawn(&[
-        "send", "--config", &config, "--plugin", "echo", "central", "hi",
-    ]);
-    assert_eq!(echo.line(), "hi");
-    assert_eq!(echo.exit_code(), Some(0));
+    answers_with_its_config(&worker);
     // Without the CA the server's certificate is not trusted: no connection, no answer.
-    let endpoint = nats.endpoint();
-    let mut untrusted = Ctl::spawn(&[
-        "send",
-        "--broker",
-        &endpoint,
-        "--timeout",
-        "2s",
-        "central",
-        "x",
-    ]);
-    assert_ne!(untrusted.exit_code(), Some(0));
+    refused_without_credentials(&nats);
 }
