@@ -7,15 +7,15 @@
 //! the stream's duplicate window drops what it already has and workers de-duplicate too.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::Publish};
 use bytes::Bytes;
 use tokio::sync::Notify;
-use triggerd_remote::forwarder::{decode_record, encode_record};
+use triggerd_remote::forwarder::{decode_record, SpoolFront};
 use triggerd_remote::{ForwarderError, ForwarderStats, Spool};
 
 use crate::{connect, runtime, service, wire, NatsError, NatsOptions};
@@ -33,19 +33,16 @@ pub struct NatsForwarderOptions {
     pub ack_timeout: Duration,
 }
 
+/// The spool and counters, and the bell a submit rings to wake the drain.
 struct Shared {
-    spool: Mutex<Spool>,
-    stop: AtomicBool,
+    front: SpoolFront,
     wake: Notify,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    resent: AtomicU64,
 }
 
-impl Shared {
-    fn spool(&self) -> MutexGuard<'_, Spool> {
-        // The spool is consistent between calls: a panic elsewhere must not stop delivery.
-        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+impl std::ops::Deref for Shared {
+    type Target = SpoolFront;
+    fn deref(&self) -> &SpoolFront {
+        &self.front
     }
 }
 
@@ -59,12 +56,8 @@ impl NatsForwarder {
     /// Starts draining `spool`; returns at once even when no server is reachable.
     pub fn start(spool: Spool, options: NatsForwarderOptions) -> Result<NatsForwarder, NatsError> {
         let shared = Arc::new(Shared {
-            spool: Mutex::new(spool),
-            stop: AtomicBool::new(false),
+            front: SpoolFront::new(spool),
             wake: Notify::new(),
-            delivered: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            resent: AtomicU64::new(0),
         });
         let inner = Arc::clone(&shared);
         let rt = runtime()?;
@@ -89,20 +82,14 @@ impl NatsForwarder {
         if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
             return Err(ForwarderError::Stopped);
         }
-        let record = encode_record(service, plugin, payload)?;
-        let seq = self.shared.spool().append(&record)?;
+        let seq = self.shared.append(service, plugin, payload)?;
         self.shared.wake.notify_one();
         Ok(seq)
     }
 
     /// Current counters (`delivered`: acknowledged by JetStream).
     pub fn stats(&self) -> ForwarderStats {
-        ForwarderStats {
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
-            resent: self.shared.resent.load(Ordering::Relaxed),
-            spool: self.shared.spool().stats(),
-        }
+        self.shared.stats()
     }
 
     /// Stops the thread; unacknowledged records stay in the spool for next time.
