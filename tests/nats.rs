@@ -305,3 +305,41 @@ fn a_service_timeout_set_with_triggerctl_limits_its_plugin() {
     ]);
     assert_eq!(ctl.exit_code(), Some(124));
 }
+
+#[test]
+fn a_reload_starts_and_stops_jetstream_workers() {
+    let nats = Nats::single(&test_root());
+    let table = nats_table(&nats, "");
+    let mut daemon = Daemon::start(&table);
+    daemon.write_config(&format!(
+        "{table}\n[[service]]\nname = \"late\"\nplugin = \"echo\"\n"
+    ));
+    daemon.reload();
+    wait_serving(&mut daemon, "late");
+    let endpoint = nats.endpoint();
+    let mut echo = Ctl::spawn(&["send", "--broker", &endpoint, "late", "hello"]);
+    assert_eq!(echo.line(), "hello");
+    assert_eq!(echo.exit_code(), Some(0));
+    daemon.write_config(&table);
+    daemon.reload();
+    assert!(remote_status(&mut daemon).services.is_empty());
+    let mut gone = Ctl::spawn(&[
+        "send",
+        "--broker",
+        &endpoint,
+        "--timeout",
+        "1s",
+        "late",
+        "x",
+    ]);
+    assert_eq!(gone.exit_code(), Some(124));
+    // Served again: the request whose sender gave up is not run late; a new one is.
+    daemon.write_config(&format!(
+        "{table}\n[[service]]\nname = \"late\"\nplugin = \"echo\"\n"
+    ));
+    daemon.reload();
+    wait_serving(&mut daemon, "late");
+    let mut fresh = Ctl::spawn(&["send", "--broker", &endpoint, "late", "fresh"]);
+    assert_eq!(fresh.line(), "fresh");
+    assert_eq!(remote_status(&mut daemon).services[0].served, 1);
+}

@@ -32,6 +32,8 @@ pub struct NatsWorkerStats {
     pub dead_letters: AtomicU64,
     /// Requests whose reply subject was not a valid one (run, but not answered).
     pub bad_replies: AtomicU64,
+    /// Requests found past their sender's time limit, dropped unrun.
+    pub expired: AtomicU64,
 }
 
 /// Serves one service from JetStream with a [`Worker`]'s plugins and options.
@@ -190,6 +192,17 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
         worker: &context.name,
     };
     let delivered = message.info().map_or(1, |i| i.delivered);
+    let limit = request_limit(headers);
+    if let (Some(limit), Ok(info)) = (limit, message.info()) {
+        // A request whose sender stopped waiting (a `triggerctl send` that timed out while
+        // nobody served the service) is not run late. Spooled events carry no limit.
+        let age_ns = now_ns() - info.published.unix_timestamp_nanos();
+        if age_ns > limit.as_nanos() as i128 {
+            context.stats.expired.fetch_add(1, Ordering::Relaxed);
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    }
     if delivered > i64::from(context.config.max_deliver) {
         dead_letter(&context, &message, delivered, &reply).await;
         return;
@@ -225,13 +238,7 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
         id,
         service: context.worker.options().service.clone(),
         payload: message.payload.to_vec(),
-        timeout: plugin_timeout(
-            wire::header(headers, wire::TIMEOUT_MS)
-                .and_then(|t| t.parse::<u64>().ok())
-                .filter(|&ms| ms > 0)
-                .map(Duration::from_millis),
-            context.config.timeout,
-        ),
+        timeout: plugin_timeout(limit, context.config.timeout),
     };
     let outcome = if plugin.inline() {
         // Quick and never blocking (echo): run here, its lines sent after it.
@@ -249,6 +256,20 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
         // The servers will deliver it again; this worker's de-duplication answers that.
         tracing::warn!(id = %id_text, "nats worker: ack not confirmed: {e}");
     }
+}
+
+/// The request's own time limit (`Triggerd-Timeout-Ms`), if it has one.
+fn request_limit(headers: Option<&HeaderMap>) -> Option<Duration> {
+    wire::header(headers, wire::TIMEOUT_MS)
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// The shorter of the request's and the service's limits (30 s when neither has one).
