@@ -339,7 +339,7 @@ fn a_reload_starts_and_stops_jetstream_workers() {
     ));
     daemon.reload();
     wait_serving(&mut daemon, "late");
-    let mut fresh = Ctl::spawn(&["send", "--broker", &endpoint, "late", "fresh"]);
+    let fresh = Ctl::spawn(&["send", "--broker", &endpoint, "late", "fresh"]);
     assert_eq!(fresh.line(), "fresh");
     assert_eq!(remote_status(&mut daemon).services[0].served, 1);
 }
