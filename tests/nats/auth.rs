@@ -120,14 +120,14 @@ fn a_plugin_longer_than_the_ack_wait_keeps_its_request() {
         &nats,
         "long",
         ServiceConfig {
-            ack_wait: Duration::from_millis(600),
+            ack_wait: Duration::from_millis(1500),
             ..ServiceConfig::default()
         },
     );
     let mut hosts: Vec<Daemon> = (0..2)
         .map(|_| {
             let mut daemon = Daemon::start(&format!(
-                "{}\n[[service]]\nname = \"long\"\nexec = [\"/bin/sh\", \"-c\", \"sleep 3; echo slept\"]\n",
+                "{}\n[[service]]\nname = \"long\"\nexec = [\"/bin/sh\", \"-c\", \"sleep 5; echo slept\"]\n",
                 nats_table(&nats, "")
             ));
             wait_serving(&mut daemon, "long");
@@ -138,8 +138,8 @@ fn a_plugin_longer_than_the_ack_wait_keeps_its_request() {
     let mut ctl = Ctl::spawn(&["send", "--broker", &endpoint, "long", "x"]);
     assert_eq!(ctl.line(), "slept");
     assert_eq!(ctl.exit_code(), Some(0));
-    // Give a wrongful redelivery time to run, then count.
-    std::thread::sleep(Duration::from_secs(2));
+    // A wrongful redelivery would come after one ack wait, long before the 5 s run ended,
+    // and be counted as it starts.
     let served: u64 = hosts
         .iter_mut()
         .map(|h| remote_status(h).services[0].served)
