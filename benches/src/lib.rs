@@ -2,6 +2,8 @@
 //! (children killed, the fanotify queue sysctl restored, files removed) even when a benchmark
 //! fails half-way, polling with a deadline, and the small statistics every program prints.
 
+pub mod send_daemon;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Child;

@@ -81,30 +81,70 @@ pub struct ForwarderStats {
     pub spool: SpoolStats,
 }
 
-struct Shared {
+/// What a forwarder thread shares with those who submit events: the spool behind a lock, the
+/// stop flag and the delivery counters. Every transport's forwarder is built on it.
+pub struct SpoolFront {
     spool: Mutex<Spool>,
-    stop: AtomicBool,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    resent: AtomicU64,
+    pub stop: AtomicBool,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub resent: AtomicU64,
 }
 
-impl Shared {
-    fn spool(&self) -> MutexGuard<'_, Spool> {
+impl SpoolFront {
+    pub fn new(spool: Spool) -> SpoolFront {
+        SpoolFront {
+            spool: Mutex::new(spool),
+            stop: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+        }
+    }
+
+    pub fn spool(&self) -> MutexGuard<'_, Spool> {
         // A panic elsewhere must not stop delivery: the spool's state is consistent between calls.
         self.spool
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Spools one event for `service` (and `plugin`, empty for the service's default);
+    /// returns its sequence number. Fails when the spool is full under the reject policy.
+    pub fn append(
+        &self,
+        service: &str,
+        plugin: &str,
+        payload: &[u8],
+    ) -> Result<u64, ForwarderError> {
+        let record = encode_record(service, plugin, payload)?;
+        Ok(self.spool().append(&record)?)
+    }
+
+    /// The counters and the spool's.
+    pub fn stats(&self) -> ForwarderStats {
+        ForwarderStats {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            resent: self.resent.load(Ordering::Relaxed),
+            spool: self.spool().stats(),
+        }
+    }
 }
 
 /// Sends spooled records to the broker from a thread of its own.
 pub struct Forwarder {
-    shared: Arc<Shared>,
+    shared: Arc<SpoolFront>,
     thread: Option<JoinHandle<Result<(), ForwarderError>>>,
 }
 
-fn encode_record(service: &str, plugin: &str, payload: &[u8]) -> Result<Vec<u8>, ForwarderError> {
+/// A spool record: service and plugin names (each ≤ 255 bytes) in front of the payload.
+/// Other transports' forwarders share the format, so one spool serves either.
+pub fn encode_record(
+    service: &str,
+    plugin: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, ForwarderError> {
     let (s, p) = (service.as_bytes(), plugin.as_bytes());
     if s.len() > 255 || p.len() > 255 {
         return Err(ForwarderError::NameTooLong);
@@ -119,7 +159,7 @@ fn encode_record(service: &str, plugin: &str, payload: &[u8]) -> Result<Vec<u8>,
 }
 
 /// Splits a record into service, plugin and payload; `None` if malformed.
-fn decode_record(record: &[u8]) -> Option<(&str, &str, &[u8])> {
+pub fn decode_record(record: &[u8]) -> Option<(&str, &str, &[u8])> {
     let s_len = *record.first()? as usize;
     let service = record.get(1..1 + s_len)?;
     let p_len = *record.get(1 + s_len)? as usize;
@@ -136,13 +176,7 @@ impl Forwarder {
     /// Starts draining `spool` to the broker.
     pub fn start(spool: Spool, options: ForwarderOptions) -> Result<Forwarder, ForwarderError> {
         let client = Client::connect(&options.endpoint, options.client.clone())?;
-        let shared = Arc::new(Shared {
-            spool: Mutex::new(spool),
-            stop: AtomicBool::new(false),
-            delivered: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            resent: AtomicU64::new(0),
-        });
+        let shared = Arc::new(SpoolFront::new(spool));
         let inner = shared.clone();
         let thread = std::thread::Builder::new()
             .name("forwarder".into())
@@ -170,18 +204,12 @@ impl Forwarder {
         if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
             return Err(ForwarderError::Stopped);
         }
-        let record = encode_record(service, plugin, payload)?;
-        Ok(self.shared.spool().append(&record)?)
+        self.shared.append(service, plugin, payload)
     }
 
     /// Current counters.
     pub fn stats(&self) -> ForwarderStats {
-        ForwarderStats {
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
-            resent: self.shared.resent.load(Ordering::Relaxed),
-            spool: self.shared.spool().stats(),
-        }
+        self.shared.stats()
     }
 
     /// Stops the thread; undelivered records stay in the spool for next time.
@@ -229,7 +257,7 @@ fn send(
 }
 
 fn drain(
-    shared: &Shared,
+    shared: &SpoolFront,
     mut client: Client,
     options: &ForwarderOptions,
 ) -> Result<(), ForwarderError> {

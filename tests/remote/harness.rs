@@ -207,7 +207,12 @@ pub struct Ctl {
 
 impl Ctl {
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+        Self::spawn_program(env!("CARGO_BIN_EXE_triggerctl"), args)
+    }
+
+    /// Any program whose stdout lines the test reads (a peer written in Python, say).
+    pub fn spawn_program(program: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

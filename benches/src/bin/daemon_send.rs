@@ -9,15 +9,12 @@
 //! Run as root: `cargo build --release -p triggerd -p triggerd-benches &&
 //! target/release/daemon_send [--quick]` (TRIGGERD_BIN overrides the daemon's path).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use triggerd_benches::send_daemon::SendDaemon;
 use triggerd_benches::{start_broker, StopOnDrop};
 use triggerd_remote::{Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions};
 
@@ -82,76 +79,10 @@ fn library_rate(rig: &Rig, events: u64) -> Result<f64> {
     Ok(events as f64 / start.elapsed().as_secs_f64())
 }
 
-/// A triggerd process, stopped with SIGTERM (so it removes its channel) and reaped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon_bin() -> PathBuf {
-    std::env::var_os("TRIGGERD_BIN")
-        .map(PathBuf::from)
-        .or_else(|| Some(std::env::current_exe().ok()?.with_file_name("triggerd")))
-        .unwrap_or_else(|| PathBuf::from("triggerd"))
-}
-
-fn start_daemon(rig: &Rig, channel: &str) -> Result<Daemon> {
-    let dir = tempfile::tempdir()?;
-    let socket = dir.path().join("control.sock");
-    let config = dir.path().join("triggerd.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\ncontrol = \"{}\"\nstate_dir = \"{}\"\n\n\
-             [broker]\nendpoint = \"{}\"\nspool = \"{}/spool\"\n\n\
-             [[channel]]\nname = \"{channel}\"\nsend = \"sink\"\nwhen_full = \"block\"\n",
-            socket.display(),
-            dir.path().display(),
-            rig.endpoint,
-            dir.path().display()
-        ),
-    )?;
-    let child = Command::new(daemon_bin())
-        .arg("--config")
-        .arg(&config)
-        .env("TRIGGERD_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .context("start triggerd (build it with --release, or set TRIGGERD_BIN)")?;
-    let daemon = Daemon {
-        child,
-        socket,
-        _dir: dir,
-    };
-    wait("the control socket", || delivered(&daemon.socket).ok())?;
-    Ok(daemon)
-}
-
-/// `remote.forwarder.delivered` from the daemon's status.
-fn delivered(socket: &Path) -> Result<u64> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.write_all(b"{\"verb\":\"status\"}\n")?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    let reply: serde_json::Value = serde_json::from_str(&line)?;
-    Ok(reply["status"]["remote"]["forwarder"]["delivered"]
-        .as_u64()
-        .unwrap_or(0))
-}
-
 /// The daemon: events/s from the first publish until status counts them all delivered.
 fn daemon_rate(rig: &Rig, events: u64, round: usize) -> Result<f64> {
     let channel = format!("bench-send-{}-{round}", std::process::id());
-    let daemon = start_daemon(rig, &channel)?;
+    let daemon = SendDaemon::start(&rig.endpoint, &channel, "sink")?;
     let publisher = wait("the channel", || {
         triggerd_ipc::Publisher::connect(&channel).ok()
     })?;
@@ -166,7 +97,7 @@ fn daemon_rate(rig: &Rig, events: u64, round: usize) -> Result<f64> {
             return None;
         }
         last_poll = Instant::now();
-        (delivered(&daemon.socket).ok()? >= events).then_some(())
+        (daemon.delivered().ok()? >= events).then_some(())
     })?;
     Ok(events as f64 / start.elapsed().as_secs_f64())
 }

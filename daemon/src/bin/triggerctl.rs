@@ -1,6 +1,6 @@
 //! `triggerctl [--socket PATH] VERB`: talks to a running triggerd over its control socket
 //! (status, list, show, pause, resume, disable, enable, fire); `publish` talks to a
-//! shared-memory channel and `send` to the broker. Exit codes: 0 ok, 1 the daemon could not
+//! shared-memory channel, `send` to the broker and `service` to NATS JetStream. Exit codes: 0 ok, 1 the daemon could not
 //! be reached or refused, 2 usage; `send` exits with the remote exit code (124: no answer).
 
 use std::path::PathBuf;
@@ -113,6 +113,31 @@ enum Verb {
         #[arg(long, requires = "server_key")]
         secret_key: Option<PathBuf>,
     },
+    /// Show or change a service's settings on NATS JetStream (kept in its stream, created
+    /// when missing); settings not given keep their values. Talks to the NATS servers.
+    Service {
+        service: String,
+        #[arg(long, value_parser = ["roundrobin", "serial", "mirror"])]
+        algorithm: Option<String>,
+        /// Copies of the stream in the cluster.
+        #[arg(long)]
+        replicas: Option<usize>,
+        /// Deliveries before a request goes to the dead-letter subject.
+        #[arg(long)]
+        max_deliver: Option<u32>,
+        /// Silence after which a held request goes to another worker.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ack_wait: Option<std::time::Duration>,
+        /// The plugin's time limit for this service (`0s`: none; a request's shorter one wins).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// The config whose `[broker]` says where and as whom to connect.
+        #[arg(long, default_value = "/etc/triggerd.conf")]
+        config: PathBuf,
+        /// Connect to these servers instead (`nats://HOST:PORT,...`).
+        #[arg(long)]
+        broker: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +182,30 @@ fn main() -> ExitCode {
             server_key,
             secret_key,
         }));
+    }
+    if let Verb::Service {
+        service,
+        algorithm,
+        replicas,
+        max_deliver,
+        ack_wait,
+        timeout,
+        config,
+        broker,
+    } = cli.verb
+    {
+        let change = triggerd::remote::nats::ServiceChange {
+            algorithm: algorithm
+                .as_deref()
+                .and_then(triggerd_nats::service::parse_algorithm),
+            replicas,
+            max_deliver,
+            ack_wait,
+            timeout,
+        };
+        return ExitCode::from(triggerd::remote::nats::service(
+            &service, &change, &config, broker,
+        ));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,7 +256,9 @@ fn main() -> ExitCode {
             };
             (Request::Fire { rule, data }, false)
         }
-        Verb::Publish { .. } | Verb::Send { .. } => unreachable!("handled above"),
+        Verb::Publish { .. } | Verb::Send { .. } | Verb::Service { .. } => {
+            unreachable!("handled above")
+        }
     };
     let reply = match runtime.block_on(control::request(&cli.socket, &request)) {
         Ok(reply) => reply,

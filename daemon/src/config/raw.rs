@@ -52,6 +52,9 @@ pub struct RawBroker {
     pub heartbeat: Option<String>,
     pub timeout: Option<String>,
     pub window: Option<i64>,
+    pub creds: Option<String>,
+    pub nkey: Option<String>,
+    pub tls_ca: Option<String>,
 }
 
 /// `[[service]]`.

@@ -11,7 +11,8 @@ pub use triggerd_remote::{FullPolicy, Mechanism, SyncPolicy};
 /// `[broker]`: one broker per host. Changing it takes effect at the next restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerSettings {
-    /// ZeroMQ endpoint, `tcp://host:port` or `ipc:///path`.
+    /// ZeroMQ endpoint, `tcp://host:port` or `ipc:///path`; or NATS servers,
+    /// `nats://host:port` (several separated by commas), which selects JetStream.
     pub endpoint: String,
     /// How connections are secured. Unset: `curve` with a `server_key`, else `plain` with an
     /// `identity`, else `none`.
@@ -39,6 +40,10 @@ pub struct BrokerSettings {
     pub timeout: Duration,
     /// Events sent and not yet answered at once; 1 delivers strictly in order, one at a time.
     pub window: usize,
+    /// NATS only: a `.creds` file, an nkey seed file, a CA file for TLS.
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Defaults of `[broker]` keys.

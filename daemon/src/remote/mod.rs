@@ -4,8 +4,10 @@
 //! `[[service]]` changes (changed or removed services stop, new ones start); `[broker]`
 //! changes wait for a restart, because the spool and the connections are built from it.
 //! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
-//! [`status`].
+//! [`status`]. A `nats://` endpoint puts the same roles on JetStream ([`nats`]) instead.
 
+mod drain;
+pub mod nats;
 pub mod send;
 pub mod status;
 
@@ -20,13 +22,12 @@ use std::thread::JoinHandle;
 use nix::fcntl::{Flock, FlockArg};
 use triggerd_remote::security::{self, KeyPair, SecurityError};
 use triggerd_remote::worker::{Append, Command, Forward, WorkerStats};
-use triggerd_remote::{
-    Client, ClientOptions, Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions,
-};
+use triggerd_remote::{Client, ClientOptions, Spool, SpoolOptions, Worker, WorkerOptions};
 
 use crate::config::{BrokerSettings, Config, ServiceSettings};
 use crate::dispatch::Outbox;
 use crate::event::Event;
+use drain::Drain;
 pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
 use triggerd_remote::Mechanism;
 use triggerd_support::lock;
@@ -41,6 +42,16 @@ const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 pub struct Credentials(pub triggerd_remote::Credentials);
 
 impl Credentials {
+    /// The PLAIN identity and token (a NATS user and password), if these are PLAIN.
+    pub fn user_password(&self) -> Option<(String, String)> {
+        match &self.0 {
+            triggerd_remote::Credentials::Plain { identity, token } => {
+                Some((identity.clone(), token.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// The credentials `[broker]` configures.
     pub fn load(broker: &BrokerSettings) -> Result<Credentials, String> {
         match broker.security {
@@ -132,7 +143,7 @@ fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
 
 /// `send` actions put events into the spool; the forwarder delivers them.
 struct SpoolOutbox {
-    forwarder: Forwarder,
+    forwarder: Drain,
 }
 
 impl Outbox for SpoolOutbox {
@@ -140,7 +151,6 @@ impl Outbox for SpoolOutbox {
         self.forwarder
             .submit(service, plugin.unwrap_or(""), payload_of(event))
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -150,6 +160,8 @@ struct RunningService {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
     stats: Arc<WorkerStats>,
+    /// JetStream workers only: requests moved to the dead-letter subject.
+    dead_letters: Option<Arc<triggerd_nats::NatsWorkerStats>>,
 }
 
 /// Everything remote the daemon runs.
@@ -186,13 +198,7 @@ impl Remote {
         })
         .map_err(|e| format!("[broker] spool: {e}"))?;
         let pending = spool.stats().pending;
-        let mut options = ForwarderOptions::new(&broker.endpoint);
-        options.client = credentials.client_options();
-        options.request_timeout = broker.timeout;
-        options.retry_after = broker.timeout + std::time::Duration::from_secs(1);
-        options.window = broker.window;
-        let forwarder =
-            Forwarder::start(spool, options).map_err(|e| format!("[broker] forwarder: {e}"))?;
+        let forwarder = Drain::start(broker, &credentials, spool)?;
         tracing::info!(
             endpoint = %broker.endpoint,
             spool = %broker.spool.display(),
@@ -288,6 +294,9 @@ impl Remote {
                 Append::open(file.clone()).map_err(|e| format!("{}: {e}", file.display()))?;
             worker.add_plugin("append", Arc::new(append));
         }
+        if settings.forward.is_some() && nats::is_nats(broker) {
+            return Err("the forward plugin needs a ZeroMQ broker endpoint".into());
+        }
         if let Some(target) = &settings.forward {
             let client = Client::connect(&broker.endpoint, self.credentials.client_options())
                 .map_err(|e| format!("forward: {e}"))?;
@@ -300,10 +309,11 @@ impl Remote {
         let stats = worker.stats();
         let flag = Arc::clone(&stop);
         let name = settings.name.clone();
+        let (run, dead_letters) = nats::runner(broker, &self.credentials, worker)?;
         let thread = std::thread::Builder::new()
             .name(format!("worker {name}"))
             .spawn(move || {
-                if let Err(e) = worker.run(&flag) {
+                if let Err(e) = run(&flag) {
                     tracing::error!(service = %name, "worker stopped: {e}");
                 }
             })
@@ -314,6 +324,7 @@ impl Remote {
             stop,
             thread,
             stats,
+            dead_letters,
         })
     }
 
@@ -353,6 +364,10 @@ impl Remote {
                 served: s.stats.served.load(Ordering::Relaxed),
                 duplicates: s.stats.duplicates.load(Ordering::Relaxed),
                 connections: s.stats.connections.load(Ordering::Relaxed),
+                dead_letters: s
+                    .dead_letters
+                    .as_ref()
+                    .map_or(0, |d| d.dead_letters.load(Ordering::Relaxed)),
                 running: !s.thread.is_finished(),
             })
             .collect();

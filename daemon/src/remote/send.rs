@@ -2,7 +2,9 @@
 //! through the broker, straight from the command line (no daemon, no spool). Output lines are
 //! printed as the worker streams them (PARTIAL replies); the exit code is the remote one.
 //! The broker and credentials come from `--broker` with `--server-key`/`--secret-key` (CURVE)
-//! or `--identity`/`--token` (PLAIN), or from the `[broker]` of the config file.
+//! or `--identity`/`--token` (PLAIN), or from the `[broker]` of the config file. A `nats://`
+//! endpoint sends through JetStream instead; a `mirror` service then answers once per worker,
+//! and the worst status is the exit code.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use triggerd_remote::{Client, ClientError};
 
 use super::Credentials;
+use crate::config::BrokerSettings;
 
 /// Exit code when no answer came in time (as `timeout(1)` and the broker say).
 pub const EXIT_NO_REPLY: u8 = 124;
@@ -34,14 +37,14 @@ pub struct SendRequest {
     pub secret_key: Option<PathBuf>,
 }
 
-/// Where to connect and as whom.
-fn target(request: &SendRequest) -> Result<(String, Credentials), String> {
+/// Where to connect and as whom (with the config's `[broker]` when it came from there).
+fn target(request: &SendRequest) -> Result<(String, Credentials, Option<BrokerSettings>), String> {
     if let Some(endpoint) = &request.broker {
         let credentials = match (&request.server_key, &request.secret_key) {
             (Some(server), Some(secret)) => Credentials::curve(server, secret)?,
             _ => Credentials::read(request.identity.clone(), request.token.as_deref())?,
         };
-        return Ok((endpoint.clone(), credentials));
+        return Ok((endpoint.clone(), credentials, None));
     }
     let config = crate::config::load(&request.config).map_err(|e| e.to_string())?;
     let broker = config.broker.ok_or_else(|| {
@@ -50,10 +53,11 @@ fn target(request: &SendRequest) -> Result<(String, Credentials), String> {
             request.config.display()
         )
     })?;
-    Ok((broker.endpoint.clone(), Credentials::load(&broker)?))
+    let credentials = Credentials::load(&broker)?;
+    Ok((broker.endpoint.clone(), credentials, Some(broker)))
 }
 
-fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::Result<()> {
+pub(super) fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::Result<()> {
     for frame in frames {
         out.write_all(frame)?;
         if frame.last() != Some(&b'\n') {
@@ -66,13 +70,16 @@ fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::Result<()> 
 /// Runs the request; returns the process exit code (the remote status, clamped to 0-255;
 /// 124 without an answer; 1 when the request could not be made).
 pub fn send(request: &SendRequest) -> u8 {
-    let (endpoint, credentials) = match target(request) {
+    let (endpoint, credentials, broker) = match target(request) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("triggerctl: {e}");
             return 2;
         }
     };
+    if triggerd_nats::is_nats(&endpoint) {
+        return super::nats::send(request, &endpoint, &credentials, broker.as_ref());
+    }
     let mut client = match Client::connect(&endpoint, credentials.client_options()) {
         Ok(c) => c,
         Err(e) => {

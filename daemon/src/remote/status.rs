@@ -67,6 +67,9 @@ pub struct ServiceStatus {
     pub duplicates: u64,
     /// Connections to the broker (1 + reconnects).
     pub connections: u64,
+    /// JetStream: requests moved to the dead-letter subject after `max_deliver` deliveries.
+    #[serde(default)]
+    pub dead_letters: u64,
     pub running: bool,
 }
 
@@ -96,12 +99,13 @@ impl fmt::Display for RemoteStatus {
         for s in &self.services {
             writeln!(
                 f,
-                "service {} ({}): {} served, {} duplicates, {} connections{}",
+                "service {} ({}): {} served, {} duplicates, {} connections, {} dead letters{}",
                 s.name,
                 s.plugin,
                 s.served,
                 s.duplicates,
                 s.connections,
+                s.dead_letters,
                 if s.running { "" } else { ", stopped" }
             )?;
         }

@@ -28,7 +28,7 @@ pub const STATUS_NO_PLUGIN: i32 = 127;
 /// How many request ids the worker remembers for de-duplication.
 const DEDUP_WINDOW: usize = 100_000;
 /// Plugin deadline when a request carries none (it came from outside a triggerd broker).
-const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a worker connects and behaves.
 #[derive(Debug, Clone)]
@@ -102,14 +102,16 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
 }
 
-struct Dedup {
+/// The request ids a worker has run lately (at-most-once execution within the window).
+#[derive(Default)]
+pub struct Dedup {
     order: VecDeque<u128>,
     seen: HashSet<u128>,
 }
 
 impl Dedup {
     /// Records `id`; false when it was already seen (id 0 means "no id" and is never a dup).
-    fn first_time(&mut self, id: u128) -> bool {
+    pub fn first_time(&mut self, id: u128) -> bool {
         if id == 0 {
             return true;
         }
@@ -167,7 +169,13 @@ impl Worker {
         self.stats.clone()
     }
 
-    fn resolve(&self, name: &str) -> Option<Arc<dyn Plugin>> {
+    /// The worker's settings.
+    pub fn options(&self) -> &WorkerOptions {
+        &self.options
+    }
+
+    /// The plugin serving `name` (the default one for an empty name), built-in or external.
+    pub fn resolve(&self, name: &str) -> Option<Arc<dyn Plugin>> {
         let name = if name.is_empty() {
             self.options.default_plugin.as_str()
         } else {
@@ -209,10 +217,7 @@ impl Worker {
         );
         let jobs = ctx.socket(zmq::PULL)?;
         jobs.bind(&jobs_endpoint)?;
-        let mut dedup = Dedup {
-            order: VecDeque::new(),
-            seen: HashSet::new(),
-        };
+        let mut dedup = Dedup::default();
         let mut backoff = self.options.reconnect_min;
         let heartbeat = self.options.heartbeat;
         let silence_limit = heartbeat * self.options.liveness.max(1);

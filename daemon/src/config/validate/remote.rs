@@ -115,6 +115,15 @@ fn broker_settings(
             problems.push(table.problem("endpoint", "missing (e.g. \"tcp://broker:5555\")"));
             String::new()
         }
+        Some(e) if triggerd_nats::is_nats(e) => {
+            if triggerd_nats::servers(e).is_none() {
+                problems.push(table.problem(
+                    "endpoint",
+                    format!("`{e}` is not a list of NATS servers (nats://HOST:PORT,...)"),
+                ));
+            }
+            e.to_string()
+        }
         Some(e) => {
             let ok = ["tcp://", "ipc://"]
                 .iter()
@@ -158,6 +167,32 @@ fn broker_settings(
         _ => {}
     }
     let (security, server_key, secret_key) = security(table, raw, state_dir, problems);
+    let nats = triggerd_nats::is_nats(&endpoint);
+    let mut nats_file = |key: &str, value: &Option<String>| {
+        let value = value.as_deref()?;
+        if !nats {
+            problems.push(table.problem(key, "only for a nats:// or tls:// endpoint"));
+            return None;
+        }
+        absolute(value)
+            .map_err(|m| problems.push(table.problem(key, format!("{m} (a file)"))))
+            .ok()
+    };
+    let creds = nats_file("creds", &raw.creds);
+    let nkey = nats_file("nkey", &raw.nkey);
+    let tls_ca = nats_file("tls_ca", &raw.tls_ca);
+    if nats {
+        // NATS has its own security (credentials files, TLS): CURVE keys belong to ZeroMQ.
+        for (key, set) in [
+            ("security", raw.security.is_some()),
+            ("server_key", raw.server_key.is_some()),
+            ("secret_key", raw.secret_key.is_some()),
+        ] {
+            if set {
+                problems.push(table.problem(key, "only for a ZeroMQ endpoint (tcp:// or ipc://)"));
+            }
+        }
+    }
     let spool = match raw.spool.as_deref() {
         Some(s) => absolute(s)
             .map_err(|m| problems.push(table.problem("spool", m)))
@@ -215,6 +250,9 @@ fn broker_settings(
         heartbeat,
         timeout,
         window,
+        creds,
+        nkey,
+        tls_ca,
     })
 }
 
