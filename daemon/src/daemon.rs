@@ -32,6 +32,9 @@ pub enum Command {
     Reload,
     /// Stop taking events, let running actions finish (bounded), return.
     Shutdown,
+    /// Like `Shutdown`, but the kernel objects (the trigger mount) are handed over, not
+    /// ended, and the process image is replaced by the binary on disk (same pid).
+    Reexec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,8 @@ pub enum DaemonError {
     Config(String),
     #[error("{0}")]
     Remote(String),
+    #[error("re-exec failed: {0}")]
+    Reexec(std::io::Error),
 }
 
 /// Every source the daemon knows; a new source is one more line here.
@@ -112,6 +117,8 @@ struct State {
     shared: Shared,
     ids: Arc<AtomicU64>,
     remote: Remote,
+    /// Commands the control socket gives the main loop (`reexec`).
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -176,6 +183,10 @@ impl Responder for State {
                 );
                 done(d.fire(&rule, event), "fired")
             }
+            Request::Reexec => match self.commands.send(Command::Reexec) {
+                Ok(()) => Reply::Done("re-executing".into()),
+                Err(_) => Reply::Error("the daemon is stopping".into()),
+            },
         }
     }
 }
@@ -185,6 +196,7 @@ impl State {
         let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
+            execs: crate::handover::execs(),
             config: lock(&self.config).file.display().to_string(),
             reloads,
             reload_error,
@@ -266,6 +278,7 @@ pub async fn run(
         });
     }
     wait_applied(&mut bound, 1).await;
+    crate::handover::close_untaken();
 
     let listener = control::bind(
         &control_path,
@@ -276,7 +289,9 @@ pub async fn run(
     let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
+    let (own_commands, mut own_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
+        commands: own_commands,
         config: Mutex::new(config),
         reloads: Mutex::new((0, None)),
         dispatcher: Arc::clone(&dispatcher),
@@ -295,9 +310,10 @@ pub async fn run(
 
     let mut generation = 1;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
-    loop {
+    let end = loop {
         let command = tokio::select! {
             c = commands.recv() => c.unwrap_or(Command::Shutdown),
+            Some(c) = own_receiver.recv() => c,
             _ = tick(&mut watchdog) => {
                 systemd::notify("WATCHDOG=1");
                 continue;
@@ -308,12 +324,20 @@ pub async fn run(
                 generation += 1;
                 reload(&state, &mut bound, generation).await;
             }
-            Command::Shutdown => break,
+            Command::Shutdown => break Command::Shutdown,
+            Command::Reexec => break Command::Reexec,
         }
-    }
+    };
 
-    systemd::notify("STOPPING=1");
-    tracing::info!("stopping: no new events; waiting for running actions");
+    if end == Command::Reexec {
+        // The successor (same pid) says READY=1 again.
+        systemd::reloading();
+        crate::handover::prepare_reexec();
+        tracing::info!("re-executing: no new events; waiting for running actions");
+    } else {
+        systemd::notify("STOPPING=1");
+        tracing::info!("stopping: no new events; waiting for running actions");
+    }
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
@@ -323,6 +347,10 @@ pub async fn run(
     dispatcher.set_outbox(None);
     let stopping = Arc::clone(&state);
     let _ = tokio::task::spawn_blocking(move || stopping.remote.shutdown()).await;
+    if end == Command::Reexec {
+        let error = crate::handover::reexec_now();
+        return Err(DaemonError::Reexec(error));
+    }
     tracing::info!("stopped");
     Ok(())
 }
