@@ -9,13 +9,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{triggerd_bin, wait_until, Killed};
+use triggerd_benches::{triggerd_bin, wait_until};
 
 const ROUNDS: usize = 3;
 const PERIOD: Duration = Duration::from_micros(100);
@@ -98,14 +98,7 @@ fn main() -> Result<()> {
             mount.display()
         ),
     )?;
-    let _daemon = Killed(
-        Command::new(&triggerd)
-            .arg("--config")
-            .arg(&config)
-            .env("TRIGGERD_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let _daemon = triggerd_benches::spawn_daemon(&triggerd, &config)?;
     let file = mount.join("log");
     wait_until("the trigger file", Duration::from_secs(20), || {
         file.exists()
