@@ -259,3 +259,14 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Starts `triggerd --config CONFIG` quietly (warnings only, stderr dropped); killed on drop.
+pub fn spawn_daemon(triggerd: &Path, config: &Path) -> std::io::Result<Killed> {
+    std::process::Command::new(triggerd)
+        .arg("--config")
+        .arg(config)
+        .env("TRIGGERD_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Killed)
+}

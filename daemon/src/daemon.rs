@@ -34,6 +34,9 @@ pub enum Command {
     Reload,
     /// Stop taking events, let running actions finish (bounded), return.
     Shutdown,
+    /// Like `Shutdown`, but the kernel objects (the trigger mount) are handed over, not
+    /// ended, and the process image is replaced by the binary on disk (same pid).
+    Reexec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum DaemonError {
     Config(String),
     #[error("{0}")]
     Remote(String),
+    #[error("re-exec failed: {0}")]
+    Reexec(std::io::Error),
 }
 
 /// Every source the daemon knows; a new source is one more line here.
@@ -114,6 +119,8 @@ struct State {
     shared: Shared,
     ids: Arc<AtomicU64>,
     remote: Remote,
+    /// Commands the control socket gives the main loop (`reexec`).
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Responder for State {
@@ -174,6 +181,10 @@ impl Responder for State {
                 );
                 done(d.fire(&rule, event), "fired")
             }
+            Request::Reexec => match self.commands.send(Command::Reexec) {
+                Ok(()) => Reply::Done("re-executing".into()),
+                Err(_) => Reply::Error("the daemon is stopping".into()),
+            },
         }
     }
 }
@@ -183,6 +194,7 @@ impl State {
         let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
+            execs: crate::handover::execs(),
             config: lock(&self.config).file.display().to_string(),
             reloads,
             reload_error,
@@ -257,6 +269,7 @@ pub async fn run(
         });
     }
     wait_applied(&mut bound, 1).await;
+    crate::handover::close_untaken();
 
     let listener = control::bind(
         &control_path,
@@ -267,7 +280,9 @@ pub async fn run(
     let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
+    let (own_commands, mut own_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
+        commands: own_commands,
         config: Mutex::new(config),
         reloads: Mutex::new((0, None)),
         dispatcher: Arc::clone(&dispatcher),
@@ -288,9 +303,10 @@ pub async fn run(
 
     let mut generation = 1;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
-    loop {
+    let end = loop {
         let command = tokio::select! {
             c = commands.recv() => c.unwrap_or(Command::Shutdown),
+            Some(c) = own_receiver.recv() => c,
             _ = tick(&mut watchdog) => {
                 systemd::notify("WATCHDOG=1");
                 continue;
@@ -301,12 +317,20 @@ pub async fn run(
                 generation += 1;
                 reload(&state, &mut bound, generation).await;
             }
-            Command::Shutdown => break,
+            Command::Shutdown => break Command::Shutdown,
+            Command::Reexec => break Command::Reexec,
         }
-    }
+    };
 
-    systemd::notify("STOPPING=1");
-    tracing::info!("stopping: no new events; waiting for running actions");
+    if end == Command::Reexec {
+        // The successor (same pid) says READY=1 again.
+        systemd::reloading();
+        crate::handover::prepare_reexec();
+        tracing::info!("re-executing: no new events; waiting for running actions");
+    } else {
+        systemd::notify("STOPPING=1");
+        tracing::info!("stopping: no new events; waiting for running actions");
+    }
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
@@ -316,6 +340,10 @@ pub async fn run(
     dispatcher.set_outbox(None);
     let stopping = Arc::clone(&state);
     let _ = tokio::task::spawn_blocking(move || stopping.remote.shutdown()).await;
+    if end == Command::Reexec {
+        let error = crate::handover::reexec_now();
+        return Err(DaemonError::Reexec(error));
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod event;
 pub mod fds;
+pub mod handover;
 pub mod remote;
 pub mod schedule;
 pub mod sources;

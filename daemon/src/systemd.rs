@@ -1,36 +1,49 @@
-//! The systemd notify protocol (`Type=notify`): READY, RELOADING, STOPPING, STATUS and
-//! WATCHDOG datagrams to `$NOTIFY_SOCKET`. Without that variable every call is a no-op, so the
-//! daemon runs the same in a terminal, a test or under systemd.
+//! The systemd notify protocol (`Type=notify`) through the `sd-notify` crate: READY,
+//! RELOADING, STOPPING, STATUS and WATCHDOG, and the file descriptor store (`FDSTORE=1` with a
+//! name) that keeps kernel objects across a restart of the service. Without `$NOTIFY_SOCKET`
+//! every call is a no-op, so the daemon runs the same in a terminal, a test or under systemd.
 
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
+
+use sd_notify::NotifyState;
 
 /// Sends one notification (`"READY=1\nSTATUS=..."`); errors are logged, never fatal.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let address = match bytes.strip_prefix(b"@") {
-        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name),
-        None => SocketAddr::from_pathname(&path),
-    };
-    let sent = address.and_then(|addr| {
-        let socket = UnixDatagram::unbound()?;
-        socket.send_to_addr(state.as_bytes(), &addr)
-    });
-    if let Err(e) = sent {
+    if let Err(e) = sd_notify::notify(&[NotifyState::Custom(state)]) {
         tracing::warn!("systemd notify failed: {e}");
     }
 }
 
 /// `RELOADING=1` must carry the monotonic time for `Type=notify-reload`; harmless otherwise.
 pub fn reloading() {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
-        .unwrap_or(0);
-    notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    if let Err(e) = sd_notify::notify(&states) {
+        tracing::warn!("systemd notify failed: {e}");
+    }
+}
+
+/// Whether a service manager listens (`$NOTIFY_SOCKET` is set).
+pub fn managed() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Hands `fd` to the service manager's fd store under `name` (systemd keeps one copy of an
+/// object however often it is sent, and drops it when it reports POLLHUP/POLLERR). The unit
+/// needs `FileDescriptorStoreMax=`. Errors are logged: without the store a restart only
+/// loses what it lost before.
+pub fn store_fd(name: &str, fd: BorrowedFd<'_>) {
+    if !managed() {
+        return;
+    }
+    let states = [NotifyState::FdStore, NotifyState::FdName(name)];
+    match sd_notify::notify_with_fds(&states, &[fd]) {
+        Ok(()) => tracing::debug!(name, "descriptor kept in the service manager's fd store"),
+        Err(e) => tracing::warn!(name, "systemd fd store refused: {e}"),
+    }
 }
 
 /// The interval at which to send `WATCHDOG=1`, when systemd asked for it (half its timeout).

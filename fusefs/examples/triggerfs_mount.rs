@@ -2,8 +2,12 @@
 //! with SIGKILL while mounted) and by `benches/nginx_access_log.sh` (reports lines received).
 //!
 //! Usage: `triggerfs_mount MOUNTPOINT STATE_DIR FILE[:line|:write] ...`
-//! `TRIGGERFS_THREADS` sets the number of FUSE threads (default 2). Prints `ready` once mounted. Each `stats` line on stdin prints one line per trigger
-//! (`KEY events=N drops=N writes=N bytes=N`) and then `end`. End of stdin unmounts and exits.
+//! `TRIGGERFS_THREADS` sets the number of FUSE threads (default 2); `TRIGGERFS_STALL=KEY`
+//! makes the sink hold every message of that trigger forever (a request read and never
+//! answered, for the take-over tests). Prints `ready` once mounted. Each `stats` line on stdin
+//! prints one line per trigger (`KEY events=N drops=N writes=N bytes=N`) and then `end`;
+//! `device` prints `device FD`, the number of the connection's /dev/fuse descriptor. End of
+//! stdin unmounts and exits.
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -11,11 +15,19 @@ use std::time::Duration;
 
 use triggerd_fusefs::{Message, MessageSink, MountOptions, Split, TriggerFs, TriggerSpec};
 
-/// Accepts everything; the filesystem's own counters tell how many messages arrived.
-struct CountingSink;
+/// Accepts everything (but the stalled trigger's messages); the filesystem's own counters
+/// tell how many messages arrived.
+struct CountingSink {
+    stall: Option<String>,
+}
 
 impl MessageSink for CountingSink {
     fn offer(&self, msg: Message, _wait: Duration) -> bool {
+        if self.stall.as_deref() == Some(&*msg.trigger) {
+            loop {
+                std::thread::park();
+            }
+        }
         drop(msg);
         true
     }
@@ -52,12 +64,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         opts.threads = threads;
     }
-    let fs = TriggerFs::mount(opts, specs, Arc::new(CountingSink))?;
+    let sink = CountingSink {
+        stall: std::env::var("TRIGGERFS_STALL").ok(),
+    };
+    let fs = TriggerFs::mount(opts, specs, Arc::new(sink))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
-        if line?.trim() == "stats" {
+        let line = line?;
+        if line.trim() == "device" {
+            use std::os::fd::AsRawFd;
+            writeln!(out, "device {}", fs.device().as_raw_fd())?;
+            out.flush()?;
+        }
+        if line.trim() == "stats" {
             for s in fs.stats() {
                 writeln!(
                     out,

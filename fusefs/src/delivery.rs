@@ -45,6 +45,26 @@ impl OpenFile {
         })
     }
 
+    /// A handle a predecessor on the same connection kept, with its partial line (counted in
+    /// the trigger's budget like any other; `None` past `max_open`).
+    pub(crate) fn restore(trigger: Arc<Trigger>, partial: Vec<u8>) -> Option<Self> {
+        let file = OpenFile::open(trigger)?;
+        file.trigger
+            .partial
+            .fetch_add(partial.len(), Ordering::AcqRel);
+        *lock(&file.partial) = partial;
+        Some(file)
+    }
+
+    /// What a successor needs to go on with this handle as `fh`.
+    pub(crate) fn kept(&self, fh: u64) -> crate::handover::KeptHandle {
+        crate::handover::KeptHandle {
+            fh,
+            trigger: self.trigger.key.to_string(),
+            partial: lock(&self.partial).clone(),
+        }
+    }
+
     /// Empties the partial line, giving its bytes back to the trigger's budget.
     fn take_partial(&self, partial: &mut Vec<u8>) -> Vec<u8> {
         self.trigger

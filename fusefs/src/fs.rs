@@ -16,6 +16,7 @@ use fuser::{
 };
 
 use crate::delivery::{read, write, Deliverer, OpenFile, Refused, Triggers, Writer};
+use crate::handover::{Gate, Session, SessionFile};
 use crate::state::StateFile;
 use crate::tree::{name_from_os, Attrs, Kind, Node, Tree};
 
@@ -34,6 +35,12 @@ pub(crate) struct Shared {
     pub deliverer: Deliverer,
     pub state_file: StateFile,
     pub reply_limit: usize,
+    /// Parks state-changing requests while the process hands the connection over.
+    pub gate: Gate,
+    pub session: SessionFile,
+    /// The connection was taken over from a predecessor: a file handle it does not know was
+    /// opened before (a crash lost the table), and is honoured for the inode's trigger.
+    pub adopted: bool,
 }
 
 impl Shared {
@@ -44,10 +51,40 @@ impl Shared {
         if let Err(e) = self.state_file.save(&tree.to_state()) {
             tracing::error!("runtime change not persisted: {e}");
         }
+        self.save_session(tree, Vec::new());
     }
 
-    fn handle(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
-        read(&self.handles).get(&fh.0).cloned()
+    /// Writes the session file: the tree's inode numbers, and `handles` (only when handing
+    /// over). Called with the tree locked, like [`Shared::persist`].
+    pub(crate) fn save_session(&self, tree: &Tree, handles: Vec<crate::handover::KeptHandle>) {
+        let session = Session {
+            version: crate::handover::VERSION,
+            inodes: tree.inodes(),
+            next_fh: self.next_fh.load(Ordering::Relaxed),
+            handles,
+        };
+        if let Err(e) = self.session.save(&session) {
+            tracing::error!(path = %self.session.path().display(), "session file not written: {e}");
+        }
+    }
+
+    /// The open file behind `fh`. On an adopted connection a handle the table lacks was
+    /// opened by a predecessor that crashed: it gets a fresh entry for the trigger of `ino`
+    /// (its partial line, if any, was lost with that process).
+    fn handle(&self, ino: INodeNo, fh: FileHandle) -> Option<Arc<OpenFile>> {
+        if let Some(file) = read(&self.handles).get(&fh.0) {
+            return Some(file.clone());
+        }
+        if !self.adopted {
+            return None;
+        }
+        let trigger = match read(&self.tree).node(ino.0).map(|n| &n.kind) {
+            Some(Kind::Trigger { key }) => self.triggers.get(key)?,
+            _ => return None,
+        };
+        let file = Arc::new(OpenFile::open(trigger)?);
+        let mut handles = write(&self.handles);
+        Some(handles.entry(fh.0).or_insert(file).clone())
     }
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
@@ -106,8 +143,9 @@ fn who(req: &Request) -> Writer {
 
 impl FuseFs {
     /// Emits a handle's partial line (flush, fsync); a refusal fails the call.
-    fn flush_handle(&self, req: &Request, fh: FileHandle, reply: ReplyEmpty) {
-        let flushed = match self.0.handle(fh) {
+    fn flush_handle(&self, req: &Request, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+        let _pass = self.0.gate.enter();
+        let flushed = match self.0.handle(ino, fh) {
             Some(file) => self.0.deliverer.flush(&file, who(req), &self.0.triggers),
             None => Ok(()),
         };
@@ -156,6 +194,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _pass = self.0.gate.enter();
         let mut tree = write(&self.0.tree);
         let Some(node) = tree.node(ino.0) else {
             return reply.error(Errno::ENOENT);
@@ -207,6 +246,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _pass = self.0.gate.enter();
         let name = match name_from_os(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
@@ -231,6 +271,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _pass = self.0.gate.enter();
         let Ok(name) = name_from_os(name) else {
             return reply.error(Errno::ENOENT);
         };
@@ -265,6 +306,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _pass = self.0.gate.enter();
         if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
             return reply.error(Errno::EINVAL);
         }
@@ -293,6 +335,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _pass = self.0.gate.enter();
         let trigger = {
             let tree = read(&self.0.tree);
             match tree.node(ino.0).map(|n| &n.kind) {
@@ -317,7 +360,7 @@ impl Filesystem for FuseFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -325,7 +368,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.0.handle(fh) {
+        match self.0.handle(ino, fh) {
             Some(file) => reply.data(&file.read(offset, size, &self.0.triggers)),
             None => reply.error(Errno::EBADF),
         }
@@ -334,7 +377,7 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _offset: u64,
         data: &[u8],
@@ -343,7 +386,8 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(file) = self.0.handle(fh) else {
+        let _pass = self.0.gate.enter();
+        let Some(file) = self.0.handle(ino, fh) else {
             return reply.error(Errno::EBADF);
         };
         if u32::try_from(data.len()).is_err() {
@@ -363,12 +407,12 @@ impl Filesystem for FuseFs {
     fn flush(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.flush_handle(req, fh, reply);
+        self.flush_handle(req, ino, fh, reply);
     }
 
     fn release(
@@ -381,6 +425,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _pass = self.0.gate.enter();
         let file = write(&self.0.handles).remove(&fh.0);
         if let Some(file) = file {
             // Nobody is left to be told: a refusal is counted by `flush`.
@@ -392,12 +437,12 @@ impl Filesystem for FuseFs {
     fn fsync(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.flush_handle(req, fh, reply);
+        self.flush_handle(req, ino, fh, reply);
     }
 
     fn readdir(

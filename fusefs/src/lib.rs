@@ -42,8 +42,10 @@
 //! - [`MessageSink::offer`] must not call [`TriggerFs::update`] (it runs on a FUSE thread,
 //!   and the kernel invalidations that `update` sends may wait for FUSE threads).
 
+mod adopt;
 mod delivery;
 mod fs;
+mod handover;
 mod mount;
 mod state;
 mod tree;
@@ -58,13 +60,15 @@ use std::time::{Duration, Instant};
 use fuser::{BackgroundSession, Config, INodeNo, MountOption, Notifier, SessionACL};
 
 pub use delivery::MAX_LINE;
+pub use handover::Resent;
 pub use state::STATE_FILE;
 pub use tree::check_trigger_path;
 
 use delivery::{write, Deliverer, Triggers};
 use fs::{FuseFs, Shared};
+use handover::SessionFile;
 use state::StateFile;
-use tree::Tree;
+use tree::{Inodes, Tree};
 
 /// How writes to a trigger file are cut into messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,17 +162,27 @@ pub struct MountOptions {
     pub queue_wait: Duration,
     /// Longest reply kept per trigger (longer replies are cut).
     pub reply_limit: usize,
+    /// The session file: what a successor process on the same FUSE connection needs (inode
+    /// numbers, and the open handles when handing over). Its place should not outlive the
+    /// connection (under /run).
+    pub session_file: PathBuf,
+    /// Test hook: an adoption behaves as on a kernel without `FUSE_NOTIFY_RESEND` (< 6.9).
+    pub simulate_no_resend: bool,
 }
 
 impl MountOptions {
     /// Defaults: 2 threads, 1 s queue wait, 64 KiB replies.
+    /// The session file is `fs-session.json` in the state directory.
     pub fn new(mountpoint: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         MountOptions {
             mountpoint: mountpoint.into(),
-            state_dir: state_dir.into(),
+            session_file: state_dir.join("fs-session.json"),
+            state_dir,
             threads: 2,
             queue_wait: Duration::from_secs(1),
             reply_limit: 64 * 1024,
+            simulate_no_resend: false,
         }
     }
 }
@@ -212,6 +226,10 @@ pub enum FsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The inherited connection could not be taken over; it was aborted (its writers get an
+    /// error, never a hang) and the place can be mounted again.
+    #[error("taking over the FUSE connection on {path}: {reason}")]
+    Adopt { path: PathBuf, reason: String },
 }
 
 /// A mounted trigger filesystem. Dropping it unmounts (lazily if files are still open).
@@ -220,6 +238,9 @@ pub struct TriggerFs {
     session: Option<BackgroundSession>,
     notifier: Notifier,
     mountpoint: PathBuf,
+    /// The connection's /dev/fuse descriptor (a duplicate, close-on-exec): what a successor
+    /// takes over (systemd's fd store, `execve`).
+    device: std::os::fd::OwnedFd,
 }
 
 impl TriggerFs {
@@ -233,36 +254,11 @@ impl TriggerFs {
             path: opts.mountpoint.clone(),
             source,
         };
-        let state_file = StateFile::new(&opts.state_dir);
-        let state = state_file.load()?;
-        let (tree, warnings) = Tree::build(&specs, &state, None)?;
-        for w in &warnings {
-            tracing::warn!("{w}");
-        }
-        let shared = Arc::new(Shared {
-            tree: RwLock::new(tree),
-            triggers: Triggers::default(),
-            handles: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            deliverer: Deliverer {
-                sink,
-                queue_wait: opts.queue_wait,
-                epoch: Instant::now(),
-            },
-            state_file,
-            reply_limit: opts.reply_limit,
-        });
-        shared.triggers.replace(&wanted(&specs));
-        {
-            let tree = delivery::read(&shared.tree);
-            if tree.to_state() != state {
-                shared.persist(&tree);
-            }
-        }
+        let shared = build_shared(&opts, &specs, sink, Inodes::default(), false)?;
         mount::prepare_mountpoint(&opts.mountpoint).map_err(mount_err)?;
         // Unmounting later must name the same place even if the working directory changed.
         let mountpoint = opts.mountpoint.canonicalize().map_err(mount_err)?;
-        let mut config = Config::default();
+        let mut config = fuse_config(opts.threads);
         config.mount_options = vec![
             MountOption::FSName("triggerd".into()),
             MountOption::Subtype("triggerd".into()),
@@ -271,11 +267,11 @@ impl TriggerFs {
             MountOption::NoSuid,
             MountOption::RW,
         ];
-        config.acl = SessionACL::All;
-        config.n_threads = Some(opts.threads.max(1));
-        config.clone_fd = true;
         let session =
             fuser::Session::new(FuseFs(shared.clone()), &mountpoint, &config).map_err(mount_err)?;
+        let device = std::os::fd::AsFd::as_fd(&session)
+            .try_clone_to_owned()
+            .map_err(mount_err)?;
         let notifier = session.notifier();
         let session = session.spawn().map_err(mount_err)?;
         Ok(TriggerFs {
@@ -283,6 +279,7 @@ impl TriggerFs {
             session: Some(session),
             notifier,
             mountpoint,
+            device,
         })
     }
 
@@ -351,6 +348,8 @@ impl TriggerFs {
             path: self.mountpoint.clone(),
             source,
         };
+        // The connection ends with the mount: nothing is left to hand over.
+        self.shared.session.remove();
         match mount::unmount(&self.mountpoint).map_err(err)? {
             mount::Unmounted::Clean | mount::Unmounted::Already => session.join().map_err(err),
             mount::Unmounted::Lazily => {
@@ -371,6 +370,65 @@ impl Drop for TriggerFs {
             tracing::error!("{e}");
         }
     }
+}
+
+/// The shared half of a mount: the tree for `specs` (with `inodes` kept), the live triggers,
+/// the state and session files written.
+fn build_shared(
+    opts: &MountOptions,
+    specs: &[TriggerSpec],
+    sink: Arc<dyn MessageSink>,
+    inodes: Inodes,
+    adopted: bool,
+) -> Result<Arc<Shared>, FsError> {
+    let state_file = StateFile::new(&opts.state_dir);
+    let state = state_file.load()?;
+    let (tree, warnings) = Tree::build_numbered(specs, &state, inodes)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    // Handles are never reused on a connection, even across a crash that lost the count:
+    // start past the wall clock's nanoseconds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let shared = Arc::new(Shared {
+        tree: RwLock::new(tree),
+        triggers: Triggers::default(),
+        handles: RwLock::new(HashMap::new()),
+        next_fh: AtomicU64::new(now),
+        deliverer: Deliverer {
+            sink,
+            queue_wait: opts.queue_wait,
+            epoch: Instant::now(),
+        },
+        state_file,
+        reply_limit: opts.reply_limit,
+        gate: Default::default(),
+        session: SessionFile::new(opts.session_file.clone()),
+        adopted,
+    });
+    shared.triggers.replace(&wanted(specs));
+    let tree = delivery::read(&shared.tree);
+    if tree.to_state() != state {
+        shared.persist(&tree);
+    } else {
+        shared.save_session(&tree, Vec::new());
+    }
+    drop(tree);
+    Ok(shared)
+}
+
+/// Session settings shared by a mount and an adoption. One device fd for every thread
+/// (no `clone_fd`): a request a thread had read when the process died stays on the device
+/// the successor inherits, so `FUSE_NOTIFY_RESEND` brings it back; a cloned fd closed with
+/// the process would fail such requests with ECONNABORTED.
+fn fuse_config(threads: usize) -> Config {
+    let mut config = Config::default();
+    config.acl = SessionACL::All;
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = false;
+    config
 }
 
 fn wanted(specs: &[TriggerSpec]) -> Vec<(Arc<str>, Split, TriggerLimits)> {

@@ -142,18 +142,24 @@ impl Tree {
     }
 
     /// Builds the tree for `specs`, applying the runtime changes in `state` that still fit.
-    /// Inode numbers of `previous` are kept for the same trigger key or directory path.
+    /// Inode numbers of `previous` (a tree of this mount, or the numbers a predecessor on the
+    /// same connection handed out) are kept for the same trigger key or directory path.
     /// Returns the tree and the warnings about parts of the state that were ignored.
     pub(crate) fn build(
         specs: &[TriggerSpec],
         state: &State,
         previous: Option<&Tree>,
     ) -> Result<(Tree, Vec<String>), FsError> {
-        let mut reuse = Reuse::default();
-        if let Some(prev) = previous {
-            reuse.collect(prev);
-        }
-        let mut tree = Tree::empty(previous.map_or(ROOT + 1, |p| p.next_ino));
+        Tree::build_numbered(specs, state, previous.map(Tree::inodes).unwrap_or_default())
+    }
+
+    /// [`Tree::build`] with the inode numbers to keep given explicitly.
+    pub(crate) fn build_numbered(
+        specs: &[TriggerSpec],
+        state: &State,
+        mut reuse: Inodes,
+    ) -> Result<(Tree, Vec<String>), FsError> {
+        let mut tree = Tree::empty(reuse.next);
         let mut warnings = Vec::new();
 
         for spec in specs {
@@ -231,7 +237,7 @@ impl Tree {
     }
 
     /// Makes sure every directory of `path` exists; returns the inode of the last one.
-    fn ensure_dirs(&mut self, path: &str, reuse: &mut Reuse) -> Result<u64, &'static str> {
+    fn ensure_dirs(&mut self, path: &str, reuse: &mut Inodes) -> Result<u64, &'static str> {
         let mut dir = ROOT;
         let mut walked = String::new();
         for part in split_path(path)? {
@@ -261,7 +267,7 @@ impl Tree {
         path: &str,
         spec: &TriggerSpec,
         attrs: Attrs,
-        reuse: &mut Reuse,
+        reuse: &mut Inodes,
     ) -> Result<u64, &'static str> {
         let (dir_path, name) = match path.rsplit_once('/') {
             Some((dir, name)) => (Some(dir), name),
@@ -276,7 +282,7 @@ impl Tree {
             return Err("the path is already taken");
         }
         let key: Arc<str> = Arc::from(spec.file.as_str());
-        let ino = self.alloc_ino(reuse.triggers.remove(&key));
+        let ino = self.alloc_ino(reuse.triggers.remove(&*key));
         self.attach(parent, name, ino, Kind::Trigger { key }, attrs);
         Ok(ino)
     }
@@ -548,26 +554,35 @@ fn state_attrs(state: &State, spec: &TriggerSpec) -> Attrs {
     }
 }
 
-/// Inode numbers of a previous tree, handed out again for the same key or directory path.
-#[derive(Default)]
-struct Reuse {
-    triggers: HashMap<Arc<str>, u64>,
-    dirs: HashMap<String, u64>,
+/// The inode numbers of a tree by trigger key and directory path, handed out again by the next
+/// build; kept in the session file for a successor on the same FUSE connection.
+#[derive(Default, Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Inodes {
+    pub triggers: BTreeMap<String, u64>,
+    pub dirs: BTreeMap<String, u64>,
+    /// The next number never handed out on this connection.
+    pub next: u64,
 }
 
-impl Reuse {
-    fn collect(&mut self, tree: &Tree) {
-        for (&ino, node) in &tree.nodes {
+impl Tree {
+    pub(crate) fn inodes(&self) -> Inodes {
+        let mut inodes = Inodes {
+            next: self.next_ino,
+            ..Inodes::default()
+        };
+        for (&ino, node) in &self.nodes {
             match &node.kind {
                 Kind::Trigger { key } => {
-                    self.triggers.insert(key.clone(), ino);
+                    inodes.triggers.insert(key.to_string(), ino);
                 }
                 Kind::Dir { .. } if ino != ROOT => {
-                    self.dirs.insert(tree.path_of(ino), ino);
+                    inodes.dirs.insert(self.path_of(ino), ino);
                 }
                 Kind::Dir { .. } => {}
             }
         }
+        inodes
     }
 }
 

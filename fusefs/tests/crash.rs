@@ -4,32 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{spec, DetachOnDrop, Mounted, QueueSink};
+use common::{example, spec, DetachOnDrop, KillOnDrop, Mounted, QueueSink};
 use triggerd_fusefs::{MountOptions, Split, TriggerFs};
-
-/// The example binary built next to this test (`cargo test` builds examples).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let debug_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    debug_dir.join("examples").join(name)
-}
-
-/// Kills the child (if still alive) when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn kill_9_then_mount_again_on_the_same_mountpoint() {

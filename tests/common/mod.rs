@@ -97,6 +97,8 @@ pub struct Daemon {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// Extra environment of the daemon's process (test hooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -141,6 +143,7 @@ impl Daemon {
             config,
             socket,
             log,
+            env: Vec::new(),
         };
         daemon.write_config(rules);
         daemon
@@ -203,6 +206,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env("TRIGGERD_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -10,13 +10,13 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use triggerd_benches::{
     compile_c, count_lines, latencies, now_ns, paced_stream, percentile, settle, triggerd_bin,
-    wait_until, Killed,
+    wait_until,
 };
 
 const PACED_FILES: usize = 1_000;
@@ -73,14 +73,7 @@ fn main() -> Result<()> {
         )?;
         fs::create_dir(watched.join("paced"))?;
         fs::create_dir(watched.join("burst"))?;
-        let _daemon = Killed(
-            Command::new(&triggerd)
-                .arg("--config")
-                .arg(&config)
-                .env("TRIGGERD_LOG", "warn")
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
+        let _daemon = triggerd_benches::spawn_daemon(&triggerd, &config)?;
         let probe = watched.join("paced/probe");
         wait_until(
             &format!("{backend} to fire"),

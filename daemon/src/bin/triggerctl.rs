@@ -73,6 +73,13 @@ enum Verb {
     Enable { rule: String },
     /// Run the rule now (for testing), with DATA (or stdin when DATA is `-`) as the payload.
     Fire { rule: String, data: Option<String> },
+    /// Replace the daemon's process with the binary on disk, same pid, keeping the trigger
+    /// mount (writers holding a trigger file open go on writing); returns once the new
+    /// image answers.
+    Reexec {
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Publish DATA (or stdin when DATA is `-` or absent) to a shared-memory channel, as one
     /// message, or one message per line with --lines. Talks to the channel, not the socket.
     Publish {
@@ -217,6 +224,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Verb::Reexec { timeout } = &cli.verb {
+        return runtime.block_on(control::reexec::run(&cli.socket, *timeout));
+    }
     let providers_view = matches!(cli.verb, Verb::Providers { .. });
     let (request, json) = match cli.verb {
         Verb::Status {
@@ -256,7 +266,7 @@ fn main() -> ExitCode {
             };
             (Request::Fire { rule, data }, false)
         }
-        Verb::Publish { .. } | Verb::Send { .. } | Verb::Service { .. } => {
+        Verb::Publish { .. } | Verb::Send { .. } | Verb::Service { .. } | Verb::Reexec { .. } => {
             unreachable!("handled above")
         }
     };

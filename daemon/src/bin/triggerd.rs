@@ -134,6 +134,8 @@ fn check(file: &std::path::Path) -> ExitCode {
 }
 
 fn serve(file: &std::path::Path) -> ExitCode {
+    // First: it changes the environment, which only a single-threaded process may do.
+    triggerd::handover::take_inherited();
     let config = match config::load(file) {
         Ok(c) => c,
         Err(e) => {

@@ -4,6 +4,7 @@
 //! [`MAX_CONNECTIONS`] are served at once; what is refused is counted ([`refused`]).
 
 pub mod access;
+pub mod reexec;
 pub mod summary;
 
 use std::os::unix::fs::PermissionsExt;
@@ -52,11 +53,17 @@ pub enum Request {
         #[serde(default)]
         filter: summary::RuleFilter,
     },
+    /// Replace the process with the binary on disk, same pid, handing the kernel objects over
+    /// (`triggerctl reexec`).
+    Reexec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub pid: u32,
+    /// Times this process was re-executed in place (`triggerctl reexec`).
+    #[serde(default)]
+    pub execs: u64,
     pub config: String,
     pub reloads: u64,
     /// Why the last reload was refused, while the previous config keeps running.

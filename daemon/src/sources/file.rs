@@ -7,7 +7,7 @@
 //! rule. A rule's command output becomes what reading the trigger file returns.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,7 +22,13 @@ use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{self, Rule, Trigger};
 use crate::dispatch::Delivery;
 use crate::event::ReplyTo;
+use crate::handover;
 use triggerd_support::lock;
+
+/// Test hook: a take-over behaves as on a kernel without FUSE_NOTIFY_RESEND (< 6.9).
+pub const REFUSE_RESEND_ENV: &str = "TRIGGERD_TEST_REFUSE_RESEND";
+/// How long a hand-over waits for writes in progress (each waits at most its `queue_wait`).
+const HAND_OVER_WAIT: Duration = Duration::from_secs(10);
 
 /// What `status` shows per trigger file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -145,12 +151,12 @@ async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
                 Err(e) => tracing::error!("trigger files not updated: {e}"),
             },
             None if !specs.is_empty() => {
-                let options = MountOptions::new(&mountpoint, &ctx.state_dir);
                 let sink = Arc::clone(&handoff) as Arc<dyn MessageSink>;
                 let wanted = specs.clone();
-                match tokio::task::block_in_place(|| TriggerFs::mount(options, specs, sink)) {
+                let options = mount_options(&mountpoint, &ctx.state_dir);
+                match tokio::task::block_in_place(|| mount_or_adopt(options, specs, sink)) {
                     Ok(fs) => {
-                        tracing::info!(mount = %mountpoint.display(), "trigger files mounted");
+                        crate::systemd::store_fd(handover::FUSE, fs.device());
                         *lock(&mounted) = Some(Arc::new(fs));
                         current_specs = Some(wanted);
                     }
@@ -168,10 +174,63 @@ async fn run(mut ctx: SourceContext, mountpoint: PathBuf, mounted: Mounted) {
         }
     }
     let fs = lock(&mounted).take();
-    if let Some(fs) = fs.and_then(|fs| Arc::try_unwrap(fs).ok()) {
-        if let Err(e) = tokio::task::block_in_place(|| fs.unmount()) {
-            tracing::warn!("trigger files: {e}");
+    if let Some(fs) = fs {
+        if handover::handing_over() {
+            tokio::task::block_in_place(|| hand_over(fs));
+        } else if let Ok(fs) = Arc::try_unwrap(fs) {
+            if let Err(e) = tokio::task::block_in_place(|| fs.unmount()) {
+                tracing::warn!("trigger files: {e}");
+            }
         }
+    }
+}
+
+/// The mount's options; the session file lives next to the mountpoint (under /run in the
+/// packaged config): it means nothing once the connection is gone.
+fn mount_options(mountpoint: &Path, state_dir: &Path) -> MountOptions {
+    let mut options = MountOptions::new(mountpoint, state_dir);
+    let name = mountpoint.file_name().unwrap_or_default().to_string_lossy();
+    options.session_file = mountpoint.with_file_name(format!("{name}.session.json"));
+    options.simulate_no_resend = std::env::var_os(REFUSE_RESEND_ENV).is_some();
+    options
+}
+
+/// Takes over the connection a predecessor handed over, or mounts afresh (also when the
+/// take-over fails: the connection was then aborted and its writers got an error).
+fn mount_or_adopt(
+    options: MountOptions,
+    specs: Vec<TriggerSpec>,
+    sink: Arc<dyn MessageSink>,
+) -> Result<TriggerFs, triggerd_fusefs::FsError> {
+    let mountpoint = options.mountpoint.clone();
+    if let Some(device) = handover::take(handover::FUSE) {
+        let adopted = TriggerFs::adopt(options.clone(), specs.clone(), sink.clone(), device);
+        match adopted {
+            Ok(fs) => {
+                tracing::info!(mount = %mountpoint.display(), "trigger files taken over from the previous process");
+                return Ok(fs);
+            }
+            Err(e) => tracing::error!("{e}; mounting again"),
+        }
+    }
+    let fs = TriggerFs::mount(options, specs, sink)?;
+    tracing::info!(mount = %mountpoint.display(), "trigger files mounted");
+    Ok(fs)
+}
+
+/// Parks the connection's requests for the successor and leaves the mount in place.
+fn hand_over(fs: Arc<TriggerFs>) {
+    if !fs.hand_over(HAND_OVER_WAIT) {
+        tracing::warn!("trigger files: writes still in progress after {HAND_OVER_WAIT:?}; the successor gets them again");
+    }
+    match fs.device().try_clone_to_owned() {
+        Ok(device) => handover::keep(handover::FUSE, device),
+        Err(e) => tracing::error!("trigger files: cannot keep the connection: {e}"),
+    }
+    match Arc::try_unwrap(fs) {
+        Ok(fs) => fs.leave_mounted(),
+        // A status request still holds it: its drop must not unmount either.
+        Err(shared) => std::mem::forget(shared),
     }
 }
 
