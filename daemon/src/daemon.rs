@@ -326,6 +326,8 @@ pub async fn run(
         // The successor (same pid) says READY=1 again.
         systemd::reloading();
         crate::handover::prepare_reexec();
+        let triggers = &state.shared.triggers;
+        tokio::task::block_in_place(|| crate::sources::file::park_for_reexec(triggers));
         tracing::info!("re-executing: no new events; waiting for running actions");
     } else {
         systemd::notify("STOPPING=1");

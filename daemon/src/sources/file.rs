@@ -218,6 +218,18 @@ fn mount_or_adopt(
     Ok(fs)
 }
 
+/// Before a re-exec stops the sources: parks trigger-file writes (the kernel keeps them for
+/// the successor) while the dispatcher still takes events. Once the sources stop, an event is
+/// no longer taken, so a write accepted in between would be answered and lost.
+pub fn park_for_reexec(mounted: &Mounted) {
+    let fs = lock(mounted).clone();
+    if let Some(fs) = fs {
+        if !fs.hand_over(HAND_OVER_WAIT) {
+            tracing::warn!("trigger files: writes still in progress after {HAND_OVER_WAIT:?}; the successor gets them again");
+        }
+    }
+}
+
 /// Parks the connection's requests for the successor and leaves the mount in place.
 fn hand_over(fs: Arc<TriggerFs>) {
     if !fs.hand_over(HAND_OVER_WAIT) {
