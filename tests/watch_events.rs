@@ -8,21 +8,12 @@ use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStringExt;
 
-use common::{records, sh, wait_records, Daemon};
+use common::{records, runs_of, sh, wait_records, Daemon};
 
 fn rule(name: &str, path: &str, events: &str) -> String {
     format!(
         "[[watch]]\nname = \"{name}\"\npath = \"{path}\"\nevents = [\"{events}\"]\nexec = [\"{{record}}\", \"{{out}}\", \"{name}\", \"$$\", \"$%\"]\n\n"
     )
-}
-
-/// The paths each named rule ran for.
-fn runs_of(daemon: &Daemon, rule: &str) -> Vec<String> {
-    records(&daemon.out())
-        .into_iter()
-        .filter(|r| r.first().is_some_and(|n| n == rule))
-        .map(|r| r[1].to_string_lossy().into_owned())
-        .collect()
 }
 
 #[test]

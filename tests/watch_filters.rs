@@ -6,16 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{records, Daemon};
-
-/// The paths each named rule ran for.
-fn runs_of(daemon: &Daemon, rule: &str) -> Vec<String> {
-    records(&daemon.out())
-        .into_iter()
-        .filter(|r| r.first().is_some_and(|n| n == rule))
-        .map(|r| r[1].to_string_lossy().into_owned())
-        .collect()
-}
+use common::{runs_of, Daemon};
 
 #[test]
 fn exclude_hidden_and_include_decide_which_paths_fire() {

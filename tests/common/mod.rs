@@ -386,6 +386,15 @@ fn write_recorder(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
+/// The paths each named rule ran for, when its action records `NAME PATH ...`.
+pub fn runs_of(daemon: &Daemon, rule: &str) -> Vec<String> {
+    records(&daemon.out())
+        .into_iter()
+        .filter(|r| r.first().is_some_and(|n| n == rule))
+        .map(|r| r[1].to_string_lossy().into_owned())
+        .collect()
+}
+
 /// The argument lists of every completed run recorded in `out`.
 pub fn records(out: &Path) -> Vec<Vec<OsString>> {
     let mut runs = Vec::new();
