@@ -183,6 +183,7 @@ fn drop_ins_add_their_rules_after_the_main_file_in_name_order() {
             ("20-b.conf", &TIMER.replace("NAME", "b")),
             ("10-a.conf", &TIMER.replace("NAME", "a")),
             ("30-ignored.txt", "not a config"),
+            (".40-editor-swap.conf", "not a config either"),
         ],
     );
     let config = config::load(&file).unwrap();

@@ -1,7 +1,8 @@
 //! Drop-in files: every `*.conf` in the drop-in directory (`[daemon] dropins`; by default
 //! `NAME.d` beside the config file, `/etc/triggerd.d` for `/etc/triggerd.conf`), read after
 //! the main file in name order, on start and on every reload. A drop-in adds rule tables; the
-//! daemon's own settings stay in the main file. A missing directory means no drop-ins.
+//! daemon's own settings stay in the main file. A missing directory means no drop-ins; files
+//! whose name starts with `.` are skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,7 @@ pub fn read(dir: &Path) -> (Vec<DropIn>, Vec<Problem>) {
         Ok(entries) => entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "conf") && p.is_file())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf") && !hidden(p) && p.is_file())
             .collect(),
         Err(_) => return (Vec::new(), Vec::new()),
     };
@@ -46,6 +47,12 @@ pub fn read(dir: &Path) -> (Vec<DropIn>, Vec<Problem>) {
         }
     }
     (dropins, problems)
+}
+
+/// An editor's or package manager's leftover (`.name.conf`): never read.
+fn hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().first() == Some(&b'.'))
 }
 
 /// `[daemon] dropins` as written, read before validation (which checks it).
