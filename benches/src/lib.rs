@@ -21,7 +21,19 @@ const SYSCTL_LOCK: &str = "/tmp/triggerd-fanotify-sysctl.lock";
 pub struct Killed(pub Child);
 
 impl Drop for Killed {
+    /// SIGTERM first, so that a daemon unmounts its trigger files and removes its marks (a
+    /// killed one leaves a dead mount behind); SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
