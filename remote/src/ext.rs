@@ -33,8 +33,9 @@ pub const MAX_SERVICE_NAME: usize = 255;
 /// a service name longer than [`MAX_SERVICE_NAME`].
 pub const STATUS_BAD_REQUEST: i32 = 65;
 
-/// Exit status the broker reports when a request timed out (as `timeout(1)` does).
-pub const STATUS_TIMEOUT: i32 = 124;
+/// Exit status the broker reports when a request timed out (as `timeout(1)` does); a plugin
+/// killed at its deadline reports the same.
+pub const STATUS_TIMEOUT: i32 = triggerd_spawn::TIMED_OUT_STATUS;
 /// Exit status the broker reports when no worker could take the request.
 pub const STATUS_UNAVAILABLE: i32 = 69;
 /// Exit status the broker reports when it refuses a request for now (`EX_TEMPFAIL`): its

@@ -11,6 +11,9 @@
 //!   them), its gid and uid;
 //! - umask [`UMASK`] and a working directory (`/` unless the caller names one), entered
 //!   after the switch to the user so the user's own permissions apply.
+//!
+//! Once started, every such child is supervised by [`supervise`] (process group, bounded
+//! output lines, deadline, reaping), so the daemon and the workers report runs alike.
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -18,6 +21,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod child;
+mod supervise;
+
+pub use supervise::{
+    supervise, supervise_blocking, Exit, Group, Run, Stream, MAX_LINE, TIMED_OUT_STATUS,
+};
 
 /// `PATH` every child starts with (a rule's `env` may replace it).
 pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

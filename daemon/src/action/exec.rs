@@ -1,22 +1,21 @@
 //! Running a command for an event: argv with tokens substituted, `TRIGGERD_*` in the
-//! environment, the payload on stdin, its own process group (so a timeout or a restart kills
-//! everything it started), optional uid/gid, stdout/stderr logged line by line under the rule's
-//! name. The child starts clean ([`triggerd_spawn`]: fds 0-2, the base environment plus the
-//! rule's `env`, the user's groups, umask 022, `/` or `chdir`). The child is always waited
-//! for, so it never lingers as a zombie.
+//! environment, the payload on stdin, stdout/stderr logged line by line under the rule's name.
+//! The child starts clean ([`triggerd_spawn::prepare`]: fds 0-2, the base environment plus the
+//! rule's `env`, the user's groups, umask 022, `/` or `chdir`) and is supervised as every
+//! child of triggerd and its workers is ([`triggerd_spawn::supervise`]): its own process group
+//! (so a timeout or a restart kills everything it started), bounded lines, always reaped.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use std::process::Command;
+use triggerd_spawn::{Exit, Stream};
 
 use super::substitute;
 use crate::config::ExecAction;
 use crate::event::Event;
+
+/// A started run, as the dispatcher tracks it: its process group.
+pub use triggerd_spawn::Group as Running;
 
 /// The last stdout bytes kept per run (a trigger file's read side shows them).
 const STDOUT_TAIL: usize = 64 * 1024;
@@ -36,37 +35,13 @@ impl ExecOutcome {
     }
 }
 
-/// A started run, as the dispatcher tracks it: its process group is its pid.
-#[derive(Debug, Clone)]
-pub struct Running {
-    pub pgid: i32,
-    /// Set as soon as the leader is reaped. From then on the group may be empty and its id
-    /// handed to an unrelated process, so the group is no longer ours to signal.
-    reaped: Arc<AtomicBool>,
-}
-
-impl Running {
-    pub fn new(pgid: i32) -> Self {
-        Self {
-            pgid,
-            reaped: Arc::new(AtomicBool::new(false)),
+impl From<Exit> for ExecOutcome {
+    fn from(exit: Exit) -> ExecOutcome {
+        match exit {
+            Exit::Code(code) => ExecOutcome::Exited(code),
+            Exit::Signal(signal) => ExecOutcome::Signaled(signal),
+            Exit::TimedOut => ExecOutcome::TimedOut,
         }
-    }
-
-    /// Kills the run's whole process group while its leader is unreaped (a zombie leader
-    /// keeps the id from being reused); a run that has already exited is left alone.
-    pub fn kill(&self) {
-        if self.reaped.load(Ordering::Acquire) {
-            return;
-        }
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-
-    fn mark_reaped(&self) {
-        self.reaped.store(true, Ordering::Release);
     }
 }
 
@@ -78,8 +53,25 @@ pub async fn run_exec(
     event: &Event,
     started: impl FnOnce(Running),
 ) -> (ExecOutcome, Vec<u8>) {
-    let mut child = match build_command(rule, action, event).and_then(|mut c| c.spawn()) {
-        Ok(child) => child,
+    let mut tail = Vec::new();
+    let supervised = match build_command(rule, action, event) {
+        Ok(command) => {
+            let run = triggerd_spawn::Run {
+                stdin: event.payload.clone(),
+                timeout,
+            };
+            triggerd_spawn::supervise(command, run, started, |stream, line| {
+                log_line(rule, stream, &line);
+                if stream == Stream::Stdout {
+                    keep_tail(&mut tail, &line);
+                }
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let outcome = match supervised {
+        Ok(exit) => ExecOutcome::from(exit),
         Err(e) => {
             let program = action
                 .argv
@@ -90,63 +82,6 @@ pub async fn run_exec(
             return (ExecOutcome::SpawnFailed(message), Vec::new());
         }
     };
-    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return (
-            ExecOutcome::SpawnFailed("child vanished".into()),
-            Vec::new(),
-        );
-    };
-    let running = Running::new(pid);
-    started(running.clone());
-
-    if let Some(mut stdin) = child.stdin.take() {
-        let payload = event.payload.clone();
-        tokio::spawn(async move {
-            // A command that does not read its stdin closes the pipe: not an error.
-            let _ = stdin.write_all(&payload).await;
-        });
-    }
-    let stdout = child
-        .stdout
-        .take()
-        .map(|out| tokio::spawn(log_lines(rule.to_owned(), "stdout", out)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|err| tokio::spawn(log_lines(rule.to_owned(), "stderr", err)));
-
-    let waited = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-            Ok(status) => Some(status),
-            Err(_) => {
-                running.kill();
-                let _ = child.wait().await;
-                None
-            }
-        },
-        None => Some(child.wait().await),
-    };
-    running.mark_reaped();
-    let outcome = match waited {
-        None => ExecOutcome::TimedOut,
-        Some(Ok(status)) => match (status.code(), status.signal()) {
-            (Some(code), _) => ExecOutcome::Exited(code),
-            (None, Some(signal)) => ExecOutcome::Signaled(signal),
-            (None, None) => ExecOutcome::Exited(-1),
-        },
-        Some(Err(e)) => ExecOutcome::SpawnFailed(format!("wait: {e}")),
-    };
-    // Output may still be held open by a process the command left behind; do not wait for it
-    // past a short bound.
-    let mut tail = Vec::new();
-    if let Some(task) = stdout {
-        if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(1), task).await {
-            tail = bytes;
-        }
-    }
-    if let Some(task) = stderr {
-        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-    }
     log_outcome(rule, &outcome);
     (outcome, tail)
 }
@@ -167,7 +102,7 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Res
         env: action.env.clone(),
         chdir: action.chdir.clone(),
     };
-    triggerd_spawn::prepare(command.as_std_mut(), &spec).map_err(std::io::Error::other)?;
+    triggerd_spawn::prepare(&mut command, &spec).map_err(std::io::Error::other)?;
     let path = &event.subject;
     let since_epoch = event.time.duration_since(UNIX_EPOCH).unwrap_or_default();
     command
@@ -199,40 +134,26 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Res
                 .fields
                 .iter()
                 .map(|(k, v)| (format!("TRIGGERD_FIELD_{}", k.to_ascii_uppercase()), v)),
-        )
-        // An empty payload needs no pipe (nor a task to feed it): /dev/null reads as empty.
-        .stdin(if event.payload.is_empty() {
-            Stdio::null()
-        } else {
-            Stdio::piped()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
+        );
     Ok(command)
 }
 
-/// Logs each line under the rule's name; returns the last `STDOUT_TAIL` bytes.
-async fn log_lines(rule: String, stream: &'static str, pipe: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut reader = BufReader::new(pipe);
-    let mut line = Vec::new();
-    let mut tail = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                tail.extend_from_slice(&line);
-                if tail.len() > STDOUT_TAIL {
-                    tail.drain(..tail.len() - STDOUT_TAIL);
-                }
-                let text = String::from_utf8_lossy(&line);
-                tracing::info!(rule = %rule, stream, "{}", text.trim_end_matches('\n'));
-            }
-        }
+/// Logs one output line under the rule's name.
+fn log_line(rule: &str, stream: Stream, line: &[u8]) {
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    let text = String::from_utf8_lossy(line);
+    tracing::info!(rule, stream, "{}", text.trim_end_matches('\n'));
+}
+
+/// Appends `line` to `tail`, keeping its last [`STDOUT_TAIL`] bytes.
+fn keep_tail(tail: &mut Vec<u8>, line: &[u8]) {
+    tail.extend_from_slice(line);
+    if tail.len() > STDOUT_TAIL {
+        tail.drain(..tail.len() - STDOUT_TAIL);
     }
-    tail
 }
 
 fn log_outcome(rule: &str, outcome: &ExecOutcome) {
@@ -247,79 +168,60 @@ fn log_outcome(rule: &str, outcome: &ExecOutcome) {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::process::CommandExt;
     use std::path::Path;
 
     use super::*;
 
-    /// A process leading its own group, standing for whoever gets a finished run's id.
-    fn group_leader() -> std::process::Child {
-        std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .expect("spawn sleep")
-    }
-
-    /// Whether `pid` is dead or has a SIGKILL pending: right after a kill(2) returns, one of
-    /// the two holds, so no waiting is needed to tell.
-    fn killed_or_dying(pid: u32) -> bool {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            return true;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let sigkill_pending = |mask: String| {
-            u64::from_str_radix(&mask, 16).is_ok_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
-        };
-        field("State:").starts_with(['Z', 'X'])
-            || sigkill_pending(field("SigPnd:"))
-            || sigkill_pending(field("ShdPnd:"))
-    }
-
-    #[tokio::test]
-    async fn a_finished_run_no_longer_signals_the_group_id_it_had() {
+    fn exec_rule(argv: &str) -> ExecAction {
         let config = crate::config::parse(
             Path::new("test.conf"),
-            "[[watch]]\nname = \"r\"\npath = \"/tmp\"\nevents = \"close_write\"\nexec = [\"/bin/true\"]\n",
+            &format!("[[watch]]\nname = \"r\"\npath = \"/tmp\"\nevents = \"close_write\"\nexec = {argv}\n"),
         )
         .expect("config");
         let crate::config::Action::Exec(action) = &config.rules[0].def.action else {
             panic!("an exec rule");
         };
-        let event = Event {
+        action.clone()
+    }
+
+    fn event(payload: &[u8]) -> Event {
+        Event {
             id: 1,
             source: crate::event::SourceKind::Manual,
             subject: "/tmp/x".into(),
             mask: triggerd_watch::EventMask::EMPTY,
             pid: None,
             time: std::time::SystemTime::now(),
-            payload: Vec::new(),
+            payload: payload.to_vec(),
             reply: None,
             fields: Vec::new(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_reports_its_exit_its_stdout_tail_and_its_group() {
+        let action = exec_rule(r#"["/bin/sh", "-c", "cat; echo to-stderr >&2; exit 4"]"#);
         let mut handed = None;
-        let (outcome, _) = run_exec("r", action, None, &event, |r| handed = Some(r)).await;
-        assert_eq!(outcome, ExecOutcome::Exited(0));
-        let finished = handed.expect("started was called");
+        let (outcome, tail) = run_exec("r", &action, None, &event(b"payload\n"), |g| {
+            handed = Some(g)
+        })
+        .await;
+        assert_eq!(outcome, ExecOutcome::Exited(4));
+        assert_eq!(tail, b"payload\n");
+        assert!(handed.is_some_and(|g| g.pgid > 0));
+    }
 
-        let mut other = group_leader();
-        let reused = Running {
-            pgid: other.id() as i32,
-            ..finished
-        };
-        reused.kill();
-        let left_alone = !killed_or_dying(other.id());
-
-        Running::new(other.id() as i32).kill();
-        let status = other.wait().expect("wait");
-        assert!(left_alone, "a finished run's kill reached another group");
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "a live run is killed");
+    #[tokio::test]
+    async fn a_timeout_and_a_missing_program_are_reported_as_such() {
+        let sleeper = exec_rule(r#"["/bin/sleep", "30"]"#);
+        let limit = Some(Duration::from_millis(100));
+        let (outcome, _) = run_exec("r", &sleeper, limit, &event(b""), |_| {}).await;
+        assert_eq!(outcome, ExecOutcome::TimedOut);
+        let missing = exec_rule(r#"["/nonexistent/program"]"#);
+        let (outcome, _) = run_exec("r", &missing, None, &event(b""), |_| {}).await;
+        assert!(
+            matches!(outcome, ExecOutcome::SpawnFailed(_)),
+            "{outcome:?}"
+        );
     }
 }
