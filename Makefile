@@ -6,7 +6,7 @@ DOCDIR  ?= $(PREFIX)/share/doc/triggerd
 CARGO   ?= cargo
 BINS     = triggerd triggerctl triggerd-broker
 
-.PHONY: deps build install uninstall run test deb bench
+.PHONY: deps build install uninstall run test lint deb bench
 
 MANDIR  ?= $(PREFIX)/share/man
 BASHDIR ?= $(PREFIX)/share/bash-completion/completions
@@ -57,6 +57,12 @@ run: deps
 
 test: deps
 	$(CARGO) test --workspace --locked
+
+# Formatting and clippy, warnings as errors (CI runs it after the tests).
+lint:
+	rustup component add clippy rustfmt 2>/dev/null || true
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 # The Debian package (target/debian/triggerd_VERSION_ARCH.deb): see packaging/debian/.
 deb: build
