@@ -1,11 +1,15 @@
 //! close() → command start latency and burst loss, triggerd vs incron, on identical streams in
 //! one run (one daemon at a time); plus idle RSS of both daemons. Both run the same tiny C program (`stamp`) that
-//! logs the time it started; the writer logs the time each close() returned.
+//! logs the time it started; the writer logs the time each close() returned. incrond logs
+//! every event through syslog(3); on a host without a syslog daemon each call would retry the
+//! connection to `/dev/log`, so the benchmark gives it a sink of its own there, as a host with
+//! a syslog daemon has (its figure is then incron's own).
 //!
 //! Run as root: `cargo run --release -p triggerd-benches --bin event_latency`
 //! (builds nothing else: set TRIGGERD_BIN, default target/release/triggerd).
 
 use std::fs;
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -69,6 +73,7 @@ fn main() -> Result<()> {
     }
     fs::write(table, incron_table)?;
     let _table = Removed(table.to_path_buf());
+    let _syslog = SyslogSink::unless_present(Path::new("/dev/log"))?;
 
     // The two daemons run one after the other on identical streams, so neither competes with
     // the other's process spawning on this small machine.
@@ -132,6 +137,28 @@ fn main() -> Result<()> {
         triggerd.4 as f64 / incron.4.max(1) as f64
     );
     Ok(())
+}
+
+/// A `/dev/log` datagram socket that reads and drops what syslog(3) sends, removed at drop;
+/// `None` when the host already has one (its syslog daemon is then the sink).
+struct SyslogSink {
+    _removed: Removed,
+}
+
+impl SyslogSink {
+    fn unless_present(path: &Path) -> Result<Option<SyslogSink>> {
+        if path.exists() {
+            return Ok(None);
+        }
+        let socket = UnixDatagram::bind(path)?;
+        let removed = Removed(path.to_path_buf());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            // Ends when the socket fails; the process exits soon after the benchmark anyway.
+            while socket.recv(&mut buf).is_ok() {}
+        });
+        Ok(Some(SyslogSink { _removed: removed }))
+    }
 }
 
 fn print_latency(who: &str, sorted: &[f64], sent: usize) {
