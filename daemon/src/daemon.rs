@@ -18,6 +18,7 @@ use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
 use crate::sources::file::{trigger_status, Mounted, TriggerFileSource};
 use crate::sources::provider::{ProviderSource, Providers};
+use crate::sources::syslog::SyslogSource;
 use crate::sources::timer::TimerSource;
 use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
@@ -92,6 +93,7 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
             Box::new(ProviderSource::new(Arc::clone(&shared.providers))),
             SourceKind::Provider,
         ),
+        (Box::new(SyslogSource), SourceKind::Syslog),
     ]
 }
 

@@ -15,6 +15,8 @@ pub enum SourceKind {
     TriggerFile,
     /// A `[[provider]]` process.
     Provider,
+    /// A `[[syslog]]` socket.
+    Syslog,
     /// `triggerctl fire`.
     Manual,
     /// `run_at_start`: the rule started (daemon start, or a reload added or changed it).
@@ -30,6 +32,7 @@ impl SourceKind {
             SourceKind::Channel => "channel",
             SourceKind::TriggerFile => "trigger",
             SourceKind::Provider => "provider",
+            SourceKind::Syslog => "syslog",
             SourceKind::Manual => "manual",
             SourceKind::Start => "start",
         }

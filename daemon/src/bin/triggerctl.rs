@@ -36,7 +36,7 @@ enum Verb {
         /// Only rules whose name matches this glob.
         #[arg(long, value_name = "GLOB")]
         rule: Option<String>,
-        /// Only rules of this kind (watch, trigger, channel, timer, webhook).
+        /// Only rules of this kind (watch, trigger, channel, timer, webhook, syslog, source).
         #[arg(long)]
         kind: Option<String>,
         /// Only rules in this state (active, paused, disabled, waiting, failed).

@@ -155,6 +155,7 @@ pub enum Trigger {
     Channel(ChannelTrigger),
     File(FileTrigger),
     Provider(ProviderTrigger),
+    Syslog(SyslogTrigger),
 }
 
 impl Trigger {
@@ -167,6 +168,7 @@ impl Trigger {
             Trigger::Channel(_) => "channel",
             Trigger::File(_) => "trigger",
             Trigger::Provider(_) => "source",
+            Trigger::Syslog(_) => "syslog",
         }
     }
 
@@ -179,6 +181,7 @@ impl Trigger {
             Trigger::Channel(c) => c.name.clone(),
             Trigger::File(f) => f.file.clone(),
             Trigger::Provider(p) => p.provider.clone(),
+            Trigger::Syslog(s) => s.listen.to_string(),
         }
     }
 
@@ -194,6 +197,7 @@ impl Trigger {
                 Split::Line => "line".into(),
             },
             Trigger::Provider(_) => "fire".into(),
+            Trigger::Syslog(_) => "message".into(),
         }
     }
 }
@@ -264,6 +268,36 @@ pub struct FileTrigger {
     pub partial_bytes: usize,
     /// How long a write waits for room in the rule's queue before it fails with EAGAIN.
     pub queue_wait: Duration,
+}
+
+/// Where a `[[syslog]]` rule receives datagrams.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SyslogListen {
+    /// A Unix datagram socket at this path (as `/dev/log` is).
+    Unix(PathBuf),
+    /// A UDP address.
+    Udp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for SyslogListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyslogListen::Unix(path) => write!(f, "{}", path.display()),
+            SyslogListen::Udp(addr) => write!(f, "udp://{addr}"),
+        }
+    }
+}
+
+/// Every syslog message received on a socket fires the rule, the message as payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogTrigger {
+    pub listen: SyslogListen,
+    /// Owner, group and mode of a Unix socket file (who may send).
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// The socket's receive buffer (`SO_RCVBUF`) in bytes; the kernel's default when absent.
+    pub buffer: Option<usize>,
 }
 
 /// An HTTP POST on a local address fires the rule with the body as payload.

@@ -24,6 +24,8 @@ pub struct RawFile {
     #[serde(default)]
     pub trigger: Vec<Spanned<RawRule>>,
     #[serde(default)]
+    pub syslog: Vec<Spanned<RawRule>>,
+    #[serde(default)]
     pub source: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub provider: Vec<Spanned<RawProvider>>,
@@ -170,6 +172,9 @@ pub struct RawRule {
     pub queue_wait: Option<String>,
     // [[channel]]
     pub handoff_bytes: Option<i64>,
+    // [[syslog]] (`listen`, `allow_remote`, `owner`, `group`, `mode` as above)
+    pub socket: Option<String>,
+    pub buffer: Option<i64>,
     // [[source]]
     pub provider: Option<String>,
     pub params: Option<toml::Table>,
@@ -212,6 +217,14 @@ pub const WEBHOOK_KEYS: &[&str] = &[
 ];
 pub const CHANNEL_KEYS: &[&str] = &["owner", "mode", "capacity", "lanes", "handoff_bytes"];
 pub const SOURCE_KEYS: &[&str] = &["provider", "params"];
+pub const SYSLOG_KEYS: &[&str] = &[
+    "socket",
+    "listen",
+    "allow_remote",
+    "owner",
+    "mode",
+    "buffer",
+];
 pub const TRIGGER_KEYS: &[&str] = &[
     "file",
     "split",

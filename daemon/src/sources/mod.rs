@@ -12,6 +12,7 @@ mod fallback;
 pub mod fanotify;
 pub mod file;
 pub mod provider;
+pub mod syslog;
 pub mod timer;
 pub mod webhook;
 

@@ -8,6 +8,7 @@ mod channel;
 mod file;
 mod provider;
 mod remote;
+mod syslog;
 mod timer;
 mod watch;
 mod webhook;
@@ -19,7 +20,9 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{keys_in_table, line_of_key, RawDaemon, RawFile, RawRule, Source};
-use super::raw::{CHANNEL_KEYS, SOURCE_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS};
+use super::raw::{
+    CHANNEL_KEYS, SOURCE_KEYS, SYSLOG_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS,
+};
 use super::{
     parse_duration, Config, ConfigError, DaemonConfig, Policy, Problem, Rule, RuleDef, Trigger,
 };
@@ -46,7 +49,7 @@ impl Table<'_> {
     /// In tables that describe an object of their own (a channel), `group` is that object's
     /// group, not the group the command runs as.
     fn group_is_the_objects(&self) -> bool {
-        matches!(self.heading, "[[channel]]" | "[[trigger]]")
+        matches!(self.heading, "[[channel]]" | "[[trigger]]" | "[[syslog]]")
     }
 
     /// Refuses keys that belong to another kind of rule table.
@@ -58,6 +61,7 @@ impl Table<'_> {
             CHANNEL_KEYS,
             TRIGGER_KEYS,
             SOURCE_KEYS,
+            SYSLOG_KEYS,
         ];
         for (key, line) in keys_in_table(self.source, &self.span) {
             let elsewhere = foreign.iter().any(|keys| keys.contains(&key.as_str()));
@@ -94,13 +98,14 @@ fn rule_tables(
     for table in raw.facron.iter().chain(daemon_facron).chain(broker_facron) {
         watch::facron_rules(source, table.span(), table.get_ref(), rules, problems);
     }
-    let kinds: [RuleKind<'_>; 6] = [
+    let kinds: [RuleKind<'_>; 7] = [
         (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),
         (&raw.timer, "[[timer]]", TIMER_KEYS, timer::trigger),
         (&raw.webhook, "[[webhook]]", WEBHOOK_KEYS, webhook::trigger),
         (&raw.channel, "[[channel]]", CHANNEL_KEYS, channel::trigger),
         (&raw.trigger, "[[trigger]]", TRIGGER_KEYS, file::trigger),
         (&raw.source, "[[source]]", SOURCE_KEYS, provider::trigger),
+        (&raw.syslog, "[[syslog]]", SYSLOG_KEYS, syslog::trigger),
     ];
     for (tables, heading, own_keys, build) in kinds {
         for spanned in tables {

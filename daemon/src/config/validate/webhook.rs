@@ -30,21 +30,8 @@ pub(super) fn trigger(
             problems.push(table.problem("listen", "missing (e.g. \"127.0.0.1:8787\")"));
             None
         }
-        Some(a) => a
-            .parse::<SocketAddr>()
-            .map_err(|_| {
-                problems.push(table.problem("listen", format!("`{a}` is not an address:port")))
-            })
-            .ok(),
+        Some(a) => listen_address(table, a, raw.allow_remote, problems),
     };
-    if let Some(addr) = listen {
-        if !addr.ip().is_loopback() && raw.allow_remote != Some(true) {
-            problems.push(table.problem(
-                "listen",
-                format!("`{addr}` is not a loopback address: set `allow_remote = true` to accept callers from other hosts"),
-            ));
-        }
-    }
     let path = raw.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') || path.contains(char::is_whitespace) {
         problems.push(table.problem(
@@ -83,6 +70,26 @@ pub(super) fn trigger(
         body_timeout,
         secret,
     }))
+}
+
+/// `listen`: an address:port, on loopback unless `allow_remote = true` says otherwise.
+pub(super) fn listen_address(
+    table: &Table<'_>,
+    text: &str,
+    allow_remote: Option<bool>,
+    problems: &mut Vec<Problem>,
+) -> Option<SocketAddr> {
+    let Ok(addr) = text.parse::<SocketAddr>() else {
+        problems.push(table.problem("listen", format!("`{text}` is not an address:port")));
+        return None;
+    };
+    if !addr.ip().is_loopback() && allow_remote != Some(true) {
+        problems.push(table.problem(
+            "listen",
+            format!("`{addr}` is not a loopback address: set `allow_remote = true` to accept callers from other hosts"),
+        ));
+    }
+    Some(addr)
 }
 
 /// A deadline from 1 ms to 10 minutes.
