@@ -12,6 +12,8 @@
 //! - umask [`UMASK`] and a working directory (`/` unless the caller names one), entered
 //!   after the switch to the user so the user's own permissions apply.
 
+#![warn(missing_docs, unreachable_pub)]
+
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
