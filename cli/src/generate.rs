@@ -7,10 +7,13 @@ use std::io::Write;
 /// What `--generate` may ask for.
 pub const KINDS: [&str; 4] = ["man", "bash", "zsh", "fish"];
 
+/// Why `--generate` produced nothing usable; the binary prints it and exits with status 2.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
+    /// The kind asked for is not one of [`KINDS`]; it holds the word as given.
     #[error("--generate: `{0}` is not one of man, bash, zsh, fish")]
     Unknown(String),
+    /// Writing the page or script failed (stdout closed, disk full, ...).
     #[error("--generate: {0}")]
     Write(#[from] std::io::Error),
 }

@@ -3,6 +3,8 @@
 //! clap definition so they cannot drift from it (`generate`), and the config file's man page
 //! from the README's reference (`manual`).
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod generate;
 pub mod logging;
 pub mod manual;

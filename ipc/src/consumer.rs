@@ -176,6 +176,7 @@ impl Channel {
         })
     }
 
+    /// The channel's name; its socket is `/dev/shm/triggerd.<name>`.
     pub fn name(&self) -> &str {
         &self.shared.name
     }

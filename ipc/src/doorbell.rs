@@ -15,8 +15,8 @@ use io_uring::{opcode, types::SubmitArgs, types::Timespec, IoUring};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-pub const AWAKE: u32 = 0;
-pub const ASLEEP: u32 = 1;
+pub(crate) const AWAKE: u32 = 0;
+pub(crate) const ASLEEP: u32 = 1;
 
 /// futex2 flag: the futex is 32 bits wide (shared, not process-private).
 const FUTEX2_SIZE_U32: u32 = 0x02;
@@ -24,7 +24,7 @@ const FUTEX_BITSET_MATCH_ANY: u64 = 0xffff_ffff;
 const WAIT_TAG: u64 = 1;
 
 /// Wakes up to `waiters` threads waiting on `word`, in any process that maps it.
-pub fn futex_wake(word: &AtomicU32, waiters: i32) {
+pub(crate) fn futex_wake(word: &AtomicU32, waiters: i32) {
     // SAFETY: FUTEX_WAKE only reads the address to find the wait queue; `word` is a live
     // reference for the duration of the call. The result (number woken, or an error for a
     // word that nobody waits on) needs no handling.
@@ -42,7 +42,7 @@ pub fn futex_wake(word: &AtomicU32, waiters: i32) {
 }
 
 /// Blocks while `word == expected`, for at most `timeout` (may return early or spuriously).
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -65,7 +65,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Rings the doorbell if its sleeper said it sleeps. Called after a SeqCst store of whatever the
 /// sleeper waits for (a tail, a head).
-pub fn ring_if_asleep(word: &AtomicU32) -> bool {
+pub(crate) fn ring_if_asleep(word: &AtomicU32) -> bool {
     if word.load(Ordering::SeqCst) == ASLEEP && word.swap(AWAKE, Ordering::AcqRel) == ASLEEP {
         futex_wake(word, i32::MAX);
         return true;
@@ -74,7 +74,7 @@ pub fn ring_if_asleep(word: &AtomicU32) -> bool {
 }
 
 /// How the consumer sleeps: through io_uring while the kernel supports futex waits there.
-pub struct Sleeper {
+pub(crate) struct Sleeper {
     ring: Option<IoUring>,
     /// A FutexWait is queued in the kernel and its completion not yet reaped. It stays valid
     /// across a timed-out wait: a queued waiter is woken by any later futex wake.
@@ -82,7 +82,7 @@ pub struct Sleeper {
 }
 
 impl Sleeper {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             ring: IoUring::new(4).ok(),
             armed: false,
@@ -90,13 +90,13 @@ impl Sleeper {
     }
 
     /// True while waits go through io_uring (false after falling back to `futex(2)`).
-    pub fn uses_io_uring(&self) -> bool {
+    pub(crate) fn uses_io_uring(&self) -> bool {
         self.ring.is_some()
     }
 
     /// Sleeps while `word == expected`, at most `timeout`. `word` must stay mapped for as long
     /// as this sleeper lives (a queued wait keeps its address until the ring is dropped).
-    pub fn sleep(&mut self, word: &AtomicU32, expected: u32, timeout: Duration) {
+    pub(crate) fn sleep(&mut self, word: &AtomicU32, expected: u32, timeout: Duration) {
         match self.ring.as_mut() {
             Some(ring) => {
                 if let Err(unsupported) =

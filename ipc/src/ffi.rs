@@ -6,15 +6,25 @@ use crate::{IpcError, PublishError, Publisher};
 use std::ffi::{c_char, c_int, CStr};
 use std::time::Duration;
 
+/// Success.
 pub const TRIGGERD_OK: c_int = 0;
+/// The channel is full; nothing was written, retry later ([`PublishError::WouldBlock`]).
 pub const TRIGGERD_EWOULDBLOCK: c_int = -1;
+/// The message is longer than the channel's maximum ([`PublishError::TooLarge`]).
 pub const TRIGGERD_ETOOLARGE: c_int = -2;
+/// No such channel: triggerd is not running, or has no such `[[channel]]`.
 pub const TRIGGERD_ENOCHANNEL: c_int = -3;
+/// The channel's owner, group and mode exclude this user.
 pub const TRIGGERD_EACCES: c_int = -4;
+/// Invalid argument: a null pointer, or a channel name that is not valid.
 pub const TRIGGERD_EINVAL: c_int = -5;
+/// The channel's region is corrupted, quarantined or incompatible.
 pub const TRIGGERD_ECORRUPT: c_int = -6;
+/// Every publisher lane of the channel is held by a live process.
 pub const TRIGGERD_ENOLANE: c_int = -7;
+/// A system call failed.
 pub const TRIGGERD_EOS: c_int = -8;
+/// triggerd removed the channel; free the handle and reconnect.
 pub const TRIGGERD_ECLOSED: c_int = -9;
 
 /// Opaque to C: `struct triggerd_publisher`.

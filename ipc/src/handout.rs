@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The seals every channel memfd carries; a publisher refuses a region without the first two.
-pub const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
+pub(crate) const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
     .union(SealFlag::F_SEAL_GROW)
     .union(SealFlag::F_SEAL_SEAL);
 
@@ -30,12 +30,12 @@ const BACKLOG: i32 = 128;
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The socket path of a channel (`/dev/shm/triggerd.<name>`); `object` is `/triggerd.<name>`.
-pub fn socket_path(object: &str) -> PathBuf {
+pub(crate) fn socket_path(object: &str) -> PathBuf {
     PathBuf::from(format!("/dev/shm{object}"))
 }
 
 /// Serves a channel's memfd on its socket until dropped; then removes the socket.
-pub struct Handout {
+pub(crate) struct Handout {
     stop: Arc<AtomicBool>,
     listener: Arc<UnixListener>,
     thread: Option<JoinHandle<()>>,
@@ -45,7 +45,7 @@ pub struct Handout {
 impl Handout {
     /// Binds the socket (replacing a stale file of that name), gives it `uid:gid` and `mode`
     /// before it listens (so nobody connects through looser permissions), and serves `memfd`.
-    pub fn start(
+    pub(crate) fn start(
         channel: &str,
         path: PathBuf,
         memfd: Arc<OwnedFd>,
@@ -148,7 +148,7 @@ fn send_fd(stream: &UnixStream, fd: BorrowedFd<'_>) -> nix::Result<usize> {
 
 /// Connects to the channel's socket and receives its memfd, checking it is sealed against
 /// resizing. This is what any permitted publisher gets (tools and tests use it directly).
-pub fn receive(channel: &str, path: &std::path::Path) -> Result<OwnedFd, IpcError> {
+pub(crate) fn receive(channel: &str, path: &std::path::Path) -> Result<OwnedFd, IpcError> {
     let stream = UnixStream::connect(path).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTSOCK) => {
             IpcError::NoSuchChannel {

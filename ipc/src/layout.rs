@@ -11,26 +11,26 @@
 //! head and the doorbells do not false-share.
 
 /// "TRGDSHM1", little-endian.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"TRGDSHM1");
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"TRGDSHM1");
 /// Layout version; a publisher refuses any other.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 const PAGE: usize = 4096;
 /// Hot words sit 128 bytes apart: adjacent-line prefetchers move 64-byte lines in pairs.
 const SPACING: usize = 128;
 
-pub const OFF_MAGIC: usize = 0;
-pub const OFF_VERSION: usize = 8;
-pub const OFF_LANES: usize = 12;
-pub const OFF_LANE_BYTES: usize = 16;
+pub(crate) const OFF_MAGIC: usize = 0;
+pub(crate) const OFF_VERSION: usize = 8;
+pub(crate) const OFF_LANES: usize = 12;
+pub(crate) const OFF_LANE_BYTES: usize = 16;
 /// Non-zero once the consumer has removed the channel: publishing into it would be lost.
-pub const OFF_CLOSED: usize = 24;
+pub(crate) const OFF_CLOSED: usize = 24;
 /// The doorbell word (u32): 1 while the consumer sleeps (or is about to), else 0. It is also the
 /// futex the consumer waits on.
-pub const OFF_SLEEPING: usize = SPACING;
+pub(crate) const OFF_SLEEPING: usize = SPACING;
 /// Bit i set: lane i has (or had) a publisher; the consumer scans only these lanes.
-pub const OFF_ACTIVE: usize = 2 * SPACING;
+pub(crate) const OFF_ACTIVE: usize = 2 * SPACING;
 /// Publishers count here each time they find their lane full.
-pub const OFF_FULL_WAITS: usize = 3 * SPACING;
+pub(crate) const OFF_FULL_WAITS: usize = 3 * SPACING;
 
 const LANE_HEADERS_AT: usize = PAGE;
 const LANE_HEADER_SIZE: usize = 4 * SPACING;
@@ -40,11 +40,11 @@ const LANE_HEAD: usize = 2 * SPACING;
 const LANE_SPACE_WAIT: usize = 3 * SPACING;
 
 /// Size of a record header: `u32` length (high bit = padding) then `u32` sequence.
-pub const RECORD_HEADER: usize = 8;
+pub(crate) const RECORD_HEADER: usize = 8;
 /// Records start on 8-byte boundaries.
-pub const RECORD_ALIGN: usize = 8;
+pub(crate) const RECORD_ALIGN: usize = 8;
 /// Set in a record's length word: the record is padding up to the end of the lane.
-pub const PAD_FLAG: u32 = 0x8000_0000;
+pub(crate) const PAD_FLAG: u32 = 0x8000_0000;
 /// Lanes are a bitmask in one `u64`.
 pub const MAX_LANES: usize = 64;
 /// Every channel accepts messages of at least this many bytes.
@@ -52,11 +52,11 @@ pub const MIN_MAX_MESSAGE: usize = 64 * 1024;
 /// Smallest lane: twice the largest record, so a record always fits once the lane drains.
 pub const MIN_LANE_BYTES: usize = 2 * (MIN_MAX_MESSAGE + RECORD_HEADER).next_power_of_two();
 /// Largest lane (keeps positions and offsets far from overflow and regions reasonable).
-pub const MAX_LANE_BYTES: usize = 1 << 30;
+pub(crate) const MAX_LANE_BYTES: usize = 1 << 30;
 
 /// Lane count and lane size of one region; every offset derives from these two numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Geometry {
+pub(crate) struct Geometry {
     lanes: usize,
     lane_bytes: usize,
 }
@@ -64,7 +64,7 @@ pub struct Geometry {
 impl Geometry {
     /// Validates a lane count (1..=64) and lane size (a power of two in
     /// `MIN_LANE_BYTES..=MAX_LANE_BYTES`).
-    pub fn new(lanes: usize, lane_bytes: usize) -> Result<Self, String> {
+    pub(crate) fn new(lanes: usize, lane_bytes: usize) -> Result<Self, String> {
         if lanes == 0 || lanes > MAX_LANES {
             return Err(format!("lanes must be 1..={MAX_LANES}, got {lanes}"));
         }
@@ -78,7 +78,7 @@ impl Geometry {
     }
 
     /// Splits a total data capacity over `lanes`, rounding each lane down to a power of two.
-    pub fn from_capacity(capacity_bytes: usize, lanes: usize) -> Result<Self, String> {
+    pub(crate) fn from_capacity(capacity_bytes: usize, lanes: usize) -> Result<Self, String> {
         let per_lane = capacity_bytes.checked_div(lanes).unwrap_or(0);
         if per_lane < MIN_LANE_BYTES {
             return Err(format!(
@@ -89,16 +89,16 @@ impl Geometry {
         Self::new(lanes, rounded.min(MAX_LANE_BYTES))
     }
 
-    pub fn lanes(&self) -> usize {
+    pub(crate) fn lanes(&self) -> usize {
         self.lanes
     }
 
-    pub fn lane_bytes(&self) -> usize {
+    pub(crate) fn lane_bytes(&self) -> usize {
         self.lane_bytes
     }
 
     /// Mask of the bits of the active-lane word that name real lanes.
-    pub fn lane_mask(&self) -> u64 {
+    pub(crate) fn lane_mask(&self) -> u64 {
         if self.lanes == MAX_LANES {
             u64::MAX
         } else {
@@ -108,7 +108,7 @@ impl Geometry {
 
     /// Largest payload: half a lane minus the record header, so any record fits in an empty
     /// lane even after padding to the lane's end.
-    pub fn max_message(&self) -> usize {
+    pub(crate) fn max_message(&self) -> usize {
         self.lane_bytes / 2 - RECORD_HEADER
     }
 
@@ -117,7 +117,7 @@ impl Geometry {
     }
 
     /// Total size of the region in bytes.
-    pub fn region_len(&self) -> usize {
+    pub(crate) fn region_len(&self) -> usize {
         self.data_at() + self.lanes * self.lane_bytes
     }
 
@@ -126,50 +126,50 @@ impl Geometry {
         LANE_HEADERS_AT + lane * LANE_HEADER_SIZE
     }
 
-    pub fn lane_owner(&self, lane: usize) -> usize {
+    pub(crate) fn lane_owner(&self, lane: usize) -> usize {
         self.lane_header(lane) + LANE_OWNER
     }
 
-    pub fn lane_tail(&self, lane: usize) -> usize {
+    pub(crate) fn lane_tail(&self, lane: usize) -> usize {
         self.lane_header(lane) + LANE_TAIL
     }
 
-    pub fn lane_head(&self, lane: usize) -> usize {
+    pub(crate) fn lane_head(&self, lane: usize) -> usize {
         self.lane_header(lane) + LANE_HEAD
     }
 
     /// The lane's space doorbell (u32 futex): 1 while its publisher waits for the consumer to
     /// free space.
-    pub fn lane_space_wait(&self, lane: usize) -> usize {
+    pub(crate) fn lane_space_wait(&self, lane: usize) -> usize {
         self.lane_header(lane) + LANE_SPACE_WAIT
     }
 
     /// Offset in the region of byte position `pos` of `lane`'s data (positions wrap).
-    pub fn lane_byte(&self, lane: usize, pos: u64) -> usize {
+    pub(crate) fn lane_byte(&self, lane: usize, pos: u64) -> usize {
         assert!(lane < self.lanes, "lane index out of range");
         self.data_at() + lane * self.lane_bytes + self.offset_in_lane(pos)
     }
 
     /// Where position `pos` falls inside a lane.
-    pub fn offset_in_lane(&self, pos: u64) -> usize {
+    pub(crate) fn offset_in_lane(&self, pos: u64) -> usize {
         // lane_bytes is a power of two no larger than 2^30, so the mask fits any usize.
         (pos & (self.lane_bytes as u64 - 1)) as usize
     }
 
     /// Bytes from `pos` to the end of the lane (a record may not cross it).
-    pub fn contiguous_from(&self, pos: u64) -> usize {
+    pub(crate) fn contiguous_from(&self, pos: u64) -> usize {
         self.lane_bytes - self.offset_in_lane(pos)
     }
 }
 
 /// Bytes a record of `len` payload bytes occupies (header + payload padded to 8).
-pub fn record_span(len: usize) -> usize {
+pub(crate) fn record_span(len: usize) -> usize {
     RECORD_HEADER + len.next_multiple_of(RECORD_ALIGN)
 }
 
 /// The sequence number a record at byte position `pos` must carry: its position in 8-byte
 /// units, truncated. A stale record from an earlier lap or a misplaced write fails this check.
-pub fn sequence_at(pos: u64) -> u32 {
+pub(crate) fn sequence_at(pos: u64) -> u32 {
     (pos / RECORD_ALIGN as u64) as u32
 }
 

@@ -43,7 +43,7 @@ pub fn check_name(channel: &str) -> Result<(), IpcError> {
 }
 
 /// The shared-memory object name of a channel, after [`check_name`].
-pub fn object_name(channel: &str) -> Result<String, IpcError> {
+pub(crate) fn object_name(channel: &str) -> Result<String, IpcError> {
     check_name(channel)?;
     Ok(format!("{NAME_PREFIX}{channel}"))
 }
@@ -61,7 +61,7 @@ pub fn receive_memfd(channel: &str) -> Result<OwnedFd, IpcError> {
 }
 
 /// One mapped channel region, its geometry, and the sealed memfd behind it.
-pub struct Region {
+pub(crate) struct Region {
     map: MmapRaw,
     geometry: Geometry,
     memfd: Arc<OwnedFd>,
@@ -78,7 +78,7 @@ pub(crate) fn os<'a>(channel: &'a str, op: &'static str) -> impl FnOnce(Errno) -
 impl Region {
     /// Creates the region for `channel` in a new memfd sealed against shrinking and growing,
     /// and writes its header. Publishers get it from [`crate::handout::Handout`].
-    pub fn create(channel: &str, geometry: Geometry) -> Result<Self, IpcError> {
+    pub(crate) fn create(channel: &str, geometry: Geometry) -> Result<Self, IpcError> {
         let name = object_name(channel)?;
         let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
         let fd = memfd_create(name.trim_start_matches('/'), flags)
@@ -105,7 +105,7 @@ impl Region {
 
     /// Receives the channel's sealed memfd from its socket and maps it read-write, reading its
     /// geometry from the header and checking it against the memfd's size.
-    pub fn open(channel: &str) -> Result<Self, IpcError> {
+    pub(crate) fn open(channel: &str) -> Result<Self, IpcError> {
         let fd = receive_memfd(channel)?;
         Self::open_fd(channel, fd)
     }
@@ -144,7 +144,7 @@ impl Region {
     }
 
     /// The memfd behind the region (the consumer hands it to publishers).
-    pub fn memfd(&self) -> Arc<OwnedFd> {
+    pub(crate) fn memfd(&self) -> Arc<OwnedFd> {
         Arc::clone(&self.memfd)
     }
 
@@ -169,7 +169,7 @@ impl Region {
         })
     }
 
-    pub fn geometry(&self) -> Geometry {
+    pub(crate) fn geometry(&self) -> Geometry {
         self.geometry
     }
 
@@ -182,7 +182,7 @@ impl Region {
     }
 
     /// The `u64` at `offset`, shared with other processes, so only ever accessed atomically.
-    pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         self.check(offset, 8, 8);
         // SAFETY: the mapping is page-aligned, `check` proved the 8 bytes at `offset` lie inside it
         // and are 8-aligned, and the mapping lives as long as `self`. Other processes only change
@@ -197,7 +197,7 @@ impl Region {
     }
 
     /// The `u32` at `offset`, shared with other processes, so only ever accessed atomically.
-    pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
         // SAFETY: as in `u64_at`, for 4 aligned bytes inside the mapping.
         unsafe {
@@ -212,7 +212,7 @@ impl Region {
     /// Copies `dst.len()` bytes from the region at `offset` into private memory. The source may be
     /// changed concurrently by a hostile process: the copy is then torn, never out of bounds, and
     /// the caller validates what it copied.
-    pub fn read(&self, offset: usize, dst: &mut [u8]) {
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
         self.check(offset, dst.len(), 1);
         // SAFETY: `check` proved the source range lies inside the mapping; `dst` is private memory
         // that cannot overlap a shared mapping we created. The bytes are plain data (any value valid).
@@ -226,7 +226,7 @@ impl Region {
     }
 
     /// Copies `src` into the region at `offset`.
-    pub fn write(&self, offset: usize, src: &[u8]) {
+    pub(crate) fn write(&self, offset: usize, src: &[u8]) {
         self.check(offset, src.len(), 1);
         // SAFETY: `check` proved the destination lies inside the writable shared mapping; `src` is
         // caller memory that does not overlap it (a caller passing a slice of the region itself is

@@ -26,6 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Forwarder settings.
 #[derive(Debug, Clone)]
 pub struct NatsForwarderOptions {
+    /// The servers to publish the spool into, and the credentials to use.
     pub nats: NatsOptions,
     /// Records published and not yet acknowledged at once.
     pub window: usize,

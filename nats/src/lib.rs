@@ -6,6 +6,8 @@
 //! output streamed back. Subjects and headers, the contract any NATS client can use, are in
 //! [`wire`] and `docs/nats.md`.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod client;
 pub mod forwarder;
 pub mod service;
@@ -71,7 +73,9 @@ pub enum NatsError {
     /// A credentials file could not be read.
     #[error("{path}: {source}")]
     Credentials {
+        /// The `.creds` or nkey seed file named in the options.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
     /// The connection could not be set up.

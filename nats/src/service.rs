@@ -30,6 +30,8 @@ fn retention(algorithm: Algorithm) -> stream::RetentionPolicy {
 /// A service's settings, stored with its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceConfig {
+    /// How requests reach workers: `mirror` makes the stream interest-based (every worker's
+    /// consumer gets every request), the others a work queue (each request to one worker).
     pub algorithm: Algorithm,
     /// Copies of the stream in the cluster (1, 3 or 5 are usual).
     pub replicas: usize,

@@ -51,7 +51,10 @@ pub struct Node {
 
 /// NATS servers for one test or benchmark.
 pub struct Nats {
+    /// The temp dir holding one subdirectory per node (config, log, JetStream store);
+    /// removed when the `Nats` is dropped.
     pub dir: tempfile::TempDir,
+    /// The servers, in start order (`n1`, `n2`, ...).
     pub nodes: Vec<Node>,
     clustered: bool,
 }
@@ -112,6 +115,7 @@ impl Node {
         self.route = first_url(&ports, "cluster");
     }
 
+    /// The server's stdout and stderr so far (empty if there is no log yet).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
@@ -120,6 +124,8 @@ impl Node {
         self.client.rsplit(':').next().unwrap_or("-1").to_string()
     }
 
+    /// Whether the server was started and not killed since ([`Nats::kill`]; a
+    /// [`Nats::restart`] starts it again).
     pub fn running(&self) -> bool {
         self.process.is_some()
     }

@@ -15,6 +15,8 @@
 //! Once started, every such child is supervised by [`supervise`] (process group, bounded
 //! output lines, deadline, reaping), so the daemon and the workers report runs alike.
 
+#![warn(missing_docs, unreachable_pub)]
+
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;

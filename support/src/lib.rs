@@ -3,6 +3,8 @@
 //! (0700) directories, locks that survive a panicking holder, and giving freed heap memory
 //! back to the kernel.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod file;
 mod memory;
 

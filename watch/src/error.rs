@@ -10,31 +10,55 @@ use nix::errno::Errno;
 pub enum WatchError {
     /// `fanotify_init` failed (no CAP_SYS_ADMIN, kernel without FID support, ...).
     #[error("fanotify_init({what}) failed: {errno}")]
-    Init { what: &'static str, errno: Errno },
+    Init {
+        /// The call and its flags, e.g. "FAN_CLASS_CONTENT" or "inotify_init1".
+        what: &'static str,
+        /// Why the kernel refused.
+        errno: Errno,
+    },
     /// A system call on a given path failed (open, stat, statfs, fanotify_mark, ...).
     #[error("{syscall} on {path:?} failed: {errno}")]
     Path {
+        /// The call that failed, e.g. "fanotify_mark(ADD)".
         syscall: &'static str,
+        /// The path it was given, in the caller's spelling.
         path: PathBuf,
+        /// Why the kernel refused.
         errno: Errno,
     },
     /// A system call on the fanotify group itself failed (read, write of a response).
     #[error("{syscall} on the fanotify group failed: {errno}")]
-    Group { syscall: &'static str, errno: Errno },
+    Group {
+        /// The call that failed, e.g. "read" or "write(fanotify_response)".
+        syscall: &'static str,
+        /// Why the kernel refused.
+        errno: Errno,
+    },
     /// An event expression could not be parsed; `message` says why and what is accepted.
     #[error("invalid event expression {expr:?}: {message}")]
-    Events { expr: String, message: String },
+    Events {
+        /// The expression as written in the config.
+        expr: String,
+        /// What is wrong with it and which names are accepted.
+        message: String,
+    },
     /// inotify cannot report some kinds a spec asks for (`open_exec`, permission kinds).
     #[error("inotify has no equivalent of {kinds}")]
-    NoInotifyEquivalent { kinds: String },
+    NoInotifyEquivalent {
+        /// The kinds inotify lacks, in the text form ("open_exec|open_perm").
+        kinds: String,
+    },
     /// `fs.inotify.max_user_watches` is used up: some directories of a spec got no watch.
     #[error(
         "inotify watch limit reached (fs.inotify.max_user_watches = {limit}): {unwatched} \
          directories at or below {path:?} are not watched"
     )]
     WatchLimit {
+        /// The spec's path, in the caller's spelling.
         path: PathBuf,
+        /// The current `fs.inotify.max_user_watches`.
         limit: u64,
+        /// Directories of the spec left without a watch (at least 1).
         unwatched: u64,
     },
 }
@@ -66,7 +90,9 @@ impl WatchError {
 pub struct MarkError {
     /// The spec's id.
     pub spec: u64,
+    /// The spec's path, in the caller's spelling.
     pub path: PathBuf,
+    /// Why the mark (or watch) could not be set.
     pub error: WatchError,
 }
 

@@ -10,25 +10,45 @@ use std::ops::{BitAnd, BitOr, BitOrAssign};
 pub struct EventMask(u64);
 
 impl EventMask {
+    /// No kind at all; the identity of `|`.
     pub const EMPTY: EventMask = EventMask(0);
+    /// A file was read (`access`).
     pub const ACCESS: EventMask = EventMask(libc::FAN_ACCESS);
+    /// A file was written (`modify`).
     pub const MODIFY: EventMask = EventMask(libc::FAN_MODIFY);
+    /// Metadata changed: mode, owner, timestamps, link count, xattrs (`attrib`).
     pub const ATTRIB: EventMask = EventMask(libc::FAN_ATTRIB);
+    /// A file opened for writing was closed (`close_write`).
     pub const CLOSE_WRITE: EventMask = EventMask(libc::FAN_CLOSE_WRITE);
+    /// A file opened read-only was closed (`close_nowrite`).
     pub const CLOSE_NOWRITE: EventMask = EventMask(libc::FAN_CLOSE_NOWRITE);
+    /// A file or directory was opened (`open`).
     pub const OPEN: EventMask = EventMask(libc::FAN_OPEN);
+    /// An entry was renamed out of the marked directory (`moved_from`).
     pub const MOVED_FROM: EventMask = EventMask(libc::FAN_MOVED_FROM);
+    /// An entry was renamed into the marked directory (`moved_to`).
     pub const MOVED_TO: EventMask = EventMask(libc::FAN_MOVED_TO);
+    /// An entry was created in the marked directory (`create`).
     pub const CREATE: EventMask = EventMask(libc::FAN_CREATE);
+    /// An entry was removed from the marked directory (`delete`).
     pub const DELETE: EventMask = EventMask(libc::FAN_DELETE);
+    /// The marked object itself was deleted (`delete_self`).
     pub const DELETE_SELF: EventMask = EventMask(libc::FAN_DELETE_SELF);
+    /// The marked object itself was renamed (`move_self`).
     pub const MOVE_SELF: EventMask = EventMask(libc::FAN_MOVE_SELF);
+    /// A file was opened to be executed (`open_exec`); fanotify only, inotify has none.
     pub const OPEN_EXEC: EventMask = EventMask(libc::FAN_OPEN_EXEC);
+    /// The kernel's queue overflowed and events were dropped (`overflow`); never marked, only reported.
     pub const OVERFLOW: EventMask = EventMask(libc::FAN_Q_OVERFLOW);
+    /// Permission kind: an open waits for the gate's answer (`open_perm`).
     pub const OPEN_PERM: EventMask = EventMask(libc::FAN_OPEN_PERM);
+    /// Permission kind: a read waits for the gate's answer (`access_perm`).
     pub const ACCESS_PERM: EventMask = EventMask(libc::FAN_ACCESS_PERM);
+    /// Permission kind: an open for execution waits for the gate's answer (`open_exec_perm`).
     pub const OPEN_EXEC_PERM: EventMask = EventMask(libc::FAN_OPEN_EXEC_PERM);
+    /// Mark flag: a directory's mark also reports events on its direct children (`event_on_child`).
     pub const EVENT_ON_CHILD: EventMask = EventMask(libc::FAN_EVENT_ON_CHILD);
+    /// Mark flag: report events on directories too; in an event, the object is a directory (`ondir`).
     pub const ONDIR: EventMask = EventMask(libc::FAN_ONDIR);
 
     /// `close_write|close_nowrite`.
@@ -63,6 +83,7 @@ impl EventMask {
     const KNOWN: u64 =
         Self::ALL_NOTIFICATIONS.0 | Self::ALL_PERMISSIONS.0 | Self::FLAGS.0 | libc::FAN_Q_OVERFLOW;
 
+    /// The raw `FAN_*` bits, as the kernel takes them in `fanotify_mark`.
     pub const fn bits(self) -> u64 {
         self.0
     }
@@ -77,26 +98,32 @@ impl EventMask {
         bits & !Self::KNOWN == 0
     }
 
+    /// Whether every bit of `other` is in `self` (true for an empty `other`).
     pub const fn contains(self, other: EventMask) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// Whether `self` and `other` share at least one bit.
     pub const fn intersects(self, other: EventMask) -> bool {
         self.0 & other.0 != 0
     }
 
+    /// The bits in either mask (`|`, usable in `const`).
     pub const fn union(self, other: EventMask) -> EventMask {
         EventMask(self.0 | other.0)
     }
 
+    /// The bits in both masks (`&`, usable in `const`).
     pub const fn intersection(self, other: EventMask) -> EventMask {
         EventMask(self.0 & other.0)
     }
 
+    /// The bits of `self` that are not in `other`.
     pub const fn difference(self, other: EventMask) -> EventMask {
         EventMask(self.0 & !other.0)
     }
 
+    /// Whether no bit at all is set (flags included).
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }

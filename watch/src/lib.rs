@@ -29,6 +29,8 @@
 //! at once. An event queued before a rename of a directory that was never resolved before
 //! reports the directory's new path.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod error;
 mod expr;
 mod inotify;

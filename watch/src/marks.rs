@@ -33,7 +33,10 @@ pub struct MarkSpec {
     pub id: u64,
     /// As the caller spells it; events under it are reported in this spelling.
     pub path: PathBuf,
+    /// Whether the object alone (with its direct children) or its whole filesystem is marked.
     pub scope: MarkScope,
+    /// The kinds the caller wants, plus the flags `ondir` and `event_on_child`; the group
+    /// keeps only its own part (notification or permission kinds).
     pub mask: EventMask,
     /// Follow a symbolic link at `path` itself, as inotify does (else the link is marked).
     pub follow: bool,
@@ -124,7 +127,7 @@ pub(crate) struct MarkTable {
 impl MarkTable {
     /// Makes the kernel marks equal to `desired` (see `Watcher::set_marks`). Returns the
     /// specs that failed and, by spec index, the object each of the others marked.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         group: &Fanotify,
         desired: &[MarkSpec],

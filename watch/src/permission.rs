@@ -39,9 +39,12 @@ pub struct PermissionGate {
 pub struct PermissionRequest {
     /// The file's path as the kernel shows it.
     pub path: PathBuf,
+    /// The permission kinds asked for (`*_PERM` bits only, never empty).
     pub mask: EventMask,
     /// The specs it concerns, by id, each with the path in that spec's spelling.
     pub specs: Vec<(u64, PathBuf)>,
+    /// The process (thread group) whose access is blocked; never the daemon itself, whose
+    /// own accesses (and, if set, its descendants') are allowed without being reported.
     pub pid: i32,
     group: Arc<OwnedFd>,
     /// The event fd; `None` once answered.

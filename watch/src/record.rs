@@ -4,9 +4,9 @@
 //! so any byte string yields events, per-record errors, or a final error, never a panic.
 
 /// Size of `struct fanotify_event_metadata` (version 3).
-pub const METADATA_LEN: usize = 24;
+pub(crate) const METADATA_LEN: usize = 24;
 /// Largest file handle the kernel hands out (`MAX_HANDLE_SZ`).
-pub const MAX_HANDLE_LEN: usize = 128;
+pub(crate) const MAX_HANDLE_LEN: usize = 128;
 const INFO_HEADER_LEN: usize = 4;
 const FSID_LEN: usize = 8;
 const HANDLE_HEADER_LEN: usize = 8;
@@ -16,6 +16,7 @@ const HANDLE_HEADER_LEN: usize = 8;
 pub struct FileId<'a> {
     /// `__kernel_fsid_t` as two native-endian `i32` words, low word first.
     pub fsid: u64,
+    /// The filesystem's `handle_type` for `f_handle`, as `open_by_handle_at` needs it.
     pub handle_type: i32,
     /// The opaque `f_handle` bytes (at most `MAX_HANDLE_SZ`, 128).
     pub handle: &'a [u8],
@@ -24,9 +25,11 @@ pub struct FileId<'a> {
 /// One event as read: metadata plus what its info records carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParsedEvent<'a> {
+    /// The raw `FAN_*` bits of the record, unknown bits included.
     pub mask: u64,
     /// The event fd (`FAN_NOFD` = -1 in FID groups and for overflow).
     pub fd: i32,
+    /// The process (thread group) that caused the event; 0 for an overflow.
     pub pid: i32,
     /// The object itself (`FAN_EVENT_INFO_TYPE_FID`).
     pub object: Option<FileId<'a>>,
@@ -61,22 +64,44 @@ impl<'a> ParsedEvent<'a> {
 /// Why (part of) a buffer could not be parsed; `offset` is from the start of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Fewer bytes are left than a metadata record needs, or than its `event_len` says.
     #[error("record at offset {offset} is truncated ({remaining} bytes left)")]
-    Truncated { offset: usize, remaining: usize },
-    #[error("record at offset {offset} has bad lengths (event_len {event_len}, metadata_len {metadata_len})")]
-    BadLength {
+    Truncated {
+        /// Where the record starts, in bytes.
         offset: usize,
+        /// Bytes from `offset` to the end of the buffer.
+        remaining: usize,
+    },
+    #[error("record at offset {offset} has bad lengths (event_len {event_len}, metadata_len {metadata_len})")]
+    /// `metadata_len` is shorter than the version-3 metadata, or `event_len` shorter than
+    /// `metadata_len`: the next record cannot be located.
+    BadLength {
+        /// Where the record starts, in bytes.
+        offset: usize,
+        /// The record's whole length as it claims, info records included.
         event_len: u32,
+        /// The metadata part's length as it claims.
         metadata_len: u16,
     },
     #[error("record at offset {offset} has metadata version {version}, expected {expected}")]
+    /// The kernel speaks another metadata layout than this parser.
     BadVersion {
+        /// Where the record starts, in bytes.
         offset: usize,
+        /// The record's `vers` byte.
         version: u8,
+        /// `FANOTIFY_METADATA_VERSION`, the only layout understood.
         expected: u8,
     },
+    /// An info record after sound metadata is malformed (reported in
+    /// [`ParsedEvent::info_error`]; the event itself is still yielded).
     #[error("info record at offset {offset} is malformed: {reason}")]
-    BadInfo { offset: usize, reason: &'static str },
+    BadInfo {
+        /// Where the info record starts, in bytes from the start of the buffer.
+        offset: usize,
+        /// What is wrong with it, e.g. "length beyond the event".
+        reason: &'static str,
+    },
 }
 
 /// Walks `buf` (the bytes returned by one read) record by record.

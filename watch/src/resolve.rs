@@ -36,17 +36,21 @@ pub(crate) struct Resolver {
 
 impl Resolver {
     /// Hands back the mount fds in use (none are left).
-    pub fn take_mounts(&mut self) -> HashMap<u64, OwnedFd> {
+    pub(crate) fn take_mounts(&mut self) -> HashMap<u64, OwnedFd> {
         std::mem::take(&mut self.mounts)
     }
 
     /// Replaces the mount fds (one per fsid marked, or with events still queued).
-    pub fn set_mounts(&mut self, mounts: HashMap<u64, OwnedFd>) {
+    pub(crate) fn set_mounts(&mut self, mounts: HashMap<u64, OwnedFd>) {
         self.mounts = mounts;
     }
 
     /// Calls `f` with the path of directory `id`, from the cache or resolved and cached.
-    pub fn with_dir<R>(&mut self, id: &FileId<'_>, f: impl FnOnce(&Path) -> R) -> Result<R, Errno> {
+    pub(crate) fn with_dir<R>(
+        &mut self,
+        id: &FileId<'_>,
+        f: impl FnOnce(&Path) -> R,
+    ) -> Result<R, Errno> {
         id_key_into(id, &mut self.key);
         if let Some(path) = self.dirs.get(self.key.as_slice()) {
             return Ok(f(path));
@@ -61,13 +65,13 @@ impl Resolver {
     }
 
     /// The cached path of directory `id`, if any.
-    pub fn cached_dir(&mut self, id: &FileId<'_>) -> Option<&Path> {
+    pub(crate) fn cached_dir(&mut self, id: &FileId<'_>) -> Option<&Path> {
         id_key_into(id, &mut self.key);
         self.dirs.get(self.key.as_slice()).map(PathBuf::as_path)
     }
 
     /// Resolves `id` without caching (objects that are not directories).
-    pub fn resolve(&self, id: &FileId<'_>) -> Result<PathBuf, Errno> {
+    pub(crate) fn resolve(&self, id: &FileId<'_>) -> Result<PathBuf, Errno> {
         let mount = self.mounts.get(&id.fsid).ok_or(Errno::ENODEV)?;
         let fd = sys::open_by_handle(
             mount.as_fd(),
@@ -79,22 +83,22 @@ impl Resolver {
     }
 
     /// Forgets directory `id` (it was deleted).
-    pub fn forget_dir(&mut self, id: &FileId<'_>) {
+    pub(crate) fn forget_dir(&mut self, id: &FileId<'_>) {
         id_key_into(id, &mut self.key);
         self.dirs.remove(self.key.as_slice());
     }
 
     /// Forgets `dir` and every cached directory below it (it was renamed).
-    pub fn forget_tree(&mut self, dir: &Path) {
+    pub(crate) fn forget_tree(&mut self, dir: &Path) {
         self.dirs.retain(|_, path| !path.starts_with(dir));
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.dirs.clear();
     }
 
     #[cfg(test)]
-    pub fn cached_len(&self) -> usize {
+    pub(crate) fn cached_len(&self) -> usize {
         self.dirs.len()
     }
 }

@@ -53,13 +53,13 @@ pub(crate) struct Routed {
 }
 
 impl Router {
-    pub fn add_object(&mut self, id: &FileId<'_>, route: Route) {
+    pub(crate) fn add_object(&mut self, id: &FileId<'_>, route: Route) {
         id_key_into(id, &mut self.key);
         let key = self.key.clone().into_boxed_slice();
         self.objects.entry(key).or_default().push(route);
     }
 
-    pub fn add_tree(&mut self, fsid: u64, root: PathBuf, route: Route) {
+    pub(crate) fn add_tree(&mut self, fsid: u64, root: PathBuf, route: Route) {
         self.trees
             .entry(fsid)
             .or_default()
@@ -68,7 +68,7 @@ impl Router {
             .push(route);
     }
 
-    pub fn add_dir_children(&mut self, fsid: u64, dir: PathBuf, route: Route) {
+    pub(crate) fn add_dir_children(&mut self, fsid: u64, dir: PathBuf, route: Route) {
         self.dir_children
             .entry(fsid)
             .or_default()
@@ -77,13 +77,13 @@ impl Router {
             .push(route);
     }
 
-    pub fn pin(&mut self, id: &FileId<'_>) {
+    pub(crate) fn pin(&mut self, id: &FileId<'_>) {
         id_key_into(id, &mut self.key);
         self.pinned.insert(self.key.clone().into_boxed_slice());
     }
 
     /// Whether `id` is an inode-marked object, ancestors included.
-    pub fn is_pinned(&mut self, id: &FileId<'_>) -> bool {
+    pub(crate) fn is_pinned(&mut self, id: &FileId<'_>) -> bool {
         if self.pinned.is_empty() {
             return false;
         }
@@ -102,7 +102,7 @@ impl Router {
 
     /// Appends one event per spec that `event` concerns, with the kinds that spec asked for
     /// (plus `ONDIR` for a directory).
-    pub fn route(
+    pub(crate) fn route(
         &mut self,
         event: &ParsedEvent<'_>,
         resolver: &mut Resolver,

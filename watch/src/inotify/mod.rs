@@ -51,6 +51,10 @@ struct Found {
     seen: EventMask,
 }
 
+/// The inotify backend, for specs fanotify refuses (overlayfs and other filesystems without
+/// file handles): one inotify instance whose watches follow each spec's directory tree,
+/// yielding the same [`WatchEvent`]s as a [`Watcher`](crate::Watcher). It has no
+/// `open_exec` or permission kinds.
 #[derive(Debug)]
 pub struct InotifyWatcher {
     fd: Inotify,

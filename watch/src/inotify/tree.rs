@@ -57,7 +57,7 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
-    pub fn link(&mut self, parent: i32, name: OsString, child: i32) {
+    pub(super) fn link(&mut self, parent: i32, name: OsString, child: i32) {
         if let Some(node) = self.nodes.get_mut(&child) {
             node.parent = Some((parent, name.clone()));
             node.in_tree = true;
@@ -65,12 +65,12 @@ impl Tree {
         }
     }
 
-    pub fn is_linked(&self, wd: i32) -> bool {
+    pub(super) fn is_linked(&self, wd: i32) -> bool {
         self.nodes.get(&wd).is_some_and(|n| n.parent.is_some())
     }
 
     /// Detaches the subdirectory `name` of `parent` (moved away); its node stays.
-    pub fn unlink_child(&mut self, parent: i32, name: &OsStr) -> Option<i32> {
+    pub(super) fn unlink_child(&mut self, parent: i32, name: &OsStr) -> Option<i32> {
         let child = self.children.remove(&(parent, name.to_os_string()))?;
         if let Some(node) = self.nodes.get_mut(&child) {
             node.parent = None;
@@ -79,7 +79,7 @@ impl Tree {
     }
 
     /// Forgets a watch the kernel dropped (or that is being removed).
-    pub fn remove(&mut self, wd: i32) -> Option<Node> {
+    pub(super) fn remove(&mut self, wd: i32) -> Option<Node> {
         let node = self.nodes.remove(&wd)?;
         if let Some(link) = node.parent.clone() {
             if self.children.get(&link) == Some(&wd) {
@@ -90,7 +90,7 @@ impl Tree {
     }
 
     /// `wd` and the linked nodes below it.
-    pub fn subtree(&self, wd: i32) -> Vec<i32> {
+    pub(super) fn subtree(&self, wd: i32) -> Vec<i32> {
         self.nodes
             .keys()
             .copied()
@@ -113,7 +113,7 @@ impl Tree {
     }
 
     /// A path that names the node now, spelled from the first root found above it.
-    pub fn path_of(&self, wd: i32) -> Option<PathBuf> {
+    pub(super) fn path_of(&self, wd: i32) -> Option<PathBuf> {
         let mut below: Vec<&OsStr> = Vec::new();
         for at in self.ancestors(wd) {
             let node = self.nodes.get(&at)?;
@@ -128,7 +128,7 @@ impl Tree {
     }
 
     /// Ids of the recursive specs covering `wd`.
-    pub fn trees_over(&self, wd: i32) -> Vec<u64> {
+    pub(super) fn trees_over(&self, wd: i32) -> Vec<u64> {
         self.ancestors(wd)
             .filter_map(|at| self.nodes.get(&at))
             .flat_map(|node| node.roots.iter().copied())
@@ -142,7 +142,7 @@ impl Tree {
 
     /// Appends one event per spec that an event on `wd` (about its entry `name`, if any)
     /// concerns, with the kinds that spec asked for (plus `ONDIR`). Returns how many.
-    pub fn route(
+    pub(super) fn route(
         &self,
         wd: i32,
         name: Option<&[u8]>,
