@@ -213,7 +213,7 @@ fn two_gib_from_nobody_into_a_slow_rule_stay_within_queue_bytes() {
     let path = daemon.path("fs/flood");
     let mut w = writer(&format!("flood {} {total} {MIB}", path.display()));
     let got = report(&mut w);
-    assert!(w.wait_exit("the writer").success());
+    assert!(w.wait_exit("the writer", DEADLINE).success());
     let peak = watch.peak();
     drop(watch);
     eprintln!("flood: VmRSS {before} -> peak {peak} bytes; writer {got:?}");
@@ -269,7 +269,7 @@ fn four_hundred_partial_lines_from_nobody_are_bounded_in_handles_and_bytes() {
         "VmRSS went from {before} to {peak} bytes (budget {PARTIAL_BYTES} + {SLACK})"
     );
     drop(w.0.stdin.take());
-    assert!(w.wait_exit("the writer").success());
+    assert!(w.wait_exit("the writer", DEADLINE).success());
     wait_for("the handles to close", DEADLINE, || {
         (daemon.status().triggers["partial"].open == 0).then_some(())
     });

@@ -98,7 +98,9 @@ fn a_second_instance_on_the_same_config_is_refused() {
         .expect("run a second triggerd");
     // Killed on every way out, so a second instance that wrongly runs cannot outlive the test.
     let mut second = KillOnDrop(child);
-    let code = second.wait_exit("the second instance to exit").code();
+    let code = second
+        .wait_exit("the second instance to exit", DEADLINE)
+        .code();
     let stderr = fs::read_to_string(&stderr_path).unwrap();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("another triggerd is running"), "{stderr}");

@@ -80,7 +80,7 @@ fn a_blocked_notify_rule_never_stalls_the_permission_gate() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = KillOnDrop(outside).wait_exit("an outside open of the gated file");
+    let status = KillOnDrop(outside).wait_exit("an outside open of the gated file", DEADLINE);
     assert!(status.success());
     let busy = wait_for("every file to be handled", DEADLINE, || {
         let r = daemon.rule("busy");
@@ -309,7 +309,7 @@ fn a_crowd_of_openers_runs_at_most_max_running_gate_commands_and_all_get_an_answ
     fs::write(daemon.path("release"), "").unwrap();
     let mut allowed = 0;
     for mut opener in openers {
-        allowed += usize::from(opener.wait_exit("an opener").success());
+        allowed += usize::from(opener.wait_exit("an opener", DEADLINE).success());
     }
     assert_eq!(allowed, 2, "the two gated runs allow, the rest are denied");
     let peak = fs::read_to_string(daemon.out().join("peak")).unwrap();

@@ -6,7 +6,6 @@ pub mod send_daemon;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -17,27 +16,7 @@ const MAX_QUEUED: &str = "/proc/sys/fs/fanotify/max_queued_events";
 /// Shared with the test suites, which change the same global sysctl.
 const SYSCTL_LOCK: &str = "/tmp/triggerd-fanotify-sysctl.lock";
 
-/// A child process killed and reaped on drop.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    /// SIGTERM first, so that a daemon unmounts its trigger files and removes its marks (a
-    /// killed one leaves a dead mount behind); SIGKILL if it is still there after 10 s.
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use triggerd_testkit::{KillOnDrop, StopOnDrop};
 
 /// A file removed on drop.
 pub struct Removed(pub PathBuf);
@@ -76,7 +55,8 @@ impl Drop for QueueLimit {
     }
 }
 
-/// Polls `done` until it holds, or fails naming `what` after `limit`.
+/// Polls `done` every 2 ms until it holds, or fails naming `what` after `limit`. Finer than
+/// the tests' polling on purpose: benchmarks time what they wait for.
 pub fn wait_until(
     what: &str,
     limit: Duration,
@@ -150,12 +130,12 @@ pub fn compile_c(name: &str, out: &Path) -> std::io::Result<()> {
 }
 
 /// Threads that run until a shared flag is set; setting it and joining them happens on drop.
-pub struct StopOnDrop(
+pub struct JoinOnDrop(
     pub std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub Vec<std::thread::JoinHandle<()>>,
 );
 
-impl Drop for StopOnDrop {
+impl Drop for JoinOnDrop {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
         for thread in self.1.drain(..) {
@@ -166,7 +146,7 @@ impl Drop for StopOnDrop {
 
 /// A `triggerd-broker` without authentication, in this process, on a loopback port chosen by
 /// the kernel; returns its endpoint and the guard that stops it. Its store lives in `dir`.
-pub fn start_broker(dir: &Path) -> std::io::Result<(String, StopOnDrop)> {
+pub fn start_broker(dir: &Path) -> std::io::Result<(String, JoinOnDrop)> {
     start_broker_with(dir, triggerd_remote::Mechanism::None)
 }
 
@@ -174,7 +154,7 @@ pub fn start_broker(dir: &Path) -> std::io::Result<(String, StopOnDrop)> {
 pub fn start_broker_with(
     dir: &Path,
     security: triggerd_remote::Mechanism,
-) -> std::io::Result<(String, StopOnDrop)> {
+) -> std::io::Result<(String, JoinOnDrop)> {
     use triggerd_remote::broker::{self, BrokerConfig};
     let endpoint_file = dir.join("endpoint");
     let config = BrokerConfig {
@@ -189,7 +169,7 @@ pub fn start_broker_with(
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::spawn(move || broker::run(&config, &flag).expect("broker"));
-    let guard = StopOnDrop(stop, vec![thread]);
+    let guard = JoinOnDrop(stop, vec![thread]);
     let mut endpoint = None;
     wait_until("the broker's endpoint", Duration::from_secs(60), || {
         endpoint = std::fs::read_to_string(&endpoint_file)
@@ -273,12 +253,12 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Starts `triggerd --config CONFIG` quietly (warnings only, stderr dropped); killed on drop.
-pub fn spawn_daemon(triggerd: &Path, config: &Path) -> std::io::Result<Killed> {
+pub fn spawn_daemon(triggerd: &Path, config: &Path) -> std::io::Result<StopOnDrop> {
     std::process::Command::new(triggerd)
         .arg("--config")
         .arg(config)
         .env("TRIGGERD_LOG", "warn")
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map(Killed)
+        .map(StopOnDrop)
 }

@@ -10,7 +10,7 @@ use triggerd_remote::broker::{Role, Store, DEFAULT_TEAM};
 use triggerd_remote::security::encode_key;
 use triggerd_remote::{Credentials, KeyPair, Mechanism};
 
-use crate::StopOnDrop;
+use crate::JoinOnDrop;
 
 /// How long a receive may wait before the request counts as lost.
 pub const LOST: Duration = Duration::from_secs(10);
@@ -133,7 +133,7 @@ pub fn raw_echo(load: Load, curve: Option<&(KeyPair, Credentials)>) -> Figures {
             }
         }
     });
-    let _guard = StopOnDrop(stop, vec![echo]);
+    let _guard = JoinOnDrop(stop, vec![echo]);
     let dealer = ctx.socket(zmq::DEALER).expect("dealer");
     if let Some((_, client)) = curve {
         client.apply(&dealer).expect("curve client");
@@ -171,7 +171,7 @@ pub fn raw_echo(load: Load, curve: Option<&(KeyPair, Credentials)>) -> Figures {
 /// A broker secured with `security`, and the credentials its worker and client use.
 pub struct SecureBroker {
     pub endpoint: String,
-    pub guard: StopOnDrop,
+    pub guard: JoinOnDrop,
     pub worker: Credentials,
     pub client: Credentials,
     /// The server's key pair and a client's credentials for the raw echo with CURVE.

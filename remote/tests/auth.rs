@@ -32,7 +32,7 @@ fn tokens_are_checked_and_roles_enforced() {
     assert!(anonymous
         .request("echo", "", b"x", Duration::from_millis(500), |_| {})
         .is_err());
-    let log = wait_for(T, || {
+    let log = poll(T, || {
         let log = s.broker.log();
         (log.contains("refused: unknown identity or wrong token") && log.contains("nobody"))
             .then_some(log)
@@ -99,7 +99,7 @@ fn garbage_unknown_protocols_and_huge_frames_are_refused() {
         raw.send_multipart(frames, 0).expect("send garbage");
     }
     works(ep, creds("c1", &s.client_token));
-    let log = wait_for(T, || {
+    let log = poll(T, || {
         let log = s.broker.log();
         (log.contains("unknown protocol frame") && log.contains("more than 1024 frames"))
             .then_some(log)
@@ -123,7 +123,7 @@ fn garbage_unknown_protocols_and_huge_frames_are_refused() {
         .expect("send huge");
     drop(frame);
     works(ep, creds("c1", &s.client_token));
-    let closed = wait_for(T, || {
+    let closed = poll(T, || {
         s.broker
             .log()
             .contains("refused: oversized frame")

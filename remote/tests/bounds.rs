@@ -55,7 +55,7 @@ fn services_nobody_serves_are_forgotten_once_their_requests_time_out() {
         "{statuses:?}"
     );
     // What is left is `echo` with its worker (absent for a moment if it missed heartbeats).
-    let settled = wait_for(T, || {
+    let settled = poll(T, || {
         let now = broker_status(&mut watch);
         let services = now["services"].as_u64()?;
         (services <= 1 && now["requests"] == 0 && now["queued_bytes"] == 0).then_some(now)
@@ -88,7 +88,7 @@ fn queued_request_bytes_are_bounded_per_connection_and_in_total() {
         }
     }
     // Every refusal is answered at once; the queued ones wait for their deadline.
-    let refused = wait_for(T * 2, || {
+    let refused = poll(T * 2, || {
         let now = broker_status(&mut watch);
         let sum =
             now["refused"]["client_bytes"].as_u64()? + now["refused"]["total_bytes"].as_u64()?;
@@ -153,7 +153,7 @@ fn unauthenticated_connections_do_not_lock_out_an_honest_client() {
     );
     let mut watch = watcher(&s);
     let _flood = flood(&s.broker.endpoint, "127.0.0.2", 400);
-    let counted = wait_for(T, || {
+    let counted = poll(T, || {
         let now = broker_status(&mut watch);
         (now["refused"]["handshakes"].as_u64()? > 0).then_some(())
     });

@@ -54,7 +54,7 @@ fn curve_peers_with_registered_keys_work_and_unregistered_keys_are_refused() {
     let mut py_bad = python_peer(&["client2", ep, "echo", "1"], &env_refs(&env));
     assert_eq!(py_bad.wait(Duration::from_secs(30)), Some(1), "TIMEOUT");
     let stranger_key = encode_key(&stranger.public);
-    let logged = wait_for(T, || {
+    let logged = poll(T, || {
         let log = b.broker.log();
         (log.contains("refused: unregistered CURVE key") && log.contains(&stranger_key))
             .then_some(())

@@ -59,7 +59,7 @@ fn roundrobin_spreads_evenly_over_three_workers() {
     let mut client = Client::connect(&broker.endpoint, Default::default()).expect("client");
     // Until every worker has registered, the rotation cannot include it.
     let mut seen = std::collections::HashSet::new();
-    wait_for(T, || {
+    poll(T, || {
         let reply = client.request("rr", "", b"warm", T, |_| {}).ok()?;
         seen.insert(reply.body.concat());
         (seen.len() == 3).then_some(())
@@ -186,7 +186,7 @@ fn mirror_reaches_every_worker_then_one_final() {
     let broker = Broker::start(dir.path());
     let _workers = named_workers(&broker.endpoint, "mir", 3, 1);
     let mut client = Client::connect(&broker.endpoint, Default::default()).expect("client");
-    wait_for(T, || {
+    poll(T, || {
         let mut parts = Vec::new();
         client
             .request("mir", "", b"warm", T, |b| parts.push(b.concat()))
@@ -283,7 +283,7 @@ fn a_fast_heartbeating_worker_stays_connected_to_a_slow_heartbeating_broker() {
     let worker = WorkerThread::start(Worker::new(fast_worker(&broker.endpoint, "hb")));
     wait_service_up(&broker.endpoint, "hb", Default::default());
     // The worker gives up after 3 × 100 ms of silence; the broker must heartbeat it that often.
-    let reconnected = wait_for(Duration::from_millis(1500), || {
+    let reconnected = poll(Duration::from_millis(1500), || {
         (worker.stats.connections.load(Ordering::Relaxed) > 1).then_some(())
     });
     assert!(

@@ -80,7 +80,7 @@ fn events_survive_a_broker_outage_and_a_forwarder_restart() {
             .submit("sink", "", format!("event-{i:05}").as_bytes())
             .expect("submit");
     }
-    wait_for(Duration::from_secs(60), || {
+    poll(Duration::from_secs(60), || {
         (sink.unique_payloads() >= 1000).then_some(())
     })
     .expect("delivery started");
@@ -100,11 +100,11 @@ fn events_survive_a_broker_outage_and_a_forwarder_restart() {
 
     let _broker = Broker::start(&broker_dir);
     let second = forwarder(&spool_dir, &bind);
-    wait_for(Duration::from_secs(120), || {
+    poll(Duration::from_secs(120), || {
         (sink.unique_payloads() == EVENTS).then_some(())
     })
     .unwrap_or_else(|| panic!("only {} of {EVENTS} arrived", sink.unique_payloads()));
-    wait_for(Duration::from_secs(30), || {
+    poll(Duration::from_secs(30), || {
         (second.stats().spool.pending == 0).then_some(())
     })
     .expect("spool drained");
@@ -147,13 +147,13 @@ fn window_one_delivers_in_spool_order_across_a_broker_restart() {
             .submit("sink", "", format!("{i:03}").as_bytes())
             .expect("submit");
     }
-    wait_for(Duration::from_secs(60), || {
+    poll(Duration::from_secs(60), || {
         (sink.unique_payloads() >= 100).then_some(())
     })
     .expect("started");
     broker.process.kill();
     let _broker = Broker::start(&broker_dir);
-    wait_for(Duration::from_secs(120), || {
+    poll(Duration::from_secs(120), || {
         (sink.unique_payloads() == 500).then_some(())
     })
     .unwrap_or_else(|| panic!("only {} of 500 arrived", sink.unique_payloads()));
@@ -189,7 +189,7 @@ fn a_request_the_broker_timed_out_is_sent_again() {
             .expect("submit");
     }
     // No worker serves "late" yet: every request waits in the broker's queue and times out.
-    wait_for(Duration::from_secs(60), || {
+    poll(Duration::from_secs(60), || {
         (forwarder.stats().resent >= 20).then_some(())
     })
     .unwrap_or_else(|| panic!("not resent: {:?}", forwarder.stats()));
@@ -200,7 +200,7 @@ fn a_request_the_broker_timed_out_is_sent_again() {
     let mut worker = Worker::new(worker_options);
     worker.add_plugin("sink", sink.clone());
     let worker = WorkerThread::start(worker);
-    let stats = wait_for(Duration::from_secs(60), || {
+    let stats = poll(Duration::from_secs(60), || {
         let stats = forwarder.stats();
         (stats.delivered == 20 && sink.unique_payloads() == 20).then_some(stats)
     })

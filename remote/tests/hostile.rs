@@ -73,7 +73,7 @@ fn long_service_names_are_refused_and_names_are_escaped_in_the_log() {
     }
     // Frames a resend left queued are freed once the broker reads them: poll, bounded.
     let pid = s.broker.process.child.id();
-    let settled = wait_for(T, || Some(rss_kib(pid)).filter(|rss| *rss < RSS_BUDGET_KIB));
+    let settled = poll(T, || Some(rss_kib(pid)).filter(|rss| *rss < RSS_BUDGET_KIB));
     let rss = rss_kib(pid);
     eprintln!("broker RSS after {LONG_NAMES} long names: {rss} KiB");
     assert!(settled.is_some(), "broker RSS {rss} KiB");
@@ -92,7 +92,7 @@ fn long_service_names_are_refused_and_names_are_escaped_in_the_log() {
         o.credentials = plain("w1", &s.worker_token);
         o
     }));
-    let log = wait_for(T * 3, || {
+    let log = poll(T * 3, || {
         let log = s.broker.log();
         log.contains(r"\x1b[31mevil\nERROR forged line")
             .then_some(log)

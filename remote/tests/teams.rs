@@ -129,7 +129,7 @@ fn the_cross_team_table() {
     red.send("red-stuck", "", None, Some(T), &[b"held"])
         .expect("send");
     assert_eq!(hang.line(T).as_deref(), Some("REQ held"));
-    let loaded = wait_for(T, || {
+    let loaded = poll(T, || {
         let listing = b.broker.admin(&["service", "list", "--json"]);
         let parsed: serde_json::Value = serde_json::from_str(&listing).ok()?;
         let stuck = parsed

@@ -2,7 +2,8 @@
 //! dir, its control socket, an action script that records each run's arguments, and polling
 //! with deadlines. Every resource is released in `Drop`, so a failing test leaves nothing.
 
-#![allow(dead_code)]
+// Each test binary uses a part of the harness.
+#![allow(dead_code, unused_imports)]
 
 pub mod mounts;
 
@@ -13,7 +14,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use triggerd::control::{Reply, Request, Status};
 
@@ -30,42 +31,10 @@ pub fn sh(script: &str) {
     assert!(status.success(), "{script}");
 }
 
-/// Polls `f` until it returns Some, or panics with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
+pub use triggerd_testkit::{wait_for, KillOnDrop};
 
 /// The global fanotify sysctl is changed by the overflow test: every test that creates a
 /// fanotify group holds this lock shared while its daemon starts, the overflow test exclusively.
-/// A child process killed and reaped on every way out of a test.
-pub struct KillOnDrop(pub Child);
-
-impl KillOnDrop {
-    /// Waits up to `DEADLINE` for the exit status; panics (and kills) past it.
-    pub fn wait_exit(&mut self, what: &str) -> std::process::ExitStatus {
-        wait_for(what, DEADLINE, || self.0.try_wait().unwrap())
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub struct SysctlLock(File);
 
 impl SysctlLock {
@@ -352,14 +321,7 @@ impl Drop for Daemon {
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+    triggerd_testkit::wait_until(limit, || matches!(child.try_wait(), Ok(Some(_))))
 }
 
 /// Lazily unmounts whatever is mounted at `path` (nothing when it is not a mount point).

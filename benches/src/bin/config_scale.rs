@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use triggerd_benches::{
     compile_c, count_lines, latencies, now_ns, percentile, rss_kib, triggerd_bin, wait_until,
-    Killed,
+    StopOnDrop,
 };
 
 const PACED: usize = 200;
@@ -139,10 +139,10 @@ impl Bench {
         Ok(())
     }
 
-    fn spawn(&self) -> Result<Killed> {
+    fn spawn(&self) -> Result<StopOnDrop> {
         let _ = fs::remove_file(self.daemon_log());
         let log = fs::File::create(self.daemon_log())?;
-        Ok(Killed(
+        Ok(StopOnDrop(
             Command::new(&self.triggerd)
                 .arg("--config")
                 .arg(self.config())
@@ -154,7 +154,7 @@ impl Bench {
         ))
     }
 
-    fn wait_status(&self, daemon: &mut Killed) -> Result<()> {
+    fn wait_status(&self, daemon: &mut StopOnDrop) -> Result<()> {
         let start = Instant::now();
         loop {
             if status(&self.socket()).is_ok() {
@@ -181,7 +181,7 @@ impl Bench {
     }
 
     /// Sends SIGUSR1 and waits for the reload's log line; returns how long it took.
-    fn reload(&self, daemon: &Killed) -> Result<f64> {
+    fn reload(&self, daemon: &StopOnDrop) -> Result<f64> {
         let done = |text: &str| {
             text.matches("config reloaded").count() + text.matches("reload refused").count()
         };

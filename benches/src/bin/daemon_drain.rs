@@ -13,7 +13,7 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{compile_c, triggerd_bin, wait_until, Killed, QueueLimit};
+use triggerd_benches::{compile_c, triggerd_bin, wait_until, QueueLimit, StopOnDrop};
 
 const EVENTS: usize = 100_000;
 const ROUNDS: usize = 3;
@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     )?;
 
     let limit = QueueLimit::raise(EVENTS * 2 + 1024)?;
-    let mut c = Killed(
+    let mut c = StopOnDrop(
         Command::new(&c_loop)
             .arg(&dir)
             .arg(triggerd_watch::READ_BUFFER_LEN.to_string())
@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     let mut c_out = BufReader::new(c.0.stdout.take().context("stdout")?);
     let mut line = String::new();
     c_out.read_line(&mut line)?;
-    let daemon = Killed(
+    let daemon = StopOnDrop(
         Command::new(&triggerd)
             .arg("--config")
             .arg(&config)

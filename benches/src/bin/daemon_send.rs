@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use triggerd_benches::send_daemon::SendDaemon;
-use triggerd_benches::{start_broker, StopOnDrop};
+use triggerd_benches::{start_broker, JoinOnDrop};
 use triggerd_remote::{Forwarder, ForwarderOptions, Spool, SpoolOptions, Worker, WorkerOptions};
 
 const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -24,8 +24,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// A broker and one echo worker serving `sink`, in this process.
 struct Rig {
     endpoint: String,
-    _workers: StopOnDrop,
-    _broker: StopOnDrop,
+    _workers: JoinOnDrop,
+    _broker: JoinOnDrop,
     _dir: tempfile::TempDir,
 }
 
@@ -37,7 +37,7 @@ fn rig() -> Result<Rig> {
     let worker = Worker::new(options);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let workers = StopOnDrop(
+    let workers = JoinOnDrop(
         stop,
         vec![std::thread::spawn(move || {
             worker.run(&flag).expect("worker")

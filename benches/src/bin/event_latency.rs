@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use triggerd_benches::{
     compile_c, count_lines, latencies, paced_stream, percentile, rss_kib, settle, triggerd_bin,
-    wait_until, Killed, Removed,
+    wait_until, Removed, StopOnDrop,
 };
 
 const PACED_FILES: usize = 2_000;
@@ -79,7 +79,7 @@ fn main() -> Result<()> {
     // the other's process spawning on this small machine.
     let mut results = Vec::new();
     for who in ["incron", "triggerd"] {
-        let daemon = Killed(match who {
+        let daemon = StopOnDrop(match who {
             "triggerd" => Command::new(&triggerd)
                 .arg("--config")
                 .arg(&config)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use triggerd_benches::mdp::{drive, median, raw_echo, secure_broker, Figures, Load, PAYLOAD};
-use triggerd_benches::StopOnDrop;
+use triggerd_benches::JoinOnDrop;
 use triggerd_remote::{
     Client, ClientOptions, Credentials, Event, Forwarder, ForwarderOptions, KeyPair, Mechanism,
     Spool, SpoolOptions, Worker, WorkerOptions,
@@ -24,8 +24,8 @@ struct Rig {
     client: ClientOptions,
     raw_curve: Option<(KeyPair, Credentials)>,
     _dir: tempfile::TempDir,
-    _broker: StopOnDrop,
-    _workers: StopOnDrop,
+    _broker: JoinOnDrop,
+    _workers: JoinOnDrop,
 }
 
 fn rig(workers: usize, security: Mechanism) -> Rig {
@@ -53,7 +53,7 @@ fn rig(workers: usize, security: Mechanism) -> Rig {
         raw_curve: broker.raw_curve.clone(),
         _dir: dir,
         _broker: broker.guard,
-        _workers: StopOnDrop(stop, threads),
+        _workers: JoinOnDrop(stop, threads),
     };
     let mut client = Client::connect(&rig.endpoint, rig.client.clone()).expect("client");
     // Wait until every worker has registered: a round of requests reaches them all.

@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use async_nats::jetstream::{self, context::Publish};
 use bytes::Bytes;
 use triggerd_benches::send_daemon::SendDaemon;
-use triggerd_benches::{percentile, start_broker, wait_until, StopOnDrop};
+use triggerd_benches::{percentile, start_broker, wait_until, JoinOnDrop};
 use triggerd_nats::testing::Nats;
 use triggerd_nats::{wire, NatsOptions, NatsWorker, ServiceConfig};
 use triggerd_remote::{Client, ClientOptions, Worker, WorkerOptions};
@@ -148,7 +148,7 @@ fn jetstream_round_trips(nats: &Nats, n: usize) -> Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let worker = NatsWorker::new(Worker::new(WorkerOptions::new("", "rt")), options(nats));
     let flag = stop.clone();
-    let _worker = StopOnDrop(
+    let _worker = JoinOnDrop(
         stop,
         vec![std::thread::spawn(move || {
             worker.run(&flag).expect("worker")
@@ -183,7 +183,7 @@ fn broker_round_trips(n: usize) -> Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let worker = Worker::new(WorkerOptions::new(&endpoint, "rt"));
     let flag = stop.clone();
-    let _worker = StopOnDrop(
+    let _worker = JoinOnDrop(
         stop,
         vec![std::thread::spawn(move || {
             worker.run(&flag).expect("worker")

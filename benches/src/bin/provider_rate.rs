@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{triggerd_bin, wait_until, Killed};
+use triggerd_benches::{triggerd_bin, wait_until, StopOnDrop};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const PAYLOAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
             me.display(),
         ),
     )?;
-    let mut daemon = Killed(
+    let mut daemon = StopOnDrop(
         Command::new(triggerd_bin()?)
             .arg("--config")
             .arg(&config)

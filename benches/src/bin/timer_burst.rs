@@ -9,22 +9,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use triggerd_benches::{compile_c, count_lines, percentile, triggerd_bin, wait_until};
+use triggerd_benches::{compile_c, count_lines, percentile, triggerd_bin, wait_until, StopOnDrop};
 
 /// Seconds between the daemon being up and the instant its timers are due.
 const LEAD: u64 = 3;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn now_ns() -> i128 {
     SystemTime::now()
@@ -169,7 +161,7 @@ fn run_daemon(
     let due_secs = now_ns() / 1_000_000_000 + 2 * check.as_secs() as i128 + LEAD as i128 + 1;
     write_config(&config, dir, stamp, &actions, timers, due_secs)?;
     let started = Instant::now();
-    let daemon = Killed(
+    let daemon = StopOnDrop(
         Command::new(triggerd)
             .arg("--config")
             .arg(&config)

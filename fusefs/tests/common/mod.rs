@@ -1,6 +1,7 @@
 //! Shared test fixtures: a bounded queue sink (the test side of the daemon's queue), a mounted
 //! filesystem in a temp dir that unmounts on drop, and polling with a deadline.
-#![allow(dead_code)]
+// Each test binary uses a part of the harness.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -162,19 +163,7 @@ impl Drop for Mounted {
     }
 }
 
-/// Polls `cond` every few milliseconds until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+pub use triggerd_testkit::{wait_until, KillOnDrop};
 
 /// Detaches whatever is mounted on `path` when dropped (for mounts made by child processes).
 pub struct DetachOnDrop(pub PathBuf);
@@ -201,14 +190,4 @@ pub fn example(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("target dir");
     debug_dir.join("examples").join(name)
-}
-
-/// Kills the child (if still alive) when dropped.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

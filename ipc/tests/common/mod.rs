@@ -2,7 +2,8 @@
 //! thread (stopped on drop), child processes that re-run this test binary in a "role" (producer,
 //! fuzzer, ...) and are killed on drop, and deadline polling. Each test binary that spawns
 //! children declares `#[test] fn child_entry() { common::child_entry() }`.
-#![allow(dead_code)]
+// Each test binary uses a part of the harness.
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -26,17 +27,7 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
-/// Polls `cond` until it holds or `limit` passes; returns whether it held.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    cond()
-}
+pub use triggerd_testkit::wait_until;
 
 /// A consumer on its own thread, delivering into `sink`; stopped and joined on drop.
 pub struct Consumer {

@@ -1,6 +1,7 @@
 //! Shared test harness: real `triggerd-broker` processes and Python peers, each killed by a
 //! Drop guard; polling with deadlines, never fixed sleeps or ports.
-#![allow(dead_code)]
+// Each test binary uses a part of the harness.
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use triggerd_remote::{Client, ClientOptions, Worker, WorkerOptions};
 
@@ -19,19 +20,7 @@ pub use curve::*;
 
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// Polls `check` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+pub use triggerd_testkit::poll;
 
 /// A child process killed (SIGKILL) and reaped on drop; stdout lines arrive on `lines`.
 pub struct ChildGuard {
@@ -64,7 +53,7 @@ impl ChildGuard {
 
     /// Waits for the exit code within `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        wait_for(timeout, || {
+        poll(timeout, || {
             self.child
                 .try_wait()
                 .ok()
@@ -143,7 +132,7 @@ impl Broker {
             .env("RUST_LOG", "info")
             .stderr(log);
         let process = ChildGuard::spawn(command);
-        let endpoint = wait_for(Duration::from_secs(30), || {
+        let endpoint = poll(Duration::from_secs(30), || {
             let text = std::fs::read_to_string(&endpoint_file).ok()?;
             text.lines().next().map(str::to_string)
         })
@@ -236,7 +225,7 @@ pub fn fast_worker(endpoint: &str, service: &str) -> WorkerOptions {
 /// Asks the broker (mmi.service) until `service` has workers.
 pub fn wait_service_up(endpoint: &str, service: &str, options: triggerd_remote::ClientOptions) {
     let mut client = triggerd_remote::Client::connect(endpoint, options).expect("client");
-    let up = wait_for(Duration::from_secs(20), || {
+    let up = poll(Duration::from_secs(20), || {
         let reply = client
             .request(
                 "mmi.service",
