@@ -1,7 +1,8 @@
 #!/bin/bash
-# nginx requests/s (wrk, loopback) with access_log into a trigger file (split = "line") vs
-# into a tmpfs file, unbuffered and with buffer=64k, in one run; prints req/s and the ratios
-# trigger/tmpfs. A null FUSE filesystem (accepts and discards writes, same fuser options) is
+# nginx requests/s (wrk, loopback) with access_log into a trigger file (split = "line") and
+# into triggerd's [[syslog]] socket (`access_log syslog:server=unix:…`) vs into a tmpfs file,
+# unbuffered and with buffer=64k, in one run; prints req/s and the ratios trigger/tmpfs and
+# syslog/tmpfs. A null FUSE filesystem (accepts and discards writes, same fuser options) is
 # measured too: what any FUSE file costs nginx on this machine. Checks zero loss: the lines received (trigger: events counted by the
 # filesystem; tmpfs: wc -l) must equal nginx's own request counter (stub_status).
 #
@@ -19,6 +20,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 cargo build --release -q -p triggerd-fusefs --example triggerfs_mount --manifest-path "$ROOT/Cargo.toml"
 cargo build --release -q -p triggerd-benches --bin fuse_write --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p triggerd --bin triggerd --bin triggerctl --manifest-path "$ROOT/Cargo.toml"
 MOUNT_BIN="$ROOT/target/release/examples/triggerfs_mount"
 NULL_BIN="$ROOT/target/release/fuse_write"
 
@@ -34,6 +36,7 @@ cleanup() {
     if [[ -n "${NULL_PID:-}" ]]; then exec {NULL_IN}>&- || true; wait "$NULL_PID" 2>/dev/null || true; fi
     umount -l "$WORK/mnt" 2>/dev/null || true
     umount -l "$WORK/null" 2>/dev/null || true
+    if [[ -n "${TRIGGERD_PID:-}" ]]; then kill -TERM "$TRIGGERD_PID" 2>/dev/null || true; wait "$TRIGGERD_PID" 2>/dev/null || true; fi
     rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT
@@ -61,6 +64,33 @@ trigger_events() {
         [[ "$line" == nginx/access* ]] && events=$(sed -E 's/.*events=([0-9]+).*/\1/' <<<"$line")
     done
     echo "$events"
+}
+
+# triggerd with one [[syslog]] rule; its `matched` counter is the lines received (the
+# action is cheap and drops what arrives while it runs: the source is what is measured).
+cat >"$WORK/triggerd.conf" <<EOF
+[daemon]
+control = "$WORK/control.sock"
+state_dir = "$WORK/triggerd-state"
+fs_mount = "$WORK/triggerd-fs"
+
+[[syslog]]
+name = "access"
+socket = "$WORK/log.sock"
+buffer = 16777216
+when_full = "block"
+max_running = 1
+on_busy = "drop"
+exec = ["/bin/true"]
+EOF
+TRIGGERD_LOG=warn "$ROOT/target/release/triggerd" --config "$WORK/triggerd.conf" 2>"$WORK/triggerd.log" &
+TRIGGERD_PID=$!
+for _ in $(seq 200); do [[ -S "$WORK/log.sock" && -S "$WORK/control.sock" ]] && break; sleep 0.05; done
+[[ -S "$WORK/log.sock" ]] || { echo "triggerd did not start:" >&2; cat "$WORK/triggerd.log" >&2; exit 1; }
+
+syslog_events() {
+    "$ROOT/target/release/triggerctl" --socket "$WORK/control.sock" status --json \
+        | /usr/bin/python3 -c 'import json,sys; print(sum(r["matched"] for r in json.load(sys.stdin)["rules"] if r["name"] == "access"))'
 }
 
 free_port() {
@@ -112,11 +142,15 @@ EOF
 printf '%-28s %10s %10s %10s %s\n' "access_log" "req/s" "requests" "lines" "loss"
 declare -A RPS
 for buffer in "" " buffer=64k"; do
-    for target in tmpfs null-fuse trigger; do
+    for target in tmpfs null-fuse trigger syslog; do
+        # nginx does not buffer syslog lines (buffer= is for files): one case is enough.
+        [[ $target == syslog && -n "$buffer" ]] && continue
         if [[ $target == tmpfs ]]; then
             file="$SHM/access.log"; : >"$file"; chown www-data "$file"
         elif [[ $target == null-fuse ]]; then
             file="$WORK/null/null"
+        elif [[ $target == syslog ]]; then
+            file="syslog:server=unix:$WORK/log.sock,nohostname,tag=nginx"; before=$(syslog_events)
         else
             file="$WORK/mnt/nginx/access"; before=$(trigger_events)
         fi
@@ -126,6 +160,13 @@ for buffer in "" " buffer=64k"; do
             lines=$(wc -l <"$file")
         elif [[ $target == null-fuse ]]; then
             lines=$handled # discarded: nothing to count
+        elif [[ $target == syslog ]]; then
+            # Datagrams still in the socket buffer are read within moments.
+            for _ in $(seq 100); do
+                lines=$(( $(syslog_events) - before ))
+                [[ "$lines" -ge "$handled" ]] && break
+                sleep 0.05
+            done
         else
             lines=$(( $(trigger_events) - before ))
         fi
@@ -137,6 +178,8 @@ for buffer in "" " buffer=64k"; do
 done
 awk -v t="${RPS[trigger unbuffered]}" -v f="${RPS[tmpfs unbuffered]}" \
     'BEGIN { printf "ratio trigger/tmpfs unbuffered: %.2f (target >= 0.60)\n", t / f }'
+awk -v t="${RPS[syslog unbuffered]}" -v f="${RPS[tmpfs unbuffered]}" \
+    'BEGIN { printf "ratio syslog/tmpfs unbuffered: %.2f (target >= 0.80)\n", t / f }'
 awk -v t="${RPS[trigger unbuffered]}" -v f="${RPS[null-fuse unbuffered]}" \
     'BEGIN { printf "ratio trigger/null FUSE unbuffered: %.2f\n", t / f }'
 awk -v t="${RPS[trigger buffer=64k]}" -v f="${RPS[tmpfs buffer=64k]}" \
