@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Reply, Request, Responder, Status};
 use crate::dispatch::{Disabled, Dispatcher};
 use crate::event::SourceKind;
+use crate::remote::catalog::CatalogShared;
 use crate::remote::Remote;
 use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
@@ -22,6 +23,8 @@ use crate::sources::timer::TimerSource;
 use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
 use crate::systemd;
+
+mod catalog;
 use triggerd_support::lock;
 use triggerd_watch::EventMask;
 
@@ -34,6 +37,8 @@ pub enum Command {
     Reload,
     /// Stop taking events, let running actions finish (bounded), return.
     Shutdown,
+    /// The broker's trigger catalog changed: merge it into the running config.
+    Catalog,
     /// Like `Shutdown`, but the kernel objects (the trigger mount) are handed over, not
     /// ended, and the process image is replaced by the binary on disk (same pid).
     Reexec,
@@ -121,6 +126,8 @@ struct State {
     remote: Remote,
     /// Commands the control socket gives the main loop (`reexec`).
     commands: mpsc::UnboundedSender<Command>,
+    /// The synced trigger catalog (`sync_triggers = true`).
+    catalog: Option<Arc<CatalogShared>>,
 }
 
 impl Responder for State {
@@ -204,7 +211,10 @@ impl State {
             triggers: trigger_status(&self.shared.triggers),
             webhooks: webhook_status(&self.shared.webhooks),
             providers: lock(&self.shared.providers).clone(),
-            remote: Box::new(self.remote.status()),
+            remote: Box::new(crate::remote::RemoteStatus {
+                catalog: self.catalog.as_ref().map(|c| c.status()),
+                ..self.remote.status()
+            }),
             control_refused: control::refused(),
             fds: crate::fds::usage(),
         }
@@ -213,7 +223,7 @@ impl State {
 
 /// Runs the daemon on `config` until a `Shutdown` command (or the sender is dropped).
 pub async fn run(
-    config: Config,
+    mut config: Config,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<(), DaemonError> {
     let control_path = config.daemon.control.clone();
@@ -229,6 +239,7 @@ pub async fn run(
         path: state_dir.display().to_string(),
         source,
     })?;
+    let catalog = catalog::open(&mut config);
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));
@@ -282,7 +293,8 @@ pub async fn run(
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let (own_commands, mut own_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
-        commands: own_commands,
+        commands: own_commands.clone(),
+        catalog,
         config: Mutex::new(config),
         reloads: Mutex::new((0, None)),
         dispatcher: Arc::clone(&dispatcher),
@@ -297,6 +309,7 @@ pub async fn run(
         control_group,
         stopped.clone(),
     ));
+    let _sync = catalog::follow(&state, own_commands);
     systemd::notify("READY=1\nSTATUS=running");
     run_at_start(&state, &applied.run_at_start).await;
     triggerd_support::release_free_heap();
@@ -316,6 +329,10 @@ pub async fn run(
             Command::Reload => {
                 generation += 1;
                 reload(&state, &mut bound, generation).await;
+            }
+            Command::Catalog => {
+                generation += 1;
+                catalog::changed(&state, &mut bound, generation).await;
             }
             Command::Shutdown => break Command::Shutdown,
             Command::Reexec => break Command::Reexec,
@@ -433,6 +450,10 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     let file = lock(&state.config).file.clone();
     let validators = sources(&state.shared, &lock(&state.config));
     let loaded = match config::load(&file)
+        .map(|mut new| {
+            catalog::merge(state, &mut new);
+            new
+        })
         .map_err(|e| e.to_string())
         .and_then(|new| validate_with(&validators, &new).map(|()| new))
     {
@@ -445,6 +466,16 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         }
         Err(e) => Err(e),
     };
+    apply_loaded(state, bound, generation, loaded).await;
+}
+
+/// Puts a loaded config in place (a refused one is reported, the running one stays).
+async fn apply_loaded(
+    state: &State,
+    bound: &mut [Bound],
+    generation: u64,
+    loaded: Result<Config, String>,
+) {
     let outcome = match loaded {
         Ok(mut new) => {
             new.share_unchanged(&lock(&state.config));

@@ -6,6 +6,7 @@
 //! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
 //! [`status`]. A `nats://` endpoint puts the same roles on JetStream ([`nats`]) instead.
 
+pub mod catalog;
 mod drain;
 pub mod nats;
 pub mod send;
@@ -375,6 +376,7 @@ impl Remote {
             broker: self.broker.as_ref().map(|b| b.endpoint.clone()),
             forwarder,
             services,
+            catalog: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 pub use engine::catalog::{Pong, Snapshot, Update, CATALOG_SERVICE};
 pub use memory::return_large_frames_to_the_kernel;
+pub use store::MAX_ENTRIES as MAX_ENTRIES_PER_TEAM;
 pub use store::{
     Access, Algorithm, CatalogChange, CatalogEntry, IdentityInfo, Peer, Role, ServiceOverview,
     ServiceSettings, Store, StoreError, DEFAULT_TEAM,

@@ -1,0 +1,98 @@
+//! The daemon's half of `sync_triggers`: at start the cached catalog is merged into the
+//! config before the sources start (so the mount shows the last known tree even without the
+//! broker), the sync thread is started once the control socket is up, and each change it
+//! reports becomes a config apply like a reload's: the file's rules as they run, with the
+//! synced rules replaced. Unchanged rules keep their runtimes, queues and counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{apply_loaded, sources, validate_with, Bound, Command, State};
+use crate::config::Config;
+use crate::remote::catalog::{CatalogShared, CatalogSync};
+use crate::remote::Credentials;
+use triggerd_support::lock;
+
+/// The cached catalog, when the config asks for one; merged into `config`.
+pub(super) fn open(config: &mut Config) -> Option<Arc<CatalogShared>> {
+    let broker = config.broker.as_ref().filter(|b| b.sync_triggers)?;
+    let _ = broker;
+    if let Err(e) = triggerd_support::private_dir(&config.daemon.state_dir) {
+        tracing::warn!("state_dir: {e}");
+    }
+    let shared = CatalogShared::load(&config.daemon.state_dir);
+    merge_into(&shared, config);
+    Some(shared)
+}
+
+fn merge_into(shared: &CatalogShared, config: &mut Config) {
+    let merged = config.merge_catalog(&shared.entries());
+    shared
+        .collisions
+        .store(merged.collisions.len() as u64, Ordering::Relaxed);
+    if !merged.collisions.is_empty() {
+        let shown: Vec<&str> = merged
+            .collisions
+            .iter()
+            .take(8)
+            .map(String::as_str)
+            .collect();
+        tracing::warn!(
+            count = merged.collisions.len(),
+            paths = ?shown,
+            "synced triggers left out: a local [[trigger]] holds these paths (local wins)"
+        );
+    }
+    if merged.invalid > 0 {
+        tracing::warn!(count = merged.invalid, "malformed synced triggers left out");
+    }
+}
+
+/// Merges the current catalog into a config read from the file (a reload).
+pub(super) fn merge(state: &State, config: &mut Config) {
+    if let Some(shared) = &state.catalog {
+        merge_into(shared, config);
+    }
+}
+
+/// Starts following the broker's catalog; each change is a `Command::Catalog`.
+pub(super) fn follow(
+    state: &State,
+    commands: mpsc::UnboundedSender<Command>,
+) -> Option<CatalogSync> {
+    let shared = Arc::clone(state.catalog.as_ref()?);
+    let broker = lock(&state.config).broker.clone()?;
+    let credentials = match Credentials::load(&broker) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("trigger catalog not synced: [broker] {e}");
+            return None;
+        }
+    };
+    let changed = Box::new(move || {
+        let _ = commands.send(Command::Catalog);
+    });
+    match CatalogSync::start(
+        shared,
+        broker.endpoint,
+        credentials.client_options(),
+        changed,
+    ) {
+        Ok(sync) => Some(sync),
+        Err(e) => {
+            tracing::error!("trigger catalog not synced: {e}");
+            None
+        }
+    }
+}
+
+/// Applies the catalog as it is now to the running config.
+pub(super) async fn changed(state: &State, bound: &mut [Bound], generation: u64) {
+    let mut new = lock(&state.config).clone();
+    merge(state, &mut new);
+    let validators = sources(&state.shared, &new);
+    let checked = validate_with(&validators, &new).map(|()| new);
+    apply_loaded(state, bound, generation, checked).await;
+}

@@ -1,0 +1,228 @@
+//! The synced trigger tree through real processes: one CURVE broker (in this test process, on
+//! an `ipc://` endpoint in a temp dir) and three triggerd hosts, each with its own mount,
+//! state directory and control socket, all with `sync_triggers = true`. A trigger added to
+//! the team's catalog appears on all three mounts (latency over 100 changes printed), a
+//! write on host A runs host C's service with exactly its payload, mv and chmod show
+//! everywhere, remove makes the file disappear everywhere, another team's catalog stays
+//! invisible, and a local `[[trigger]]` wins a collision. Offline: a host started while the
+//! broker is down shows its cached tree and spools its writes; once the broker is back it
+//! converges and its spooled write is delivered once.
+
+mod common;
+#[allow(dead_code)]
+#[path = "remote/harness.rs"]
+mod harness;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Daemon, DEADLINE};
+use harness::{broker_table, lines_of, remote_status, wait_serving, Broker};
+use triggerd_remote::broker::{CatalogChange, CatalogEntry, Role, Store, DEFAULT_TEAM};
+
+/// A host of the default team with its own CURVE key, syncing the catalog.
+fn host(broker: &Broker, name: &str, rules: &str) -> Daemon {
+    let key = broker.host_key(Role::Worker, name, true);
+    let keys = format!(
+        "security = \"curve\"\nserver_key = \"{}\"\nsecret_key = \"{}\"\nsync_triggers = true",
+        broker.server_key(),
+        key.display()
+    );
+    Daemon::start(&format!("{}\n{rules}", broker_table(broker, &keys)))
+}
+
+/// Host C: serves `demo` by appending each payload to `{dir}/demo.log`.
+fn service_host(broker: &Broker, name: &str) -> Daemon {
+    let mut c = host(
+        broker,
+        name,
+        "[[service]]\nname = \"demo\"\nfile = \"{dir}/demo.log\"\n",
+    );
+    wait_serving(&mut c, "demo");
+    c
+}
+
+fn change(broker: &Broker, team: &str, change: CatalogChange) -> u64 {
+    let store = Store::open(&broker.config.store).expect("store");
+    store.catalog_apply(team, &change).expect("catalog change")
+}
+
+fn add(broker: &Broker, path: &str) -> u64 {
+    let entry = CatalogEntry::trigger(path, "demo");
+    change(broker, DEFAULT_TEAM, CatalogChange::Add { entry })
+}
+
+fn mount(host: &Daemon, path: &str) -> PathBuf {
+    host.path("fs").join(path)
+}
+
+fn wait_present(hosts: &[&Daemon], path: &str, present: bool) {
+    for h in hosts {
+        let file = mount(h, path);
+        wait_for(
+            &format!("{} present = {present}", file.display()),
+            DEADLINE,
+            || (file.exists() == present).then_some(()),
+        );
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+#[test]
+fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
+    let broker = Broker::start_curve();
+    let store = Store::open(&broker.config.store).expect("store");
+    store.add_team("lab").expect("team");
+    add(&broker, "weather/rpi/station1");
+    add(&broker, "weather/local");
+    let other = CatalogEntry::trigger("secret/other-team", "demo");
+    change(&broker, "lab", CatalogChange::Add { entry: other });
+
+    let c = service_host(&broker, "host-c");
+    let a = host(
+        &broker,
+        "host-a",
+        "[[trigger]]\nname = \"local\"\nfile = \"weather/local\"\nexec = [\"{record}\", \"{out}\", \"local\"]\n",
+    );
+    let b = host(&broker, "host-b", "");
+    store.set_catalog_admin("host-a", true).expect("admin");
+    let all = [&a, &b, &c];
+    // The snapshot: what existed before the hosts started.
+    wait_present(&all, "weather/rpi/station1", true);
+    for h in all {
+        assert!(
+            !mount(h, "secret").exists(),
+            "another team's catalog is visible"
+        );
+    }
+
+    // Propagation of 100 changes to all three mounts.
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let path = format!("bench/t{i}");
+        let started = Instant::now();
+        add(&broker, &path);
+        wait_present(&all, &path, true);
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "catalog change to 3 mounts over {} changes: p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        percentile(&latencies, 50),
+        percentile(&latencies, 99),
+        latencies.last().expect("latencies")
+    );
+
+    // A write on host A runs host C's service with exactly that payload.
+    std::fs::write(mount(&a, "weather/rpi/station1"), "station1 31F;10C;3.2\n").expect("write");
+    let log = c.path("demo.log");
+    wait_for("the payload at host C", DEADLINE, || {
+        (lines_of(&log) == ["station1 31F;10C;3.2"]).then_some(())
+    });
+
+    // mv and chmod (admin verbs) show on every host.
+    let mv = CatalogChange::Mv {
+        from: "weather/rpi".into(),
+        to: "weather/pi".into(),
+    };
+    change(&broker, DEFAULT_TEAM, mv);
+    wait_present(&all, "weather/pi/station1", true);
+    wait_present(&all, "weather/rpi", false);
+    let chmod = CatalogChange::Chmod {
+        path: "weather/pi/station1".into(),
+        mode: 0o600,
+    };
+    change(&broker, DEFAULT_TEAM, chmod);
+    for h in all {
+        let file = mount(h, "weather/pi/station1");
+        wait_for("the new mode", DEADLINE, || {
+            (mode_of(&file) == 0o600).then_some(())
+        });
+    }
+
+    // Local wins: host A's own trigger keeps the path, the others show the synced one.
+    let mut a = a;
+    let rules: Vec<String> = a.status().rules.iter().map(|r| r.name.clone()).collect();
+    assert!(rules.contains(&"local".to_string()), "{rules:?}");
+    assert!(
+        !rules.contains(&"catalog:weather/local".to_string()),
+        "{rules:?}"
+    );
+    let catalog = remote_status(&mut a).catalog.expect("catalog status");
+    assert_eq!(catalog.collisions, 1, "{catalog:?}");
+    assert!(a.log_text().contains("local wins"), "collision not logged");
+    let mut b = b;
+    let rules: Vec<String> = b.status().rules.iter().map(|r| r.name.clone()).collect();
+    assert!(
+        rules.contains(&"catalog:weather/local".to_string()),
+        "{rules:?}"
+    );
+
+    // Remove makes the files disappear everywhere.
+    let remove = CatalogChange::Remove {
+        path: "bench".into(),
+    };
+    change(&broker, DEFAULT_TEAM, remove);
+    wait_present(&[&a, &b, &c], "bench", false);
+    let status = remote_status(&mut b).catalog.expect("catalog status");
+    assert!(status.synced, "{status:?}");
+    assert_eq!(status.snapshots, 1, "no re-snapshot expected: {status:?}");
+}
+
+#[test]
+fn a_host_started_offline_shows_its_cache_and_converges_when_the_broker_returns() {
+    let mut broker = Broker::start_curve();
+    add(&broker, "weather/rpi/station1");
+    let c = service_host(&broker, "host-c");
+    let mut b = host(&broker, "host-b", "");
+    wait_present(&[&b, &c], "weather/rpi/station1", true);
+    assert_eq!(b.stop(), Some(0));
+
+    for i in 0..5 {
+        add(&broker, &format!("later/t{i}"));
+    }
+    wait_present(&[&c], "later/t4", true);
+    drop(c);
+    broker.pause();
+
+    // The broker is down: host B starts with the tree it last saw, and spools its write.
+    b.launch();
+    wait_present(&[&b], "weather/rpi/station1", true);
+    assert!(
+        !mount(&b, "later").exists(),
+        "B cannot know the later changes yet"
+    );
+    std::fs::write(mount(&b, "weather/rpi/station1"), "while offline\n").expect("write");
+    wait_for("the write in the spool", DEADLINE, || {
+        remote_status(&mut b)
+            .forwarder
+            .filter(|f| f.spooled == 1 && f.pending == 1)
+    });
+
+    broker.resume();
+    let c = service_host(&broker, "host-c2");
+    wait_present(&[&b], "later/t4", true);
+    let log = c.path("demo.log");
+    wait_for("the spooled write at host C", DEADLINE, || {
+        (lines_of(&log) == ["while offline"]).then_some(())
+    });
+    wait_for("the spool to empty", DEADLINE, || {
+        remote_status(&mut b)
+            .forwarder
+            .filter(|f| f.pending == 0 && f.delivered == 1)
+    });
+    assert_eq!(
+        lines_of(&log),
+        ["while offline"],
+        "delivered more than once"
+    );
+}
