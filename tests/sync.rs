@@ -32,12 +32,14 @@ fn host(broker: &Broker, name: &str, rules: &str) -> Daemon {
     Daemon::start(&format!("{}\n{rules}", broker_table(broker, &keys)))
 }
 
-/// Host C: serves `demo` by appending each payload to `{dir}/demo.log`.
+/// Host C: serves `demo` with a command that appends each payload to `{dir}/demo.log` and
+/// answers one line.
 fn service_host(broker: &Broker, name: &str) -> Daemon {
     let mut c = host(
         broker,
         name,
-        "[[service]]\nname = \"demo\"\nfile = \"{dir}/demo.log\"\n",
+        "[[service]]\nname = \"demo\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"cat >> {dir}/demo.log; echo forecast: sunny\"]\n",
     );
     wait_serving(&mut c, "demo");
     c
@@ -87,17 +89,16 @@ fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
     change(&broker, "lab", CatalogChange::Add { entry: other });
 
     let c = service_host(&broker, "host-c");
-    let a = host(
+    let mut a = host(
         &broker,
         "host-a",
         "[[trigger]]\nname = \"local\"\nfile = \"weather/local\"\nexec = [\"{record}\", \"{out}\", \"local\"]\n",
     );
-    let b = host(&broker, "host-b", "");
+    let mut b = host(&broker, "host-b", "");
     store.set_catalog_admin("host-a", true).expect("admin");
-    let all = [&a, &b, &c];
     // The snapshot: what existed before the hosts started.
-    wait_present(&all, "weather/rpi/station1", true);
-    for h in all {
+    wait_present(&[&a, &b, &c], "weather/rpi/station1", true);
+    for h in [&a, &b, &c] {
         assert!(
             !mount(h, "secret").exists(),
             "another team's catalog is visible"
@@ -110,7 +111,7 @@ fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
         let path = format!("bench/t{i}");
         let started = Instant::now();
         add(&broker, &path);
-        wait_present(&all, &path, true);
+        wait_present(&[&a, &b, &c], &path, true);
         latencies.push(started.elapsed());
     }
     latencies.sort();
@@ -128,6 +129,30 @@ fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
     wait_for("the payload at host C", DEADLINE, || {
         (lines_of(&log) == ["station1 31F;10C;3.2"]).then_some(())
     });
+    // Host A reads the reply back, and lists the trigger with its counters.
+    let reply = wait_for("the reply on host A", DEADLINE, || {
+        let text = std::fs::read_to_string(mount(&a, "weather/rpi/station1")).ok()?;
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(reply, "forecast: sunny\n");
+    let row = wait_for("the answer in status", DEADLINE, || {
+        let catalog = remote_status(&mut a).catalog?;
+        let row = catalog
+            .triggers
+            .into_iter()
+            .find(|t| t.path == "weather/rpi/station1")?;
+        row.last_reply.is_some().then_some(row)
+    });
+    assert_eq!(
+        (
+            row.origin.as_str(),
+            row.service.as_str(),
+            row.writes,
+            row.sends,
+            row.failures
+        ),
+        ("broker catalog", "demo", 1, 1, 0)
+    );
 
     // mv and chmod (admin verbs) show on every host.
     let mv = CatalogChange::Mv {
@@ -135,14 +160,14 @@ fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
         to: "weather/pi".into(),
     };
     change(&broker, DEFAULT_TEAM, mv);
-    wait_present(&all, "weather/pi/station1", true);
-    wait_present(&all, "weather/rpi", false);
+    wait_present(&[&a, &b, &c], "weather/pi/station1", true);
+    wait_present(&[&a, &b, &c], "weather/rpi", false);
     let chmod = CatalogChange::Chmod {
         path: "weather/pi/station1".into(),
         mode: 0o600,
     };
     change(&broker, DEFAULT_TEAM, chmod);
-    for h in all {
+    for h in [&a, &b, &c] {
         let file = mount(h, "weather/pi/station1");
         wait_for("the new mode", DEADLINE, || {
             (mode_of(&file) == 0o600).then_some(())
@@ -150,7 +175,6 @@ fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
     }
 
     // Local wins: host A's own trigger keeps the path, the others show the synced one.
-    let mut a = a;
     let rules: Vec<String> = a.status().rules.iter().map(|r| r.name.clone()).collect();
     assert!(rules.contains(&"local".to_string()), "{rules:?}");
     assert!(
@@ -160,7 +184,6 @@ fn catalog_changes_reach_every_mount_and_writes_reach_the_service() {
     let catalog = remote_status(&mut a).catalog.expect("catalog status");
     assert_eq!(catalog.collisions, 1, "{catalog:?}");
     assert!(a.log_text().contains("local wins"), "collision not logged");
-    let mut b = b;
     let rules: Vec<String> = b.status().rules.iter().map(|r| r.name.clone()).collect();
     assert!(
         rules.contains(&"catalog:weather/local".to_string()),

@@ -198,6 +198,11 @@ impl Responder for State {
 
 impl State {
     fn status(&self, rules: Vec<crate::dispatch::RuleStatus>) -> Status {
+        // A summary asks without the rules: the synced triggers' rows still need theirs.
+        let catalog = match (&self.catalog, rules.is_empty()) {
+            (Some(_), true) => catalog::status(self, &self.dispatcher.status()),
+            _ => catalog::status(self, &rules),
+        };
         let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
@@ -212,7 +217,7 @@ impl State {
             webhooks: webhook_status(&self.shared.webhooks),
             providers: lock(&self.shared.providers).clone(),
             remote: Box::new(crate::remote::RemoteStatus {
-                catalog: self.catalog.as_ref().map(|c| c.status()),
+                catalog,
                 ..self.remote.status()
             }),
             control_refused: control::refused(),

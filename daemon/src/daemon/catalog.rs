@@ -4,21 +4,21 @@
 //! reports becomes a config apply like a reload's: the file's rules as they run, with the
 //! synced rules replaced. Unchanged rules keep their runtimes, queues and counters.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::{apply_loaded, sources, validate_with, Bound, Command, State};
-use crate::config::Config;
-use crate::remote::catalog::{CatalogShared, CatalogSync};
+use crate::config::{Action, Config, Trigger};
+use crate::remote::catalog::{CatalogShared, CatalogStatus, CatalogSync, SyncedTrigger};
 use crate::remote::Credentials;
 use triggerd_support::lock;
 
 /// The cached catalog, when the config asks for one; merged into `config`.
 pub(super) fn open(config: &mut Config) -> Option<Arc<CatalogShared>> {
-    let broker = config.broker.as_ref().filter(|b| b.sync_triggers)?;
-    let _ = broker;
+    config.broker.as_ref().filter(|b| b.sync_triggers)?;
     if let Err(e) = triggerd_support::private_dir(&config.daemon.state_dir) {
         tracing::warn!("state_dir: {e}");
     }
@@ -95,4 +95,36 @@ pub(super) async fn changed(state: &State, bound: &mut [Bound], generation: u64)
     let validators = sources(&state.shared, &new);
     let checked = validate_with(&validators, &new).map(|()| new);
     apply_loaded(state, bound, generation, checked).await;
+}
+
+/// The catalog's part of `status`: its counters and one row per synced trigger.
+pub(super) fn status(
+    state: &State,
+    rules: &[crate::dispatch::RuleStatus],
+) -> Option<CatalogStatus> {
+    let shared = state.catalog.as_ref()?;
+    let mut status = shared.status();
+    let config = lock(&state.config);
+    let counters: HashMap<&str, &crate::dispatch::RuleStatus> =
+        rules.iter().map(|r| (r.name.as_str(), r)).collect();
+    let files = crate::sources::file::trigger_status(&state.shared.triggers);
+    let answers = state.remote.answers();
+    for rule in config.rules.iter().filter(|r| r.is_synced()) {
+        let (Trigger::File(file), Action::Send(send)) = (&rule.def.trigger, &rule.def.action)
+        else {
+            continue;
+        };
+        let counted = counters.get(rule.name.as_str());
+        let answer = answers.get(&file.file);
+        status.triggers.push(SyncedTrigger {
+            path: file.file.clone(),
+            origin: "broker catalog".into(),
+            service: send.service.clone(),
+            writes: files.get(&file.file).map_or(0, |t| t.writes),
+            sends: counted.map_or(0, |r| r.fired),
+            failures: counted.map_or(0, |r| r.failed) + answer.map_or(0, |a| a.failures),
+            last_reply: answer.map(|a| a.last),
+        });
+    }
+    Some(status)
 }

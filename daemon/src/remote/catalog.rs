@@ -52,6 +52,26 @@ pub struct CatalogStatus {
     pub refused: u64,
     /// Synced paths left out because a local trigger holds them (local wins).
     pub collisions: u64,
+    /// Every synced trigger this host serves.
+    #[serde(default)]
+    pub triggers: Vec<SyncedTrigger>,
+}
+
+/// A synced trigger as `status` lists it: where it comes from, where its writes go, and the
+/// rule and trigger-file counters that concern it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncedTrigger {
+    pub path: String,
+    /// `broker catalog`, or `local (wins over the catalog)` for a collision.
+    pub origin: String,
+    pub service: String,
+    /// Writes to the file, events sent (spooled), failures (runs that could not be spooled
+    /// and answers with a non-zero status).
+    pub writes: u64,
+    pub sends: u64,
+    pub failures: u64,
+    /// Seconds since the Unix epoch of the last answer, if any.
+    pub last_reply: Option<u64>,
 }
 
 /// The catalog as this host knows it: entries by path, complete up to `seq`.
@@ -116,6 +136,7 @@ impl CatalogShared {
             resyncs: self.resyncs.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             collisions: self.collisions.load(Ordering::Relaxed),
+            triggers: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use triggerd_nats::NatsForwarder;
+use triggerd_remote::replies::ReplyHook;
 use triggerd_remote::{Forwarder, ForwarderOptions, ForwarderStats, Spool};
 
 use super::{nats, Credentials};
@@ -39,6 +40,22 @@ impl Drain {
     pub fn submit(&self, service: &str, plugin: &str, payload: &[u8]) -> Result<u64, String> {
         match self {
             Drain::Broker(f) => f.submit(service, plugin, payload),
+            Drain::Nats(f) => f.submit(service, plugin, payload),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Spools one event whose answer goes to `hook` (MDP only: JetStream replies are not
+    /// taken back, and the hook is dropped).
+    pub fn submit_with_reply(
+        &self,
+        service: &str,
+        plugin: &str,
+        payload: &[u8],
+        hook: ReplyHook,
+    ) -> Result<u64, String> {
+        match self {
+            Drain::Broker(f) => f.submit_with_reply(service, plugin, payload, hook),
             Drain::Nats(f) => f.submit(service, plugin, payload),
         }
         .map_err(|e| e.to_string())

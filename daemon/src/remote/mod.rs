@@ -6,6 +6,7 @@
 //! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
 //! [`status`]. A `nats://` endpoint puts the same roles on JetStream ([`nats`]) instead.
 
+mod answers;
 pub mod catalog;
 mod drain;
 pub mod nats;
@@ -28,6 +29,7 @@ use triggerd_remote::{Client, ClientOptions, Spool, SpoolOptions, Worker, Worker
 use crate::config::{BrokerSettings, Config, ServiceSettings};
 use crate::dispatch::Outbox;
 use crate::event::Event;
+pub use answers::{Answer, Answers};
 use drain::Drain;
 pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
 use triggerd_remote::Mechanism;
@@ -142,15 +144,27 @@ fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
     })
 }
 
-/// `send` actions put events into the spool; the forwarder delivers them.
+/// `send` actions put events into the spool; the forwarder delivers them. An event with a
+/// reply side (a trigger file) gets the service's answer back there.
 struct SpoolOutbox {
     forwarder: Drain,
+    answers: Arc<Answers>,
 }
 
 impl Outbox for SpoolOutbox {
     fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String> {
+        let (plugin, payload) = (plugin.unwrap_or(""), payload_of(event));
+        let Some(reply) = event.reply.clone() else {
+            return self.forwarder.submit(service, plugin, payload).map(|_| ());
+        };
+        let answers = Arc::clone(&self.answers);
+        let subject = event.subject.to_string_lossy().into_owned();
+        let hook = Box::new(move |status: i32, output: &[u8]| {
+            (reply.0)(output);
+            answers.record(&subject, status);
+        });
         self.forwarder
-            .submit(service, plugin.unwrap_or(""), payload_of(event))
+            .submit_with_reply(service, plugin, payload, hook)
             .map(|_| ())
     }
 }
@@ -209,12 +223,23 @@ impl Remote {
         let remote = Remote {
             broker: Some(broker.clone()),
             credentials,
-            outbox: Mutex::new(Some(Arc::new(SpoolOutbox { forwarder }))),
+            outbox: Mutex::new(Some(Arc::new(SpoolOutbox {
+                forwarder,
+                answers: Arc::default(),
+            }))),
             services: Mutex::default(),
             _spool_lock: Some(spool_lock),
         };
         remote.apply_services(&config.services)?;
         Ok(remote)
+    }
+
+    /// The last answer each trigger file got from a service, by trigger path.
+    pub fn answers(&self) -> std::collections::BTreeMap<String, Answer> {
+        lock(&self.outbox)
+            .as_ref()
+            .map(|o| o.answers.snapshot())
+            .unwrap_or_default()
     }
 
     /// Where the dispatcher's `send` actions go.
