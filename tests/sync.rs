@@ -249,3 +249,55 @@ fn a_host_started_offline_shows_its_cache_and_converges_when_the_broker_returns(
         "delivered more than once"
     );
 }
+
+#[test]
+fn mv_chmod_and_mkdir_in_the_mount_are_catalog_changes_for_admins_only() {
+    let broker = Broker::start_curve();
+    add(&broker, "weather/rpi/station1");
+    add(&broker, "weather/rpi/station2");
+    let a = host(&broker, "host-a", "");
+    let b = host(&broker, "host-b", "");
+    let store = Store::open(&broker.config.store).expect("store");
+    store.set_catalog_admin("host-a", true).expect("admin");
+    wait_present(&[&a, &b], "weather/rpi/station2", true);
+
+    // A non-admin host is refused and nothing changes anywhere.
+    let eperm = |r: std::io::Result<()>| r.expect_err("refused").raw_os_error();
+    let from = mount(&b, "weather/rpi/station2");
+    let moved = std::fs::rename(&from, mount(&b, "weather/rpi/other"));
+    assert_eq!(eperm(moved), Some(libc::EPERM));
+    let chmod = std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o600));
+    assert_eq!(eperm(chmod), Some(libc::EPERM));
+    let mkdir = std::fs::create_dir(mount(&b, "weather/rpi/new"));
+    assert_eq!(eperm(mkdir), Some(libc::EPERM));
+    let before = store.catalog_snapshot(DEFAULT_TEAM).expect("snapshot");
+    assert_eq!(before.0, 2, "a refused change took a number: {before:?}");
+    for h in [&a, &b] {
+        assert!(mount(h, "weather/rpi/station2").exists());
+        assert!(!mount(h, "weather/rpi/other").exists());
+        assert_eq!(mode_of(&mount(h, "weather/rpi/station2")), 0o620);
+    }
+
+    // The admin host's changes are applied at the broker, and so on the other host.
+    std::fs::rename(
+        mount(&a, "weather/rpi/station1"),
+        mount(&a, "weather/rpi/renamed"),
+    )
+    .expect("mv on the admin host");
+    wait_present(&[&a, &b], "weather/rpi/renamed", true);
+    wait_present(&[&a, &b], "weather/rpi/station1", false);
+    let renamed = mount(&a, "weather/rpi/renamed");
+    std::fs::set_permissions(&renamed, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let on_b = mount(&b, "weather/rpi/renamed");
+    wait_for("the mode on host B", DEADLINE, || {
+        (mode_of(&on_b) == 0o640).then_some(())
+    });
+    std::fs::create_dir(mount(&a, "weather/rpi/new")).expect("mkdir on the admin host");
+    let (_, entries) = store.catalog_snapshot(DEFAULT_TEAM).expect("snapshot");
+    let dirs: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.dir)
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(dirs, ["weather/rpi/new"]);
+}

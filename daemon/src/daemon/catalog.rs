@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::{apply_loaded, sources, validate_with, Bound, Command, State};
 use crate::config::{Action, Config, Trigger};
 use crate::remote::catalog::{CatalogShared, CatalogStatus, CatalogSync, SyncedTrigger};
+use crate::remote::catalog_change::{self, MergedPaths};
 use crate::remote::Credentials;
 use triggerd_support::lock;
 
@@ -29,6 +30,16 @@ pub(super) fn open(config: &mut Config) -> Option<Arc<CatalogShared>> {
 
 fn merge_into(shared: &CatalogShared, config: &mut Config) {
     let merged = config.merge_catalog(&shared.entries());
+    let mut paths = MergedPaths::default();
+    for rule in &config.rules {
+        if let Trigger::File(f) = &rule.def.trigger {
+            match rule.is_synced() {
+                true => paths.synced.insert(f.file.clone()),
+                false => paths.local.insert(f.file.clone()),
+            };
+        }
+    }
+    shared.set_merged(paths);
     shared
         .collisions
         .store(merged.collisions.len() as u64, Ordering::Relaxed);
@@ -74,6 +85,12 @@ pub(super) fn follow(
     let changed = Box::new(move || {
         let _ = commands.send(Command::Catalog);
     });
+    let options = credentials.client_options();
+    crate::sources::file::set_namespace_hook(catalog_change::hook(
+        Arc::clone(&shared),
+        broker.endpoint.clone(),
+        options,
+    ));
     match CatalogSync::start(
         shared,
         broker.endpoint,

@@ -23,6 +23,8 @@ use triggerd_remote::client::Event;
 use triggerd_remote::{Client, ClientOptions};
 use triggerd_support::lock;
 
+use super::catalog_change::MergedPaths;
+
 /// The catalog service's name as a client asks for it.
 const SERVICE: &str = "mmi.catalog";
 /// Largest snapshot or update accepted, in bytes.
@@ -92,6 +94,8 @@ pub struct CatalogShared {
     refused: AtomicU64,
     pub collisions: AtomicU64,
     cache: PathBuf,
+    /// The running config's trigger paths by side, for changes made in the mount.
+    merged: Mutex<Arc<MergedPaths>>,
 }
 
 impl CatalogShared {
@@ -118,6 +122,15 @@ impl CatalogShared {
             }
         }
         Arc::new(shared)
+    }
+
+    /// The running config's trigger paths by side.
+    pub fn merged(&self) -> Arc<MergedPaths> {
+        Arc::clone(&lock(&self.merged))
+    }
+
+    pub fn set_merged(&self, paths: MergedPaths) {
+        *lock(&self.merged) = Arc::new(paths);
     }
 
     /// The live triggers and directories, by path.

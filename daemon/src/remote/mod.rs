@@ -8,6 +8,7 @@
 
 mod answers;
 pub mod catalog;
+pub mod catalog_change;
 mod drain;
 pub mod nats;
 pub mod send;
