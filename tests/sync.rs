@@ -301,3 +301,33 @@ fn mv_chmod_and_mkdir_in_the_mount_are_catalog_changes_for_admins_only() {
         .collect();
     assert_eq!(dirs, ["weather/rpi/new"]);
 }
+
+#[test]
+fn a_chain_that_loops_stops_at_the_hop_limit() {
+    let broker = Broker::start_curve();
+    let entry = CatalogEntry::trigger("chain/loop", "looper");
+    change(&broker, DEFAULT_TEAM, CatalogChange::Add { entry });
+    // The service's command writes to the trigger that calls it: a loop without the guard.
+    let mut c = host(
+        &broker,
+        "host-c",
+        "[[service]]\nname = \"looper\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"cat >> {dir}/loop.log; echo again > {dir}/fs/chain/loop\"]\n",
+    );
+    wait_serving(&mut c, "looper");
+    wait_present(&[&c], "chain/loop", true);
+    std::fs::write(mount(&c, "chain/loop"), "start\n").expect("write");
+    let refused = wait_for("the loop guard to refuse a write", DEADLINE, || {
+        let rule = c.rule("catalog:chain/loop");
+        (rule.failed > 0).then_some(rule)
+    });
+    assert_eq!(refused.failed, 1, "{refused:?}");
+    let log = c.path("loop.log");
+    let lines = wait_for("every hop in the log", DEADLINE, || {
+        let lines = lines_of(&log);
+        (lines.len() == triggerd_remote::ext::MAX_HOPS as usize).then_some(lines)
+    });
+    assert_eq!(lines[0], "start");
+    assert!(lines[1..].iter().all(|l| l == "again"), "{lines:?}");
+    assert!(c.log_text().contains("loop guard"), "refusal not logged");
+}

@@ -10,6 +10,7 @@ mod answers;
 pub mod catalog;
 pub mod catalog_change;
 mod drain;
+pub mod hops;
 pub mod nats;
 pub mod send;
 pub mod status;
@@ -154,7 +155,13 @@ struct SpoolOutbox {
 
 impl Outbox for SpoolOutbox {
     fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String> {
-        let (plugin, payload) = (plugin.unwrap_or(""), payload_of(event));
+        let payload = payload_of(event);
+        let plugin = match (&self.forwarder, hops::of_event(event)?) {
+            // The count rides in the plugin field of MDP requests (JetStream: not carried).
+            (Drain::Broker(_), n) => triggerd_remote::ext::with_hops(plugin.unwrap_or(""), n),
+            (Drain::Nats(_), _) => plugin.unwrap_or("").to_string(),
+        };
+        let plugin = plugin.as_str();
         let Some(reply) = event.reply.clone() else {
             return self.forwarder.submit(service, plugin, payload).map(|_| ());
         };

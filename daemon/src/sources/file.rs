@@ -310,6 +310,11 @@ fn event_of(
     };
     let pid = i32::try_from(message.pid).ok();
     let mut event = emitter.event(PathBuf::from(key), EventMask::EMPTY, pid, message.payload);
+    if let Some(hops) = pid.and_then(crate::remote::hops::of_process) {
+        event
+            .fields
+            .push((crate::remote::hops::FIELD.to_string(), hops.to_string()));
+    }
     let replies = Arc::clone(mounted);
     let trigger = message.trigger.clone();
     event.reply = Some(ReplyTo(Arc::new(move |output: &[u8]| {
