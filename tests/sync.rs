@@ -331,3 +331,43 @@ fn a_chain_that_loops_stops_at_the_hop_limit() {
     assert!(lines[1..].iter().all(|l| l == "again"), "{lines:?}");
     assert!(c.log_text().contains("loop guard"), "refusal not logged");
 }
+
+#[test]
+fn a_catalog_of_ten_thousand_triggers_syncs_and_lists() {
+    const N: usize = 10_000;
+    let broker = Broker::start_curve();
+    let changes: Vec<CatalogChange> = (0..N)
+        .map(|i| CatalogChange::Add {
+            entry: CatalogEntry::trigger(&format!("fleet/rack{:02}/pi{i:05}", i % 50), "demo"),
+        })
+        .collect();
+    let store = Store::open(&broker.config.store).expect("store");
+    store
+        .catalog_apply_all(DEFAULT_TEAM, &changes)
+        .expect("bulk add");
+    let started = Instant::now();
+    let mut a = host(&broker, "host-a", "");
+    let count = || -> usize {
+        let Ok(racks) = std::fs::read_dir(mount(&a, "fleet")) else {
+            return 0;
+        };
+        racks
+            .flatten()
+            .map(|r| std::fs::read_dir(r.path()).map_or(0, |d| d.count()))
+            .sum()
+    };
+    wait_for("every trigger in the mount", DEADLINE, || {
+        (count() == N).then_some(())
+    });
+    let first_sync = started.elapsed();
+    let listed = Instant::now();
+    assert_eq!(count(), N);
+    let listing = listed.elapsed();
+    let catalog = remote_status(&mut a).catalog.expect("catalog status");
+    assert_eq!(catalog.entries as usize, N);
+    println!(
+        "10,000 triggers: snapshot {} ms (ask to held), start to full mount {first_sync:?}, \
+         listing {listing:?}",
+        catalog.snapshot_ms
+    );
+}

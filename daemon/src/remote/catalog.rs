@@ -47,6 +47,9 @@ pub struct CatalogStatus {
     /// Connected and subscribed now.
     pub synced: bool,
     pub snapshots: u64,
+    /// How long the last snapshot took, from asking to holding it (ms).
+    #[serde(default)]
+    pub snapshot_ms: u64,
     pub updates: u64,
     /// Gaps, missed pings and reconnects that led to a new snapshot.
     pub resyncs: u64,
@@ -89,6 +92,7 @@ pub struct CatalogShared {
     known: Mutex<Known>,
     synced: AtomicBool,
     snapshots: AtomicU64,
+    snapshot_ms: AtomicU64,
     updates: AtomicU64,
     resyncs: AtomicU64,
     refused: AtomicU64,
@@ -145,6 +149,7 @@ impl CatalogShared {
             entries: known.entries.len() as u64,
             synced: self.synced.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
+            snapshot_ms: self.snapshot_ms.load(Ordering::Relaxed),
             updates: self.updates.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
@@ -303,6 +308,7 @@ fn subscribe(
     changed: &dyn Fn(),
     stop: &AtomicBool,
 ) -> Ended {
+    let asked = Instant::now();
     let Ok(id) = client.send(SERVICE, "", None, Some(ANSWER_WITHIN), &[b"snapshot"]) else {
         return Ended::Resync("cannot send");
     };
@@ -326,12 +332,20 @@ fn subscribe(
     shared.snapshots.fetch_add(1, Ordering::Relaxed);
     let before = shared.entries();
     shared.accept(seq, entries);
+    let took = asked.elapsed().as_millis() as u64;
+    shared.snapshot_ms.store(took, Ordering::Relaxed);
     shared.synced.store(true, Ordering::Relaxed);
-    if shared.entries() != before || lock(&shared.known).seq != seq {
+    let now = shared.entries();
+    if now != before {
         changed();
     }
     shared.save();
-    tracing::info!(seq, entries = before.len(), "trigger catalog synced");
+    tracing::info!(
+        seq,
+        entries = now.len(),
+        ms = took,
+        "trigger catalog synced"
+    );
     let mut ping: Option<(u128, Instant)> = None;
     let mut next_ping = Instant::now() + PING_EVERY;
     while !stop.load(Ordering::Relaxed) {

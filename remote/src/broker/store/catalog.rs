@@ -222,10 +222,12 @@ impl Store {
             .optional()?)
     }
 
+    /// `base` and every live entry below it; a range on the (team, path) key (`'0'` sorts
+    /// right after `'/'`), so a bulk import stays linear.
     fn live_below(&self, team: &str, base: &str) -> Result<Vec<CatalogEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM catalog WHERE team = ?1 AND deleted = 0
-               AND (path = ?2 OR substr(path, 1, length(?2) + 1) = ?2 || '/')"
+               AND (path = ?2 OR (path >= ?2 || '/' AND path < ?2 || '0'))"
         ))?;
         let rows = stmt.query_map(params![team, base], entry_of)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -284,14 +286,44 @@ impl Store {
 
     /// Applies one change to `team`'s catalog in one transaction; returns its sequence number.
     pub fn catalog_apply(&self, team: &str, change: &CatalogChange) -> Result<u64, StoreError> {
+        self.catalog_apply_all(team, std::slice::from_ref(change))
+    }
+
+    /// Applies `changes` in order as one change (one transaction, one sequence number): all
+    /// or none. Bulk imports (a 10,000-trigger catalog) take one number, not 10,000.
+    pub fn catalog_apply_all(
+        &self,
+        team: &str,
+        changes: &[CatalogChange],
+    ) -> Result<u64, StoreError> {
         self.require_team(team)?;
         let tx = self.conn.unchecked_transaction()?;
         let seq = self.catalog_seq()? + 1;
-        let live: i64 = tx.query_row(
+        let live: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM catalog WHERE team = ?1 AND deleted = 0",
             params![team],
             |r| r.get(0),
         )?;
+        // Counted once, then kept up to date: a bulk import must not count per change.
+        let mut live = live as usize;
+        for change in changes {
+            self.apply_one(team, change, seq, &mut live)?;
+        }
+        tx.execute(
+            "UPDATE catalog_seq SET seq = ?1 WHERE id = 0",
+            params![seq as i64],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    fn apply_one(
+        &self,
+        team: &str,
+        change: &CatalogChange,
+        seq: u64,
+        live: &mut usize,
+    ) -> Result<(), StoreError> {
         let refuse = |why: String| Err(StoreError::Invalid(why));
         let new_path = match change {
             CatalogChange::Add { entry } => Some(entry.path.as_str()),
@@ -299,10 +331,13 @@ impl Store {
             _ => None,
         };
         if let Some(path) = new_path {
-            if live as usize >= MAX_ENTRIES && self.live_entry(team, path)?.is_none() {
-                return refuse(format!(
-                    "team {team}: the catalog holds {MAX_ENTRIES} entries"
-                ));
+            if self.live_entry(team, path)?.is_none() {
+                if *live >= MAX_ENTRIES {
+                    return refuse(format!(
+                        "team {team}: the catalog holds {MAX_ENTRIES} entries"
+                    ));
+                }
+                *live += 1;
             }
         }
         match change {
@@ -376,17 +411,13 @@ impl Store {
                 if gone.is_empty() {
                     return refuse(format!("no entry {path}"));
                 }
+                *live = live.saturating_sub(gone.len());
                 for entry in gone {
                     self.bury(team, &entry.path, seq)?;
                 }
             }
         }
-        tx.execute(
-            "UPDATE catalog_seq SET seq = ?1 WHERE id = 0",
-            params![seq as i64],
-        )?;
-        tx.commit()?;
-        Ok(seq)
+        Ok(())
     }
 
     /// Whether identity `name` may change its team's catalog (`identity add --catalog-admin`).
