@@ -121,23 +121,24 @@ impl SpoolFront {
         plugin: &str,
         payload: &[u8],
     ) -> Result<u64, ForwarderError> {
-        let record = encode_record(service, plugin, payload)?;
-        Ok(self.spool().append(&record)?)
+        self.append_hooked(service, plugin, payload, None)
     }
 
-    /// Like [`SpoolFront::append`], and `hook` gets the record's answer. The hook is
-    /// registered under the spool's lock, so the forwarder cannot read the record before.
-    pub fn append_with_reply(
+    /// Like [`SpoolFront::append`], and `hook` (if any) gets the record's answer. The hook
+    /// is registered under the spool's lock, so the forwarder cannot read the record before.
+    pub fn append_hooked(
         &self,
         service: &str,
         plugin: &str,
         payload: &[u8],
-        hook: ReplyHook,
+        hook: Option<ReplyHook>,
     ) -> Result<u64, ForwarderError> {
         let record = encode_record(service, plugin, payload)?;
         let mut spool = self.spool();
         let seq = spool.append(&record)?;
-        self.replies.expect(seq, hook);
+        if let Some(hook) = hook {
+            self.replies.expect(seq, hook);
+        }
         drop(spool);
         Ok(seq)
     }
@@ -222,25 +223,21 @@ impl Forwarder {
         plugin: &str,
         payload: &[u8],
     ) -> Result<u64, ForwarderError> {
-        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
-            return Err(ForwarderError::Stopped);
-        }
-        self.shared.append(service, plugin, payload)
+        self.submit_hooked(service, plugin, payload, None)
     }
 
     /// Like [`Forwarder::submit`]; `hook` gets the answer (see [`crate::replies`]).
-    pub fn submit_with_reply(
+    pub fn submit_hooked(
         &self,
         service: &str,
         plugin: &str,
         payload: &[u8],
-        hook: ReplyHook,
+        hook: Option<ReplyHook>,
     ) -> Result<u64, ForwarderError> {
         if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
             return Err(ForwarderError::Stopped);
         }
-        self.shared
-            .append_with_reply(service, plugin, payload, hook)
+        self.shared.append_hooked(service, plugin, payload, hook)
     }
 
     /// Current counters.

@@ -76,14 +76,20 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// ROUTER → 10 DEALERs, one 200-byte message each round: time until all have it (ms).
-fn fanout_baseline(rounds: usize) -> Result<Vec<f64>> {
-    let ctx = zmq::Context::new();
+/// A ROUTER bound on a loopback port the kernel picks, and its endpoint.
+fn router(ctx: &zmq::Context) -> Result<(zmq::Socket, String)> {
     let router = ctx.socket(zmq::ROUTER)?;
     router.bind("tcp://127.0.0.1:*")?;
     let endpoint = router
         .get_last_endpoint()?
         .map_err(|_| anyhow::anyhow!("endpoint"))?;
+    Ok((router, endpoint))
+}
+
+/// ROUTER → 10 DEALERs, one 200-byte message each round: time until all have it (ms).
+fn fanout_baseline(rounds: usize) -> Result<Vec<f64>> {
+    let ctx = zmq::Context::new();
+    let (router, endpoint) = router(&ctx)?;
     let mut dealers = Vec::new();
     for i in 0..HOSTS {
         let d = ctx.socket(zmq::DEALER)?;
@@ -114,11 +120,7 @@ fn fanout_baseline(rounds: usize) -> Result<Vec<f64>> {
 /// The same bytes as a snapshot, echoed through ROUTER/DEALER (ms, median of `rounds`).
 fn echo_baseline(bytes: usize, rounds: usize) -> Result<f64> {
     let ctx = zmq::Context::new();
-    let router = ctx.socket(zmq::ROUTER)?;
-    router.bind("tcp://127.0.0.1:*")?;
-    let endpoint = router
-        .get_last_endpoint()?
-        .map_err(|_| anyhow::anyhow!("endpoint"))?;
+    let (router, endpoint) = router(&ctx)?;
     let dealer = ctx.socket(zmq::DEALER)?;
     dealer.connect(&endpoint)?;
     let body = vec![b'x'; bytes];

@@ -36,26 +36,17 @@ impl Drain {
             .map_err(|e| format!("[broker] forwarder: {e}"))
     }
 
-    /// Spools one event; returns its sequence number.
-    pub fn submit(&self, service: &str, plugin: &str, payload: &[u8]) -> Result<u64, String> {
-        match self {
-            Drain::Broker(f) => f.submit(service, plugin, payload),
-            Drain::Nats(f) => f.submit(service, plugin, payload),
-        }
-        .map_err(|e| e.to_string())
-    }
-
-    /// Spools one event whose answer goes to `hook` (MDP only: JetStream replies are not
-    /// taken back, and the hook is dropped).
-    pub fn submit_with_reply(
+    /// Spools one event; returns its sequence number. `hook` gets its answer (MDP only:
+    /// JetStream replies are not taken back, and the hook is dropped).
+    pub fn submit(
         &self,
         service: &str,
         plugin: &str,
         payload: &[u8],
-        hook: ReplyHook,
+        hook: Option<ReplyHook>,
     ) -> Result<u64, String> {
         match self {
-            Drain::Broker(f) => f.submit_with_reply(service, plugin, payload, hook),
+            Drain::Broker(f) => f.submit_hooked(service, plugin, payload, hook),
             Drain::Nats(f) => f.submit(service, plugin, payload),
         }
         .map_err(|e| e.to_string())

@@ -161,18 +161,16 @@ impl Outbox for SpoolOutbox {
             (Drain::Broker(_), n) => triggerd_remote::ext::with_hops(plugin.unwrap_or(""), n),
             (Drain::Nats(_), _) => plugin.unwrap_or("").to_string(),
         };
-        let plugin = plugin.as_str();
-        let Some(reply) = event.reply.clone() else {
-            return self.forwarder.submit(service, plugin, payload).map(|_| ());
-        };
-        let answers = Arc::clone(&self.answers);
-        let subject = event.subject.to_string_lossy().into_owned();
-        let hook = Box::new(move |status: i32, output: &[u8]| {
-            (reply.0)(output);
-            answers.record(&subject, status);
+        let hook = event.reply.clone().map(|reply| {
+            let answers = Arc::clone(&self.answers);
+            let subject = event.subject.to_string_lossy().into_owned();
+            Box::new(move |status: i32, output: &[u8]| {
+                (reply.0)(output);
+                answers.record(&subject, status);
+            }) as triggerd_remote::replies::ReplyHook
         });
         self.forwarder
-            .submit_with_reply(service, plugin, payload, hook)
+            .submit(service, &plugin, payload, hook)
             .map(|_| ())
     }
 }
