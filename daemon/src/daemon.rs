@@ -471,15 +471,17 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         }
         Err(e) => Err(e),
     };
-    apply_loaded(state, bound, generation, loaded).await;
+    apply_loaded(state, bound, generation, loaded, true).await;
 }
 
 /// Puts a loaded config in place (a refused one is reported, the running one stays).
+/// `reload`: it comes from the file (counted in `reloads`); else from the trigger catalog.
 async fn apply_loaded(
     state: &State,
     bound: &mut [Bound],
     generation: u64,
     loaded: Result<Config, String>,
+    reload: bool,
 ) {
     let outcome = match loaded {
         Ok(mut new) => {
@@ -497,7 +499,12 @@ async fn apply_loaded(
                 kept = applied.kept,
                 added = applied.added,
                 removed = applied.removed,
-                "config reloaded"
+                "{}",
+                if reload {
+                    "config reloaded"
+                } else {
+                    "trigger catalog applied"
+                }
             );
             if new.daemon != lock(&state.config).daemon {
                 tracing::warn!("[daemon] settings changed: they take effect at the next restart");
@@ -505,11 +512,18 @@ async fn apply_loaded(
             *lock(&state.config) = new;
             None
         }
+        Err(e) if !reload => {
+            tracing::error!("trigger catalog not applied, the running rules stay:\n{e}");
+            return;
+        }
         Err(e) => {
             tracing::error!("reload refused, previous config keeps running:\n{e}");
             Some(e)
         }
     };
+    if !reload {
+        return;
+    }
     let status = match &outcome {
         None => "STATUS=running".to_string(),
         Some(e) => format!(

@@ -111,7 +111,7 @@ pub(super) async fn changed(state: &State, bound: &mut [Bound], generation: u64)
     merge(state, &mut new);
     let validators = sources(&state.shared, &new);
     let checked = validate_with(&validators, &new).map(|()| new);
-    apply_loaded(state, bound, generation, checked).await;
+    apply_loaded(state, bound, generation, checked, false).await;
 }
 
 /// The catalog's part of `status`: its counters and one row per synced trigger.

@@ -104,7 +104,8 @@ impl Engine {
             return;
         };
         let id = h.id;
-        let (status, answer) = match body.first().map(Vec::as_slice) {
+        let verb = body.first().map(Vec::as_slice);
+        let (status, answer) = match verb {
             Some(b"snapshot") => self.snapshot(&client, &team, id),
             Some(b"ping") => match self.catalog.subscribers.get_mut(&client) {
                 Some(s) => {
@@ -118,7 +119,9 @@ impl Engine {
         };
         self.reply_final(client, version, service, header, status, &answer);
         // A change from a host reaches every subscriber now, not at the next poll.
-        self.push_catalog();
+        if verb == Some(b"change") && status == 0 {
+            self.push_catalog();
+        }
     }
 
     fn snapshot(&mut self, client: &Identity, team: &str, id: u128) -> (i32, Vec<u8>) {
