@@ -32,6 +32,10 @@ pub const CATALOG_SERVICE: &[u8] = b"mmi.catalog";
 pub(super) const MAX_SUBSCRIBERS: usize = 10_000;
 /// A subscriber that has not pinged for this long is dropped.
 pub(super) const SUBSCRIBER_EXPIRY: Duration = Duration::from_secs(10);
+/// Update bytes pushed to one subscriber between two of its pings; past it the subscriber is
+/// dropped (its next ping gets 404 and it snapshots again), so a peer that does not read
+/// cannot make the broker queue updates for it without bound.
+pub(super) const MAX_UNPINGED_BYTES: usize = 16 << 20;
 /// Longest change request accepted, in bytes.
 const MAX_CHANGE_BYTES: usize = 8 * 1024;
 
@@ -63,6 +67,8 @@ pub(super) struct Subscriber {
     /// The last sequence number this subscriber was sent (snapshot or update).
     sent: u64,
     expiry: Instant,
+    /// Update bytes pushed since its last ping.
+    unpinged: usize,
 }
 
 #[derive(Default)]
@@ -110,6 +116,7 @@ impl Engine {
             Some(b"ping") => match self.catalog.subscribers.get_mut(&client) {
                 Some(s) => {
                     s.expiry = Instant::now() + SUBSCRIBER_EXPIRY;
+                    s.unpinged = 0;
                     (0, json(&Pong { seq: s.sent }))
                 }
                 None => (404, b"not subscribed".to_vec()),
@@ -141,6 +148,7 @@ impl Engine {
                     id,
                     sent: seq,
                     expiry: Instant::now() + SUBSCRIBER_EXPIRY,
+                    unpinged: 0,
                 },
             );
         } else {
@@ -197,7 +205,7 @@ impl Engine {
         for (team, entry) in &rows {
             by_team.entry(team).or_default().push(entry);
         }
-        let mut sends = Vec::new();
+        let (mut sends, mut dropped) = (Vec::new(), Vec::new());
         for (peer, sub) in &mut self.catalog.subscribers {
             let Some(changed) = by_team.get(sub.team.as_str()) else {
                 continue;
@@ -216,15 +224,24 @@ impl Engine {
                 entries,
             };
             sub.sent = seq;
-            let body = vec![
-                ReplyHeader {
-                    id: sub.id,
-                    status: 0,
-                }
-                .encode(),
-                json(&update),
-            ];
-            sends.push((peer.clone(), body));
+            let update = json(&update);
+            sub.unpinged += update.len();
+            if sub.unpinged > MAX_UNPINGED_BYTES {
+                dropped.push(peer.clone());
+                continue;
+            }
+            let header = ReplyHeader {
+                id: sub.id,
+                status: 0,
+            };
+            sends.push((peer.clone(), vec![header.encode(), update]));
+        }
+        for peer in dropped {
+            self.catalog.subscribers.remove(&peer);
+            let id = hex(&peer);
+            self.refusals.refuse(Refusal::QueueFull, || {
+                format!("catalog subscriber {id}: {MAX_UNPINGED_BYTES} bytes of updates unread")
+            });
         }
         for (peer, body) in sends {
             let msg = Message::ClientReply {
