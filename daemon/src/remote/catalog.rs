@@ -416,3 +416,39 @@ fn decode<T: for<'de> Deserialize<'de>>(
     }
     value
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_cache_is_an_empty_catalog_and_bad_entries_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("catalog.json"), b"{not json").expect("write");
+        let shared = CatalogShared::load(dir.path());
+        assert!(shared.entries().is_empty());
+        let good = CatalogEntry::trigger("weather/rpi/station1", "demo");
+        let bad = CatalogEntry::trigger("../escape", "demo");
+        shared.accept(4, vec![good.clone(), bad]);
+        assert_eq!(shared.status().refused, 1);
+        // An update must follow this host's number; a gap is refused whole.
+        let gap = Update {
+            prev: 3,
+            seq: 5,
+            entries: Vec::new(),
+        };
+        assert!(!shared.apply(gap));
+        let removal = Update {
+            prev: 4,
+            seq: 5,
+            entries: vec![CatalogEntry {
+                deleted: true,
+                ..good
+            }],
+        };
+        assert!(shared.apply(removal));
+        shared.save();
+        let reloaded = CatalogShared::load(dir.path());
+        assert_eq!((reloaded.status().seq, reloaded.entries().len()), (5, 0));
+    }
+}
