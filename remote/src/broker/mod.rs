@@ -30,7 +30,7 @@ pub use store::{
 use crate::security::{KeyPair, Mechanism, SecurityError};
 
 /// How often the broker looks for catalog changes made by the admin verbs.
-const CATALOG_POLL: Duration = Duration::from_millis(100);
+const CATALOG_POLL: Duration = Duration::from_millis(25);
 
 /// Broker configuration (the `--config` TOML file; every key optional).
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,6 @@
 //! `triggerd-broker trigger ...`: the trigger catalog's admin verbs. Like every admin verb
 //! they write the broker's store; the running broker notices the new sequence number within
-//! a tenth of a second and pushes the change to every subscribed host.
+//! 25 ms and pushes the change to every subscribed host.
 
 use clap::Subcommand;
 use triggerd_remote::broker::{CatalogChange, CatalogEntry, Store};

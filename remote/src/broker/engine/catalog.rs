@@ -12,7 +12,7 @@
 //! `{"prev": P, "seq": S, "entries": [...]}` (rows of their team changed after P, tombstones
 //! included). A host whose own number is not P, or whose ping answer differs from it, has
 //! missed something and re-snapshots. The broker polls the store's sequence number every
-//! tenth of a second, so admin verbs (which write the store) reach hosts within that.
+//! 40th of a second (25 ms), so admin verbs (which write the store) reach hosts within that.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -3,8 +3,8 @@
 //! remove) takes the next value of one store-wide sequence number and stamps the rows it
 //! touches; a removed path stays as a tombstone row, so "every row with a sequence number
 //! above N" is exactly the update a host at N is missing (the Clone pattern's updates). The
-//! admin verbs write here; the running broker notices a new sequence number within a tenth
-//! of a second and pushes the rows to its subscribers.
+//! admin verbs write here; the running broker notices a new sequence number within 25 ms
+//! and pushes the rows to its subscribers.
 
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
