@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 
 use super::{apply_loaded, sources, validate_with, Bound, Command, State};
 use crate::config::{Action, Config, Trigger};
-use crate::remote::catalog::{CatalogShared, CatalogStatus, CatalogSync, SyncedTrigger};
+use crate::remote::catalog::{CatalogShared, CatalogStatus, SyncedTrigger};
 use crate::remote::catalog_change::{self, MergedPaths};
+use crate::remote::catalog_sync::CatalogSync;
 use crate::remote::Credentials;
 use triggerd_support::lock;
 

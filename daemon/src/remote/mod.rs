@@ -9,6 +9,7 @@
 mod answers;
 pub mod catalog;
 pub mod catalog_change;
+pub mod catalog_sync;
 mod drain;
 pub mod hops;
 pub mod nats;
