@@ -63,8 +63,8 @@ pub enum IdentityAction {
     Add {
         role: String,
         name: String,
-        /// The host's public key (Z85, as `triggerd keygen` prints it).
-        #[arg(long)]
+        /// The host's public key (Z85, as `triggerd keygen` prints it; it may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         key: Option<String>,
         #[arg(long, default_value = DEFAULT_TEAM)]
         team: String,
