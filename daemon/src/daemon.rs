@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Reply, Request, Responder, Status};
 use crate::dispatch::{Disabled, Dispatcher};
 use crate::event::SourceKind;
+use crate::remote::catalog::CatalogShared;
 use crate::remote::Remote;
 use crate::sources::channel::{channel_status, ChannelSource, Channels};
 use crate::sources::fanotify::{FanotifySource, WatchStatus};
@@ -23,6 +24,8 @@ use crate::sources::timer::TimerSource;
 use crate::sources::webhook::{webhook_status, WebhookSource, Webhooks};
 use crate::sources::{Bindings, Emitter, EventSource, SourceContext};
 use crate::systemd;
+
+mod catalog;
 use triggerd_support::lock;
 use triggerd_watch::EventMask;
 
@@ -35,6 +38,8 @@ pub enum Command {
     Reload,
     /// Stop taking events, let running actions finish (bounded), return.
     Shutdown,
+    /// The broker's trigger catalog changed: merge it into the running config.
+    Catalog,
     /// Like `Shutdown`, but the kernel objects (the trigger mount) are handed over, not
     /// ended, and the process image is replaced by the binary on disk (same pid).
     Reexec,
@@ -123,6 +128,8 @@ struct State {
     remote: Remote,
     /// Commands the control socket gives the main loop (`reexec`).
     commands: mpsc::UnboundedSender<Command>,
+    /// The synced trigger catalog (`sync_triggers = true`).
+    catalog: Option<Arc<CatalogShared>>,
 }
 
 impl Responder for State {
@@ -193,6 +200,11 @@ impl Responder for State {
 
 impl State {
     fn status(&self, rules: Vec<crate::dispatch::RuleStatus>) -> Status {
+        // A summary asks without the rules: the synced triggers' rows still need theirs.
+        let catalog = match (&self.catalog, rules.is_empty()) {
+            (Some(_), true) => catalog::status(self, &self.dispatcher.status()),
+            _ => catalog::status(self, &rules),
+        };
         let (reloads, reload_error) = lock(&self.reloads).clone();
         Status {
             pid: std::process::id(),
@@ -206,7 +218,10 @@ impl State {
             triggers: trigger_status(&self.shared.triggers),
             webhooks: webhook_status(&self.shared.webhooks),
             providers: lock(&self.shared.providers).clone(),
-            remote: Box::new(self.remote.status()),
+            remote: Box::new(crate::remote::RemoteStatus {
+                catalog,
+                ..self.remote.status()
+            }),
             control_refused: control::refused(),
             fds: crate::fds::usage(),
         }
@@ -215,7 +230,7 @@ impl State {
 
 /// Runs the daemon on `config` until a `Shutdown` command (or the sender is dropped).
 pub async fn run(
-    config: Config,
+    mut config: Config,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<(), DaemonError> {
     let control_path = config.daemon.control.clone();
@@ -231,6 +246,7 @@ pub async fn run(
         path: state_dir.display().to_string(),
         source,
     })?;
+    let catalog = catalog::open(&mut config);
     let dispatcher = Dispatcher::new(&config.daemon.state_dir);
     let shared = Shared::default();
     let ids = Arc::new(AtomicU64::new(0));
@@ -284,7 +300,8 @@ pub async fn run(
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let (own_commands, mut own_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
-        commands: own_commands,
+        commands: own_commands.clone(),
+        catalog,
         config: Mutex::new(config),
         reloads: Mutex::new((0, None)),
         dispatcher: Arc::clone(&dispatcher),
@@ -299,6 +316,7 @@ pub async fn run(
         control_group,
         stopped.clone(),
     ));
+    let _sync = catalog::follow(&state, own_commands);
     systemd::notify("READY=1\nSTATUS=running");
     run_at_start(&state, &applied.run_at_start).await;
     triggerd_support::release_free_heap();
@@ -318,6 +336,10 @@ pub async fn run(
             Command::Reload => {
                 generation += 1;
                 reload(&state, &mut bound, generation).await;
+            }
+            Command::Catalog => {
+                generation += 1;
+                catalog::changed(&state, &mut bound, generation).await;
             }
             Command::Shutdown => break Command::Shutdown,
             Command::Reexec => break Command::Reexec,
@@ -435,6 +457,10 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
     let file = lock(&state.config).file.clone();
     let validators = sources(&state.shared, &lock(&state.config));
     let loaded = match config::load(&file)
+        .map(|mut new| {
+            catalog::merge(state, &mut new);
+            new
+        })
         .map_err(|e| e.to_string())
         .and_then(|new| validate_with(&validators, &new).map(|()| new))
     {
@@ -447,6 +473,18 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
         }
         Err(e) => Err(e),
     };
+    apply_loaded(state, bound, generation, loaded, true).await;
+}
+
+/// Puts a loaded config in place (a refused one is reported, the running one stays).
+/// `reload`: it comes from the file (counted in `reloads`); else from the trigger catalog.
+async fn apply_loaded(
+    state: &State,
+    bound: &mut [Bound],
+    generation: u64,
+    loaded: Result<Config, String>,
+    reload: bool,
+) {
     let outcome = match loaded {
         Ok(mut new) => {
             new.share_unchanged(&lock(&state.config));
@@ -463,7 +501,12 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
                 kept = applied.kept,
                 added = applied.added,
                 removed = applied.removed,
-                "config reloaded"
+                "{}",
+                if reload {
+                    "config reloaded"
+                } else {
+                    "trigger catalog applied"
+                }
             );
             if new.daemon != lock(&state.config).daemon {
                 tracing::warn!("[daemon] settings changed: they take effect at the next restart");
@@ -471,11 +514,18 @@ async fn reload(state: &State, bound: &mut [Bound], generation: u64) {
             *lock(&state.config) = new;
             None
         }
+        Err(e) if !reload => {
+            tracing::error!("trigger catalog not applied, the running rules stay:\n{e}");
+            return;
+        }
         Err(e) => {
             tracing::error!("reload refused, previous config keeps running:\n{e}");
             Some(e)
         }
     };
+    if !reload {
+        return;
+    }
     let status = match &outcome {
         None => "STATUS=running".to_string(),
         Some(e) => format!(

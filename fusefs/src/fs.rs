@@ -19,6 +19,15 @@ use crate::delivery::{read, write, Deliverer, OpenFile, Refused, Triggers, Write
 use crate::handover::{Gate, Session, SessionFile};
 use crate::state::StateFile;
 use crate::tree::{name_from_os, Attrs, Kind, Node, Tree};
+use crate::NamespaceChange;
+
+/// The path of `name` in directory `parent`, relative to the mount.
+fn child_path(tree: &Tree, parent: u64, name: &str) -> String {
+    match tree.path_of(parent) {
+        dir if dir.is_empty() => name.to_string(),
+        dir => format!("{dir}/{name}"),
+    }
+}
 
 /// How long the kernel may cache names and attributes. Reloads also invalidate explicitly;
 /// this bounds what a missed invalidation could leave behind.
@@ -195,6 +204,26 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         let _pass = self.0.gate.enter();
+        if let Some(mode) = mode {
+            let path = read(&self.0.tree).path_of(ino.0);
+            let change = NamespaceChange::Chmod {
+                path,
+                mode: mode & 0o7777,
+            };
+            match self.0.deliverer.sink.namespace(&change) {
+                None => {}
+                Some(Err(errno)) => return reply.error(Errno::from_i32(errno)),
+                Some(Ok(())) => {
+                    let tree = read(&self.0.tree);
+                    let Some(node) = tree.node(ino.0) else {
+                        return reply.error(Errno::ENOENT);
+                    };
+                    let mut attr = self.0.attr(ino.0, node);
+                    attr.perm = (mode & 0o7777) as u16;
+                    return reply.attr(&TTL, &attr);
+                }
+            }
+        }
         let mut tree = write(&self.0.tree);
         let Some(node) = tree.node(ino.0) else {
             return reply.error(Errno::ENOENT);
@@ -256,6 +285,15 @@ impl Filesystem for FuseFs {
             uid: req.uid(),
             gid: req.gid(),
         };
+        let path = child_path(&read(&self.0.tree), parent.0, name);
+        if let Some(Err(errno)) = self
+            .0
+            .deliverer
+            .sink
+            .namespace(&NamespaceChange::Mkdir { path })
+        {
+            return reply.error(Errno::from_i32(errno));
+        }
         let mut tree = write(&self.0.tree);
         match tree.mkdir(parent.0, name, attrs) {
             Ok(ino) => {
@@ -313,6 +351,18 @@ impl Filesystem for FuseFs {
         let (Ok(name), Ok(newname)) = (name_from_os(name), name_from_os(newname)) else {
             return reply.error(Errno::EINVAL);
         };
+        let change = {
+            let tree = read(&self.0.tree);
+            NamespaceChange::Rename {
+                from: child_path(&tree, parent.0, name),
+                to: child_path(&tree, newparent.0, newname),
+            }
+        };
+        match self.0.deliverer.sink.namespace(&change) {
+            None => {}
+            Some(Ok(())) => return reply.ok(),
+            Some(Err(errno)) => return reply.error(Errno::from_i32(errno)),
+        }
         let mut tree = write(&self.0.tree);
         match tree.rename(parent.0, name, newparent.0, newname) {
             Ok(()) => {

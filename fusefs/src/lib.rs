@@ -146,6 +146,22 @@ pub struct Message {
 /// message. A refused message is counted as dropped and logged by the filesystem.
 pub trait MessageSink: Send + Sync + 'static {
     fn offer(&self, msg: Message, wait: Duration) -> bool;
+
+    /// Asked before a namespace change is applied to the tree, on a FUSE thread (no tree
+    /// lock held). `None`: the tree applies it as usual. `Some(Ok(()))`: it was applied
+    /// elsewhere (the owner of the specs will update the tree); a mkdir still makes the
+    /// directory here. `Some(Err(errno))`: refused with that errno, nothing changes.
+    fn namespace(&self, _change: &NamespaceChange) -> Option<Result<(), i32>> {
+        None
+    }
+}
+
+/// A namespace change asked for in the mount, by paths relative to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceChange {
+    Mkdir { path: String },
+    Rename { from: String, to: String },
+    Chmod { path: String, mode: u32 },
 }
 
 /// How and where to mount.

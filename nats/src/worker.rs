@@ -222,7 +222,8 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
         let _ = message.double_ack().await;
         return;
     }
-    let plugin_name = wire::header(headers, wire::PLUGIN).unwrap_or("");
+    let field = wire::header(headers, wire::PLUGIN).unwrap_or("");
+    let (plugin_name, hops) = triggerd_remote::ext::split_hops(field);
     let Some(plugin) = context.worker.resolve(plugin_name) else {
         let text = format!("no plugin {plugin_name:?} here").into_bytes();
         reply.last(STATUS_NO_PLUGIN, &[text]).await;
@@ -239,6 +240,7 @@ async fn handle(context: Arc<Context>, message: jetstream::Message) {
         service: context.worker.options().service.clone(),
         payload: message.payload.to_vec(),
         timeout: plugin_timeout(limit, context.config.timeout),
+        hops,
     };
     let outcome = if plugin.inline() {
         // Quick and never blocking (echo): run here, its lines sent after it.

@@ -27,6 +27,28 @@ pub const HELLO_MAGIC: &[u8; 5] = b"\xffTRW1";
 /// Longest plugin name accepted in a header.
 pub const MAX_PLUGIN_NAME: usize = 255;
 
+/// Longest chain of requests a write may start (the loop guard): a request carries how many
+/// requests led to it (`hops`), a worker gives its plugin `TRIGGERD_HOPS` = hops + 1, and a
+/// write by a process whose environment says `TRIGGERD_HOPS` >= this is refused.
+pub const MAX_HOPS: u8 = 8;
+
+/// The plugin field with the hop count after a NUL (plugin names never hold one), so the
+/// count travels through the spool and the request header unchanged; 0 adds nothing.
+pub fn with_hops(plugin: &str, hops: u8) -> String {
+    match hops {
+        0 => plugin.to_string(),
+        n => format!("{plugin}\0{n}"),
+    }
+}
+
+/// Splits a plugin field written by [`with_hops`]; a missing or bad count is 0.
+pub fn split_hops(field: &str) -> (&str, u8) {
+    match field.split_once('\0') {
+        Some((plugin, hops)) => (plugin, hops.parse().unwrap_or(0)),
+        None => (field, 0),
+    }
+}
+
 /// Longest service name the broker accepts (in requests and READY), in bytes.
 pub const MAX_SERVICE_NAME: usize = 255;
 /// Exit status the broker reports for a request it refuses as malformed (`EX_DATAERR`), e.g.

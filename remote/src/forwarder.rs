@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError, ClientOptions, Event};
 use crate::ext::{STATUS_BUSY, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
+use crate::replies::{Replies, ReplyHook};
 use crate::spool::{Spool, SpoolError, SpoolStats};
 
 /// How long an event the broker refused as busy (75) waits before it is sent again.
@@ -89,6 +90,8 @@ pub struct SpoolFront {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub resent: AtomicU64,
+    /// Hooks of records whose answer goes back to their sender.
+    pub replies: Replies,
 }
 
 impl SpoolFront {
@@ -99,6 +102,7 @@ impl SpoolFront {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             resent: AtomicU64::new(0),
+            replies: Replies::default(),
         }
     }
 
@@ -117,8 +121,26 @@ impl SpoolFront {
         plugin: &str,
         payload: &[u8],
     ) -> Result<u64, ForwarderError> {
+        self.append_hooked(service, plugin, payload, None)
+    }
+
+    /// Like [`SpoolFront::append`], and `hook` (if any) gets the record's answer. The hook
+    /// is registered under the spool's lock, so the forwarder cannot read the record before.
+    pub fn append_hooked(
+        &self,
+        service: &str,
+        plugin: &str,
+        payload: &[u8],
+        hook: Option<ReplyHook>,
+    ) -> Result<u64, ForwarderError> {
         let record = encode_record(service, plugin, payload)?;
-        Ok(self.spool().append(&record)?)
+        let mut spool = self.spool();
+        let seq = spool.append(&record)?;
+        if let Some(hook) = hook {
+            self.replies.expect(seq, hook);
+        }
+        drop(spool);
+        Ok(seq)
     }
 
     /// The counters and the spool's.
@@ -201,10 +223,21 @@ impl Forwarder {
         plugin: &str,
         payload: &[u8],
     ) -> Result<u64, ForwarderError> {
+        self.submit_hooked(service, plugin, payload, None)
+    }
+
+    /// Like [`Forwarder::submit`]; `hook` gets the answer (see [`crate::replies`]).
+    pub fn submit_hooked(
+        &self,
+        service: &str,
+        plugin: &str,
+        payload: &[u8],
+        hook: Option<ReplyHook>,
+    ) -> Result<u64, ForwarderError> {
         if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
             return Err(ForwarderError::Stopped);
         }
-        self.shared.append(service, plugin, payload)
+        self.shared.append_hooked(service, plugin, payload, hook)
     }
 
     /// Current counters.
@@ -286,7 +319,15 @@ fn drain(
                 break;
             };
             wait = Duration::ZERO;
-            let Event::Final(reply) = event else { continue };
+            let reply = match event {
+                Event::Final(reply) => reply,
+                Event::Partial { id, body } => {
+                    if (id >> 64) as u64 == origin && in_flight.contains_key(&(id as u64)) {
+                        shared.replies.partial(id as u64, &body);
+                    }
+                    continue;
+                }
+            };
             if (reply.id >> 64) as u64 != origin {
                 continue;
             }
@@ -303,6 +344,7 @@ fn drain(
                 }
             } else if in_flight.remove(&seq).is_some() {
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.replies.done(seq, reply.status, &reply.body);
                 if reply.status != 0 {
                     shared.failed.fetch_add(1, Ordering::Relaxed);
                 }

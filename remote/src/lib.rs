@@ -9,6 +9,7 @@ pub mod client;
 pub mod codec;
 pub mod ext;
 pub mod forwarder;
+pub mod replies;
 pub mod security;
 pub mod spool;
 pub mod worker;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use triggerd::control::{self, Reply, Request, Status};
 use triggerd::dispatch::RuleStatus;
+use triggerd::remote::catalog::SyncedTrigger;
 use triggerd::remote::send::SendRequest;
 use triggerd::sources::provider::ProviderStatus;
 
@@ -464,6 +465,20 @@ fn print_status(status: &Status) {
         );
     }
     print_table(&STATUS_COLUMNS, &status.rules);
+    if let Some(c) = &status.remote.catalog {
+        println!(
+            "trigger catalog at change {}: {} entries, {}, {} snapshots, {} updates, {} resyncs, {} refused, {} collisions (local wins)",
+            c.seq,
+            c.entries,
+            if c.synced { "synced" } else { "not connected (cached tree)" },
+            c.snapshots,
+            c.updates,
+            c.resyncs,
+            c.refused,
+            c.collisions
+        );
+        print_table(&SYNCED_COLUMNS, &c.triggers);
+    }
 }
 
 fn print_summary(summary: &control::summary::Summary) {
@@ -498,6 +513,23 @@ const PROVIDER_COLUMNS: [Column<ProviderRow>; 9] = [
     ("FIRES", |(_, p)| p.fires.to_string()),
     ("REFUSED", |(_, p)| p.refused.to_string()),
     ("DUPLICATES", |(_, p)| p.duplicates.to_string()),
+];
+
+const SYNCED_COLUMNS: [Column<SyncedTrigger>; 7] = [
+    ("SYNCED TRIGGER", |t| t.path.clone()),
+    ("ORIGIN", |t| t.origin.clone()),
+    ("SERVICE", |t| t.service.clone()),
+    ("WRITES", |t| t.writes.to_string()),
+    ("SENDS", |t| t.sends.to_string()),
+    ("FAILURES", |t| t.failures.to_string()),
+    ("LAST REPLY", |t| {
+        t.last_reply
+            .and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0))
+            .map_or_else(
+                || "-".into(),
+                |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            )
+    }),
 ];
 
 const STATUS_COLUMNS: [Column<RuleStatus>; 15] = [

@@ -11,6 +11,7 @@ mod path_filter;
 mod provider;
 mod raw;
 mod remote;
+pub mod synced;
 mod validate;
 
 use std::ffi::OsString;

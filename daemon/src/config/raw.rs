@@ -54,6 +54,7 @@ pub struct RawBroker {
     pub heartbeat: Option<String>,
     pub timeout: Option<String>,
     pub window: Option<i64>,
+    pub sync_triggers: Option<bool>,
     pub creds: Option<String>,
     pub nkey: Option<String>,
     pub tls_ca: Option<String>,

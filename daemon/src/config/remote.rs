@@ -40,6 +40,9 @@ pub struct BrokerSettings {
     pub timeout: Duration,
     /// Events sent and not yet answered at once; 1 delivers strictly in order, one at a time.
     pub window: usize,
+    /// `sync_triggers`: the mount also shows this host's team's trigger catalog, kept in sync
+    /// with the broker (ZeroMQ endpoints only).
+    pub sync_triggers: bool,
     /// NATS only: a `.creds` file, an nkey seed file, a CA file for TLS.
     pub creds: Option<PathBuf>,
     pub nkey: Option<PathBuf>,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use triggerd_nats::NatsForwarder;
+use triggerd_remote::replies::ReplyHook;
 use triggerd_remote::{Forwarder, ForwarderOptions, ForwarderStats, Spool};
 
 use super::{nats, Credentials};
@@ -35,10 +36,17 @@ impl Drain {
             .map_err(|e| format!("[broker] forwarder: {e}"))
     }
 
-    /// Spools one event; returns its sequence number.
-    pub fn submit(&self, service: &str, plugin: &str, payload: &[u8]) -> Result<u64, String> {
+    /// Spools one event; returns its sequence number. `hook` gets its answer (MDP only:
+    /// JetStream replies are not taken back, and the hook is dropped).
+    pub fn submit(
+        &self,
+        service: &str,
+        plugin: &str,
+        payload: &[u8],
+        hook: Option<ReplyHook>,
+    ) -> Result<u64, String> {
         match self {
-            Drain::Broker(f) => f.submit(service, plugin, payload),
+            Drain::Broker(f) => f.submit_hooked(service, plugin, payload, hook),
             Drain::Nats(f) => f.submit(service, plugin, payload),
         }
         .map_err(|e| e.to_string())

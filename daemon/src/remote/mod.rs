@@ -6,7 +6,12 @@
 //! `triggerctl send` (the client verb) is in [`send`]; the counters `status` shows in
 //! [`status`]. A `nats://` endpoint puts the same roles on JetStream ([`nats`]) instead.
 
+mod answers;
+pub mod catalog;
+pub mod catalog_change;
+pub mod catalog_sync;
 mod drain;
+pub mod hops;
 pub mod nats;
 pub mod send;
 pub mod status;
@@ -27,6 +32,7 @@ use triggerd_remote::{Client, ClientOptions, Spool, SpoolOptions, Worker, Worker
 use crate::config::{BrokerSettings, Config, ServiceSettings};
 use crate::dispatch::Outbox;
 use crate::event::Event;
+pub use answers::{Answer, Answers};
 use drain::Drain;
 pub use status::{ForwarderStatus, RemoteStatus, ServiceStatus};
 use triggerd_remote::Mechanism;
@@ -141,15 +147,31 @@ fn lock_spool(dir: &Path) -> Result<Flock<File>, String> {
     })
 }
 
-/// `send` actions put events into the spool; the forwarder delivers them.
+/// `send` actions put events into the spool; the forwarder delivers them. An event with a
+/// reply side (a trigger file) gets the service's answer back there.
 struct SpoolOutbox {
     forwarder: Drain,
+    answers: Arc<Answers>,
 }
 
 impl Outbox for SpoolOutbox {
     fn submit(&self, service: &str, plugin: Option<&str>, event: &Event) -> Result<(), String> {
+        let payload = payload_of(event);
+        let plugin = match (&self.forwarder, hops::of_event(event)?) {
+            // The count rides in the plugin field of MDP requests (JetStream: not carried).
+            (Drain::Broker(_), n) => triggerd_remote::ext::with_hops(plugin.unwrap_or(""), n),
+            (Drain::Nats(_), _) => plugin.unwrap_or("").to_string(),
+        };
+        let hook = event.reply.clone().map(|reply| {
+            let answers = Arc::clone(&self.answers);
+            let subject = event.subject.to_string_lossy().into_owned();
+            Box::new(move |status: i32, output: &[u8]| {
+                (reply.0)(output);
+                answers.record(&subject, status);
+            }) as triggerd_remote::replies::ReplyHook
+        });
         self.forwarder
-            .submit(service, plugin.unwrap_or(""), payload_of(event))
+            .submit(service, &plugin, payload, hook)
             .map(|_| ())
     }
 }
@@ -208,12 +230,23 @@ impl Remote {
         let remote = Remote {
             broker: Some(broker.clone()),
             credentials,
-            outbox: Mutex::new(Some(Arc::new(SpoolOutbox { forwarder }))),
+            outbox: Mutex::new(Some(Arc::new(SpoolOutbox {
+                forwarder,
+                answers: Arc::default(),
+            }))),
             services: Mutex::default(),
             _spool_lock: Some(spool_lock),
         };
         remote.apply_services(&config.services)?;
         Ok(remote)
+    }
+
+    /// The last answer each trigger file got from a service, by trigger path.
+    pub fn answers(&self) -> std::collections::BTreeMap<String, Answer> {
+        lock(&self.outbox)
+            .as_ref()
+            .map(|o| o.answers.snapshot())
+            .unwrap_or_default()
     }
 
     /// Where the dispatcher's `send` actions go.
@@ -375,6 +408,7 @@ impl Remote {
             broker: self.broker.as_ref().map(|b| b.endpoint.clone()),
             forwarder,
             services,
+            catalog: None,
         }
     }
 }

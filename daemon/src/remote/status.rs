@@ -12,6 +12,9 @@ pub struct RemoteStatus {
     pub broker: Option<String>,
     pub forwarder: Option<ForwarderStatus>,
     pub services: Vec<ServiceStatus>,
+    /// The synced trigger catalog (`sync_triggers = true`).
+    #[serde(default)]
+    pub catalog: Option<super::catalog::CatalogStatus>,
 }
 
 /// Events sent through the spool since the daemon started (`pending`/`bytes`: now).

@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use triggerd_fusefs::{
-    Message, MessageSink, MountOptions, Split, TriggerFs, TriggerLimits, TriggerSpec,
+    Message, MessageSink, MountOptions, NamespaceChange, Split, TriggerFs, TriggerLimits,
+    TriggerSpec,
 };
 use triggerd_watch::EventMask;
 
@@ -124,6 +125,20 @@ impl MessageSink for Handoff {
             .block_on(self.emitter.fire_waiting(&rule, event, wait));
         delivery != Delivery::Full
     }
+
+    fn namespace(&self, change: &NamespaceChange) -> Option<Result<(), i32>> {
+        NAMESPACE_HOOK.get().and_then(|hook| hook(change))
+    }
+}
+
+/// Decides namespace changes made in the mount before the tree applies them (the synced
+/// trigger catalog's: they are changes at the broker). One per process, set once.
+pub type NamespaceHook = Box<dyn Fn(&NamespaceChange) -> Option<Result<(), i32>> + Send + Sync>;
+static NAMESPACE_HOOK: std::sync::OnceLock<NamespaceHook> = std::sync::OnceLock::new();
+
+/// Installs the namespace hook (a second call is ignored).
+pub fn set_namespace_hook(hook: NamespaceHook) {
+    let _ = NAMESPACE_HOOK.set(hook);
 }
 
 /// File key → rule name, as the current bindings say.
@@ -295,6 +310,11 @@ fn event_of(
     };
     let pid = i32::try_from(message.pid).ok();
     let mut event = emitter.event(PathBuf::from(key), EventMask::EMPTY, pid, message.payload);
+    if let Some(hops) = pid.and_then(crate::remote::hops::of_process) {
+        event
+            .fields
+            .push((crate::remote::hops::FIELD.to_string(), hops.to_string()));
+    }
     let replies = Arc::clone(mounted);
     let trigger = message.trigger.clone();
     event.reply = Some(ReplyTo(Arc::new(move |output: &[u8]| {

@@ -30,6 +30,7 @@ const TRIM_AFTER_BYTES: u64 = 4 << 20;
 
 mod admission;
 mod bounds;
+pub(super) mod catalog;
 mod flow;
 mod teams;
 
@@ -115,6 +116,8 @@ pub(crate) struct Engine {
     client_queue_bytes: u64,
     /// Frame bytes received since freed heap was last given back to the kernel.
     received_since_trim: u64,
+    /// Catalog subscribers and what was pushed to them.
+    catalog: catalog::CatalogState,
 }
 
 /// A peer-chosen name as it may appear in a log line: at most 64 bytes, control and non-ASCII
@@ -160,7 +163,9 @@ impl Engine {
             queue_bytes: config.queue_bytes,
             client_queue_bytes: config.client_queue_bytes,
             received_since_trim: 0,
+            catalog: catalog::CatalogState::default(),
         }
+        .with_catalog_pushed()
     }
 
     pub(crate) fn socket(&self) -> &zmq::Socket {

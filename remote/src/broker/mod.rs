@@ -19,13 +19,18 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+pub use engine::catalog::{Pong, Snapshot, Update, CATALOG_SERVICE};
 pub use memory::return_large_frames_to_the_kernel;
+pub use store::MAX_ENTRIES as MAX_ENTRIES_PER_TEAM;
 pub use store::{
-    Access, Algorithm, IdentityInfo, Peer, Role, ServiceOverview, ServiceSettings, Store,
-    StoreError, DEFAULT_TEAM,
+    Access, Algorithm, CatalogChange, CatalogEntry, IdentityInfo, Peer, Role, ServiceOverview,
+    ServiceSettings, Store, StoreError, DEFAULT_TEAM,
 };
 
 use crate::security::{KeyPair, Mechanism, SecurityError};
+
+/// How often the broker looks for catalog changes made by the admin verbs.
+const CATALOG_POLL: Duration = Duration::from_millis(25);
 
 /// Broker configuration (the `--config` TOML file; every key optional).
 #[derive(Debug, Clone, Deserialize)]
@@ -257,8 +262,12 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
     let tick = (config.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     let mut next_tick = Instant::now();
     let mut next_settings = Instant::now() + Duration::from_secs(1);
+    // Admin verbs write the store: a catalog change reaches subscribers within this.
+    let mut next_catalog = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let wait = next_tick
+            .min(next_catalog)
+            .saturating_duration_since(Instant::now());
         let mut items = [
             engine.socket().as_poll_item(zmq::POLLIN),
             monitor.as_poll_item(zmq::POLLIN),
@@ -278,6 +287,10 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         if now >= next_tick {
             engine.housekeeping(now);
             next_tick = now + tick;
+        }
+        if now >= next_catalog {
+            engine.push_catalog();
+            next_catalog = now + CATALOG_POLL;
         }
         if now >= next_settings {
             engine.reload_settings();

@@ -142,6 +142,7 @@ mod tests {
             service: "demo".into(),
             payload: payload.to_vec(),
             timeout,
+            hops: 0,
         }
     }
 

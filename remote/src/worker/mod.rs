@@ -331,7 +331,8 @@ impl Worker {
             )?;
             return Ok(true);
         }
-        let plugin_name = header.as_ref().map(|h| h.plugin.as_str()).unwrap_or("");
+        let field = header.as_ref().map(|h| h.plugin.as_str()).unwrap_or("");
+        let (plugin_name, hops) = ext::split_hops(field);
         let Some(plugin) = self.resolve(plugin_name) else {
             let message = format!("no plugin {plugin_name:?} here").into_bytes();
             send_frames(
@@ -357,6 +358,7 @@ impl Worker {
                 0 => DEFAULT_PLUGIN_TIMEOUT,
                 ms => Duration::from_millis(ms.into()),
             },
+            hops,
         };
         if plugin.inline() {
             let mut sent: Result<(), zmq::Error> = Ok(());

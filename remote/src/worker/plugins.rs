@@ -29,6 +29,8 @@ pub struct PluginRequest {
     pub payload: Vec<u8>,
     /// Time left before the broker gives up on the request.
     pub timeout: Duration,
+    /// Requests in the chain that led to this one (see [`crate::ext::MAX_HOPS`]).
+    pub hops: u8,
 }
 
 /// The FINAL answer of a plugin.
@@ -138,6 +140,7 @@ impl Plugin for Command {
         let env = [
             ("TRIGGERD_SERVICE", request.service.clone()),
             ("TRIGGERD_REQUEST_ID", format!("{:032x}", request.id)),
+            ("TRIGGERD_HOPS", (u16::from(request.hops) + 1).to_string()),
         ];
         match process::run(
             &self.argv,

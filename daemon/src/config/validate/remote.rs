@@ -236,6 +236,13 @@ fn broker_settings(
     let timeout = positive("timeout", &raw.timeout, problems).unwrap_or(DEFAULT_SEND_TIMEOUT);
     let window = number(table, "window", raw.window, 1..=65_536, problems)
         .map_or(DEFAULT_WINDOW, |n| n as usize);
+    let sync_triggers = raw.sync_triggers.unwrap_or(false);
+    if sync_triggers && nats {
+        problems.push(table.problem(
+            "sync_triggers",
+            "the trigger catalog is synced from a ZeroMQ broker (tcp:// or ipc://), not NATS",
+        ));
+    }
     (problems.len() == before).then(|| BrokerSettings {
         endpoint,
         security,
@@ -250,6 +257,7 @@ fn broker_settings(
         heartbeat,
         timeout,
         window,
+        sync_triggers,
         creds,
         nkey,
         tls_ca,

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use triggerd_remote::broker::{Algorithm, BrokerConfig, Role, Store, DEFAULT_TEAM};
 use triggerd_remote::security::{public_path, KeyPair};
 
+use super::catalog::TriggerAction;
 use super::usage;
 
 #[derive(Subcommand)]
@@ -35,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Manage the trigger catalog: trigger files every host of a team shows.
+    Trigger {
+        #[command(subcommand)]
+        action: TriggerAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,11 +63,14 @@ pub enum IdentityAction {
     Add {
         role: String,
         name: String,
-        /// The host's public key (Z85, as `triggerd keygen` prints it).
-        #[arg(long)]
+        /// The host's public key (Z85, as `triggerd keygen` prints it; it may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         key: Option<String>,
         #[arg(long, default_value = DEFAULT_TEAM)]
         team: String,
+        /// May change its team's trigger catalog (mkdir, mv, chmod in a host's mount).
+        #[arg(long)]
+        catalog_admin: bool,
     },
     /// Remove an identity.
     Remove { name: String },
@@ -188,15 +197,18 @@ pub fn run(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
             IdentityAction::Add {
                 role: r,
                 name,
-                key: Some(key),
+                key,
                 team,
-            } => store.add_key_identity(role(&r)?, &name, &key, &team)?,
-            IdentityAction::Add {
-                role: r,
-                name,
-                key: None,
-                team,
-            } => println!("{}", store.add_identity(role(&r)?, &name, &team)?),
+                catalog_admin,
+            } => {
+                match key {
+                    Some(key) => store.add_key_identity(role(&r)?, &name, &key, &team)?,
+                    None => println!("{}", store.add_identity(role(&r)?, &name, &team)?),
+                }
+                if catalog_admin {
+                    store.set_catalog_admin(&name, true)?;
+                }
+            }
             IdentityAction::Remove { name } => remove_identity(&store, &name)?,
             IdentityAction::List { json: true } => {
                 println!("{}", serde_json::to_string_pretty(&store.identities()?)?)
@@ -226,6 +238,7 @@ pub fn run(config: &BrokerConfig, command: Command) -> anyhow::Result<()> {
             TokenAction::Remove { name } => remove_identity(&store, &name)?,
         },
         Command::Service { action } => service(&store, action)?,
+        Command::Trigger { action } => super::catalog::run(&store, action)?,
     }
     Ok(())
 }

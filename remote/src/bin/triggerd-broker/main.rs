@@ -2,6 +2,7 @@
 //! (`admin`).
 
 mod admin;
+mod catalog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

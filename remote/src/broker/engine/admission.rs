@@ -114,6 +114,9 @@ impl Engine {
             );
             return;
         }
+        if service == super::catalog::CATALOG_SERVICE {
+            return self.on_catalog(client, user, version, header, body);
+        }
         if service.starts_with(b"mmi.") {
             let answer: Vec<u8> = match (service.as_slice(), body.first()) {
                 (b"mmi.service", Some(name)) => {

@@ -14,8 +14,10 @@ use argon2::{Algorithm as Argon2Algorithm, Argon2, Params, Version as Argon2Vers
 use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod catalog;
 mod services;
 mod teams;
+pub use catalog::{valid_path, CatalogChange, CatalogEntry, MAX_ENTRIES, MAX_PATH};
 pub use services::{Algorithm, ServiceOverview, ServiceSettings};
 pub use teams::{access, Access, DEFAULT_TEAM};
 
@@ -121,6 +123,7 @@ impl Store {
         )?;
         let store = Store { conn };
         store.migrate()?;
+        store.create_catalog()?;
         Ok(store)
     }
 
@@ -133,6 +136,7 @@ impl Store {
             ("services", "team", "TEXT"),
             ("services", "public", "INTEGER NOT NULL DEFAULT 0"),
             ("live_workers", "load", "INTEGER NOT NULL DEFAULT 0"),
+            ("identities", "catalog_admin", "INTEGER NOT NULL DEFAULT 0"),
         ];
         for (table, column, kind) in added {
             let present: bool = self.conn.query_row(
