@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use triggerd_benches::{percentile, spawn_daemon, start_broker, triggerd_bin, wait_until, Killed};
+use triggerd_benches::{
+    percentile, spawn_daemon, start_broker, triggerd_bin, wait_until, StopOnDrop,
+};
 use triggerd_remote::broker::{CatalogChange, CatalogEntry, Snapshot, Store, DEFAULT_TEAM};
 use triggerd_remote::{Client, ClientOptions, Event};
 
@@ -27,7 +29,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 struct Host {
     mount: PathBuf,
-    _daemon: Killed,
+    _daemon: StopOnDrop,
 }
 
 fn host(triggerd: &Path, dir: &Path, endpoint: &str, i: usize) -> Result<Host> {
