@@ -18,7 +18,7 @@ deps:
 	scripts/deps
 
 build: deps
-	$(CARGO) build --release --locked -p triggerd -p triggerd-remote
+	$(CARGO) build --release --locked -p triggerd -p triggerd-broker
 
 # Binaries and the unit always; the config only when there is none (it is the admin's).
 install: build
