@@ -1,9 +1,10 @@
 //! Running a command for an event: argv with tokens substituted, `TRIGGERD_*` in the
-//! environment, the payload on stdin, its own process group (so a timeout or a restart kills
-//! everything it started), optional uid/gid, stdout/stderr logged line by line under the rule's
-//! name. The child starts clean ([`triggerd_spawn`]: fds 0-2, the base environment plus the
-//! rule's `env`, the user's groups, umask 022, `/` or `chdir`). The child is always waited
-//! for, so it never lingers as a zombie.
+//! environment (a batch's size in `TRIGGERD_BATCH_COUNT`), stdin as the rule's `stdin` says
+//! (`super::stdin`), its own process group (so a timeout or a restart kills everything it
+//! started), optional uid/gid, stdout/stderr logged line by line under the rule's name. The
+//! child starts clean ([`triggerd_spawn`]: fds 0-2, the base environment plus the rule's
+//! `env`, the user's groups, umask 022, `/` or `chdir`). The child is always waited for, so it
+//! never lingers as a zombie.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -78,18 +79,20 @@ pub async fn run_exec(
     event: &Event,
     started: impl FnOnce(Running),
 ) -> (ExecOutcome, Vec<u8>) {
-    let mut child = match build_command(rule, action, event).and_then(|mut c| c.spawn()) {
-        Ok(child) => child,
-        Err(e) => {
-            let program = action
-                .argv
-                .first()
-                .map(|p| p.to_string_lossy().into_owned());
-            let message = format!("{}: {e}", program.unwrap_or_default());
-            tracing::warn!(rule, "cannot start: {message}");
-            return (ExecOutcome::SpawnFailed(message), Vec::new());
-        }
-    };
+    let input = super::stdin_input(action.stdin, event);
+    let mut child =
+        match build_command(rule, action, event, input.is_empty()).and_then(|mut c| c.spawn()) {
+            Ok(child) => child,
+            Err(e) => {
+                let program = action
+                    .argv
+                    .first()
+                    .map(|p| p.to_string_lossy().into_owned());
+                let message = format!("{}: {e}", program.unwrap_or_default());
+                tracing::warn!(rule, "cannot start: {message}");
+                return (ExecOutcome::SpawnFailed(message), Vec::new());
+            }
+        };
     let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
         return (
             ExecOutcome::SpawnFailed("child vanished".into()),
@@ -100,10 +103,10 @@ pub async fn run_exec(
     started(running.clone());
 
     if let Some(mut stdin) = child.stdin.take() {
-        let payload = event.payload.clone();
+        let input = input.into_owned();
         tokio::spawn(async move {
             // A command that does not read its stdin closes the pipe: not an error.
-            let _ = stdin.write_all(&payload).await;
+            let _ = stdin.write_all(&input).await;
         });
     }
     let stdout = child
@@ -151,7 +154,12 @@ pub async fn run_exec(
     (outcome, tail)
 }
 
-fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Result<Command> {
+fn build_command(
+    rule: &str,
+    action: &ExecAction,
+    event: &Event,
+    no_input: bool,
+) -> std::io::Result<Command> {
     let mut argv = action.argv.iter().map(|arg| substitute(arg, event));
     let program = argv.next().unwrap_or_default();
     let mut command = Command::new(program);
@@ -168,6 +176,12 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Res
         chdir: action.chdir.clone(),
     };
     triggerd_spawn::prepare(command.as_std_mut(), &spec).map_err(std::io::Error::other)?;
+    if let Some(batch) = &event.batch {
+        command.env("TRIGGERD_BATCH_COUNT", batch.entries.len().to_string());
+        if batch.cut {
+            command.env("TRIGGERD_BATCH_OVERFLOW", "1");
+        }
+    }
     let path = &event.subject;
     let since_epoch = event.time.duration_since(UNIX_EPOCH).unwrap_or_default();
     command
@@ -200,8 +214,8 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Res
                 .iter()
                 .map(|(k, v)| (format!("TRIGGERD_FIELD_{}", k.to_ascii_uppercase()), v)),
         )
-        // An empty payload needs no pipe (nor a task to feed it): /dev/null reads as empty.
-        .stdin(if event.payload.is_empty() {
+        // Empty input needs no pipe (nor a task to feed it): /dev/null reads as empty.
+        .stdin(if no_input {
             Stdio::null()
         } else {
             Stdio::piped()
@@ -303,6 +317,7 @@ mod tests {
             payload: Vec::new(),
             reply: None,
             fields: Vec::new(),
+            batch: None,
         };
         let mut handed = None;
         let (outcome, _) = run_exec("r", action, None, &event, |r| handed = Some(r)).await;

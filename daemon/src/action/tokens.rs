@@ -84,6 +84,7 @@ mod tests {
             payload: Vec::new(),
             reply: None,
             fields: Vec::new(),
+            batch: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! owns the runtime state a diff must preserve). Every error names the file, the line and the
 //! key, so `triggerd check` and a failed reload say exactly what to fix.
 
+mod batch;
 mod dropins;
 mod duration;
 mod error;
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use triggerd_watch::EventMask;
 
+pub use batch::{BatchPolicy, Stdin};
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem};
 pub use path_filter::{BadGlob, PathFilter};
@@ -358,6 +360,8 @@ pub struct ExecAction {
     pub env: Vec<(OsString, OsString)>,
     /// Working directory (`chdir`); `/` when unset.
     pub chdir: Option<PathBuf>,
+    /// What the command reads on stdin (`stdin`).
+    pub stdin: Stdin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -412,6 +416,8 @@ pub struct Policy {
     pub on_timeout: OnTimeout,
     /// Coalesce a burst on one path into one run, after this much quiet.
     pub debounce: Option<Duration>,
+    /// Gather a burst of changes below a watch into one run (`batch`).
+    pub batch: Option<BatchPolicy>,
     pub max_running: usize,
     pub on_busy: OnBusy,
     /// Let events caused by this rule's own running actions fire it again.
@@ -435,6 +441,7 @@ impl Default for Policy {
             timeout: None,
             on_timeout: OnTimeout::Allow,
             debounce: None,
+            batch: None,
             max_running: 8,
             on_busy: OnBusy::Queue,
             allow_loop: false,

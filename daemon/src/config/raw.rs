@@ -123,6 +123,12 @@ pub struct RawRule {
     pub timeout: Option<String>,
     pub on_timeout: Option<String>,
     pub debounce: Option<String>,
+    /// `[[watch]]`: settle time of a batch, its bound in time and in paths.
+    pub batch: Option<String>,
+    pub batch_max_wait: Option<String>,
+    pub max_batch: Option<i64>,
+    /// What the command reads on stdin: `payload`, `paths`, `paths0`, `json`, `none`.
+    pub stdin: Option<String>,
     pub max_running: Option<i64>,
     pub on_busy: Option<String>,
     #[serde(rename = "loop")]
@@ -187,6 +193,9 @@ pub const WATCH_KEYS: &[&str] = &[
     "include",
     "exclude",
     "hidden",
+    "batch",
+    "batch_max_wait",
+    "max_batch",
 ];
 pub const TIMER_KEYS: &[&str] = &[
     "every",

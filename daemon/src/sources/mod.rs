@@ -146,6 +146,7 @@ impl Emitter {
             payload,
             reply: None,
             fields: Vec::new(),
+            batch: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! every rule shares (action and delivery) are in `action`.
 
 mod action;
+mod batch;
 mod channel;
 mod file;
 mod provider;

@@ -73,6 +73,7 @@ pub(super) fn facron_rules(
                     group: None,
                     env: Vec::new(),
                     chdir: None,
+                    stdin: Default::default(),
                 }),
                 policy: std::sync::Arc::new(Policy::default()),
             },
@@ -161,6 +162,15 @@ pub(super) fn check_policy(
     }
     if trigger.is_permission() && policy.debounce.is_some() {
         problems.push(table.problem("debounce", "permission events cannot be debounced"));
+    }
+    if trigger.is_permission() && policy.batch.is_some() {
+        problems.push(table.problem("batch", "permission events cannot be batched"));
+    }
+    if policy.batch.is_some() && matches!(action, Action::Send(_)) {
+        problems.push(table.problem("batch", "a batch runs a local command (`exec`)"));
+    }
+    if policy.batch.is_some() && policy.debounce.is_some() {
+        problems.push(table.problem("batch", "give `batch` or `debounce`, not both"));
     }
     if trigger.is_permission() && policy.retry.is_some() {
         problems.push(table.problem("retry", "a permission answer cannot be retried"));
