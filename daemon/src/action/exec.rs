@@ -160,7 +160,10 @@ fn build_command(
     event: &Event,
     no_input: bool,
 ) -> std::io::Result<Command> {
-    let mut argv = action.argv.iter().map(|arg| substitute(arg, event));
+    let mut argv = action
+        .argv
+        .iter()
+        .map(|arg| substitute(arg, event, &action.tokens));
     let program = argv.next().unwrap_or_default();
     let mut command = Command::new(program);
     command.args(argv);

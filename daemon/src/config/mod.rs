@@ -3,11 +3,12 @@
 //! owns the runtime state a diff must preserve). Every error names the file, the line and the
 //! key, so `triggerd check` and a failed reload say exactly what to fix.
 
-mod batch;
+mod command;
 mod dropins;
 mod duration;
 mod error;
 mod facron;
+mod incron;
 mod path_filter;
 mod provider;
 mod raw;
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use triggerd_watch::EventMask;
 
-pub use batch::{BatchPolicy, Stdin};
+pub use command::{BatchPolicy, Stdin, Tokens};
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem};
 pub use path_filter::{BadGlob, PathFilter};
@@ -362,6 +363,8 @@ pub struct ExecAction {
     pub chdir: Option<PathBuf>,
     /// What the command reads on stdin (`stdin`).
     pub stdin: Stdin,
+    /// The token dialect of `argv` (a pasted facron or incron line keeps its own).
+    pub tokens: Tokens,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

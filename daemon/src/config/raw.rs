@@ -13,6 +13,9 @@ pub struct RawFile {
     pub daemon: Option<Spanned<RawDaemon>>,
     #[serde(default)]
     pub facron: Option<Spanned<String>>,
+    /// An incron table pasted verbatim.
+    #[serde(default)]
+    pub incron: Option<Spanned<String>>,
     #[serde(default)]
     pub watch: Vec<Spanned<RawRule>>,
     #[serde(default)]
@@ -37,8 +40,9 @@ pub struct RawFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
-    /// Accepted here too: TOML puts a key written after `[broker]` inside it.
+    /// Accepted here too (and `incron`): TOML puts a key written after `[broker]` inside it.
     pub facron: Option<Spanned<String>>,
+    pub incron: Option<Spanned<String>>,
     pub endpoint: Option<String>,
     pub security: Option<String>,
     pub server_key: Option<String>,
@@ -86,8 +90,9 @@ pub struct RawProvider {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
-    /// Accepted here too: TOML puts a key written after `[daemon]` inside it.
+    /// Accepted here too (and `incron`): TOML puts a key written after `[daemon]` inside it.
     pub facron: Option<Spanned<String>>,
+    pub incron: Option<Spanned<String>>,
     pub control: Option<String>,
     pub control_mode: Option<String>,
     pub control_group: Option<String>,

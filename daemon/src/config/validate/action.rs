@@ -102,6 +102,7 @@ fn action_for(
         chdir,
         // A bad `stdin` is reported once, by `action`.
         stdin: super::batch::stdin(raw).unwrap_or_default(),
+        tokens: Default::default(),
     })
 }
 

@@ -1,99 +1,11 @@
-//! `[[watch]]` tables and facron lines: paths, event expressions, and what only watches may
-//! say (permission answers on timeout).
-
-use std::ops::Range;
+//! `[[watch]]` tables: paths, event expressions, and what only watches may say (permission
+//! answers on timeout, batches).
 
 use triggerd_watch::{parse_events, EventMask};
 
-use super::super::raw::{RawRule, Source};
-use super::super::{
-    facron, Action, ExecAction, PathFilter, Policy, Problem, Rule, RuleDef, Trigger, WatchBackend,
-    WatchTrigger,
-};
-use super::{absolute, action::command, Table};
-
-pub(super) fn facron_rules(
-    source: &Source<'_>,
-    span: Range<usize>,
-    table_text: &str,
-    rules: &mut Vec<Rule>,
-    problems: &mut Vec<Problem>,
-) {
-    let first_line = facron_first_line(source, &span);
-    let (lines, mut found) = facron::parse_table(table_text, first_line);
-    problems.append(&mut found);
-    for entry in lines {
-        let line = first_line + entry.index;
-        let mut line_problem =
-            |m: String| problems.push(Problem::new(line, format!("facron: {m}")));
-        let path = match absolute(&entry.path) {
-            Ok(p) => p,
-            Err(m) => {
-                line_problem(m);
-                continue;
-            }
-        };
-        let events = match parse_events(&entry.masks) {
-            Ok(e) => e,
-            Err(e) => {
-                line_problem(e.to_string());
-                continue;
-            }
-        };
-        let argv = match command(&entry.argv) {
-            Ok(a) => a,
-            Err(m) => {
-                line_problem(m);
-                continue;
-            }
-        };
-        let trigger = WatchTrigger {
-            path,
-            children: events.contains(EventMask::EVENT_ON_CHILD),
-            events,
-            recursive: false,
-            follow: true,
-            backend: WatchBackend::Auto,
-            mount_only: false,
-            filter: PathFilter::default(),
-        };
-        if let Err(m) = check_event_classes(&trigger) {
-            line_problem(m);
-            continue;
-        }
-        rules.push(Rule {
-            name: String::new(),
-            line,
-            origin: None,
-            def: RuleDef {
-                trigger: Trigger::Watch(trigger),
-                action: Action::Exec(ExecAction {
-                    argv,
-                    user: None,
-                    group: None,
-                    env: Vec::new(),
-                    chdir: None,
-                    stdin: Default::default(),
-                }),
-                policy: std::sync::Arc::new(Policy::default()),
-            },
-        });
-    }
-}
-
-/// The config line of the first line of a (possibly multi-line) string value: TOML drops a
-/// newline that directly follows the opening delimiter.
-fn facron_first_line(source: &Source<'_>, span: &Range<usize>) -> usize {
-    let text = source.text;
-    let value = &text[span.start.min(text.len())..span.end.min(text.len())];
-    let delimiter = ["'''", "\"\"\"", "'", "\""]
-        .into_iter()
-        .find(|d| value.starts_with(d))
-        .map_or(0, str::len);
-    let after = &value[delimiter..];
-    let skipped = usize::from(after.starts_with('\n') || after.starts_with("\r\n"));
-    source.line_at(span.start) + skipped
-}
+use super::super::raw::RawRule;
+use super::super::{Action, PathFilter, Policy, Problem, Trigger, WatchBackend, WatchTrigger};
+use super::{absolute, Table};
 
 pub(super) fn trigger(
     table: &Table<'_>,
@@ -238,7 +150,7 @@ fn check_backend(trigger: &WatchTrigger) -> Result<(), (&'static str, String)> {
 }
 
 /// Permission and notification kinds are answered differently; one rule does one of them.
-fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
+pub(super) fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
     let events = trigger.events;
     if events.notification_part().is_empty() && events.permission_part().is_empty() {
         return Err("no event kinds given".into());

@@ -1,6 +1,7 @@
 //! What a run is handed on stdin (`stdin`) and how a watch gathers a burst of changes into one
 //! run (`batch`, `batch_max_wait`, `max_batch`): the validated values; the gathering itself is
-//! the dispatcher's (`dispatch::rule::batch`), the encoding the action's (`action::stdin`).
+//! the dispatcher's (`dispatch::rule::batch`), the encoding the action's (`action::stdin`);
+//! and which token dialect a command's arguments speak (`Tokens`).
 
 use std::time::Duration;
 
@@ -38,4 +39,16 @@ impl BatchPolicy {
     }
 
     pub const DEFAULT_MAX_PATHS: usize = 10_000;
+}
+
+/// Which token meanings a command's arguments have (`action::substitute`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Tokens {
+    /// triggerd's (and facron's) `$$ $@ $# $% $& $*` and `${name}`.
+    #[default]
+    Triggerd,
+    /// A facron line: triggerd's, and facron's counter `$+ $- $=`.
+    Facron,
+    /// An incron line: incron's wildcards, `$@` and `$#` relative to the watched path.
+    Incron { watched: std::path::PathBuf },
 }
