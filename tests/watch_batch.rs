@@ -9,42 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
 
-use common::Daemon;
-
-/// Each run stores its stdin in `OUT/KIND.XXXX.in` and its batch variables beside it.
-const SAVE_STDIN: &str = "f=$(mktemp \"$0/$1.XXXXXXXX\") && cat > \"$f.tmp\" && \
-    printf '%s %s' \"$TRIGGERD_BATCH_COUNT\" \"${TRIGGERD_BATCH_OVERFLOW:-0}\" > \"$f.vars\" && \
-    mv \"$f.tmp\" \"$f.in\" && rm -f \"$f\"";
-
-/// Every saved run of `kind`: (its stdin, `COUNT OVERFLOW`).
-fn saved_runs(out: &Path, kind: &str) -> Vec<(Vec<u8>, String)> {
-    let mut runs = Vec::new();
-    for entry in fs::read_dir(out).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{kind}.")) && name.ends_with(".in") {
-            let input = fs::read(entry.path()).unwrap();
-            let vars = entry.path().with_extension("vars");
-            runs.push((input, fs::read_to_string(vars).unwrap_or_default()));
-        }
-    }
-    runs
-}
-
-fn paths0(input: &[u8]) -> Vec<OsString> {
-    let mut paths: Vec<OsString> = input
-        .split(|b| *b == 0)
-        .map(|p| OsString::from_vec(p.to_vec()))
-        .collect();
-    assert_eq!(
-        paths.pop(),
-        Some(OsString::new()),
-        "every path ends with NUL"
-    );
-    paths
-}
+use common::{paths0, saved_runs, Daemon, SAVE_STDIN};
 
 fn json_paths(input: &[u8]) -> Vec<OsString> {
     let text = std::str::from_utf8(input).expect("json is text");

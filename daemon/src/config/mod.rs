@@ -314,6 +314,30 @@ pub struct WatchTrigger {
     pub mount_only: bool,
     /// `include`, `exclude`, `hidden`: which paths below `path` fire.
     pub filter: PathFilter,
+    /// What a queue overflow does for this watch (`on_overflow`).
+    pub on_overflow: OnOverflow,
+}
+
+/// `on_overflow` of a `[[watch]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnOverflow {
+    /// Count it (and fire rules that ask for `overflow`).
+    #[default]
+    Report,
+    /// Also walk the tree and fire for each file changed since the last walk.
+    Rescan,
+}
+
+impl OnOverflow {
+    /// The kinds a rescan can report (it sees sizes and times, not who opened a file), in the
+    /// order one is chosen among a rule's `events` for the events it fires.
+    pub const KINDS: [EventMask; 5] = [
+        EventMask::CLOSE_WRITE,
+        EventMask::CREATE,
+        EventMask::MOVED_TO,
+        EventMask::MODIFY,
+        EventMask::ATTRIB,
+    ];
 }
 
 /// `backend` of a `[[watch]]`.

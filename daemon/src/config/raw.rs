@@ -120,6 +120,8 @@ pub struct RawRule {
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
     pub hidden: Option<bool>,
+    /// `[[watch]]`: `report` or `rescan`.
+    pub on_overflow: Option<String>,
     pub exec: Option<Vec<String>>,
     pub send: Option<String>,
     pub plugin: Option<String>,
@@ -201,6 +203,7 @@ pub const WATCH_KEYS: &[&str] = &[
     "batch",
     "batch_max_wait",
     "max_batch",
+    "on_overflow",
 ];
 pub const TIMER_KEYS: &[&str] = &[
     "every",

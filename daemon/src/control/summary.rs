@@ -143,6 +143,7 @@ mod tests {
             dead_lettered: 0,
             coalesced: 0,
             batch_cuts: 0,
+            rescanned: 0,
             refused: 0,
             refused_bytes: 0,
             running: 0,

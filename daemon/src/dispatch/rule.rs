@@ -45,6 +45,8 @@ pub struct Counters {
     pub coalesced: AtomicU64,
     /// Batches run early because they reached `max_batch` or their byte bound.
     pub batch_cuts: AtomicU64,
+    /// Events fired by a rescan after a queue overflow (`on_overflow = "rescan"`).
+    pub rescanned: AtomicU64,
     /// Events refused before admission (a bad webhook signature, a queue over its bytes).
     pub refused: AtomicU64,
     /// Payload bytes of events refused or dropped by `queue_bytes`.
@@ -72,6 +74,8 @@ pub struct RuleStatus {
     pub coalesced: u64,
     #[serde(default)]
     pub batch_cuts: u64,
+    #[serde(default)]
+    pub rescanned: u64,
     #[serde(default)]
     pub refused: u64,
     #[serde(default)]
@@ -672,6 +676,7 @@ impl RuleRuntime {
             dead_lettered: load(&c.dead_lettered),
             coalesced: load(&c.coalesced),
             batch_cuts: load(&c.batch_cuts),
+            rescanned: load(&c.rescanned),
             refused: load(&c.refused),
             refused_bytes: load(&c.refused_bytes),
             running: state.slots as u64,

@@ -24,6 +24,7 @@ use triggerd_watch::{
 };
 
 use super::fallback::{self, InotifySide, Trouble};
+use super::rescan::Rescans;
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{Rule, Trigger, WatchBackend, WatchTrigger};
 use crate::dispatch::SourceState;
@@ -264,6 +265,7 @@ impl EventSource for FanotifySource {
                 emitter: ctx.emitter.clone(),
                 status: self.status,
                 bound: SharedBound::default(),
+                rescans: Rescans::default(),
             };
             let gate = permission.as_ref().map(|fd| Arc::clone(&fd.get_ref().0));
             let gate_task = permission.map(|fd| {
@@ -308,6 +310,8 @@ pub(super) struct Delivery {
     pub emitter: Emitter,
     pub status: Arc<Mutex<WatchStatus>>,
     bound: SharedBound,
+    /// The state of the watches that rescan after an overflow.
+    rescans: Rescans,
 }
 
 /// Reads one ready group with `read` (which says: drained, marks went stale); true when its
@@ -391,6 +395,7 @@ impl Source {
 
     fn bind(&mut self, rules: &[Arc<Rule>]) {
         let marks = lock(&self.delivery.bound).bind(rules);
+        self.delivery.rescans.bind(rules, &self.delivery.emitter);
         if marks == self.marks && !marks.notify.is_empty() {
             // Nothing to mark differently: only rules with a new runtime learn their state.
             let errors = std::mem::take(&mut self.errors);
@@ -624,6 +629,7 @@ impl Delivery {
         };
         for (name, asked) in rules {
             self.emitter.overflowed(&name);
+            self.rescans.overflowed(&name, &self.emitter);
             if asked {
                 let event =
                     self.emitter

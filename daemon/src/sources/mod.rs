@@ -12,6 +12,7 @@ mod fallback;
 pub mod fanotify;
 pub mod file;
 pub mod provider;
+mod rescan;
 pub mod timer;
 pub mod webhook;
 

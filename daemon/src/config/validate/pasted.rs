@@ -98,6 +98,7 @@ fn watch(path: std::path::PathBuf, events: EventMask) -> WatchTrigger {
         backend: WatchBackend::Auto,
         mount_only: false,
         filter: PathFilter::default(),
+        on_overflow: Default::default(),
     }
 }
 

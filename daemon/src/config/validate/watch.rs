@@ -4,7 +4,9 @@
 use triggerd_watch::{parse_events, EventMask};
 
 use super::super::raw::RawRule;
-use super::super::{Action, PathFilter, Policy, Problem, Trigger, WatchBackend, WatchTrigger};
+use super::super::{
+    Action, OnOverflow, PathFilter, Policy, Problem, Trigger, WatchBackend, WatchTrigger,
+};
 use super::{absolute, Table};
 
 pub(super) fn trigger(
@@ -45,10 +47,34 @@ pub(super) fn trigger(
         )
         .map_err(|e| problems.push(table.problem(e.key, e.to_string())))
         .ok()?,
+        on_overflow: match raw.on_overflow.as_deref() {
+            None | Some("report") => OnOverflow::Report,
+            Some("rescan") => OnOverflow::Rescan,
+            Some(_) => {
+                problems.push(table.problem("on_overflow", "expected \"report\" or \"rescan\""));
+                return None;
+            }
+        },
     };
     if let Err(m) = check_event_classes(&trigger) {
         problems.push(table.problem("events", m));
         return None;
+    }
+    if trigger.on_overflow == OnOverflow::Rescan {
+        if trigger.is_permission() {
+            problems.push(table.problem("on_overflow", "a permission event cannot be rescanned"));
+            return None;
+        }
+        if !OnOverflow::KINDS
+            .iter()
+            .any(|k| trigger.events.contains(*k))
+        {
+            problems.push(table.problem(
+                "on_overflow",
+                "a rescan reports changed files: `events` needs close_write, create, moved_to, modify or attrib",
+            ));
+            return None;
+        }
     }
     if let Err((key, m)) = check_backend(&trigger) {
         problems.push(table.problem(key, m));
