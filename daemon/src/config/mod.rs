@@ -316,6 +316,9 @@ pub struct WatchTrigger {
     pub filter: PathFilter,
     /// What a queue overflow does for this watch (`on_overflow`).
     pub on_overflow: OnOverflow,
+    /// `poll`: served by comparing `stat` snapshots this often instead of a kernel mark (for
+    /// filesystems whose other clients' changes the kernel never reports).
+    pub poll: Option<Duration>,
 }
 
 /// `on_overflow` of a `[[watch]]`.
@@ -327,6 +330,13 @@ pub enum OnOverflow {
     /// Also walk the tree and fire for each file changed since the last walk.
     Rescan,
 }
+
+/// The kinds a polled watch can report: what two `stat` snapshots can tell apart.
+pub const POLL_KINDS: EventMask = EventMask::CLOSE_WRITE
+    .union(EventMask::MODIFY)
+    .union(EventMask::CREATE)
+    .union(EventMask::DELETE)
+    .union(EventMask::ATTRIB);
 
 impl OnOverflow {
     /// The kinds a rescan can report (it sees sizes and times, not who opened a file), in the

@@ -122,6 +122,8 @@ pub struct RawRule {
     pub hidden: Option<bool>,
     /// `[[watch]]`: `report` or `rescan`.
     pub on_overflow: Option<String>,
+    /// `[[watch]]`: poll with `stat` this often instead of a kernel mark.
+    pub poll: Option<String>,
     pub exec: Option<Vec<String>>,
     pub send: Option<String>,
     pub plugin: Option<String>,
@@ -204,6 +206,7 @@ pub const WATCH_KEYS: &[&str] = &[
     "batch_max_wait",
     "max_batch",
     "on_overflow",
+    "poll",
 ];
 pub const TIMER_KEYS: &[&str] = &[
     "every",

@@ -11,9 +11,11 @@ pub mod channel;
 mod fallback;
 pub mod fanotify;
 pub mod file;
+mod poll;
 pub mod provider;
 mod rescan;
 pub mod timer;
+mod tree;
 pub mod webhook;
 
 use std::future::Future;

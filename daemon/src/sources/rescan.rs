@@ -6,39 +6,26 @@
 //! so nothing changed during an overflow goes unreported; a file may be reported twice,
 //! never not at all.
 //!
-//! Only rules that ask for it hold state, at most `MAX_TRACKED` files each (past it, an
-//! untracked file is reported at every rescan: more runs, never a loss). Walks run on the
+//! Only rules that ask for it hold state (`tree::Snapshot`, bounded in files: past the bound
+//! a file is reported at every rescan: more runs, never a loss). Walks run on the
 //! blocking pool, one at a time per rule; an overflow during a walk asks for one more.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use triggerd_support::lock;
 use triggerd_watch::EventMask;
 
+use super::tree::{Change, Snapshot};
 use super::Emitter;
-use crate::config::{OnOverflow, Rule, Trigger, WatchTrigger};
-
-/// Files whose state one rule keeps.
-const MAX_TRACKED: usize = 1_000_000;
+use crate::config::{OnOverflow, Rule, Trigger};
 
 /// How far before a walk's start a change still counts as "during the walk": file times come
 /// from the kernel's coarse clock, which lags the one `SystemTime::now` reads.
 const CLOCK_SLACK: Duration = Duration::from_secs(1);
-
-/// What a walk keeps of a file: size, mtime and ctime (nanoseconds since the epoch).
-type FileState = (u64, i128, i128);
-
-#[derive(Debug, Default)]
-struct Snapshot {
-    files: HashMap<PathBuf, FileState>,
-    /// When the walk that took it started (nanoseconds since the epoch).
-    started: i128,
-}
 
 #[derive(Debug)]
 struct Tracked {
@@ -166,85 +153,37 @@ impl Tracked {
         let Trigger::Watch(w) = &self.rule.def.trigger else {
             return Vec::new();
         };
-        let started = nanos(SystemTime::now());
-        let mut files = HashMap::new();
-        let mut untracked = Vec::new();
-        visit(w, &mut |path, state| {
-            if files.len() < MAX_TRACKED {
-                files.insert(path, state);
-            } else {
-                untracked.push(path);
-            }
-        });
+        let now = Snapshot::take(w);
         let mut snapshot = lock(&self.snapshot);
         let changed = match snapshot.as_ref() {
             None => Vec::new(),
             Some(old) => {
                 let during = old.started - CLOCK_SLACK.as_nanos() as i128;
-                let mut changed: Vec<PathBuf> = files
-                    .iter()
-                    .filter(|(path, &(size, mtime, ctime))| {
-                        ctime >= during
-                            || old
-                                .files
-                                .get(*path)
-                                .is_none_or(|&(s, m, _)| s != size || m != mtime)
-                    })
-                    .map(|(path, _)| path.clone())
+                let mut changed: Vec<PathBuf> = now
+                    .changes(old)
+                    .into_iter()
+                    .filter(|(_, c)| matches!(c, Change::New | Change::Content))
+                    .map(|(path, _)| path)
                     .collect();
-                changed.extend(untracked);
+                changed.extend(
+                    now.files
+                        .iter()
+                        // Not already counted: same size and mtime as before.
+                        .filter(|(path, &(size, mtime, ctime))| {
+                            ctime >= during
+                                && old
+                                    .files
+                                    .get(*path)
+                                    .is_some_and(|o| o.0 == size && o.1 == mtime)
+                        })
+                        .map(|(path, _)| path.clone()),
+                );
                 changed
             }
         };
-        *snapshot = Some(Snapshot { files, started });
+        *snapshot = Some(now);
         changed
     }
-}
-
-/// Calls `found` for each regular file the watch covers and its filter admits: the path
-/// itself if it is a file, a directory's entries, and with `recursive` the whole tree on the
-/// path's filesystem (symbolic links are not followed; unreadable parts are skipped).
-fn visit(w: &WatchTrigger, found: &mut dyn FnMut(PathBuf, FileState)) {
-    let Ok(root) = std::fs::metadata(&w.path) else {
-        return;
-    };
-    if !root.is_dir() {
-        if root.is_file() {
-            found(w.path.clone(), state(&root));
-        }
-        return;
-    }
-    let mut dirs = vec![w.path.clone()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() && w.recursive && meta.dev() == root.dev() {
-                dirs.push(path);
-            } else if meta.is_file() && w.filter.admits(&w.path, &path) {
-                found(path, state(&meta));
-            }
-        }
-    }
-}
-
-fn state(meta: &std::fs::Metadata) -> FileState {
-    let at = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
-    (
-        meta.size(),
-        at(meta.mtime(), meta.mtime_nsec()),
-        at(meta.ctime(), meta.ctime_nsec()),
-    )
-}
-
-fn nanos(t: SystemTime) -> i128 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 #[cfg(test)]

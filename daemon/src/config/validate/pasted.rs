@@ -99,6 +99,7 @@ fn watch(path: std::path::PathBuf, events: EventMask) -> WatchTrigger {
         mount_only: false,
         filter: PathFilter::default(),
         on_overflow: Default::default(),
+        poll: None,
     }
 }
 

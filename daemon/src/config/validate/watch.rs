@@ -4,8 +4,11 @@
 use triggerd_watch::{parse_events, EventMask};
 
 use super::super::raw::RawRule;
+use std::time::Duration;
+
 use super::super::{
     Action, OnOverflow, PathFilter, Policy, Problem, Trigger, WatchBackend, WatchTrigger,
+    POLL_KINDS,
 };
 use super::{absolute, Table};
 
@@ -47,6 +50,7 @@ pub(super) fn trigger(
         )
         .map_err(|e| problems.push(table.problem(e.key, e.to_string())))
         .ok()?,
+        poll: super::action::duration(table, "poll", &raw.poll, problems),
         on_overflow: match raw.on_overflow.as_deref() {
             None | Some("report") => OnOverflow::Report,
             Some("rescan") => OnOverflow::Rescan,
@@ -73,6 +77,12 @@ pub(super) fn trigger(
                 "on_overflow",
                 "a rescan reports changed files: `events` needs close_write, create, moved_to, modify or attrib",
             ));
+            return None;
+        }
+    }
+    if let Some(every) = trigger.poll {
+        if let Err(m) = check_poll(&trigger, raw, every) {
+            problems.push(table.problem("poll", m));
             return None;
         }
     }
@@ -171,6 +181,25 @@ fn check_backend(trigger: &WatchTrigger) -> Result<(), (&'static str, String)> {
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// What a polled watch can do: see changes in snapshots, not who opened what.
+fn check_poll(trigger: &WatchTrigger, raw: &RawRule, every: Duration) -> Result<(), String> {
+    if every < Duration::from_millis(10) {
+        return Err("poll at most every 10ms".into());
+    }
+    if raw.backend.is_some() || trigger.mount_only {
+        return Err("a polled watch has no kernel backend (`backend`, `mount_only`)".into());
+    }
+    let unseen = trigger
+        .events
+        .notification_part()
+        .union(trigger.events.permission_part())
+        .difference(POLL_KINDS);
+    if !unseen.is_empty() {
+        return Err(format!("polling sees {POLL_KINDS} of files, not {unseen}"));
     }
     Ok(())
 }
