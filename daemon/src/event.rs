@@ -82,6 +82,25 @@ impl BatchEntry {
     }
 }
 
+#[cfg(test)]
+impl Event {
+    /// A fanotify event on `subject` with kinds `mask` from pid 42, for unit tests.
+    pub fn for_test(subject: impl Into<PathBuf>, mask: EventMask) -> Self {
+        Self {
+            id: 1,
+            source: SourceKind::Fanotify,
+            subject: subject.into(),
+            mask,
+            pid: Some(42),
+            time: SystemTime::now(),
+            payload: Vec::new(),
+            reply: None,
+            fields: Vec::new(),
+            batch: None,
+        }
+    }
+}
+
 /// Called with an action's output.
 pub type ReplyFn = dyn Fn(&[u8]) + Send + Sync;
 

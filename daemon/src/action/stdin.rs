@@ -93,21 +93,14 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::event::{Batch, SourceKind};
+    use crate::event::Batch;
     use triggerd_watch::EventMask;
 
     fn event(path: &[u8]) -> Event {
         Event {
-            id: 1,
-            source: SourceKind::Fanotify,
-            subject: OsStr::from_bytes(path).into(),
-            mask: EventMask::CLOSE_WRITE,
-            pid: Some(42),
             time: UNIX_EPOCH + Duration::new(7, 5),
             payload: b"payload".to_vec(),
-            reply: None,
-            fields: Vec::new(),
-            batch: None,
+            ..Event::for_test(OsStr::from_bytes(path), EventMask::CLOSE_WRITE)
         }
     }
 

@@ -164,23 +164,10 @@ fn token_value(token: u8, event: &Event) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::SourceKind;
-    use std::time::SystemTime;
     use triggerd_watch::EventMask;
 
     fn event(path: &[u8]) -> Event {
-        Event {
-            id: 1,
-            source: SourceKind::Fanotify,
-            subject: OsStr::from_bytes(path).into(),
-            mask: EventMask::CLOSE_WRITE,
-            pid: Some(42),
-            time: SystemTime::now(),
-            payload: Vec::new(),
-            reply: None,
-            fields: Vec::new(),
-            batch: None,
-        }
+        Event::for_test(OsStr::from_bytes(path), EventMask::CLOSE_WRITE)
     }
 
     #[test]

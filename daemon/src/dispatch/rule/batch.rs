@@ -192,7 +192,7 @@ impl RuleRuntime {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use triggerd_watch::EventMask;
 
@@ -201,15 +201,7 @@ mod tests {
     fn event(id: u64, path: &str, mask: EventMask) -> Event {
         Event {
             id,
-            source: SourceKind::Fanotify,
-            subject: path.into(),
-            mask,
-            pid: Some(7),
-            time: SystemTime::now(),
-            payload: Vec::new(),
-            reply: None,
-            fields: Vec::new(),
-            batch: None,
+            ..Event::for_test(path, mask)
         }
     }
 
