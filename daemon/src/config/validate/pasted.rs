@@ -128,9 +128,12 @@ fn incron_line(path: std::path::PathBuf, entry: &facron::FacronLine) -> Result<L
     } else {
         PathFilter::default()
     };
+    // incron recurses into directories only: a file's line must not mark its whole
+    // filesystem. A path that does not exist yet is taken to be a directory.
+    let directory = std::fs::metadata(&path).map_or(true, |m| m.is_dir());
     Ok(Line {
         trigger: WatchTrigger {
-            recursive: mask.recursive,
+            recursive: mask.recursive && directory,
             follow: mask.follow,
             filter,
             ..watch(path.clone(), mask.events)
