@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Daemon, SysctlLock, DEADLINE};
+use common::{wait_for, Daemon, QueueLimit, DEADLINE};
 
 const INGEST: &str = "[[watch]]\nname = \"ingest\"\npath = \"{dir}/in\"\nevents = \"close_write\"\nmax_running = 64\nexec = [\"/bin/sh\", \"-c\", \"echo >> \\\"$0\\\"\", \"{out}/$#\"]\n\n";
 
@@ -76,29 +76,6 @@ fn bad_config_on_reload_keeps_the_old_rules() {
         daemon.out().join("still").exists().then_some(())
     });
     assert_eq!(daemon.rule("ingest").fired, 1);
-}
-
-/// Restores the global sysctl even when the test fails.
-struct QueueLimit {
-    old: String,
-    _lock: SysctlLock,
-}
-
-const QUEUE_SYSCTL: &str = "/proc/sys/fs/fanotify/max_queued_events";
-
-impl QueueLimit {
-    fn lower(to: u32) -> Self {
-        let lock = SysctlLock::exclusive();
-        let old = fs::read_to_string(QUEUE_SYSCTL).unwrap();
-        fs::write(QUEUE_SYSCTL, to.to_string()).unwrap();
-        Self { old, _lock: lock }
-    }
-}
-
-impl Drop for QueueLimit {
-    fn drop(&mut self) {
-        let _ = fs::write(QUEUE_SYSCTL, self.old.trim());
-    }
 }
 
 #[test]

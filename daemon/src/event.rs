@@ -56,6 +56,52 @@ pub struct Event {
     /// Named values a source attaches (providers): `${name}` in arguments and
     /// `TRIGGERD_FIELD_NAME` in the environment. Names are `[A-Za-z0-9_]`, checked by the source.
     pub fields: Vec<(String, String)>,
+    /// The changed paths of a batched run (`batch`); `None` for a single event.
+    pub batch: Option<Arc<Batch>>,
+}
+
+/// Every path a batched run is for, each once, in the order first seen.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub entries: Vec<BatchEntry>,
+    /// The batch reached `max_batch` (or its byte bound) and was cut: the paths that followed
+    /// are in the next run (`TRIGGERD_BATCH_OVERFLOW=1`).
+    pub cut: bool,
+}
+
+/// One changed path of a batch: the kinds seen on it, and the latest event's pid and time.
+#[derive(Debug, Clone)]
+pub struct BatchEntry {
+    pub path: PathBuf,
+    pub mask: EventMask,
+    pub pid: Option<i32>,
+    pub time: SystemTime,
+}
+
+impl BatchEntry {
+    /// What an entry holds, counted against a batch's and a queue's byte bounds.
+    pub fn bytes(&self) -> usize {
+        self.path.as_os_str().len() + std::mem::size_of::<Self>()
+    }
+}
+
+#[cfg(test)]
+impl Event {
+    /// A fanotify event on `subject` with kinds `mask` from pid 42, for unit tests.
+    pub fn for_test(subject: impl Into<PathBuf>, mask: EventMask) -> Self {
+        Self {
+            id: 1,
+            source: SourceKind::Fanotify,
+            subject: subject.into(),
+            mask,
+            pid: Some(42),
+            time: SystemTime::now(),
+            payload: Vec::new(),
+            reply: None,
+            fields: Vec::new(),
+            batch: None,
+        }
+    }
 }
 
 /// Called with an action's output.

@@ -8,7 +8,7 @@
 pub mod mounts;
 
 use std::ffi::OsString;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
@@ -56,6 +56,29 @@ impl SysctlLock {
         let rc = unsafe { libc::flock(fd, how) };
         assert_eq!(rc, 0, "flock");
         Self(file)
+    }
+}
+
+/// Restores the global sysctl even when the test fails.
+pub struct QueueLimit {
+    old: String,
+    _lock: SysctlLock,
+}
+
+const QUEUE_SYSCTL: &str = "/proc/sys/fs/fanotify/max_queued_events";
+
+impl QueueLimit {
+    pub fn lower(to: u32) -> Self {
+        let lock = SysctlLock::exclusive();
+        let old = fs::read_to_string(QUEUE_SYSCTL).unwrap();
+        fs::write(QUEUE_SYSCTL, to.to_string()).unwrap();
+        Self { old, _lock: lock }
+    }
+}
+
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        let _ = fs::write(QUEUE_SYSCTL, self.old.trim());
     }
 }
 
@@ -391,6 +414,38 @@ pub fn wait_records(out: &Path, n: usize) -> Vec<Vec<OsString>> {
             (r.len() >= n).then_some(r)
         },
     )
+}
+
+/// Each run stores its stdin in `OUT/KIND.XXXX.in` and its batch variables beside it.
+pub const SAVE_STDIN: &str = "f=$(mktemp \"$0/$1.XXXXXXXX\") && cat > \"$f.tmp\" && \
+    printf '%s %s' \"$TRIGGERD_BATCH_COUNT\" \"${TRIGGERD_BATCH_OVERFLOW:-0}\" > \"$f.vars\" && \
+    mv \"$f.tmp\" \"$f.in\" && rm -f \"$f\"";
+
+/// Every saved run of `kind`: (its stdin, `COUNT OVERFLOW`).
+pub fn saved_runs(out: &Path, kind: &str) -> Vec<(Vec<u8>, String)> {
+    let mut runs = Vec::new();
+    for entry in fs::read_dir(out).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{kind}.")) && name.ends_with(".in") {
+            let input = fs::read(entry.path()).unwrap();
+            let vars = entry.path().with_extension("vars");
+            runs.push((input, fs::read_to_string(vars).unwrap_or_default()));
+        }
+    }
+    runs
+}
+
+pub fn paths0(input: &[u8]) -> Vec<OsString> {
+    let mut paths: Vec<OsString> = input
+        .split(|b| *b == 0)
+        .map(|p| OsString::from_vec(p.to_vec()))
+        .collect();
+    assert_eq!(
+        paths.pop(),
+        Some(OsString::new()),
+        "every path ends with NUL"
+    );
+    paths
 }
 
 /// VmRSS of `pid`, in bytes.

@@ -1,5 +1,5 @@
-//! Mounts made by a test (bind, tmpfs, overlayfs, loop images of ext4/xfs/btrfs), undone
-//! lazily and in reverse however the test ends.
+//! Mounts made by a test (bind, tmpfs, overlayfs, loop images of ext4/xfs/btrfs, FUSE
+//! views), undone lazily and in reverse however the test ends.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,17 @@ impl Mounts {
             root.display()
         );
         self.mount(&["-t", "overlay", "overlay", "-o", &options], at);
+    }
+}
+
+impl Mounts {
+    /// A FUSE view (`bindfs`) of `source` at `at`: a change made in `source` directly reaches
+    /// the view's readers but never its fsnotify watchers, as another NFS client's would not.
+    pub fn fuse_view(&mut self, source: &Path, at: &Path) {
+        fs::create_dir_all(at).unwrap();
+        let status = Command::new("bindfs").arg(source).arg(at).status().unwrap();
+        assert!(status.success(), "bindfs {source:?} {at:?}");
+        self.0.push(at.to_path_buf());
     }
 }
 

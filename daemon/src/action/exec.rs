@@ -1,5 +1,6 @@
 //! Running a command for an event: argv with tokens substituted, `TRIGGERD_*` in the
-//! environment, the payload on stdin, stdout/stderr logged line by line under the rule's name.
+//! environment (a batch's size in `TRIGGERD_BATCH_COUNT`), stdin as the rule's `stdin` says
+//! (`super::stdin`), stdout/stderr logged line by line under the rule's name.
 //! The child starts clean ([`triggerd_spawn::prepare`]: fds 0-2, the base environment plus the
 //! rule's `env`, the user's groups, umask 022, `/` or `chdir`) and is supervised as every
 //! child of triggerd and its workers is ([`triggerd_spawn::supervise`]): its own process group
@@ -57,7 +58,7 @@ pub async fn run_exec(
     let supervised = match build_command(rule, action, event) {
         Ok(command) => {
             let run = triggerd_spawn::Run {
-                stdin: event.payload.clone(),
+                stdin: super::stdin_input(action.stdin, event).into_owned(),
                 timeout,
             };
             triggerd_spawn::supervise(command, run, started, |stream, line| {
@@ -87,7 +88,10 @@ pub async fn run_exec(
 }
 
 fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Result<Command> {
-    let mut argv = action.argv.iter().map(|arg| substitute(arg, event));
+    let mut argv = action
+        .argv
+        .iter()
+        .map(|arg| substitute(arg, event, &action.tokens));
     let program = argv.next().unwrap_or_default();
     let mut command = Command::new(program);
     command.args(argv);
@@ -103,6 +107,12 @@ fn build_command(rule: &str, action: &ExecAction, event: &Event) -> std::io::Res
         chdir: action.chdir.clone(),
     };
     triggerd_spawn::prepare(&mut command, &spec).map_err(std::io::Error::other)?;
+    if let Some(batch) = &event.batch {
+        command.env("TRIGGERD_BATCH_COUNT", batch.entries.len().to_string());
+        if batch.cut {
+            command.env("TRIGGERD_BATCH_OVERFLOW", "1");
+        }
+    }
     let path = &event.subject;
     let since_epoch = event.time.duration_since(UNIX_EPOCH).unwrap_or_default();
     command
@@ -185,17 +195,9 @@ mod tests {
     }
 
     fn event(payload: &[u8]) -> Event {
-        Event {
-            id: 1,
-            source: crate::event::SourceKind::Manual,
-            subject: "/tmp/x".into(),
-            mask: triggerd_watch::EventMask::EMPTY,
-            pid: None,
-            time: std::time::SystemTime::now(),
-            payload: payload.to_vec(),
-            reply: None,
-            fields: Vec::new(),
-        }
+        let mut event = Event::for_test("/tmp/x", triggerd_watch::EventMask::EMPTY);
+        event.payload = payload.to_vec();
+        event
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! facron tables pasted verbatim: `<path> <masks> <command> [args...]` per line, fields split on
 //! blanks, `'` or `"` quoting a field, `#` starting a comment line. Masks are facron's (and
 //! incron's) names joined by `|`, with `,` starting another group — every group is ORed, so
-//! `FAN_CLOSE` and `FAN_ALL_EVENTS` fire as their names promise.
+//! `FAN_CLOSE` and `FAN_ALL_EVENTS` fire as their names promise. An incron table has the same
+//! line shape, so `incron` splits its lines here too and reads only its mask its own way.
 
 use super::Problem;
 
@@ -15,8 +16,9 @@ pub struct FacronLine {
     pub argv: Vec<String>,
 }
 
-/// Splits a facron table; `first_line` is the config line of the table's first line.
-pub fn parse_table(table: &str, first_line: usize) -> (Vec<FacronLine>, Vec<Problem>) {
+/// Splits a facron (or incron: `kind`) table; `first_line` is the config line of the table's
+/// first line.
+pub fn parse_table(table: &str, first_line: usize, kind: &str) -> (Vec<FacronLine>, Vec<Problem>) {
     let mut lines = Vec::new();
     let mut problems = Vec::new();
     for (index, text) in table.lines().enumerate() {
@@ -26,10 +28,10 @@ pub fn parse_table(table: &str, first_line: usize) -> (Vec<FacronLine>, Vec<Prob
         }
         let line = first_line + index;
         match split_fields(trimmed) {
-            Err(message) => problems.push(Problem::new(line, format!("facron: {message}"))),
+            Err(message) => problems.push(Problem::new(line, format!("{kind}: {message}"))),
             Ok(fields) if fields.len() < 3 => problems.push(Problem::new(
                 line,
-                "facron: a line needs `<path> <masks> <command> [args...]`",
+                format!("{kind}: a line needs `<path> <masks> <command> [args...]`"),
             )),
             Ok(mut fields) => {
                 let argv = fields.split_off(2);
@@ -82,7 +84,7 @@ mod tests {
     #[test]
     fn splits_lines_with_quotes_and_skips_comments() {
         let table = "\n# comment\n/srv/a FAN_CLOSE_WRITE /bin/echo 'two words' \"$$\"\n\n/b X\n";
-        let (lines, problems) = parse_table(table, 10);
+        let (lines, problems) = parse_table(table, 10, "facron");
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].index, 2);
         assert_eq!(lines[0].path, "/srv/a");
@@ -99,8 +101,8 @@ mod tests {
 
     #[test]
     fn unclosed_quote_is_reported_with_its_line() {
-        let (_, problems) = parse_table("/a FAN_OPEN /bin/x 'oops", 3);
+        let (_, problems) = parse_table("/a FAN_OPEN /bin/x 'oops", 3, "incron");
         assert_eq!(problems[0].line, 3);
-        assert!(problems[0].message.contains("unclosed"));
+        assert!(problems[0].message.starts_with("incron: unclosed"));
     }
 }

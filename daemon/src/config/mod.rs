@@ -3,10 +3,12 @@
 //! owns the runtime state a diff must preserve). Every error names the file, the line and the
 //! key, so `triggerd check` and a failed reload say exactly what to fix.
 
+mod command;
 mod dropins;
 mod duration;
 mod error;
 mod facron;
+mod incron;
 mod path_filter;
 mod provider;
 mod raw;
@@ -21,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use triggerd_watch::EventMask;
 
+pub use command::{BatchPolicy, Stdin, Tokens};
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem};
 pub use path_filter::{BadGlob, PathFilter};
@@ -346,6 +349,40 @@ pub struct WatchTrigger {
     pub mount_only: bool,
     /// `include`, `exclude`, `hidden`: which paths below `path` fire.
     pub filter: PathFilter,
+    /// What a queue overflow does for this watch (`on_overflow`).
+    pub on_overflow: OnOverflow,
+    /// `poll`: served by comparing `stat` snapshots this often instead of a kernel mark (for
+    /// filesystems whose other clients' changes the kernel never reports).
+    pub poll: Option<Duration>,
+}
+
+/// `on_overflow` of a `[[watch]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnOverflow {
+    /// Count it (and fire rules that ask for `overflow`).
+    #[default]
+    Report,
+    /// Also walk the tree and fire for each file changed since the last walk.
+    Rescan,
+}
+
+/// The kinds a polled watch can report: what two `stat` snapshots can tell apart.
+pub const POLL_KINDS: EventMask = EventMask::CLOSE_WRITE
+    .union(EventMask::MODIFY)
+    .union(EventMask::CREATE)
+    .union(EventMask::DELETE)
+    .union(EventMask::ATTRIB);
+
+impl OnOverflow {
+    /// The kinds a rescan can report (it sees sizes and times, not who opened a file), in the
+    /// order one is chosen among a rule's `events` for the events it fires.
+    pub const KINDS: [EventMask; 5] = [
+        EventMask::CLOSE_WRITE,
+        EventMask::CREATE,
+        EventMask::MOVED_TO,
+        EventMask::MODIFY,
+        EventMask::ATTRIB,
+    ];
 }
 
 /// `backend` of a `[[watch]]`.
@@ -393,6 +430,10 @@ pub struct ExecAction {
     pub env: Vec<(OsString, OsString)>,
     /// Working directory (`chdir`); `/` when unset.
     pub chdir: Option<PathBuf>,
+    /// What the command reads on stdin (`stdin`).
+    pub stdin: Stdin,
+    /// The token dialect of `argv` (a pasted facron or incron line keeps its own).
+    pub tokens: Tokens,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -447,6 +488,8 @@ pub struct Policy {
     pub on_timeout: OnTimeout,
     /// Coalesce a burst on one path into one run, after this much quiet.
     pub debounce: Option<Duration>,
+    /// Gather a burst of changes below a watch into one run (`batch`).
+    pub batch: Option<BatchPolicy>,
     pub max_running: usize,
     pub on_busy: OnBusy,
     /// Let events caused by this rule's own running actions fire it again.
@@ -470,6 +513,7 @@ impl Default for Policy {
             timeout: None,
             on_timeout: OnTimeout::Allow,
             debounce: None,
+            batch: None,
             max_running: 8,
             on_busy: OnBusy::Queue,
             allow_loop: false,

@@ -13,6 +13,9 @@ pub struct RawFile {
     pub daemon: Option<Spanned<RawDaemon>>,
     #[serde(default)]
     pub facron: Option<Spanned<String>>,
+    /// An incron table pasted verbatim.
+    #[serde(default)]
+    pub incron: Option<Spanned<String>>,
     #[serde(default)]
     pub watch: Vec<Spanned<RawRule>>,
     #[serde(default)]
@@ -39,8 +42,9 @@ pub struct RawFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
-    /// Accepted here too: TOML puts a key written after `[broker]` inside it.
+    /// Accepted here too (and `incron`): TOML puts a key written after `[broker]` inside it.
     pub facron: Option<Spanned<String>>,
+    pub incron: Option<Spanned<String>>,
     pub endpoint: Option<String>,
     pub security: Option<String>,
     pub server_key: Option<String>,
@@ -89,8 +93,9 @@ pub struct RawProvider {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
-    /// Accepted here too: TOML puts a key written after `[daemon]` inside it.
+    /// Accepted here too (and `incron`): TOML puts a key written after `[daemon]` inside it.
     pub facron: Option<Spanned<String>>,
+    pub incron: Option<Spanned<String>>,
     pub control: Option<String>,
     pub control_mode: Option<String>,
     pub control_group: Option<String>,
@@ -118,6 +123,10 @@ pub struct RawRule {
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
     pub hidden: Option<bool>,
+    /// `[[watch]]`: `report` or `rescan`.
+    pub on_overflow: Option<String>,
+    /// `[[watch]]`: poll with `stat` this often instead of a kernel mark.
+    pub poll: Option<String>,
     pub exec: Option<Vec<String>>,
     pub send: Option<String>,
     pub plugin: Option<String>,
@@ -126,6 +135,12 @@ pub struct RawRule {
     pub timeout: Option<String>,
     pub on_timeout: Option<String>,
     pub debounce: Option<String>,
+    /// `[[watch]]`: settle time of a batch, its bound in time and in paths.
+    pub batch: Option<String>,
+    pub batch_max_wait: Option<String>,
+    pub max_batch: Option<i64>,
+    /// What the command reads on stdin: `payload`, `paths`, `paths0`, `json`, `none`.
+    pub stdin: Option<String>,
     pub max_running: Option<i64>,
     pub on_busy: Option<String>,
     #[serde(rename = "loop")]
@@ -193,6 +208,11 @@ pub const WATCH_KEYS: &[&str] = &[
     "include",
     "exclude",
     "hidden",
+    "batch",
+    "batch_max_wait",
+    "max_batch",
+    "on_overflow",
+    "poll",
 ];
 pub const TIMER_KEYS: &[&str] = &[
     "every",

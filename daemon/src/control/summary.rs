@@ -142,6 +142,8 @@ mod tests {
             retried: 0,
             dead_lettered: 0,
             coalesced: 0,
+            batch_cuts: 0,
+            rescanned: 0,
             refused: 0,
             refused_bytes: 0,
             running: 0,

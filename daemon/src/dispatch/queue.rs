@@ -26,7 +26,7 @@ impl Job {
         }
     }
 
-    /// What the job holds from outside: its payload and its fields.
+    /// What the job holds from outside: its payload, its fields and a batch's paths.
     pub fn bytes(&self) -> usize {
         let fields: usize = self
             .event
@@ -34,7 +34,12 @@ impl Job {
             .iter()
             .map(|(k, v)| k.len() + v.len())
             .sum();
-        self.event.payload.len() + fields
+        let batch: usize = self
+            .event
+            .batch
+            .as_ref()
+            .map_or(0, |b| b.entries.iter().map(|e| e.bytes()).sum());
+        self.event.payload.len() + fields + batch
     }
 }
 
@@ -117,6 +122,7 @@ mod tests {
             payload: vec![0; len],
             reply: None,
             fields: Vec::new(),
+            batch: None,
         };
         Job::new(event, false)
     }

@@ -4,6 +4,8 @@
 //! the same behaviour and no source loops on its own. A `RuleRuntime` survives a reload when
 //! its rule is unchanged, which keeps its queue and counters across reloads.
 
+mod batch;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,10 @@ pub struct Counters {
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub coalesced: AtomicU64,
+    /// Batches run early because they reached `max_batch` or their byte bound.
+    pub batch_cuts: AtomicU64,
+    /// Events fired by a rescan after a queue overflow (`on_overflow = "rescan"`).
+    pub rescanned: AtomicU64,
     /// Events refused before admission (a bad webhook signature, a queue over its bytes).
     pub refused: AtomicU64,
     /// Payload bytes of events refused or dropped by `queue_bytes`.
@@ -66,6 +72,10 @@ pub struct RuleStatus {
     pub retried: u64,
     pub dead_lettered: u64,
     pub coalesced: u64,
+    #[serde(default)]
+    pub batch_cuts: u64,
+    #[serde(default)]
+    pub rescanned: u64,
     #[serde(default)]
     pub refused: u64,
     #[serde(default)]
@@ -107,8 +117,10 @@ struct Debounce {
 }
 
 impl RunState {
+    /// Events held back by debounce, and paths waiting in a batch.
     fn debounced(&self) -> usize {
         self.debounce.as_ref().map_or(0, |d| d.latest.len())
+            + self.batch.as_ref().map_or(0, |b| b.len())
     }
 }
 
@@ -123,6 +135,8 @@ struct RunState {
     queue: Queue,
     /// Allocated on the rule's first debounced event: most rules never debounce.
     debounce: Option<Box<Debounce>>,
+    /// Allocated on the rule's first batched event (`batch`).
+    batch: Option<Box<batch::Pending>>,
     bucket: Option<Bucket>,
     /// A task will start queued jobs when the rate allows.
     pump_pending: bool,
@@ -203,12 +217,17 @@ impl RuleRuntime {
                 .fetch_add(1, Ordering::Relaxed);
             return Offer::Taken;
         }
-        match self.rule.def.policy.debounce {
-            Some(quiet) => {
+        let policy = &self.rule.def.policy;
+        match (policy.debounce, policy.batch) {
+            (Some(quiet), _) => {
                 self.debounce(event, quiet);
                 Offer::Taken
             }
-            None => self.admit(Job::new(event, waits)),
+            (None, Some(batch)) => {
+                self.batch(event, batch);
+                Offer::Taken
+            }
+            (None, None) => self.admit(Job::new(event, waits)),
         }
     }
 
@@ -610,6 +629,7 @@ impl RuleRuntime {
         let abandoned = state.queue.len() + state.debounced();
         state.queue.clear();
         state.debounce = None;
+        state.batch = None;
         drop(state);
         self.room.notify_waiters();
         if abandoned > 0 {
@@ -655,6 +675,8 @@ impl RuleRuntime {
             retried: load(&c.retried),
             dead_lettered: load(&c.dead_lettered),
             coalesced: load(&c.coalesced),
+            batch_cuts: load(&c.batch_cuts),
+            rescanned: load(&c.rescanned),
             refused: load(&c.refused),
             refused_bytes: load(&c.refused_bytes),
             running: state.slots as u64,

@@ -440,6 +440,7 @@ mod tests {
             payload: Vec::new(),
             reply: None,
             fields: Vec::new(),
+            batch: None,
         };
         assert_eq!(payload_of(&event), b"/srv/in/a b\n.csv");
         event.payload = b"line".to_vec();

@@ -24,6 +24,8 @@ use triggerd_watch::{
 };
 
 use super::fallback::{self, InotifySide, Trouble};
+use super::poll::{remote_kind, Polls};
+use super::rescan::Rescans;
 use super::{BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{Rule, Trigger, WatchBackend, WatchTrigger};
 use crate::dispatch::SourceState;
@@ -65,6 +67,10 @@ impl Bound {
             let Trigger::Watch(w) = &rule.def.trigger else {
                 continue;
             };
+            if w.poll.is_some() {
+                // Served by `poll.rs`, without a mark.
+                continue;
+            }
             let next = self.ids.len() as u64;
             let id = *self.ids.entry(rule.name.clone()).or_insert(next);
             self.rules.insert(id, Arc::clone(rule));
@@ -137,6 +143,16 @@ pub fn probe(rules: &[Arc<Rule>]) -> Vec<(String, String)> {
                 (name, why)
             })),
             Err(e) => warnings.push((String::new(), format!("cannot try the marks: {e}"))),
+        }
+    }
+    for rule in rules {
+        if let Trigger::Watch(w) = &rule.def.trigger {
+            if let Some(kind) = remote_kind(&w.path).filter(|_| w.poll.is_none()) {
+                warnings.push((
+                    rule.name.clone(),
+                    format!("on {kind}: other hosts' changes are not seen; set `poll = \"2s\"`"),
+                ));
+            }
         }
     }
     warnings
@@ -264,6 +280,8 @@ impl EventSource for FanotifySource {
                 emitter: ctx.emitter.clone(),
                 status: self.status,
                 bound: SharedBound::default(),
+                rescans: Rescans::default(),
+                polls: Polls::default(),
             };
             let gate = permission.as_ref().map(|fd| Arc::clone(&fd.get_ref().0));
             let gate_task = permission.map(|fd| {
@@ -308,6 +326,10 @@ pub(super) struct Delivery {
     pub emitter: Emitter,
     pub status: Arc<Mutex<WatchStatus>>,
     bound: SharedBound,
+    /// The state of the watches that rescan after an overflow.
+    rescans: Rescans,
+    /// The watches served by polling (`poll`), which have no mark.
+    polls: Polls,
 }
 
 /// Reads one ready group with `read` (which says: drained, marks went stale); true when its
@@ -391,6 +413,8 @@ impl Source {
 
     fn bind(&mut self, rules: &[Arc<Rule>]) {
         let marks = lock(&self.delivery.bound).bind(rules);
+        self.delivery.rescans.bind(rules, &self.delivery.emitter);
+        self.delivery.polls.bind(rules, &self.delivery.emitter);
         if marks == self.marks && !marks.notify.is_empty() {
             // Nothing to mark differently: only rules with a new runtime learn their state.
             let errors = std::mem::take(&mut self.errors);
@@ -624,6 +648,7 @@ impl Delivery {
         };
         for (name, asked) in rules {
             self.emitter.overflowed(&name);
+            self.rescans.overflowed(&name, &self.emitter);
             if asked {
                 let event =
                     self.emitter

@@ -11,9 +11,12 @@ pub mod channel;
 mod fallback;
 pub mod fanotify;
 pub mod file;
+mod poll;
 pub mod provider;
+mod rescan;
 pub mod syslog;
 pub mod timer;
+mod tree;
 pub mod webhook;
 
 use std::future::Future;
@@ -147,6 +150,7 @@ impl Emitter {
             payload,
             reply: None,
             fields: Vec::new(),
+            batch: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The keys every rule table shares: the command (`exec`, `user`, `group`) and how its runs
 //! are governed and delivered (`timeout`, `debounce`, `max_running`, `on_busy`, `loop`,
-//! `retry`, `dead_letter`, `rate`, `queue`, `when_full`).
+//! `retry`, `dead_letter`, `rate`, `queue`, `when_full`; `batch` and `stdin` in `batch`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -35,9 +35,15 @@ pub(super) fn action(
             if raw.plugin.is_some() {
                 problems.push(table.problem("plugin", "only applies to `send`"));
             }
+            if let Err(m) = super::batch::stdin(raw) {
+                problems.push(table.problem("stdin", m));
+            }
             action_for(table, "exec", argv, raw, problems).map(Action::Exec)
         }
         (None, Some(service)) => {
+            if raw.stdin.is_some() {
+                problems.push(table.problem("stdin", "only applies to `exec`"));
+            }
             if service.is_empty()
                 || service.starts_with("mmi.")
                 || service.contains(char::is_whitespace)
@@ -94,6 +100,9 @@ fn action_for(
         group,
         env,
         chdir,
+        // A bad `stdin` is reported once, by `action`.
+        stdin: super::batch::stdin(raw).unwrap_or_default(),
+        tokens: Default::default(),
     })
 }
 
@@ -198,6 +207,7 @@ pub(super) fn policy(
     let policy = Policy {
         timeout: duration(table, "timeout", &raw.timeout, problems),
         debounce: duration(table, "debounce", &raw.debounce, problems),
+        batch: super::batch::batch(table, raw, problems),
         on_timeout: choice(
             table,
             "on_timeout",

@@ -4,8 +4,10 @@
 //! every rule shares (action and delivery) are in `action`.
 
 mod action;
+mod batch;
 mod channel;
 mod file;
+mod pasted;
 mod provider;
 mod remote;
 mod syslog;
@@ -23,6 +25,8 @@ use super::raw::{keys_in_table, line_of_key, RawDaemon, RawFile, RawRule, Source
 use super::raw::{
     CHANNEL_KEYS, SOURCE_KEYS, SYSLOG_KEYS, TIMER_KEYS, TRIGGER_KEYS, WATCH_KEYS, WEBHOOK_KEYS,
 };
+use pasted::Dialect;
+
 use super::{
     parse_duration, Config, ConfigError, DaemonConfig, Policy, Problem, Rule, RuleDef, Trigger,
 };
@@ -75,7 +79,7 @@ impl Table<'_> {
     }
 }
 
-/// The rule tables of one file (the main config or a drop-in), in order: facron tables, then
+/// The rule tables of one file (the main config or a drop-in), in order: facron and incron tables, then
 /// each kind's tables. `broker`: whether the main file has a `[broker]` (for `send`).
 fn rule_tables(
     source: &Source<'_>,
@@ -85,18 +89,33 @@ fn rule_tables(
     rules: &mut Vec<Rule>,
     problems: &mut Vec<Problem>,
 ) {
-    // A facron table written after a section header belongs to that section in TOML: accept it
+    // A pasted table written after a section header belongs to that section in TOML: accept it
     // where the documented layout puts it.
-    let daemon_facron = raw
-        .daemon
-        .as_ref()
-        .and_then(|d| d.get_ref().facron.as_ref());
-    let broker_facron = raw
-        .broker
-        .as_ref()
-        .and_then(|b| b.get_ref().facron.as_ref());
-    for table in raw.facron.iter().chain(daemon_facron).chain(broker_facron) {
-        watch::facron_rules(source, table.span(), table.get_ref(), rules, problems);
+    let daemon = raw.daemon.as_ref().map(|d| d.get_ref());
+    let broker_table = raw.broker.as_ref().map(|b| b.get_ref());
+    let pasted = [
+        (
+            Dialect::Facron,
+            [
+                raw.facron.as_ref(),
+                daemon.and_then(|d| d.facron.as_ref()),
+                broker_table.and_then(|b| b.facron.as_ref()),
+            ],
+        ),
+        (
+            Dialect::Incron,
+            [
+                raw.incron.as_ref(),
+                daemon.and_then(|d| d.incron.as_ref()),
+                broker_table.and_then(|b| b.incron.as_ref()),
+            ],
+        ),
+    ];
+    for (dialect, tables) in pasted {
+        for table in tables.into_iter().flatten() {
+            let text = table.get_ref();
+            pasted::pasted_rules(source, table.span(), text, dialect, rules, problems);
+        }
     }
     let kinds: [RuleKind<'_>; 7] = [
         (&raw.watch, "[[watch]]", WATCH_KEYS, watch::trigger),

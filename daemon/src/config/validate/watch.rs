@@ -1,98 +1,16 @@
-//! `[[watch]]` tables and facron lines: paths, event expressions, and what only watches may
-//! say (permission answers on timeout).
-
-use std::ops::Range;
+//! `[[watch]]` tables: paths, event expressions, and what only watches may say (permission
+//! answers on timeout, batches).
 
 use triggerd_watch::{parse_events, EventMask};
 
-use super::super::raw::{RawRule, Source};
+use super::super::raw::RawRule;
+use std::time::Duration;
+
 use super::super::{
-    facron, Action, ExecAction, PathFilter, Policy, Problem, Rule, RuleDef, Trigger, WatchBackend,
-    WatchTrigger,
+    Action, OnOverflow, PathFilter, Policy, Problem, Trigger, WatchBackend, WatchTrigger,
+    POLL_KINDS,
 };
-use super::{absolute, action::command, Table};
-
-pub(super) fn facron_rules(
-    source: &Source<'_>,
-    span: Range<usize>,
-    table_text: &str,
-    rules: &mut Vec<Rule>,
-    problems: &mut Vec<Problem>,
-) {
-    let first_line = facron_first_line(source, &span);
-    let (lines, mut found) = facron::parse_table(table_text, first_line);
-    problems.append(&mut found);
-    for entry in lines {
-        let line = first_line + entry.index;
-        let mut line_problem =
-            |m: String| problems.push(Problem::new(line, format!("facron: {m}")));
-        let path = match absolute(&entry.path) {
-            Ok(p) => p,
-            Err(m) => {
-                line_problem(m);
-                continue;
-            }
-        };
-        let events = match parse_events(&entry.masks) {
-            Ok(e) => e,
-            Err(e) => {
-                line_problem(e.to_string());
-                continue;
-            }
-        };
-        let argv = match command(&entry.argv) {
-            Ok(a) => a,
-            Err(m) => {
-                line_problem(m);
-                continue;
-            }
-        };
-        let trigger = WatchTrigger {
-            path,
-            children: events.contains(EventMask::EVENT_ON_CHILD),
-            events,
-            recursive: false,
-            follow: true,
-            backend: WatchBackend::Auto,
-            mount_only: false,
-            filter: PathFilter::default(),
-        };
-        if let Err(m) = check_event_classes(&trigger) {
-            line_problem(m);
-            continue;
-        }
-        rules.push(Rule {
-            name: String::new(),
-            line,
-            origin: None,
-            def: RuleDef {
-                trigger: Trigger::Watch(trigger),
-                action: Action::Exec(ExecAction {
-                    argv,
-                    user: None,
-                    group: None,
-                    env: Vec::new(),
-                    chdir: None,
-                }),
-                policy: std::sync::Arc::new(Policy::default()),
-            },
-        });
-    }
-}
-
-/// The config line of the first line of a (possibly multi-line) string value: TOML drops a
-/// newline that directly follows the opening delimiter.
-fn facron_first_line(source: &Source<'_>, span: &Range<usize>) -> usize {
-    let text = source.text;
-    let value = &text[span.start.min(text.len())..span.end.min(text.len())];
-    let delimiter = ["'''", "\"\"\"", "'", "\""]
-        .into_iter()
-        .find(|d| value.starts_with(d))
-        .map_or(0, str::len);
-    let after = &value[delimiter..];
-    let skipped = usize::from(after.starts_with('\n') || after.starts_with("\r\n"));
-    source.line_at(span.start) + skipped
-}
+use super::{absolute, Table};
 
 pub(super) fn trigger(
     table: &Table<'_>,
@@ -132,10 +50,41 @@ pub(super) fn trigger(
         )
         .map_err(|e| problems.push(table.problem(e.key, e.to_string())))
         .ok()?,
+        poll: super::action::duration(table, "poll", &raw.poll, problems),
+        on_overflow: match raw.on_overflow.as_deref() {
+            None | Some("report") => OnOverflow::Report,
+            Some("rescan") => OnOverflow::Rescan,
+            Some(_) => {
+                problems.push(table.problem("on_overflow", "expected \"report\" or \"rescan\""));
+                return None;
+            }
+        },
     };
     if let Err(m) = check_event_classes(&trigger) {
         problems.push(table.problem("events", m));
         return None;
+    }
+    if trigger.on_overflow == OnOverflow::Rescan {
+        if trigger.is_permission() {
+            problems.push(table.problem("on_overflow", "a permission event cannot be rescanned"));
+            return None;
+        }
+        if !OnOverflow::KINDS
+            .iter()
+            .any(|k| trigger.events.contains(*k))
+        {
+            problems.push(table.problem(
+                "on_overflow",
+                "a rescan reports changed files: `events` needs close_write, create, moved_to, modify or attrib",
+            ));
+            return None;
+        }
+    }
+    if let Some(every) = trigger.poll {
+        if let Err(m) = check_poll(&trigger, raw, every) {
+            problems.push(table.problem("poll", m));
+            return None;
+        }
     }
     if let Err((key, m)) = check_backend(&trigger) {
         problems.push(table.problem(key, m));
@@ -161,6 +110,15 @@ pub(super) fn check_policy(
     }
     if trigger.is_permission() && policy.debounce.is_some() {
         problems.push(table.problem("debounce", "permission events cannot be debounced"));
+    }
+    if trigger.is_permission() && policy.batch.is_some() {
+        problems.push(table.problem("batch", "permission events cannot be batched"));
+    }
+    if policy.batch.is_some() && matches!(action, Action::Send(_)) {
+        problems.push(table.problem("batch", "a batch runs a local command (`exec`)"));
+    }
+    if policy.batch.is_some() && policy.debounce.is_some() {
+        problems.push(table.problem("batch", "give `batch` or `debounce`, not both"));
     }
     if trigger.is_permission() && policy.retry.is_some() {
         problems.push(table.problem("retry", "a permission answer cannot be retried"));
@@ -227,8 +185,27 @@ fn check_backend(trigger: &WatchTrigger) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// What a polled watch can do: see changes in snapshots, not who opened what.
+fn check_poll(trigger: &WatchTrigger, raw: &RawRule, every: Duration) -> Result<(), String> {
+    if every < Duration::from_millis(10) {
+        return Err("poll at most every 10ms".into());
+    }
+    if raw.backend.is_some() || trigger.mount_only {
+        return Err("a polled watch has no kernel backend (`backend`, `mount_only`)".into());
+    }
+    let unseen = trigger
+        .events
+        .notification_part()
+        .union(trigger.events.permission_part())
+        .difference(POLL_KINDS);
+    if !unseen.is_empty() {
+        return Err(format!("polling sees {POLL_KINDS} of files, not {unseen}"));
+    }
+    Ok(())
+}
+
 /// Permission and notification kinds are answered differently; one rule does one of them.
-fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
+pub(super) fn check_event_classes(trigger: &WatchTrigger) -> Result<(), String> {
     let events = trigger.events;
     if events.notification_part().is_empty() && events.permission_part().is_empty() {
         return Err("no event kinds given".into());
