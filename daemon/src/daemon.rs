@@ -60,6 +60,8 @@ pub enum DaemonError {
     Config(String),
     #[error("{0}")]
     Remote(String),
+    #[error(transparent)]
+    Metrics(#[from] triggerd_metrics::MetricsError),
     #[error("re-exec failed: {0}")]
     Reexec(std::io::Error),
 }
@@ -121,6 +123,8 @@ struct State {
     remote: Remote,
     /// Commands the control socket gives the main loop (`reexec`).
     commands: mpsc::UnboundedSender<Command>,
+    /// Where the metrics endpoint listens, once it does.
+    metrics: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Responder for State {
@@ -207,6 +211,7 @@ impl State {
             remote: Box::new(self.remote.status()),
             control_refused: control::refused(),
             fds: crate::fds::usage(),
+            metrics: self.metrics.get().map(|a| a.to_string()),
         }
     }
 }
@@ -279,6 +284,7 @@ pub async fn run(
     .map_err(control_error)?;
     let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
+    let metrics_address = config.daemon.metrics.clone();
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let (own_commands, mut own_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
@@ -289,7 +295,9 @@ pub async fn run(
         shared,
         ids,
         remote,
+        metrics: std::sync::OnceLock::new(),
     });
+    let _metrics = start_metrics(&state, metrics_address.as_deref())?;
     let control_task = tokio::spawn(control::serve(
         listener,
         control_path,
@@ -348,6 +356,22 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the Prometheus endpoint when `[daemon] metrics` asks; it stops when dropped.
+fn start_metrics(
+    state: &Arc<State>,
+    address: Option<&str>,
+) -> Result<Option<triggerd_metrics::Endpoint>, DaemonError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let of = Arc::clone(state);
+    let snapshot: crate::metrics::Snapshot = Arc::new(move || of.status(of.dispatcher.status()));
+    let collector = Box::new(crate::metrics::StatusCollector(snapshot));
+    let endpoint = triggerd_metrics::Endpoint::start(address, "triggerd", collector)?;
+    let _ = state.metrics.set(endpoint.address());
+    Ok(Some(endpoint))
 }
 
 fn bindings_for(kind: &str, config: &Config, generation: u64) -> Bindings {

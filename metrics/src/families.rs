@@ -56,7 +56,8 @@ impl<'e, 'a> Families<'e, 'a> {
         encode_value(&mut metric, kind, value)
     }
 
-    /// Each column as one family, with one sample per row labelled `keys` = `labels(row)`.
+    /// Each column as one family, with one sample per row labelled `keys` = `labels(row)`
+    /// (no keys: the first row's value alone, when there is a row).
     pub fn table<R>(
         &mut self,
         keys: &[&'static str],
@@ -68,6 +69,12 @@ impl<'e, 'a> Families<'e, 'a> {
             let mut metric = self
                 .encoder
                 .encode_descriptor(name, help, None, (*kind).into())?;
+            if keys.is_empty() {
+                if let Some(row) = rows.first() {
+                    encode_value(&mut metric, *kind, value(row))?;
+                }
+                continue;
+            }
             for row in rows {
                 let set: Vec<(&str, Label<'_>)> = keys
                     .iter()

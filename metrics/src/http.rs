@@ -130,7 +130,7 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Binds `address` (`HOST:PORT`; port 0 takes a free one, see [`Endpoint::address`]) and
+    /// Binds `address` (`IP:PORT`; port 0 takes a free one, see [`Endpoint::address`]) and
     /// serves `collector` with metric names prefixed by `prefix`.
     pub fn start(
         address: &str,

@@ -18,7 +18,9 @@ pub use prometheus_client::encoding::DescriptorEncoder;
 /// The endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("metrics address {0:?}: expected HOST:PORT (port 0: any free port)")]
+    #[error(
+        "metrics address {0:?}: expected IP:PORT, e.g. 127.0.0.1:9464 (port 0: any free port)"
+    )]
     Address(String),
     #[error("metrics {address}: {source}")]
     Bind {
@@ -32,7 +34,7 @@ pub enum MetricsError {
     },
 }
 
-/// Checks a `metrics` setting (`HOST:PORT`, an IP literal) without binding it.
+/// Checks a `metrics` setting (`IP:PORT`) without binding it.
 pub fn parse_address(text: &str) -> Result<std::net::SocketAddr, MetricsError> {
     text.parse()
         .map_err(|_| MetricsError::Address(text.to_string()))

@@ -87,6 +87,9 @@ pub struct Status {
     /// Descriptors the daemon holds, and its limit.
     #[serde(default)]
     pub fds: crate::fds::FdUsage,
+    /// The address the Prometheus endpoint is bound to (`[daemon] metrics`), if it runs.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
