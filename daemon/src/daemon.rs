@@ -128,6 +128,20 @@ struct State {
 }
 
 impl Responder for State {
+    fn subscribe(
+        &self,
+        rule: Option<String>,
+    ) -> Result<crate::dispatch::feed::Subscription, crate::dispatch::feed::SubscribeError> {
+        use crate::dispatch::feed::SubscribeError;
+        if let Some(name) = rule
+            .as_deref()
+            .filter(|n| self.dispatcher.rule(n).is_none())
+        {
+            return Err(SubscribeError::NoSuchRule(name.to_string()));
+        }
+        self.dispatcher.feed().subscribe(rule)
+    }
+
     fn answer(&self, request: Request) -> Reply {
         let d = &self.dispatcher;
         fn done<T>(r: Result<T, crate::dispatch::LifecycleError>, what: &str) -> Reply {
@@ -185,6 +199,8 @@ impl Responder for State {
                 );
                 done(d.fire(&rule, event), "fired")
             }
+            // The control socket streams these itself (`Responder::subscribe`).
+            Request::Events { .. } => Reply::Error("events: not a one-reply verb".into()),
             Request::Reexec => match self.commands.send(Command::Reexec) {
                 Ok(()) => Reply::Done("re-executing".into()),
                 Err(_) => Reply::Error("the daemon is stopping".into()),
@@ -212,6 +228,7 @@ impl State {
             control_refused: control::refused(),
             fds: crate::fds::usage(),
             metrics: self.metrics.get().map(|a| a.to_string()),
+            event_readers: self.dispatcher.feed().readers() as u64,
         }
     }
 }

@@ -73,6 +73,20 @@ enum Verb {
     Enable { rule: String },
     /// Run the rule now (for testing), with DATA (or stdin when DATA is `-`) as the payload.
     Fire { rule: String, data: Option<String> },
+    /// Follow events and runs live (rule, subject, outcome, duration) until interrupted:
+    /// the way to see what a trigger does without editing the config. A reader too slow
+    /// for the daemon is told how many records it missed; the daemon never waits for it.
+    Events {
+        /// One JSON object per line (`type`: event, run or dropped).
+        #[arg(long)]
+        json: bool,
+        /// Only this rule's events and runs.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Exit after this many records.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Replace the daemon's process with the binary on disk, same pid, keeping the trigger
     /// mount (writers holding a trigger file open go on writing); returns once the new
     /// image answers.
@@ -227,6 +241,20 @@ fn main() -> ExitCode {
     if let Verb::Reexec { timeout } = &cli.verb {
         return runtime.block_on(control::reexec::run(&cli.socket, *timeout));
     }
+    if let Verb::Events { json, rule, count } = cli.verb {
+        let width = triggerd_cli::terminal::width();
+        let mut out = std::io::stdout().lock();
+        let followed = control::events::follow(&cli.socket, rule, json, count, width, &mut out);
+        return match runtime.block_on(followed) {
+            Ok(_) => ExitCode::SUCCESS,
+            // The reader of our output went away (`| head`): not a failure.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("triggerctl: {}: {e}", cli.socket.display());
+                ExitCode::from(1)
+            }
+        };
+    }
     let providers_view = matches!(cli.verb, Verb::Providers { .. });
     let (request, json) = match cli.verb {
         Verb::Status {
@@ -266,7 +294,11 @@ fn main() -> ExitCode {
             };
             (Request::Fire { rule, data }, false)
         }
-        Verb::Publish { .. } | Verb::Send { .. } | Verb::Service { .. } | Verb::Reexec { .. } => {
+        Verb::Publish { .. }
+        | Verb::Send { .. }
+        | Verb::Service { .. }
+        | Verb::Reexec { .. }
+        | Verb::Events { .. } => {
             unreachable!("handled above")
         }
     };
