@@ -38,6 +38,24 @@ pub fn fit(text: &str, width: usize) -> String {
     cut
 }
 
+/// Narrows the widest columns, one character at a time and never below their `floors` (the
+/// headers), until the columns and their two-space gaps fit in `width`; a table that cannot
+/// fit stays at its floors.
+pub fn shrink(widths: &mut [usize], floors: &[usize], width: usize) {
+    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
+    let mut over = total(widths).saturating_sub(width);
+    while over > 0 {
+        let widest = widths
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| **w > floors.get(*i).copied().unwrap_or(0))
+            .max_by_key(|(_, w)| **w);
+        let Some((i, _)) = widest else { break };
+        widths[i] -= 1;
+        over -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +66,19 @@ mod tests {
         assert_eq!(fit("exactly10!", 10), "exactly10!");
         assert_eq!(fit("ééééééé", 4), "ééé…");
         assert_eq!(fit("abc", 0), "…");
+    }
+
+    #[test]
+    fn shrink_narrows_the_widest_columns_down_to_their_floors() {
+        let mut widths = [4, 40, 10];
+        shrink(&mut widths, &[4, 7, 5], 40);
+        assert_eq!(widths, [4, 22, 10], "40 = 4 + 22 + 10 + two gaps of 2");
+        let mut widths = [4, 40, 10];
+        shrink(&mut widths, &[4, 7, 5], 10);
+        assert_eq!(widths, [4, 7, 5], "no narrower than the floors");
+        let mut widths = [3, 3];
+        shrink(&mut widths, &[1, 1], 80);
+        assert_eq!(widths, [3, 3], "a table that fits is left alone");
     }
 
     #[test]
