@@ -253,17 +253,6 @@ fn triggerctl_status_sums_up_many_rules_and_filters_them() {
     assert_eq!(json["rules"].as_array().map(Vec::len), Some(10));
 }
 
-/// `triggerctl --socket SOCKET ARGS` with `input` on stdin.
-fn ctl(daemon: &Daemon, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_triggerctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn every_triggerctl_verb_speaks_json() {
     let channel = format!("t{}-json", std::process::id());
@@ -271,7 +260,7 @@ fn every_triggerctl_verb_speaks_json() {
         "[[trigger]]\nname = \"t\"\nfile = \"t\"\nexec = [\"/bin/true\"]\n\n[[channel]]\nname = \"{channel}\"\nexec = [\"/bin/true\"]\n"
     ));
     let json = |args: &[&str]| -> serde_json::Value {
-        let out = ctl(&daemon, args);
+        let out = daemon.ctl(args);
         assert!(out.status.success(), "{args:?}: {out:?}");
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
@@ -302,7 +291,7 @@ fn every_triggerctl_verb_speaks_json() {
     assert_eq!(reexec["pid"], daemon.pid());
     assert_eq!(daemon.try_status().expect("status").execs, execs + 1);
 
-    let refused = ctl(&daemon, &["show", "nope", "--json"]);
+    let refused = daemon.ctl(&["show", "nope", "--json"]);
     assert_eq!(refused.status.code(), Some(1));
     let error: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert!(
@@ -346,7 +335,7 @@ fn triggerctl_tables_fit_the_terminal() {
         rows[1].starts_with("wide") && rows[1].ends_with('…'),
         "{narrow}"
     );
-    let piped = ctl(&daemon, &["list"]);
+    let piped = daemon.ctl(&["list"]);
     let text = String::from_utf8_lossy(&piped.stdout);
     assert!(
         text.contains(&format!("{long}x")),

@@ -139,12 +139,7 @@ fn a_write_shows_as_its_event_and_its_run_and_a_stuck_reader_blocks_nothing() {
 #[test]
 fn an_unknown_rule_and_readers_past_the_bound_are_refused() {
     let mut daemon = Daemon::start(CONFIG);
-    let out = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["events", "--rule", "nope"])
-        .output()
-        .expect("triggerctl");
+    let out = daemon.ctl(&["events", "--rule", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no rule named `nope`"));
     let max = triggerd::dispatch::feed::MAX_SUBSCRIBERS as u64;
@@ -156,12 +151,7 @@ fn an_unknown_rule_and_readers_past_the_bound_are_refused() {
         })
         .collect();
     readers(&mut daemon, max);
-    let out = Command::new(env!("CARGO_BIN_EXE_triggerctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .arg("events")
-        .output()
-        .expect("triggerctl");
+    let out = daemon.ctl(&["events"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("too many event readers"));
     drop(held);

@@ -36,250 +36,91 @@ impl triggerd_metrics::Collector for StatusCollector {
     }
 }
 
+/// A column that reads one field (`fired`, `1.writes`) of its row.
+macro_rules! col {
+    ($name:literal, $help:literal, $kind:ident, $($field:tt).+) => {
+        ($name, $help, $kind, |row| row.$($field).+ as u64)
+    };
+}
+
+#[rustfmt::skip] // one column per line
 const RULE: [Column<RuleStatus>; 16] = [
-    (
-        "rule_matched",
-        "Events that matched the rule.",
-        Counter,
-        |r| r.matched,
-    ),
-    ("rule_fired", "Runs started.", Counter, |r| r.fired),
-    ("rule_failed", "Runs that failed.", Counter, |r| r.failed),
-    (
-        "rule_dropped",
-        "Events dropped (busy, full queue).",
-        Counter,
-        |r| r.dropped,
-    ),
-    (
-        "rule_overflowed",
-        "Source overflows seen by the rule.",
-        Counter,
-        |r| r.overflowed,
-    ),
-    (
-        "rule_loops_suppressed",
-        "Events caused by the rule's own runs.",
-        Counter,
-        |r| r.loops_suppressed,
-    ),
-    (
-        "rule_skipped",
-        "Events while paused or disabled.",
-        Counter,
-        |r| r.skipped,
-    ),
-    ("rule_retried", "Runs retried.", Counter, |r| r.retried),
-    (
-        "rule_dead_lettered",
-        "Events given to dead_letter.",
-        Counter,
-        |r| r.dead_lettered,
-    ),
-    (
-        "rule_coalesced",
-        "Events merged into a queued one.",
-        Counter,
-        |r| r.coalesced,
-    ),
-    (
-        "rule_refused",
-        "Events refused before admission.",
-        Counter,
-        |r| r.refused,
-    ),
-    (
-        "rule_refused_bytes",
-        "Payload bytes refused or dropped.",
-        Counter,
-        |r| r.refused_bytes,
-    ),
-    ("rule_running", "Runs in progress.", Gauge, |r| r.running),
-    (
-        "rule_queued",
-        "Events waiting in the rule's queue.",
-        Gauge,
-        |r| r.queued,
-    ),
-    (
-        "rule_queued_bytes",
-        "Payload bytes in the rule's queue.",
-        Gauge,
-        |r| r.queued_bytes,
-    ),
-    (
-        "rule_active",
-        "1 when the rule acts on its events.",
-        Gauge,
-        |r| u64::from(r.state == "active"),
-    ),
+    col!("rule_matched", "Events that matched the rule.", Counter, matched),
+    col!("rule_fired", "Runs started.", Counter, fired),
+    col!("rule_failed", "Runs that failed.", Counter, failed),
+    col!("rule_dropped", "Events dropped (busy, full queue).", Counter, dropped),
+    col!("rule_overflowed", "Source overflows seen by the rule.", Counter, overflowed),
+    col!("rule_loops_suppressed", "Events caused by the rule's own runs.", Counter, loops_suppressed),
+    col!("rule_skipped", "Events while paused or disabled.", Counter, skipped),
+    col!("rule_retried", "Runs retried.", Counter, retried),
+    col!("rule_dead_lettered", "Events given to dead_letter.", Counter, dead_lettered),
+    col!("rule_coalesced", "Events merged into a queued one.", Counter, coalesced),
+    col!("rule_refused", "Events refused before admission.", Counter, refused),
+    col!("rule_refused_bytes", "Payload bytes refused or dropped.", Counter, refused_bytes),
+    col!("rule_running", "Runs in progress.", Gauge, running),
+    col!("rule_queued", "Events waiting in the rule's queue.", Gauge, queued),
+    col!("rule_queued_bytes", "Payload bytes in the rule's queue.", Gauge, queued_bytes),
+    ("rule_active", "1 when the rule acts on its events.", Gauge, |r| u64::from(r.state == "active")),
 ];
 
 type Named<T> = (String, T);
 
+#[rustfmt::skip] // one column per line
 const CHANNEL: [Column<Named<ChannelStatus>>; 4] = [
-    ("channel_messages", "Messages read.", Counter, |c| {
-        c.1.messages
-    }),
-    ("channel_bytes", "Bytes read.", Counter, |c| c.1.bytes),
-    (
-        "channel_full_ring_waits",
-        "Publishers that found the ring full.",
-        Counter,
-        |c| c.1.full_ring_waits,
-    ),
-    (
-        "channel_quarantines",
-        "Times the channel was quarantined.",
-        Counter,
-        |c| c.1.quarantines,
-    ),
+    col!("channel_messages", "Messages read.", Counter, 1.messages),
+    col!("channel_bytes", "Bytes read.", Counter, 1.bytes),
+    col!("channel_full_ring_waits", "Publishers that found the ring full.", Counter, 1.full_ring_waits),
+    col!("channel_quarantines", "Times the channel was quarantined.", Counter, 1.quarantines),
 ];
 
+#[rustfmt::skip] // one column per line
 const TRIGGER: [Column<Named<TriggerFileStatus>>; 7] = [
-    (
-        "trigger_writes",
-        "Writes into the trigger file.",
-        Counter,
-        |t| t.1.writes,
-    ),
-    ("trigger_bytes", "Bytes written.", Counter, |t| t.1.bytes),
-    ("trigger_events", "Events made.", Counter, |t| t.1.events),
-    ("trigger_drops", "Events dropped.", Counter, |t| t.1.drops),
-    ("trigger_refused_bytes", "Bytes refused.", Counter, |t| {
-        t.1.refused_bytes
-    }),
-    ("trigger_refused_opens", "Opens refused.", Counter, |t| {
-        t.1.refused_opens
-    }),
-    ("trigger_open", "Open handles.", Gauge, |t| t.1.open),
+    col!("trigger_writes", "Writes into the trigger file.", Counter, 1.writes),
+    col!("trigger_bytes", "Bytes written.", Counter, 1.bytes),
+    col!("trigger_events", "Events made.", Counter, 1.events),
+    col!("trigger_drops", "Events dropped.", Counter, 1.drops),
+    col!("trigger_refused_bytes", "Bytes refused.", Counter, 1.refused_bytes),
+    col!("trigger_refused_opens", "Opens refused.", Counter, 1.refused_opens),
+    col!("trigger_open", "Open handles.", Gauge, 1.open),
 ];
 
+#[rustfmt::skip] // one column per line
 const WEBHOOK: [Column<Named<WebhookStatus>>; 4] = [
-    ("webhook_accepted", "Connections accepted.", Counter, |w| {
-        w.1.accepted
-    }),
-    (
-        "webhook_per_peer_refused",
-        "Connections over the per-peer bound.",
-        Counter,
-        |w| w.1.per_peer_refused,
-    ),
-    ("webhook_timed_out", "Requests too slow.", Counter, |w| {
-        w.1.timed_out
-    }),
-    (
-        "webhook_unauthorized",
-        "Requests with a bad signature.",
-        Counter,
-        |w| w.1.unauthorized,
-    ),
+    col!("webhook_accepted", "Connections accepted.", Counter, 1.accepted),
+    col!("webhook_per_peer_refused", "Connections over the per-peer bound.", Counter, 1.per_peer_refused),
+    col!("webhook_timed_out", "Requests too slow.", Counter, 1.timed_out),
+    col!("webhook_unauthorized", "Requests with a bad signature.", Counter, 1.unauthorized),
 ];
 
+#[rustfmt::skip] // one column per line
 const PROVIDER: [Column<Named<ProviderStatus>>; 4] = [
-    (
-        "provider_restarts",
-        "Provider process restarts.",
-        Counter,
-        |p| p.1.restarts,
-    ),
-    (
-        "provider_fires",
-        "Events the provider fired.",
-        Counter,
-        |p| p.1.fires,
-    ),
-    ("provider_refused", "Lines refused.", Counter, |p| {
-        p.1.refused
-    }),
-    (
-        "provider_duplicates",
-        "Duplicate fires dropped.",
-        Counter,
-        |p| p.1.duplicates,
-    ),
+    col!("provider_restarts", "Provider process restarts.", Counter, 1.restarts),
+    col!("provider_fires", "Events the provider fired.", Counter, 1.fires),
+    col!("provider_refused", "Lines refused.", Counter, 1.refused),
+    col!("provider_duplicates", "Duplicate fires dropped.", Counter, 1.duplicates),
 ];
 
+#[rustfmt::skip] // one column per line
 const SPOOL: [Column<ForwarderStatus>; 10] = [
-    ("spool_appended", "Events put in the spool.", Counter, |s| {
-        s.spooled
-    }),
-    (
-        "spool_rejected",
-        "Events refused: spool full.",
-        Counter,
-        |s| s.rejected,
-    ),
-    (
-        "spool_dropped",
-        "Events deleted undelivered for room.",
-        Counter,
-        |s| s.dropped,
-    ),
-    ("spool_errors", "Appends the disk failed.", Counter, |s| {
-        s.errors
-    }),
-    (
-        "spool_corrupt",
-        "Records skipped: bad checksum.",
-        Counter,
-        |s| s.corrupt,
-    ),
-    (
-        "spool_pending",
-        "Events not yet acknowledged.",
-        Gauge,
-        |s| s.pending,
-    ),
-    ("spool_bytes", "Bytes in the spool.", Gauge, |s| s.bytes),
-    (
-        "delivery_delivered",
-        "Events answered by a worker.",
-        Counter,
-        |s| s.delivered,
-    ),
-    (
-        "delivery_failed",
-        "Events answered with a failure.",
-        Counter,
-        |s| s.failed,
-    ),
-    (
-        "delivery_resent",
-        "Events sent again after no answer.",
-        Counter,
-        |s| s.resent,
-    ),
+    col!("spool_appended", "Events put in the spool.", Counter, spooled),
+    col!("spool_rejected", "Events refused: spool full.", Counter, rejected),
+    col!("spool_dropped", "Events deleted undelivered for room.", Counter, dropped),
+    col!("spool_errors", "Appends the disk failed.", Counter, errors),
+    col!("spool_corrupt", "Records skipped: bad checksum.", Counter, corrupt),
+    col!("spool_pending", "Events not yet acknowledged.", Gauge, pending),
+    col!("spool_bytes", "Bytes in the spool.", Gauge, bytes),
+    col!("delivery_delivered", "Events answered by a worker.", Counter, delivered),
+    col!("delivery_failed", "Events answered with a failure.", Counter, failed),
+    col!("delivery_resent", "Events sent again after no answer.", Counter, resent),
 ];
 
+#[rustfmt::skip] // one column per line
 const SERVICE: [Column<ServiceStatus>; 5] = [
-    (
-        "service_served",
-        "Requests given to a plugin.",
-        Counter,
-        |s| s.served,
-    ),
-    (
-        "service_duplicates",
-        "Requests seen before.",
-        Counter,
-        |s| s.duplicates,
-    ),
-    (
-        "service_connections",
-        "Connections to the broker.",
-        Counter,
-        |s| s.connections,
-    ),
-    (
-        "service_dead_letters",
-        "Requests dead-lettered.",
-        Counter,
-        |s| s.dead_letters,
-    ),
-    ("service_running", "1 while the worker runs.", Gauge, |s| {
-        u64::from(s.running)
-    }),
+    col!("service_served", "Requests given to a plugin.", Counter, served),
+    col!("service_duplicates", "Requests seen before.", Counter, duplicates),
+    col!("service_connections", "Connections to the broker.", Counter, connections),
+    col!("service_dead_letters", "Requests dead-lettered.", Counter, dead_letters),
+    col!("service_running", "1 while the worker runs.", Gauge, running),
 ];
 
 /// Writes one status snapshot.
