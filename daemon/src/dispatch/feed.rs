@@ -206,11 +206,20 @@ impl Feed {
         }
         let list = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
         let wants = |s: &&Subscriber| s.rule.as_deref().is_none_or(|r| r == rule);
-        if !list.iter().any(|s| wants(&s)) {
+        // Each wanting reader is decided once: sent to, or counted. A full buffer is counted
+        // without building the record: a stuck reader costs an increment, not allocations.
+        let mut open = [false; MAX_SUBSCRIBERS];
+        for (i, s) in list.iter().enumerate().filter(|(_, s)| wants(s)) {
+            match s.records.capacity() {
+                0 => _ = s.dropped.fetch_add(1, Ordering::Relaxed),
+                _ => open[i] = true,
+            }
+        }
+        if !open.contains(&true) {
             return;
         }
         let record = Arc::new(record());
-        for s in list.iter().filter(wants) {
+        for (s, _) in list.iter().zip(open).filter(|(_, open)| *open) {
             if s.records.try_send(Arc::clone(&record)).is_err() {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
             }
