@@ -252,3 +252,93 @@ fn triggerctl_status_sums_up_many_rules_and_filters_them() {
         serde_json::from_str(&ctl(&["--json", "--rule", "t10?"])).unwrap();
     assert_eq!(json["rules"].as_array().map(Vec::len), Some(10));
 }
+
+#[test]
+fn every_triggerctl_verb_speaks_json() {
+    let channel = format!("t{}-json", std::process::id());
+    let daemon = Daemon::start(&format!(
+        "[[trigger]]\nname = \"t\"\nfile = \"t\"\nexec = [\"/bin/true\"]\n\n[[channel]]\nname = \"{channel}\"\nexec = [\"/bin/true\"]\n"
+    ));
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = daemon.ctl(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let named_t = |rules: &serde_json::Value| {
+        rules
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "t"))
+    };
+    assert!(named_t(&json(&["status", "--json"])["rules"]));
+    assert!(json(&["--json", "providers"]).is_object());
+    assert!(named_t(&json(&["list", "--json"])));
+    assert_eq!(json(&["show", "t", "--json"])[0]["kind"], "trigger");
+    for (verb, done) in [
+        ("pause", "paused"),
+        ("resume", "resumed"),
+        ("disable", "disabled"),
+        ("enable", "enabled"),
+    ] {
+        assert_eq!(json(&[verb, "t", "--json"])["done"], done, "{verb}");
+    }
+    assert_eq!(json(&["fire", "t", "x", "--json"])["done"], "fired");
+    let published = json(&["publish", &channel, "m", "--json"]);
+    assert_eq!(published["published"], 1, "{published}");
+    let execs = daemon.try_status().expect("status").execs;
+    let reexec = json(&["reexec", "--json"]);
+    assert_eq!(reexec["done"], "re-executed");
+    assert_eq!(reexec["pid"], daemon.pid());
+    assert_eq!(daemon.try_status().expect("status").execs, execs + 1);
+
+    let refused = daemon.ctl(&["show", "nope", "--json"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("nope")),
+        "{error}"
+    );
+}
+
+#[test]
+fn triggerctl_tables_fit_the_terminal() {
+    let long = "a-rather-long-directory-name/".repeat(4);
+    let daemon = Daemon::start(&format!(
+        "[[trigger]]\nname = \"wide\"\nfile = \"{long}x\"\nexec = [\"/bin/true\"]\n"
+    ));
+    // `script` gives triggerctl a terminal of 60 columns; a pipe gets the whole lines.
+    let run = |cols: u32| {
+        let line = format!(
+            "stty cols {cols}; {} --socket {} list",
+            env!("CARGO_BIN_EXE_triggerctl"),
+            daemon.socket.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (bsdutils)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    let narrow = run(60);
+    let rows: Vec<&str> = narrow.lines().filter(|l| !l.is_empty()).collect();
+    assert!(rows.len() >= 2, "{narrow}");
+    for row in &rows {
+        assert!(
+            row.chars().count() <= 60,
+            "{} columns: {row}",
+            row.chars().count()
+        );
+    }
+    assert!(
+        rows[1].starts_with("wide") && rows[1].ends_with('…'),
+        "{narrow}"
+    );
+    let piped = daemon.ctl(&["list"]);
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        text.contains(&format!("{long}x")),
+        "a pipe is never cut: {text}"
+    );
+}

@@ -169,6 +169,13 @@ fn triggerctl_send_streams_lines_and_exits_with_the_remote_code() {
     std::fs::write(worker.path("go"), "").expect("go");
     assert_eq!(job.line(), "second");
     assert_eq!(job.exit_code(), Some(3));
+
+    // --json: one object per output line, then the status.
+    let mut json = Ctl::spawn(&["send", "--json", "--config", &config, "job", "again\n"]);
+    assert_eq!(json.line(), r#"{"output":"got again"}"#);
+    assert_eq!(json.line(), r#"{"output":"second"}"#);
+    assert_eq!(json.line(), r#"{"status":3}"#);
+    assert_eq!(json.exit_code(), Some(3));
 }
 
 #[test]

@@ -66,6 +66,8 @@ pub enum DaemonError {
     Config(String),
     #[error("{0}")]
     Remote(String),
+    #[error(transparent)]
+    Metrics(#[from] triggerd_metrics::MetricsError),
     #[error("re-exec failed: {0}")]
     Reexec(std::io::Error),
 }
@@ -130,9 +132,25 @@ struct State {
     commands: mpsc::UnboundedSender<Command>,
     /// The synced trigger catalog (`sync_triggers = true`).
     catalog: Option<Arc<CatalogShared>>,
+    /// Where the metrics endpoint listens, once it does.
+    metrics: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Responder for State {
+    fn subscribe(
+        &self,
+        rule: Option<String>,
+    ) -> Result<crate::dispatch::feed::Subscription, crate::dispatch::feed::SubscribeError> {
+        use crate::dispatch::feed::SubscribeError;
+        if let Some(name) = rule
+            .as_deref()
+            .filter(|n| self.dispatcher.rule(n).is_none())
+        {
+            return Err(SubscribeError::NoSuchRule(name.to_string()));
+        }
+        self.dispatcher.feed().subscribe(rule)
+    }
+
     fn answer(&self, request: Request) -> Reply {
         let d = &self.dispatcher;
         fn done<T>(r: Result<T, crate::dispatch::LifecycleError>, what: &str) -> Reply {
@@ -190,6 +208,8 @@ impl Responder for State {
                 );
                 done(d.fire(&rule, event), "fired")
             }
+            // The control socket streams these itself (`Responder::subscribe`).
+            Request::Events { .. } => Reply::Error("events: not a one-reply verb".into()),
             Request::Reexec => match self.commands.send(Command::Reexec) {
                 Ok(()) => Reply::Done("re-executing".into()),
                 Err(_) => Reply::Error("the daemon is stopping".into()),
@@ -224,6 +244,8 @@ impl State {
             }),
             control_refused: control::refused(),
             fds: crate::fds::usage(),
+            metrics: self.metrics.get().map(|a| a.to_string()),
+            event_readers: self.dispatcher.feed().readers() as u64,
         }
     }
 }
@@ -297,6 +319,7 @@ pub async fn run(
     .map_err(control_error)?;
     let control_group = config.daemon.control_group;
     let grace = config.daemon.shutdown_grace;
+    let metrics_address = config.daemon.metrics.clone();
     tracing::info!(rules = config.rules.len(), config = %config.file.display(), "triggerd running");
     let (own_commands, mut own_receiver) = mpsc::unbounded_channel();
     let state = Arc::new(State {
@@ -308,7 +331,9 @@ pub async fn run(
         shared,
         ids,
         remote,
+        metrics: std::sync::OnceLock::new(),
     });
+    let _metrics = start_metrics(&state, metrics_address.as_deref())?;
     let control_task = tokio::spawn(control::serve(
         listener,
         control_path,
@@ -372,6 +397,22 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the Prometheus endpoint when `[daemon] metrics` asks; it stops when dropped.
+fn start_metrics(
+    state: &Arc<State>,
+    address: Option<&str>,
+) -> Result<Option<triggerd_metrics::Endpoint>, DaemonError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let of = Arc::clone(state);
+    let snapshot: crate::metrics::Snapshot = Arc::new(move || of.status(of.dispatcher.status()));
+    let collector = Box::new(crate::metrics::StatusCollector(snapshot));
+    let endpoint = triggerd_metrics::Endpoint::start(address, "triggerd", collector)?;
+    let _ = state.metrics.set(endpoint.address());
+    Ok(Some(endpoint))
 }
 
 fn bindings_for(kind: &str, config: &Config, generation: u64) -> Bindings {

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod event;
 pub mod fds;
 pub mod handover;
+pub mod metrics;
 pub mod remote;
 pub mod schedule;
 pub mod sources;

@@ -276,6 +276,17 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no rule {name}"))
     }
 
+    /// `triggerctl --socket SOCKET ARGS`, run to its end (stdin empty).
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_triggerctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("triggerctl")
+    }
+
     /// `triggerctl status --json`, parsed.
     pub fn ctl_status_json(&self) -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_triggerctl"))

@@ -37,7 +37,39 @@ impl Broker {
         Self::start_with(Mechanism::Curve)
     }
 
+    /// A broker without authentication serving metrics on a free loopback port, written to
+    /// `DIR/metrics` (see [`Broker::metrics_address`]). Used by tests/metrics.rs.
+    #[allow(dead_code)]
+    pub fn start_with_metrics() -> Self {
+        let mut broker = Self::prepare(Mechanism::None);
+        broker.config.metrics = Some("127.0.0.1:0".into());
+        broker.config.metrics_file = Some(broker.dir.path().join("metrics"));
+        broker.resume();
+        broker
+    }
+
+    /// The metrics endpoint's bound address.
+    #[allow(dead_code)]
+    pub fn metrics_address(&self) -> String {
+        let file = self
+            .config
+            .metrics_file
+            .as_ref()
+            .expect("metrics configured");
+        std::fs::read_to_string(file)
+            .expect("metrics file")
+            .trim()
+            .to_string()
+    }
+
     fn start_with(security: Mechanism) -> Self {
+        let mut broker = Self::prepare(security);
+        broker.resume();
+        broker
+    }
+
+    /// The broker's dir and config, not started yet.
+    fn prepare(security: Mechanism) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("triggerd-broker")
             .tempdir_in(test_root())
@@ -57,13 +89,11 @@ impl Broker {
             let pair = KeyPair::generate().expect("libzmq has CURVE");
             pair.save(&config.secret_key).expect("broker key");
         }
-        let mut broker = Self {
+        Self {
             dir,
             config,
             running: None,
-        };
-        broker.resume();
-        broker
+        }
     }
 
     pub fn endpoint(&self) -> &str {

@@ -4,6 +4,11 @@
 //! spawned per event). Baseline in the same run, on the same backlog: a raw C fanotify read
 //! loop (`benches/c/fanotify_drain.c`). Target: triggerd ≥ 50 % of the C loop.
 //!
+//! Then the same drain with `triggerctl events` readers attached (every event is offered to
+//! the live feed): one that never reads (its buffer fills, records are dropped and counted)
+//! and one that reads every line, each as a ratio against the drain without readers in this
+//! run. Target: the stuck reader costs nothing measurable (≥ 0.90).
+//!
 //! Run as root: `cargo build --release -p triggerd -p triggerd-benches &&
 //! target/release/daemon_drain` (TRIGGERD_BIN overrides the daemon's path).
 
@@ -69,19 +74,10 @@ fn main() -> Result<()> {
     drop(limit);
 
     let mut rates = Vec::new();
+    let mut alone = Vec::new();
     for round in 0..ROUNDS {
-        // Asked before stopping it: a stopped daemon does not answer.
-        let before = status(&socket).unwrap_or(0);
-        signal(pid, libc::SIGSTOP);
-        for i in 0..EVENTS {
-            std::fs::write(dir.join(format!("r{round}-{i}")), b"")?;
-        }
-        let start = Instant::now();
-        signal(pid, libc::SIGCONT);
-        wait_until("the daemon", Duration::from_secs(120), || {
-            status(&socket).is_some_and(|n| n >= before + EVENTS as u64)
-        })?;
-        let daemon_rate = EVENTS as f64 / start.elapsed().as_secs_f64();
+        let daemon_rate = drain(&socket, pid, &dir, &format!("r{round}"))?;
+        alone.push(daemon_rate);
         let (records, ns) = c_drain(&mut c_in, &mut c_out)?;
         let c_rate = records as f64 / (ns as f64 / 1e9);
         println!(
@@ -89,9 +85,6 @@ fn main() -> Result<()> {
             daemon_rate / c_rate
         );
         rates.push(daemon_rate / c_rate);
-        for entry in std::fs::read_dir(&dir)? {
-            std::fs::remove_file(entry?.path())?;
-        }
         c_drain(&mut c_in, &mut c_out)?;
     }
     rates.sort_by(f64::total_cmp);
@@ -99,7 +92,64 @@ fn main() -> Result<()> {
         "median ratio triggerd / C loop = {:.2} (target ≥ 0.50)",
         rates[rates.len() / 2]
     );
+    alone.sort_by(f64::total_cmp);
+    let alone = alone[alone.len() / 2];
+    for reading in [false, true] {
+        let reader = events_reader(&socket, reading)?;
+        let mut with = Vec::new();
+        for round in 0..ROUNDS {
+            with.push(drain(&socket, pid, &dir, &format!("e{reading}{round}"))?);
+        }
+        // Ends the reading thread's clone too.
+        let _ = reader.shutdown(std::net::Shutdown::Both);
+        with.sort_by(f64::total_cmp);
+        let median = with[with.len() / 2];
+        let who = if reading { "a reading" } else { "a stuck" };
+        println!(
+            "with {who} events reader: {median:>10.0} events/s, ratio to no reader {:.2}{}",
+            median / alone,
+            if reading { "" } else { " (target ≥ 0.90)" }
+        );
+    }
     Ok(())
+}
+
+/// Queues `EVENTS` events while the daemon is stopped, then times how fast it counts them
+/// all; leaves the directory empty.
+fn drain(socket: &Path, pid: i32, dir: &Path, tag: &str) -> Result<f64> {
+    // Asked before stopping it: a stopped daemon does not answer.
+    let before = status(socket).unwrap_or(0);
+    signal(pid, libc::SIGSTOP);
+    for i in 0..EVENTS {
+        std::fs::write(dir.join(format!("{tag}-{i}")), b"")?;
+    }
+    let start = Instant::now();
+    signal(pid, libc::SIGCONT);
+    wait_until("the daemon", Duration::from_secs(120), || {
+        status(socket).is_some_and(|n| n >= before + EVENTS as u64)
+    })?;
+    let rate = EVENTS as f64 / start.elapsed().as_secs_f64();
+    for entry in std::fs::read_dir(dir)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    Ok(rate)
+}
+
+/// A `triggerctl events` reader on the control socket: one that never reads, or a thread
+/// that reads and discards every line. Shutting the socket down ends both.
+fn events_reader(socket: &Path, reading: bool) -> Result<std::os::unix::net::UnixStream> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.write_all(b"{\"verb\":\"events\"}\n")?;
+    if reading {
+        let mut lines = BufReader::new(stream.try_clone()?);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+                line.clear();
+            }
+        });
+    }
+    Ok(stream)
 }
 
 fn c_drain(input: &mut ChildStdin, output: &mut BufReader<ChildStdout>) -> Result<(u64, u64)> {

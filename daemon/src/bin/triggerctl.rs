@@ -19,6 +19,10 @@ struct Cli {
     /// The daemon's control socket.
     #[arg(long, default_value = "/run/triggerd/control.sock")]
     socket: PathBuf,
+    /// Machine-readable output, on every verb: one JSON document, or one JSON object per
+    /// line for the verbs that stream (`events`, `send`).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -29,8 +33,6 @@ enum Verb {
     /// counts by kind and state with the most active and the failing rules (--all: every
     /// one). --json prints the whole status, every rule included, filtered as asked.
     Status {
-        #[arg(long)]
-        json: bool,
         /// Every selected rule, however many.
         #[arg(long)]
         all: bool,
@@ -45,21 +47,11 @@ enum Verb {
         state: Option<String>,
     },
     /// Event-source providers: state, restarts, rules, fires, refused lines.
-    Providers {
-        #[arg(long)]
-        json: bool,
-    },
+    Providers,
     /// Rules with their state and next fire time.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// One rule in full.
-    Show {
-        rule: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { rule: String },
     /// Stop acting on the rule's events (kept across reload and restart).
     Pause { rule: String },
     /// Act on the rule's events again.
@@ -74,6 +66,18 @@ enum Verb {
     Enable { rule: String },
     /// Run the rule now (for testing), with DATA (or stdin when DATA is `-`) as the payload.
     Fire { rule: String, data: Option<String> },
+    /// Follow events and runs live (rule, subject, outcome, duration) until interrupted:
+    /// the way to see what a trigger does without editing the config. A reader too slow
+    /// for the daemon is told how many records it missed; the daemon never waits for it.
+    /// With --json, one object per line (`type`: event, run or dropped).
+    Events {
+        /// Only this rule's events and runs.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Exit after this many records.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Replace the daemon's process with the binary on disk, same pid, keeping the trigger
     /// mount (writers holding a trigger file open go on writing); returns once the new
     /// image answers.
@@ -160,7 +164,7 @@ fn main() -> ExitCode {
         timeout,
     } = &cli.verb
     {
-        return publish(channel, data.as_deref(), *lines, *timeout);
+        return publish(channel, data.as_deref(), *lines, *timeout, cli.json);
     }
     if let Verb::Send {
         service,
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
             token,
             server_key,
             secret_key,
+            json: cli.json,
         }));
     }
     if let Verb::Service {
@@ -212,7 +217,7 @@ fn main() -> ExitCode {
             timeout,
         };
         return ExitCode::from(triggerd::remote::nats::service(
-            &service, &change, &config, broker,
+            &service, &change, &config, broker, cli.json,
         ));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -226,12 +231,26 @@ fn main() -> ExitCode {
         }
     };
     if let Verb::Reexec { timeout } = &cli.verb {
-        return runtime.block_on(control::reexec::run(&cli.socket, *timeout));
+        return runtime.block_on(control::reexec::run(&cli.socket, *timeout, cli.json));
     }
-    let providers_view = matches!(cli.verb, Verb::Providers { .. });
-    let (request, json) = match cli.verb {
+    if let Verb::Events { rule, count } = cli.verb {
+        let width = triggerd_cli::terminal::width();
+        let mut out = std::io::stdout().lock();
+        let followed = control::events::follow(&cli.socket, rule, cli.json, count, width, &mut out);
+        return match runtime.block_on(followed) {
+            Ok(_) => ExitCode::SUCCESS,
+            // The reader of our output went away (`| head`): not a failure.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("triggerctl: {}: {e}", cli.socket.display());
+                ExitCode::from(1)
+            }
+        };
+    }
+    let providers_view = matches!(cli.verb, Verb::Providers);
+    let json = cli.json;
+    let request = match cli.verb {
         Verb::Status {
-            json,
             all,
             rule,
             kind,
@@ -243,15 +262,15 @@ fn main() -> ExitCode {
                 state,
                 all: all || json,
             };
-            (Request::Summary { filter }, json)
+            Request::Summary { filter }
         }
-        Verb::Providers { json } => (Request::Status, json),
-        Verb::List { json } => (Request::List, json),
-        Verb::Show { rule, json } => (Request::Show { rule }, json),
-        Verb::Pause { rule } => (Request::Pause { rule }, false),
-        Verb::Resume { rule } => (Request::Resume { rule }, false),
-        Verb::Disable { rule, reason } => (Request::Disable { rule, reason }, false),
-        Verb::Enable { rule } => (Request::Enable { rule }, false),
+        Verb::Providers => Request::Status,
+        Verb::List => Request::List,
+        Verb::Show { rule } => Request::Show { rule },
+        Verb::Pause { rule } => Request::Pause { rule },
+        Verb::Resume { rule } => Request::Resume { rule },
+        Verb::Disable { rule, reason } => Request::Disable { rule, reason },
+        Verb::Enable { rule } => Request::Enable { rule },
         Verb::Fire { rule, data } => {
             let data = match data.as_deref() {
                 Some("-") => {
@@ -265,9 +284,13 @@ fn main() -> ExitCode {
                 }
                 _ => data,
             };
-            (Request::Fire { rule, data }, false)
+            Request::Fire { rule, data }
         }
-        Verb::Publish { .. } | Verb::Send { .. } | Verb::Service { .. } | Verb::Reexec { .. } => {
+        Verb::Publish { .. }
+        | Verb::Send { .. }
+        | Verb::Service { .. }
+        | Verb::Reexec { .. }
+        | Verb::Events { .. } => {
             unreachable!("handled above")
         }
     };
@@ -351,6 +374,7 @@ fn publish(
     data: Option<&str>,
     lines: bool,
     timeout: std::time::Duration,
+    json: bool,
 ) -> ExitCode {
     let Some(payload) = read_data(data) else {
         return ExitCode::from(1);
@@ -370,11 +394,18 @@ fn publish(
     } else {
         vec![&payload]
     };
+    let total = messages.len();
     for message in messages {
         if let Err(e) = publisher.publish_timeout(message, timeout) {
             eprintln!("triggerctl: {channel}: {e}");
             return ExitCode::from(1);
         }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "channel": channel, "published": total })
+        );
     }
     ExitCode::SUCCESS
 }
@@ -566,20 +597,26 @@ fn print_table<T>(columns: &[Column<T>], rules: &[T]) {
         .iter()
         .map(|r| columns.iter().map(|(_, cell)| cell(r)).collect())
         .collect();
-    let widths: Vec<usize> = (0..header.len())
+    let chars = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
+                .map(|r| chars(&r[i]))
+                .chain([chars(header[i])])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
+    // On a terminal, the widest columns give way (their cells cut with `…`) so rows fit.
+    if let Some(width) = triggerd_cli::terminal::width() {
+        let floors: Vec<usize> = header.iter().map(|h| chars(h)).collect();
+        triggerd_cli::terminal::shrink(&mut widths, &floors, width);
+    }
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{:<w$}", triggerd_cli::terminal::fit(c, *w)))
             .collect();
         println!("{}", padded.join("  ").trim_end());
     };

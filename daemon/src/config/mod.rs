@@ -47,6 +47,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// `dropins`: the drop-in directory when set (else `NAME.d` beside the config file).
     pub dropins: Option<PathBuf>,
+    /// `metrics`: where the Prometheus endpoint listens (`IP:PORT`); none when unset.
+    pub metrics: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -59,6 +61,7 @@ impl Default for DaemonConfig {
             fs_mount: PathBuf::from("/run/triggerd/fs"),
             state_dir: PathBuf::from("/var/lib/triggerd"),
             dropins: None,
+            metrics: None,
         }
     }
 }

@@ -103,6 +103,8 @@ pub struct RawDaemon {
     pub fs_mount: Option<String>,
     pub state_dir: Option<String>,
     pub dropins: Option<String>,
+    /// `IP:PORT` of the Prometheus endpoint (port 0: any free port).
+    pub metrics: Option<String>,
 }
 
 /// One rule table (`[[watch]]`, and the other rule kinds as they arrive). All rule kinds share

@@ -23,7 +23,11 @@ impl Request {
     pub fn read_only(&self) -> bool {
         matches!(
             self,
-            Request::Status | Request::Summary { .. } | Request::List | Request::Show { .. }
+            Request::Status
+                | Request::Summary { .. }
+                | Request::List
+                | Request::Show { .. }
+                | Request::Events { .. }
         )
     }
 }
@@ -49,7 +53,7 @@ impl Peer {
             Peer::Reader if request.read_only() => None,
             Peer::Reader => Some(
                 "permission denied: only root may change rules or fire them \
-                 (control_group grants status, list and show)"
+                 (control_group grants status, list, show and events)"
                     .into(),
             ),
             Peer::Stranger => Some(

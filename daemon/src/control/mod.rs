@@ -4,6 +4,7 @@
 //! [`MAX_CONNECTIONS`] are served at once; what is refused is counted ([`refused`]).
 
 pub mod access;
+pub mod events;
 pub mod reexec;
 pub mod summary;
 
@@ -56,6 +57,12 @@ pub enum Request {
     /// Replace the process with the binary on disk, same pid, handing the kernel objects over
     /// (`triggerctl reexec`).
     Reexec,
+    /// Turns the connection into the live feed of events and runs (`triggerctl events`): one
+    /// `Reply` line, then one [`crate::dispatch::feed::Record`] per line until either side ends.
+    Events {
+        #[serde(default)]
+        rule: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,6 +94,12 @@ pub struct Status {
     /// Descriptors the daemon holds, and its limit.
     #[serde(default)]
     pub fds: crate::fds::FdUsage,
+    /// Readers of the live feed now (`triggerctl events`).
+    #[serde(default)]
+    pub event_readers: u64,
+    /// The address the Prometheus endpoint is bound to (`[daemon] metrics`), if it runs.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -105,6 +118,11 @@ pub enum Reply {
 /// Produces the daemon's answers; implemented by the daemon's state.
 pub trait Responder: Send + Sync + 'static {
     fn answer(&self, request: Request) -> Reply;
+    /// A reader of the live feed, of one rule's records when `rule` is set.
+    fn subscribe(
+        &self,
+        rule: Option<String>,
+    ) -> Result<crate::dispatch::feed::Subscription, crate::dispatch::feed::SubscribeError>;
 }
 
 /// Fails when a live daemon answers on `path`. Checked before anything else starts: a second
@@ -211,6 +229,16 @@ async fn answer(stream: UnixStream, responder: Arc<dyn Responder>, group: Option
     let mut line = String::new();
     while matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
         let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Events { rule })
+                if peer.refusal(&Request::Events { rule: None }).is_none() =>
+            {
+                let subscription = responder.subscribe(rule);
+                if let Err(e @ crate::dispatch::feed::SubscribeError::TooMany) = &subscription {
+                    refuse(&format!("events: {e}"));
+                }
+                events::stream(subscription, lines, write).await;
+                return;
+            }
             Ok(request) => match peer.refusal(&request) {
                 None => responder.answer(request),
                 Some(why) => {

@@ -15,7 +15,7 @@ async fn execs(socket: &Path) -> Option<(u64, u32)> {
 }
 
 /// Asks for the re-exec and waits (at most `timeout`) for the new image to answer.
-pub async fn run(socket: &Path, timeout: Duration) -> ExitCode {
+pub async fn run(socket: &Path, timeout: Duration, json: bool) -> ExitCode {
     let Some((before, _)) = execs(socket).await else {
         eprintln!("triggerctl: {}: no answer", socket.display());
         return ExitCode::from(1);
@@ -39,7 +39,13 @@ pub async fn run(socket: &Path, timeout: Duration) -> ExitCode {
     while Instant::now() < deadline {
         if let Some((now, pid)) = execs(socket).await {
             if now > before {
-                println!("re-executed (pid {pid})");
+                match json {
+                    true => println!(
+                        "{}",
+                        serde_json::json!({ "done": "re-executed", "pid": pid })
+                    ),
+                    false => println!("re-executed (pid {pid})"),
+                }
                 return ExitCode::SUCCESS;
             }
         }

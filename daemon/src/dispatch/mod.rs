@@ -3,6 +3,7 @@
 //! config as a diff that keeps the runtime (counters, queues, running actions) of every rule
 //! the reload did not change, and carries the lifecycle verbs (pause, resume, disable, fire).
 
+pub mod feed;
 mod lifecycle;
 mod queue;
 mod rule;
@@ -61,6 +62,8 @@ pub struct RuleContext {
     /// Process groups of every rule's runs in progress (with how many runs lead each): a
     /// permission request asks whether its pid is the daemon's own without visiting rules.
     running: Mutex<HashMap<i32, usize>>,
+    /// Events and runs for `triggerctl events`.
+    pub feed: Arc<feed::Feed>,
 }
 
 impl std::fmt::Debug for RuleContext {
@@ -148,9 +151,15 @@ impl Dispatcher {
                 lifecycle: Lifecycle::load(state_dir),
                 outbox: RwLock::default(),
                 running: Mutex::default(),
+                feed: Arc::default(),
             }),
             lifecycle_changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// The live feed of events and runs (`triggerctl events`).
+    pub fn feed(&self) -> &Arc<feed::Feed> {
+        &self.context.feed
     }
 
     /// Sets where `send` actions go (none: they fail, counted).

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
+use super::feed::Record;
 use super::lifecycle::RuleState;
 use super::queue::{Job, Queue};
 use super::RuleContext;
@@ -207,6 +208,7 @@ impl RuleRuntime {
     /// (`waits`): then a full queue answers `Full` whatever `when_full` says.
     pub fn offer_from(self: &Arc<Self>, event: Event, waits: bool) -> Offer {
         self.counters.matched.fetch_add(1, Ordering::Relaxed);
+        self.published(&event);
         if !self.lifecycle_state().active() {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             return Offer::Taken;
@@ -233,6 +235,7 @@ impl RuleRuntime {
 
     /// Runs the rule now for `event`, whatever its lifecycle state (`triggerctl fire`).
     pub fn fire(self: &Arc<Self>, event: Event) -> Offer {
+        self.published(&event);
         self.admit(Job::new(event, false))
     }
 
@@ -457,6 +460,7 @@ impl RuleRuntime {
         tokio::spawn(async move {
             // Waiting for a turn keeps the rule's slot, so the rule's own limits still hold.
             let _turn = action_turns().acquire().await;
+            let began = Instant::now();
             let mut pid = None;
             let outcome = match &rule.rule.def.action {
                 Action::Exec(exec) => {
@@ -480,6 +484,10 @@ impl RuleRuntime {
                 }
                 Action::Send(send) => rule.send(send, &job.event),
             };
+            let name = &rule.rule.name;
+            rule.context.feed.publish(name, || {
+                Record::run(name, &job.event, &outcome, began.elapsed(), job.attempt)
+            });
             rule.finished(pid, job, &outcome);
         });
     }
@@ -553,6 +561,7 @@ impl RuleRuntime {
     /// Runs the action for a permission request and says whether it allows the access.
     pub async fn decide(self: &Arc<Self>, event: Event) -> bool {
         self.counters.matched.fetch_add(1, Ordering::Relaxed);
+        self.published(&event);
         if !self.lifecycle_state().active() {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             return true;
@@ -574,6 +583,7 @@ impl RuleRuntime {
             state.slots += 1;
         }
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
         let mut pid = None;
         let (outcome, _) = run_exec(
             &self.rule.name,
@@ -587,6 +597,10 @@ impl RuleRuntime {
             },
         )
         .await;
+        let name = &self.rule.name;
+        self.context.feed.publish(name, || {
+            Record::run(name, &event, &outcome, began.elapsed(), 0)
+        });
         {
             let mut state = self.state();
             state.slots = state.slots.saturating_sub(1);
@@ -602,6 +616,14 @@ impl RuleRuntime {
             ExecOutcome::TimedOut => self.rule.def.policy.on_timeout == OnTimeout::Allow,
             other => other.success(),
         }
+    }
+
+    /// Offers the feed the event this rule was just offered.
+    fn published(&self, event: &Event) {
+        let name = &self.rule.name;
+        self.context
+            .feed
+            .publish(name, || Record::event(name, event));
     }
 
     /// Counts a queue overflow against this rule (events may have been lost for it).

@@ -104,7 +104,7 @@ pub fn send(
         eprintln!("triggerctl: cannot start a runtime");
         return 1;
     };
-    let stdout = std::io::stdout();
+    let output = super::send::Output { json: request.json };
     let outcome = runtime.block_on(async {
         let client = triggerd_nats::connect(&nats).await?;
         triggerd_nats::request(
@@ -113,10 +113,7 @@ pub fn send(
             request.plugin.as_deref().unwrap_or(""),
             &request.payload,
             request.timeout,
-            |_, line| {
-                // A closed stdout (`| head`) must not stop the request from completing.
-                let _ = super::send::print_lines(&mut stdout.lock(), &[line.to_vec()]);
-            },
+            |_, line| output.lines(&[line.to_vec()], false),
         )
         .await
     });
@@ -125,16 +122,11 @@ pub fn send(
             let mut code = 0u8;
             for f in &finals {
                 if !f.body.is_empty() {
-                    let body = [f.body.clone()];
-                    let _ = if f.status == 0 {
-                        super::send::print_lines(&mut stdout.lock(), &body)
-                    } else {
-                        super::send::print_lines(&mut std::io::stderr().lock(), &body)
-                    };
+                    output.lines(std::slice::from_ref(&f.body), f.status != 0);
                 }
                 code = code.max(u8::try_from(f.status).unwrap_or(1));
             }
-            code
+            output.status(code)
         }
         Err(triggerd_nats::NatsError::Timeout(t)) => {
             eprintln!(
@@ -168,6 +160,7 @@ pub fn service(
     change: &ServiceChange,
     config: &std::path::Path,
     endpoint: Option<String>,
+    json: bool,
 ) -> u8 {
     let nats = match endpoint {
         Some(endpoint) => NatsOptions {
@@ -211,6 +204,18 @@ pub fn service(
     let limit = std::time::Duration::from_secs(10);
     match runtime.block_on(triggerd_nats::service::configure(&nats, name, apply, limit)) {
         Ok(c) => {
+            if json {
+                let settings = serde_json::json!({
+                    "service": name,
+                    "algorithm": c.algorithm.as_str(),
+                    "replicas": c.replicas,
+                    "max_deliver": c.max_deliver,
+                    "ack_wait_ms": c.ack_wait.as_millis() as u64,
+                    "timeout_ms": c.timeout.map(|t| t.as_millis() as u64),
+                });
+                println!("{settings}");
+                return 0;
+            }
             let timeout = c.timeout.map_or("none".to_string(), |t| {
                 humantime::format_duration(t).to_string()
             });

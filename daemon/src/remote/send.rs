@@ -35,6 +35,8 @@ pub struct SendRequest {
     pub server_key: Option<String>,
     /// This host's CURVE secret key file.
     pub secret_key: Option<PathBuf>,
+    /// Each output line as `{"output": LINE}`, then `{"status": N}`.
+    pub json: bool,
 }
 
 /// Where to connect and as whom (with the config's `[broker]` when it came from there).
@@ -57,7 +59,7 @@ fn target(request: &SendRequest) -> Result<(String, Credentials, Option<BrokerSe
     Ok((broker.endpoint.clone(), credentials, Some(broker)))
 }
 
-pub(super) fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::Result<()> {
+fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::Result<()> {
     for frame in frames {
         out.write_all(frame)?;
         if frame.last() != Some(&b'\n') {
@@ -65,6 +67,45 @@ pub(super) fn print_lines(out: &mut impl Write, frames: &[Vec<u8>]) -> std::io::
         }
     }
     out.flush()
+}
+
+/// Where a request's output goes: its lines as they come (a failure's reason on stderr), or
+/// with `json` one object per line on stdout (`{"output": LINE}`, `{"error": LINE}`) and
+/// `{"status": N}` once the answer is in.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `frames`; a closed stdout (`| head`) must not stop the request, so write
+    /// errors are ignored.
+    pub fn lines(self, frames: &[Vec<u8>], failed: bool) {
+        if !self.json {
+            let _ = match failed {
+                false => print_lines(&mut std::io::stdout().lock(), frames),
+                true => print_lines(&mut std::io::stderr().lock(), frames),
+            };
+            return;
+        }
+        let key = if failed { "error" } else { "output" };
+        let mut out = std::io::stdout().lock();
+        for frame in frames {
+            let text = String::from_utf8_lossy(frame);
+            for line in text.strip_suffix('\n').unwrap_or(&text).split('\n') {
+                let _ = writeln!(out, "{}", serde_json::json!({ key: line }));
+            }
+        }
+        let _ = out.flush();
+    }
+
+    /// The request's exit code, printed with `json`.
+    pub fn status(self, code: u8) -> u8 {
+        if self.json {
+            println!("{}", serde_json::json!({ "status": code }));
+        }
+        code
+    }
 }
 
 /// Runs the request; returns the process exit code (the remote status, clamped to 0-255;
@@ -87,26 +128,19 @@ pub fn send(request: &SendRequest) -> u8 {
             return 1;
         }
     };
-    let stdout = std::io::stdout();
+    let output = Output { json: request.json };
     let reply = client.request(
         &request.service,
         request.plugin.as_deref().unwrap_or(""),
         &request.payload,
         request.timeout,
-        |body| {
-            // A closed stdout (`| head`) must not stop the request from completing.
-            let _ = print_lines(&mut stdout.lock(), body);
-        },
+        |body| output.lines(body, false),
     );
     match reply {
         Ok(reply) => {
             // A FINAL body is the answer (echo) on success, the reason on failure.
-            let _ = if reply.status == 0 {
-                print_lines(&mut stdout.lock(), &reply.body)
-            } else {
-                print_lines(&mut std::io::stderr().lock(), &reply.body)
-            };
-            u8::try_from(reply.status).unwrap_or(1)
+            output.lines(&reply.body, reply.status != 0);
+            output.status(u8::try_from(reply.status).unwrap_or(1))
         }
         Err(ClientError::Timeout(t)) => {
             eprintln!(

@@ -9,6 +9,7 @@
 mod engine;
 mod handshakes;
 mod memory;
+mod metrics;
 mod refusals;
 pub mod store;
 mod zap;
@@ -61,6 +62,8 @@ pub struct BrokerConfig {
     pub timeout: Duration,
     /// Where to write the bound endpoints (one per line) once listening.
     pub endpoint_file: Option<PathBuf>,
+    /// Where to write the metrics endpoint's bound address (one line) once listening.
+    pub metrics_file: Option<PathBuf>,
     /// Bytes of requests (queued or at a worker) the broker holds for all clients together.
     pub queue_bytes: u64,
     /// Bytes of requests the broker holds for one connection (ROUTER routing identity); also
@@ -73,6 +76,8 @@ pub struct BrokerConfig {
     /// A connection whose handshake is not done by then is closed.
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
+    /// `IP:PORT` of the Prometheus endpoint (port 0: any free port); none when unset.
+    pub metrics: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -88,11 +93,13 @@ impl Default for BrokerConfig {
             auth: true,
             timeout: Duration::from_secs(30),
             endpoint_file: None,
+            metrics_file: None,
             queue_bytes: 256 * 1024 * 1024,
             client_queue_bytes: 64 * 1024 * 1024,
             max_handshakes: 256,
             handshakes_per_address: 32,
             handshake_timeout: Duration::from_secs(30),
+            metrics: None,
         }
     }
 }
@@ -151,6 +158,10 @@ impl BrokerConfig {
                 "`max_handshakes` and `handshakes_per_address` must be below 2^31".into(),
             ));
         }
+        if let Some(address) = &config.metrics {
+            triggerd_metrics::parse_address(address)
+                .map_err(|e| BrokerError::Config(e.to_string()))?;
+        }
         Ok(config)
     }
 }
@@ -170,6 +181,9 @@ pub enum BrokerError {
     /// I/O failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The metrics endpoint cannot start.
+    #[error(transparent)]
+    Metrics(#[from] triggerd_metrics::MetricsError),
     /// CURVE is missing or the key pair cannot be loaded.
     #[error(transparent)]
     Security(#[from] SecurityError),
@@ -259,6 +273,14 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
     }
     let mut engine = engine::Engine::new(socket, store, config, auth);
     engine.reload_settings();
+    let metrics = config.metrics.as_deref().map(metrics::start).transpose()?;
+    if let Some((endpoint, published)) = &metrics {
+        *triggerd_support::lock(published) = engine.snapshot();
+        if let Some(path) = &config.metrics_file {
+            let line = format!("{}\n", endpoint.address());
+            triggerd_support::write_atomically(path, line.as_bytes())?;
+        }
+    }
     let tick = (config.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     let mut next_tick = Instant::now();
     let mut next_settings = Instant::now() + Duration::from_secs(1);
@@ -295,6 +317,9 @@ pub fn run(config: &BrokerConfig, shutdown: &AtomicBool) -> Result<(), BrokerErr
         if now >= next_settings {
             engine.reload_settings();
             engine.record_loads();
+            if let Some((_, published)) = &metrics {
+                *triggerd_support::lock(published) = engine.snapshot();
+            }
             next_settings = now + Duration::from_secs(1);
         }
     }
@@ -348,4 +373,21 @@ pub fn shutdown_on_signals() -> Result<&'static AtomicBool, BrokerError> {
         signal_hook::flag::register(signal, flag.clone())?;
     }
     Ok(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_key_takes_an_ip_and_port_only() {
+        let config = BrokerConfig::from_toml("metrics = \"127.0.0.1:0\"").expect("valid");
+        assert_eq!(config.metrics.as_deref(), Some("127.0.0.1:0"));
+        let error = BrokerConfig::from_toml("metrics = \"localhost\"").expect_err("no port");
+        assert!(error.to_string().contains("expected IP:PORT"), "{error}");
+        assert!(
+            BrokerConfig::from_toml("metric = \"127.0.0.1:1\"").is_err(),
+            "unknown key"
+        );
+    }
 }

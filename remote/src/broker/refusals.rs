@@ -226,7 +226,7 @@ fn log(kind: Refusal, line: &str) {
 }
 
 /// The broker's counters as `mmi.status` reports them (one JSON object).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Status {
     pub services: usize,
     pub workers: usize,

@@ -336,6 +336,12 @@ fn daemon_config(table: &Table<'_>, raw: &RawDaemon, problems: &mut Vec<Problem>
             Err(m) => problems.push(table.problem("control_group", m)),
         }
     }
+    if let Some(address) = &raw.metrics {
+        match triggerd_metrics::parse_address(address) {
+            Ok(_) => config.metrics = Some(address.clone()),
+            Err(e) => problems.push(table.problem("metrics", e.to_string())),
+        }
+    }
     if let Some(grace) = &raw.shutdown_grace {
         match parse_duration(grace) {
             Ok(d) => config.shutdown_grace = d,

@@ -6,6 +6,7 @@
 //! `bytes` of that client's live requests.
 
 use super::{ext, hex, shown, Engine, Identity, Refusal};
+use crate::broker::metrics::{ServiceQueue, Snapshot, MAX_SERVICES};
 use crate::broker::refusals::Status;
 use crate::codec::{Direction, Frame, Message};
 
@@ -98,17 +99,42 @@ impl Engine {
         self.reply_final(peer, version, service, header, status, text.as_bytes());
     }
 
-    /// The `mmi.status` answer: one JSON object with the broker's sizes and counters.
-    pub(super) fn status_json(&self) -> Vec<u8> {
-        let status = Status {
+    /// The broker's sizes and counters (`mmi.status`, and the metrics endpoint).
+    fn status(&self) -> Status {
+        Status {
             services: self.services.len(),
             workers: self.workers.len(),
             requests: self.requests.len(),
             queued_bytes: self.queued_bytes,
             clients_queued: self.client_bytes.len(),
             refused: self.refusals.counts().into_iter().collect(),
-        };
-        serde_json::to_vec(&status).unwrap_or_default()
+        }
+    }
+
+    /// The `mmi.status` answer: one JSON object with the broker's sizes and counters.
+    pub(super) fn status_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.status()).unwrap_or_default()
+    }
+
+    /// The status with each service's queue (the first `MAX_SERVICES` by name: names are
+    /// peers' choice, and so is their number), for the metrics endpoint.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut services: Vec<ServiceQueue> = self
+            .services
+            .iter()
+            .map(|(name, s)| ServiceQueue {
+                name: shown(name),
+                queued: s.queue.len() as u64,
+                dispatched: s.dispatched as u64,
+                workers: s.workers.len() as u64,
+            })
+            .collect();
+        services.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        services.truncate(MAX_SERVICES);
+        Snapshot {
+            status: self.status(),
+            services,
+        }
     }
 
     /// Counts a refusal noticed outside the engine (the socket monitor).

@@ -112,7 +112,7 @@ impl Engine {
         let id = h.id;
         let verb = body.first().map(Vec::as_slice);
         let (status, answer) = match verb {
-            Some(b"snapshot") => self.snapshot(&client, &team, id),
+            Some(b"snapshot") => self.catalog_snapshot(&client, &team, id),
             Some(b"ping") => match self.catalog.subscribers.get_mut(&client) {
                 Some(s) => {
                     s.expiry = Instant::now() + SUBSCRIBER_EXPIRY;
@@ -131,7 +131,7 @@ impl Engine {
         }
     }
 
-    fn snapshot(&mut self, client: &Identity, team: &str, id: u128) -> (i32, Vec<u8>) {
+    fn catalog_snapshot(&mut self, client: &Identity, team: &str, id: u128) -> (i32, Vec<u8>) {
         let (seq, entries) = match self.store.catalog_snapshot(team) {
             Ok(s) => s,
             Err(e) => {
