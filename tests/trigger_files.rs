@@ -1,7 +1,8 @@
 //! Trigger files through a real daemon and a real FUSE mount: a shell's `echo` becomes exactly
 //! one event with its bytes, lines split as configured, reading the file shows the action's
 //! output, the tree follows a reload, `status` counts per trigger, and after `kill -9` the
-//! daemon mounts again on start.
+//! daemon mounts again on start; a write still waiting for room when the daemon stops is
+//! refused (EAGAIN), never answered as written.
 
 mod common;
 
@@ -122,4 +123,34 @@ fn a_second_instance_on_the_same_config_is_refused() {
         .count();
     assert_eq!(stacked, 1, "{mounts}");
     assert_eq!(fs::read(daemon.out().join("weather")).unwrap(), b"once\n");
+}
+
+#[test]
+fn a_write_waiting_for_room_when_the_daemon_stops_is_refused_not_lost() {
+    // One run holds the rule, one event waits in its queue, the third write waits for room.
+    let mut daemon = Daemon::start(
+        "[[trigger]]\nname = \"busy\"\nfile = \"busy\"\nqueue = 1\nmax_running = 1\n\
+         queue_wait = \"60s\"\nexec = [\"/bin/sleep\", \"3600\"]\n",
+    );
+    let file = daemon.path("fs/busy");
+    for n in ["one", "two"] {
+        sh(&format!("printf {n} > {}", file.display()));
+    }
+    let mut third = KillOnDrop(
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf three > {}", file.display()))
+            .spawn()
+            .expect("sh"),
+    );
+    wait_for("the third write to wait for room", DEADLINE, || {
+        let status = daemon.status();
+        (status.triggers["busy"].writes == 3).then_some(())
+    });
+    daemon.stop();
+    let status = third.wait_exit("the waiting writer", DEADLINE);
+    assert!(
+        !status.success(),
+        "the write was answered as written although no rule took it"
+    );
 }

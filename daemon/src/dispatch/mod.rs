@@ -24,6 +24,8 @@ pub use rule::{process_group_of, Offer, RuleRuntime, RuleStatus, SourceState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     Taken,
+    /// The daemon is stopping: nobody took the event (the source tells its sender so).
+    Stopped,
     /// The rule's queue stayed full for the whole wait.
     Full,
     /// No rule of that name now.
@@ -221,14 +223,15 @@ impl Dispatcher {
         applied
     }
 
-    /// Hands an event to the rule a source addresses by name (timers, webhooks).
-    pub async fn deliver_to(&self, name: &str, event: Event) -> bool {
+    /// Hands an event to the rule a source addresses by name (timers, webhooks): `Taken`
+    /// (queued, or dropped as the rule's `when_full` says, counted there) or `NoRule`.
+    pub async fn deliver_to(&self, name: &str, event: Event) -> Delivery {
         match self.rule(name) {
             Some(rule) => {
                 deliver(&rule, event, false).await;
-                true
+                Delivery::Taken
             }
-            None => false,
+            None => Delivery::NoRule,
         }
     }
 

@@ -123,7 +123,9 @@ impl MessageSink for Handoff {
         let delivery = self
             .runtime
             .block_on(self.emitter.fire_waiting(&rule, event, wait));
-        delivery != Delivery::Full
+        // Full or stopping: the write fails with EAGAIN (a re-exec parks writes before the
+        // sources stop, so they reach the successor instead).
+        matches!(delivery, Delivery::Taken | Delivery::NoRule)
     }
 
     fn namespace(&self, change: &NamespaceChange) -> Option<Result<(), i32>> {

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use triggerd_watch::{EventMask, PermissionRequest};
 
 use crate::config::Rule;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Delivery, Dispatcher};
 use crate::event::{Event, SourceKind};
 
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -154,25 +154,27 @@ impl Emitter {
         }
     }
 
-    /// To one named rule (rule-addressed sources); false if there is no such rule now.
-    /// Stopping counts as delivered.
-    pub async fn fire(&self, rule: &str, event: Event) -> bool {
+    /// To one named rule (rule-addressed sources): `Taken`, `NoRule` when there is no such
+    /// rule now, or `Stopped` when the daemon stopped before the rule took it (a source whose
+    /// sender waits for an answer tells it so).
+    pub async fn fire(&self, rule: &str, event: Event) -> Delivery {
         self.unless_stopped(self.dispatcher.deliver_to(rule, event))
             .await
-            .unwrap_or(true)
+            .unwrap_or(Delivery::Stopped)
     }
 
     /// To one named rule, waiting up to `wait` for room whatever its `when_full` (trigger
-    /// files, whose writer is told). Stopping counts as taken.
+    /// files, whose writer is told): `Full` past the wait, `Stopped` when the daemon stopped
+    /// first, so that a writer is never told "written" for an event nobody took.
     pub async fn fire_waiting(
         &self,
         rule: &str,
         event: Event,
         wait: std::time::Duration,
-    ) -> crate::dispatch::Delivery {
+    ) -> Delivery {
         self.unless_stopped(self.dispatcher.deliver_waiting(rule, event, wait))
             .await
-            .unwrap_or(crate::dispatch::Delivery::Taken)
+            .unwrap_or(Delivery::Stopped)
     }
 
     /// Has the named rules' actions answer `request`, each with its own event.

@@ -14,6 +14,7 @@ use triggerd_watch::EventMask;
 
 use super::Listener;
 use crate::config::Secret;
+use crate::dispatch::Delivery;
 
 const MAX_HEAD: usize = 16 * 1024;
 const SIGNATURE: &str = "x-hub-signature-256";
@@ -173,10 +174,11 @@ async fn body_and_deliver<'a>(
     tracing::debug!(rule = %route.rule, %peer, bytes = length, "webhook");
     let emitter = &listener.emitter;
     let event = emitter.event(PathBuf::from(path), EventMask::EMPTY, None, body);
-    if emitter.fire(&route.rule, event).await {
-        answer(202, "Accepted")
-    } else {
-        answer(404, "Not Found")
+    match emitter.fire(&route.rule, event).await {
+        Delivery::Taken | Delivery::Full => answer(202, "Accepted"),
+        Delivery::NoRule => answer(404, "Not Found"),
+        // Not taken: the caller may send it again once the daemon is back.
+        Delivery::Stopped => answer(503, "Service Unavailable"),
     }
 }
 
