@@ -1,7 +1,8 @@
 //! The syslog source end to end: logger(1) in both formats reaches the action with the
 //! message on stdin and the header as `TRIGGERD_FIELD_*` (the sender's uid from the kernel);
 //! nginx's `access_log syslog:server=unix:…` delivers one run per answered request; an action
-//! that logs to its own socket is caught by loop prevention through the kernel-reported pid;
+//! that logs to its own socket is caught by loop prevention through the kernel-reported pid
+//! (the action itself sends, so it is recognized even once it has exited);
 //! a UDP socket takes RFC 5424 from logger; a path that is not a socket is never replaced.
 
 use std::fs;
@@ -195,7 +196,7 @@ fn nginx_access_log_over_syslog_is_one_run_per_request() {
 fn an_action_logging_to_its_own_socket_does_not_loop() {
     let mut daemon = stamp::start(
         "[[syslog]]\nname = \"echo\"\nsocket = \"{dir}/log.sock\"\n\
-         exec = [\"/bin/sh\", \"-c\", \"mkdir -p \\\"$1\\\"; : > \\\"$1/$TRIGGERD_ID\\\"; logger -u \\\"$2\\\" -t again logged-by-the-action\", \"sh\", \"{out}\", \"{dir}/log.sock\"]\n",
+         exec = [\"/bin/sh\", \"-c\", \"mkdir -p \\\"$1\\\"; : > \\\"$1/$TRIGGERD_ID\\\"; exec logger -u \\\"$2\\\" -t again logged-by-the-action\", \"sh\", \"{out}\", \"{dir}/log.sock\"]\n",
     );
     logger(&[
         "-u",

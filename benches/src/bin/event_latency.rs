@@ -140,7 +140,9 @@ fn main() -> Result<()> {
 }
 
 /// A `/dev/log` datagram socket that reads and drops what syslog(3) sends, removed at drop;
-/// `None` when the host already has one (its syslog daemon is then the sink).
+/// `None` when the host already has one (its syslog daemon is then the sink). `/dev/log` is
+/// often a symlink to journald's socket: when that is dangling, the sink is bound at its
+/// target (the directories made for it are left, empty).
 struct SyslogSink {
     _removed: Removed,
 }
@@ -150,8 +152,15 @@ impl SyslogSink {
         if path.exists() {
             return Ok(None);
         }
-        let socket = UnixDatagram::bind(path)?;
-        let removed = Removed(path.to_path_buf());
+        let target = match fs::read_link(path) {
+            Ok(link) => path.parent().unwrap_or(Path::new("/")).join(link),
+            Err(_) => path.to_path_buf(),
+        };
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let socket = UnixDatagram::bind(&target)?;
+        let removed = Removed(target);
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             // Ends when the socket fails; the process exits soon after the benchmark anyway.
