@@ -76,7 +76,10 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
             SourceKind::TriggerFile,
         ),
         (
-            Box::new(FanotifySource::new(Arc::clone(&shared.watch))),
+            Box::new(FanotifySource::new(
+                Arc::clone(&shared.watch),
+                run_dir(config),
+            )),
             SourceKind::Fanotify,
         ),
         (
@@ -93,6 +96,16 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
             SourceKind::Provider,
         ),
     ]
+}
+
+/// Where what means nothing after a reboot lives: the control socket's directory
+/// (`/run/triggerd` as packaged).
+fn run_dir(config: &Config) -> std::path::PathBuf {
+    let control = &config.daemon.control;
+    control.parent().map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    )
 }
 
 /// A running source as the core sees it.

@@ -13,6 +13,7 @@ pub mod fanotify;
 pub mod file;
 pub mod provider;
 pub mod timer;
+mod watch_groups;
 pub mod webhook;
 
 use std::future::Future;

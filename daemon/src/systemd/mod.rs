@@ -46,6 +46,17 @@ pub fn store_fd(name: &str, fd: BorrowedFd<'_>) {
     }
 }
 
+/// Asks the service manager to drop what its fd store keeps under `name` (`FDSTOREREMOVE=1`).
+pub fn remove_fd(name: &str) {
+    if !managed() {
+        return;
+    }
+    let states = [NotifyState::FdStoreRemove, NotifyState::FdName(name)];
+    if let Err(e) = sd_notify::notify(&states) {
+        tracing::warn!(name, "systemd fd store removal refused: {e}");
+    }
+}
+
 /// The interval at which to send `WATCHDOG=1`, when systemd asked for it (half its timeout).
 pub fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
