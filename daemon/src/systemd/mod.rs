@@ -2,6 +2,9 @@
 //! RELOADING, STOPPING, STATUS and WATCHDOG, and the file descriptor store (`FDSTORE=1` with a
 //! name) that keeps kernel objects across a restart of the service. Without `$NOTIFY_SOCKET`
 //! every call is a no-op, so the daemon runs the same in a terminal, a test or under systemd.
+//! [`job`] tells a SIGTERM of `systemctl restart` from one of `systemctl stop`.
+
+pub mod job;
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
