@@ -171,3 +171,55 @@ impl Watcher {
         self.set_session(file);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn only_a_fanotify_group_is_adopted() {
+        let file = std::fs::File::open("/proc/self/status").expect("open");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("s.json");
+        assert!(Watcher::adopt(OwnedFd::from(file), session.clone()).is_err());
+        // Needs CAP_SYS_ADMIN (the daemon's tests run as root).
+        let watcher = Watcher::new().expect("a fanotify group");
+        let fd = watcher.as_fd().try_clone_to_owned().expect("dup");
+        assert!(Watcher::adopt(fd, session).is_ok());
+    }
+
+    #[test]
+    fn marks_round_trip_through_the_session_file_and_another_version_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = SessionFile::new(dir.path().join("run/s.json"));
+        let mut table = MarkTable::default();
+        table.objects.insert(
+            MarkKey::Filesystem { fsid: 7 },
+            MarkedObject {
+                path: "/srv".into(),
+                fd: None,
+                handle: Some((1, vec![1, 2, 3])),
+                fsid: 7,
+                dev_ino: (8, 9),
+                is_dir: true,
+                is_link: false,
+                scope: MarkScope::Filesystem,
+                mount_only: false,
+                user_mask: EventMask::EMPTY,
+                kernel_mask: 0x8,
+            },
+        );
+        file.save(&table);
+        let mode = std::fs::metadata(&file.0).expect("saved").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let kept = file.load();
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].fsid, kept[0].kernel_mask), (7, 0x8));
+        std::fs::write(&file.0, br#"{"version":99,"objects":[]}"#).expect("write");
+        assert!(file.load().is_empty());
+    }
+}
