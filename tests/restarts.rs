@@ -183,3 +183,131 @@ fn without_the_resend_a_reexec_fails_the_writer_instead_of_leaving_it_hanging() 
         "the log says why"
     );
 }
+
+/// The inode numbers the fanotify groups of process `pid` hold inode marks on, from
+/// /proc/PID/fdinfo (the kernel lists each mark there as `fanotify ino:HEX ...`).
+fn marked_inodes(pid: u32) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+    {
+        let text = fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.starts_with("fanotify ino:")) {
+            let hex = line["fanotify ino:".len()..]
+                .split(' ')
+                .next()
+                .unwrap_or("");
+            if let Ok(ino) = u64::from_str_radix(hex, 16) {
+                inodes.push(ino);
+            }
+        }
+    }
+    inodes
+}
+
+const TREE: &str = "[[watch]]\nname = \"tree\"\npath = \"{dir}/tree\"\nevents = \"close_write\"\nrecursive = true\nexec = [\"{record}\", \"{out}\", \"tree\", \"$#\"]\n\n";
+
+#[test]
+fn files_written_in_a_watched_tree_during_a_reexec_all_fire_once() {
+    let mut daemon = Daemon::create(TREE);
+    fs::create_dir_all(daemon.path("tree/sub")).expect("tree");
+    daemon.launch();
+    daemon.wait_watching();
+    let pid = daemon.status().pid;
+    // Files written one after another, before, during and after the exec.
+    let (stop, count) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let dir = daemon.path("tree/sub");
+    let files = {
+        let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                fs::write(dir.join(format!("f-{n}")), b"x").expect("write");
+                n += 1;
+                count.store(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            n
+        })
+    };
+    wait_for("files before the exec", DEADLINE, || {
+        (count.load(Ordering::SeqCst) >= 20).then_some(())
+    });
+    reexec(&daemon);
+    assert_eq!(daemon.status().pid, pid, "same process");
+    let at_exec = count.load(Ordering::SeqCst);
+    wait_for("files after the exec", DEADLINE, || {
+        (count.load(Ordering::SeqCst) >= at_exec + 20).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let written = files.join().expect("writer");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut runs = common::runs_of(&daemon, "tree");
+    while runs.len() < written && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        runs = common::runs_of(&daemon, "tree");
+    }
+    let mut seen = BTreeMap::new();
+    for name in &runs {
+        *seen.entry(name.clone()).or_insert(0usize) += 1;
+    }
+    let missing: Vec<usize> = (0..written)
+        .filter(|n| !seen.contains_key(&format!("f-{n}")))
+        .collect();
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty() && seen.len() == written,
+        "{written} files written: missing {missing:?}, not once {twice:?}; log:\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("fanotify group taken over from the previous process"),
+        "the group was adopted"
+    );
+}
+
+#[test]
+fn a_reexec_keeps_the_marks_the_config_still_has_and_removes_the_others() {
+    use std::os::unix::fs::MetadataExt;
+    let watch = |name: &str| {
+        format!("[[watch]]\nname = \"{name}\"\npath = \"{{dir}}/{name}\"\nevents = \"close_write\"\nexec = [\"{{record}}\", \"{{out}}\", \"{name}\", \"$#\"]\n\n")
+    };
+    let mut daemon = Daemon::create(&(watch("kept") + &watch("gone")));
+    for name in ["kept", "gone"] {
+        fs::create_dir(daemon.path(name)).expect("dir");
+    }
+    daemon.launch();
+    daemon.wait_watching();
+    let pid = daemon.status().pid;
+    let ino = |name: &str| fs::metadata(daemon.path(name)).expect("stat").ino();
+    let (kept, gone) = (ino("kept"), ino("gone"));
+    let before = marked_inodes(pid);
+    assert!(
+        before.contains(&kept) && before.contains(&gone),
+        "{before:?}"
+    );
+
+    daemon.write_config(&watch("kept"));
+    reexec(&daemon);
+    let after = marked_inodes(pid);
+    assert!(
+        after.contains(&kept),
+        "the kept rule's mark is gone: {after:?}"
+    );
+    assert!(
+        !after.contains(&gone),
+        "the removed rule's mark stayed: {after:?}"
+    );
+    fs::write(daemon.path("kept/a"), b"x").expect("write");
+    wait_for("the kept rule fires", DEADLINE, || {
+        common::runs_of(&daemon, "kept")
+            .contains(&"a".to_string())
+            .then_some(())
+    });
+}

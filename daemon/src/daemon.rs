@@ -43,6 +43,9 @@ pub enum Command {
     /// Like `Shutdown`, but the kernel objects (the trigger mount) are handed over, not
     /// ended, and the process image is replaced by the binary on disk (same pid).
     Reexec,
+    /// `systemctl restart`: hand over as for `Reexec`, then exit; the kernel objects wait in
+    /// systemd's fd store for the next process.
+    Restart,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +87,10 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
             SourceKind::TriggerFile,
         ),
         (
-            Box::new(FanotifySource::new(Arc::clone(&shared.watch))),
+            Box::new(FanotifySource::new(
+                Arc::clone(&shared.watch),
+                run_dir(config),
+            )),
             SourceKind::Fanotify,
         ),
         (
@@ -102,6 +108,16 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
         ),
         (Box::new(SyslogSource), SourceKind::Syslog),
     ]
+}
+
+/// Where what means nothing after a reboot lives: the control socket's directory
+/// (`/run/triggerd` as packaged).
+fn run_dir(config: &Config) -> std::path::PathBuf {
+    let control = &config.daemon.control;
+    control.parent().map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    )
 }
 
 /// A running source as the core sees it.
@@ -366,21 +382,26 @@ pub async fn run(
                 generation += 1;
                 catalog::changed(&state, &mut bound, generation).await;
             }
-            Command::Shutdown => break Command::Shutdown,
-            Command::Reexec => break Command::Reexec,
+            end => break end,
         }
     };
 
     if end == Command::Reexec {
         // The successor (same pid) says READY=1 again.
         systemd::reloading();
+    } else {
+        systemd::notify("STOPPING=1");
+    }
+    if end == Command::Shutdown {
+        tracing::info!("stopping: no new events; waiting for running actions");
+    } else {
         crate::handover::prepare_reexec();
         let triggers = &state.shared.triggers;
         tokio::task::block_in_place(|| crate::sources::file::park_for_reexec(triggers));
-        tracing::info!("re-executing: no new events; waiting for running actions");
-    } else {
-        systemd::notify("STOPPING=1");
-        tracing::info!("stopping: no new events; waiting for running actions");
+        tracing::info!(
+            ?end,
+            "handing over: no new events; waiting for running actions"
+        );
     }
     let _ = stop.send(true);
     for task in tasks {
@@ -395,7 +416,11 @@ pub async fn run(
         let error = crate::handover::reexec_now();
         return Err(DaemonError::Reexec(error));
     }
-    tracing::info!("stopped");
+    if end == Command::Restart {
+        tracing::info!("stopped for a restart: the trigger mount waits in the fd store");
+    } else {
+        tracing::info!("stopped");
+    }
     Ok(())
 }
 

@@ -116,8 +116,21 @@ pub fn take(name: &str) -> Option<OwnedFd> {
     fds.remove(name)
 }
 
-/// Closes what no source took (e.g. a trigger mount the new config no longer has): such a
-/// connection then ends with this process's copy, as a stop would end it.
+/// Whether a predecessor handed over a descriptor named `name` (not yet taken).
+pub fn has(name: &str) -> bool {
+    START.get().is_some_and(|start| {
+        start
+            .fds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    })
+}
+
+/// Closes what no source took (e.g. a trigger mount the new config no longer has) and asks
+/// the service manager to drop its copy too: such an object then ends as a stop would end
+/// it, instead of living on in the fd store (a fanotify group there would keep its marks and
+/// queue events for nobody).
 pub fn close_untaken() {
     if let Some(start) = START.get() {
         let mut fds = start.fds.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,6 +139,7 @@ pub fn close_untaken() {
                 name,
                 "handed-over descriptor not used by this config: closed"
             );
+            crate::systemd::remove_fd(name);
         }
         fds.clear();
     }

@@ -3,6 +3,8 @@
 //! touched), the parser of the kernel's event and info records, handle to path resolution
 //! with a directory cache, event kinds and their names (`FAN_*`, `IN_*`, short), overflow.
 //!
+//! A notification group can outlive its process ([`Watcher::adopt`], [`Watcher::keep_session`]).
+//!
 //! Entry points: [`Watcher`] (notifications), [`InotifyWatcher`] (the inotify backend for
 //! places fanotify refuses), [`PermissionGate`] (permission requests),
 //! [`parse_events`] (event expressions from configs), [`parse_events_buffer`] (the pure parser).
@@ -33,6 +35,7 @@
 
 mod error;
 mod expr;
+mod handover;
 mod inotify;
 mod kinds;
 mod marks;

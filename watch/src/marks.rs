@@ -17,7 +17,7 @@ use crate::kinds::EventMask;
 use crate::sys;
 
 /// What one mark covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MarkScope {
     /// The object at the path (and, with `event_on_child`, a directory's direct children).
     Inode,
@@ -72,7 +72,7 @@ pub(crate) struct SpecObject {
 }
 
 /// The kernel object a mark is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum MarkKey {
     Inode { dev: u64, ino: u64 },
     Filesystem { fsid: u64 },
@@ -211,7 +211,9 @@ impl MarkTable {
         }
         for (_, mut stale) in self.objects.drain() {
             // a handle that no longer opens: the object is gone and the kernel dropped its mark
-            stale.fd = reopen(&self.mounts, &stale).or_else(|| reopen(&mounts, &stale));
+            stale.fd = reopen(&self.mounts, &stale)
+                .or_else(|| reopen(&mounts, &stale))
+                .or_else(|| open_same(&stale));
             if stale.fd.is_some() {
                 // ENOENT: the kernel already dropped the mark; nothing else can be done
                 let _ = change(group, &stale, stale.kernel_mask, 0);
@@ -267,6 +269,14 @@ fn reopen(mounts: &HashMap<u64, OwnedFd>, object: &MarkedObject) -> Option<Owned
         OFlag::O_PATH | OFlag::O_CLOEXEC,
     )
     .ok()
+}
+
+/// An O_PATH fd on `object` through its path, if the path still names the same object (a
+/// mark a predecessor made, whose filesystem no spec names any more: no mount fd is open).
+fn open_same(object: &MarkedObject) -> Option<OwnedFd> {
+    let fd = sys::open_path(&object.path, !object.is_link).ok()?;
+    let stat = nix::sys::stat::fstat(fd.as_fd()).ok()?;
+    ((stat.st_dev, stat.st_ino) == object.dev_ino).then_some(fd)
 }
 
 /// Opens and identifies the object a spec names.

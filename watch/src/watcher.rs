@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags};
 
 use crate::error::{MarkError, WatchError};
+use crate::handover::SessionFile;
 use crate::kinds::EventMask;
 use crate::marks::{MarkPolicy, MarkScope, MarkSpec, MarkTable, MarkedObject, SpecObject};
 use crate::record::{parse_events_buffer, FileId, ParsedEvent};
@@ -69,6 +70,8 @@ pub struct Watcher {
     unresolved: u64,
     malformed: u64,
     marks_stale: bool,
+    /// Where the marks are written for a successor (see `handover`).
+    session: Option<SessionFile>,
 }
 
 /// Kernel masks of the notification group: the asked kinds and flags, plus bookkeeping bits
@@ -122,9 +125,18 @@ impl Watcher {
             what: "FAN_CLASS_NOTIF|FAN_REPORT_DFID_NAME|FAN_REPORT_FID",
             errno,
         })?;
-        Ok(Watcher {
+        Ok(Watcher::with_group(group, MarkTable::default(), None))
+    }
+
+    /// A watcher over `group`, whose kernel marks `marks` describes.
+    pub(crate) fn with_group(
+        group: Fanotify,
+        marks: MarkTable,
+        session: Option<SessionFile>,
+    ) -> Self {
+        Watcher {
             group,
-            marks: MarkTable::default(),
+            marks,
             router: Router::default(),
             retired: Vec::new(),
             resolver: Resolver::default(),
@@ -133,7 +145,16 @@ impl Watcher {
             unresolved: 0,
             malformed: 0,
             marks_stale: false,
-        })
+            session,
+        }
+    }
+
+    pub(crate) fn mark_table(&self) -> &MarkTable {
+        &self.marks
+    }
+
+    pub(crate) fn set_session(&mut self, session: SessionFile) {
+        self.session = Some(session);
     }
 
     /// Makes the kernel marks equal to the union of `desired`, diffing against what is marked
@@ -146,6 +167,9 @@ impl Watcher {
     /// spec that failed and applies the rest.
     pub fn set_marks(&mut self, desired: &[MarkSpec]) -> Result<Vec<MarkError>, WatchError> {
         let (errors, objects) = self.marks.apply(&self.group, desired, &NotifyPolicy);
+        if let Some(session) = &self.session {
+            session.save(&self.marks);
+        }
         // Queued events on a filesystem no longer marked still resolve until the drain.
         let mut mounts = self.marked_mounts();
         for (fsid, fd) in self.resolver.take_mounts() {

@@ -173,6 +173,13 @@ fn forward_signals(commands: mpsc::UnboundedSender<Command>) -> std::io::Result<
             for signal in signals.forever() {
                 let command = match signal {
                     SIGUSR1 | SIGHUP => Command::Reload,
+                    // systemd sends SIGTERM for a restart as for a stop: ask which it is.
+                    SIGTERM if triggerd::systemd::managed() => {
+                        match triggerd::systemd::job::pending() {
+                            triggerd::systemd::job::Pending::Restart => Command::Restart,
+                            triggerd::systemd::job::Pending::Stop => Command::Shutdown,
+                        }
+                    }
                     _ => Command::Shutdown,
                 };
                 if commands.send(command).is_err() {

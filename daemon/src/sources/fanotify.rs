@@ -26,7 +26,7 @@ use triggerd_watch::{
 use super::fallback::{self, InotifySide, Trouble};
 use super::poll::{remote_kind, Polls};
 use super::rescan::Rescans;
-use super::{BoxFuture, Emitter, EventSource, SourceContext};
+use super::{watch_groups, BoxFuture, Emitter, EventSource, SourceContext};
 use crate::config::{Rule, Trigger, WatchBackend, WatchTrigger};
 use crate::dispatch::SourceState;
 use crate::event::Event;
@@ -229,14 +229,18 @@ pub(super) fn register<T: OwnsGroupFd>(group: T) -> std::io::Result<AsyncFd<T>> 
 pub struct FanotifySource {
     status: Arc<Mutex<WatchStatus>>,
     groups: Option<(AsyncFd<Watcher>, Option<AsyncFd<GateFd>>)>,
+    /// Where the notification groups' session files live (`watch_groups`).
+    session_dir: PathBuf,
 }
 
 impl FanotifySource {
-    /// `status` is shared with the control socket.
-    pub fn new(status: Arc<Mutex<WatchStatus>>) -> Self {
+    /// `status` is shared with the control socket; `session_dir` holds the groups' session
+    /// files (a directory under /run: they mean nothing after a reboot).
+    pub fn new(status: Arc<Mutex<WatchStatus>>, session_dir: PathBuf) -> Self {
         Self {
             status,
             groups: None,
+            session_dir,
         }
     }
 }
@@ -251,7 +255,8 @@ impl EventSource for FanotifySource {
     }
 
     fn prepare(&mut self) -> Result<(), String> {
-        let watcher = Watcher::new().map_err(|e| e.to_string())?;
+        let watcher = watch_groups::open(watch_groups::NOTIFY, &self.session_dir)
+            .map_err(|e| e.to_string())?;
         let notify = register(watcher).map_err(|e| format!("fanotify group: {e}"))?;
         let gate = PermissionGate::new()
             .map_err(|e| e.to_string())
@@ -287,9 +292,14 @@ impl EventSource for FanotifySource {
             let gate_task = permission.map(|fd| {
                 tokio::spawn(serve_permission(fd, delivery.clone(), ctx.shutdown.clone()))
             });
+            // A mount group a predecessor left keeps its queued events: adopted at once.
+            let mount = watch_groups::inherited(watch_groups::MOUNT)
+                .then(|| mount_group(&self.session_dir))
+                .flatten();
             let mut source = Source {
                 notify,
-                mount: None,
+                mount,
+                session_dir: self.session_dir,
                 inotify: InotifySide::default(),
                 permission: gate,
                 delivery,
@@ -298,6 +308,12 @@ impl EventSource for FanotifySource {
                 failing: false,
             };
             source.run(ctx).await;
+            if crate::handover::handing_over() {
+                watch_groups::keep(watch_groups::NOTIFY, source.notify.get_ref());
+                if let Some(mount) = &source.mount {
+                    watch_groups::keep(watch_groups::MOUNT, mount.get_ref());
+                }
+            }
             if let Some(task) = gate_task {
                 let _ = task.await;
             }
@@ -309,6 +325,7 @@ struct Source {
     notify: AsyncFd<Watcher>,
     /// The group of `mount_only` rules, made when the first one is bound.
     mount: Option<AsyncFd<Watcher>>,
+    session_dir: PathBuf,
     /// The inotify backend, made when the first rule needs it.
     inotify: InotifySide,
     permission: Option<SharedGate>,
@@ -330,6 +347,15 @@ pub(super) struct Delivery {
     rescans: Rescans,
     /// The watches served by polling (`poll`), which have no mark.
     polls: Polls,
+}
+
+/// The group of `mount_only` rules (adopted or new), registered with the reactor.
+fn mount_group(session_dir: &std::path::Path) -> Option<AsyncFd<Watcher>> {
+    watch_groups::open(watch_groups::MOUNT, session_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|w| register(w).map_err(|e| e.to_string()))
+        .map_err(|e| tracing::error!("fanotify group for mount marks: {e}"))
+        .ok()
 }
 
 /// Reads one ready group with `read` (which says: drained, marks went stale); true when its
@@ -444,11 +470,7 @@ impl Source {
             &marks.notify,
         );
         if !marks.mount.is_empty() && self.mount.is_none() {
-            self.mount = Watcher::new()
-                .map_err(|e| e.to_string())
-                .and_then(|w| register(w).map_err(|e| e.to_string()))
-                .map_err(|e| tracing::error!("fanotify group for mount marks: {e}"))
-                .ok();
+            self.mount = mount_group(&self.session_dir);
         }
         if let Some(mount) = &mut self.mount {
             failed.extend(collect(

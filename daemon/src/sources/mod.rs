@@ -17,6 +17,7 @@ mod rescan;
 pub mod syslog;
 pub mod timer;
 mod tree;
+mod watch_groups;
 pub mod webhook;
 
 use std::future::Future;
@@ -126,7 +127,10 @@ impl Emitter {
         let Some(mut stopped) = self.stopped.clone() else {
             return Some(delivery.await);
         };
+        // Biased: a delivery that is taken at once is never dropped because the stop was
+        // already set (a batch read just before a hand-over would lose events at random).
         tokio::select! {
+            biased;
             done = delivery => Some(done),
             _ = stopped.wait_for(|stop| *stop) => None,
         }

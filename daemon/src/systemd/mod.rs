@@ -2,6 +2,9 @@
 //! RELOADING, STOPPING, STATUS and WATCHDOG, and the file descriptor store (`FDSTORE=1` with a
 //! name) that keeps kernel objects across a restart of the service. Without `$NOTIFY_SOCKET`
 //! every call is a no-op, so the daemon runs the same in a terminal, a test or under systemd.
+//! [`job`] tells a SIGTERM of `systemctl restart` from one of `systemctl stop`.
+
+pub mod job;
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
@@ -43,6 +46,17 @@ pub fn store_fd(name: &str, fd: BorrowedFd<'_>) {
     match sd_notify::notify_with_fds(&states, &[fd]) {
         Ok(()) => tracing::debug!(name, "descriptor kept in the service manager's fd store"),
         Err(e) => tracing::warn!(name, "systemd fd store refused: {e}"),
+    }
+}
+
+/// Asks the service manager to drop what its fd store keeps under `name` (`FDSTOREREMOVE=1`).
+pub fn remove_fd(name: &str) {
+    if !managed() {
+        return;
+    }
+    let states = [NotifyState::FdStoreRemove, NotifyState::FdName(name)];
+    if let Err(e) = sd_notify::notify(&states) {
+        tracing::warn!(name, "systemd fd store removal refused: {e}");
     }
 }
 
