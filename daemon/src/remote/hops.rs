@@ -55,7 +55,10 @@ mod tests {
             .env("TRIGGERD_HOPS", "3")
             .spawn()
             .expect("sleep");
-        assert_eq!(of_process(child.id() as i32), Some(3));
+        // Until the child has exec'd, /proc shows the environment it was forked with.
+        let pid = child.id() as i32;
+        let hops = triggerd_testkit::poll(std::time::Duration::from_secs(10), || of_process(pid));
+        assert_eq!(hops, Some(3));
         let _ = child.kill();
         let _ = child.wait();
         use triggerd_remote::ext::{split_hops, with_hops};
