@@ -110,14 +110,15 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
     ]
 }
 
-/// Where what means nothing after a reboot lives: the control socket's directory
-/// (`/run/triggerd` as packaged).
+/// Where the session files of kernel objects kept across a restart live (they mean nothing
+/// after a reboot): `session/` in the control socket's directory (`/run/triggerd/session` as
+/// packaged), a directory of its own so that a watch on that directory never sees them.
 fn run_dir(config: &Config) -> std::path::PathBuf {
     let control = &config.daemon.control;
-    control.parent().map_or_else(
-        || std::path::PathBuf::from("."),
-        std::path::Path::to_path_buf,
-    )
+    control
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("session")
 }
 
 /// A running source as the core sees it.

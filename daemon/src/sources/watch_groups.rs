@@ -1,7 +1,8 @@
 //! The fanotify source's notification groups across a restart. Each group's fd goes to
 //! systemd's fd store when it is made (`FDNAME=fanotify`, `fanotify-mount` for the group of
 //! `mount_only` rules) and is kept across `triggerctl reexec`; a successor adopts it with
-//! the marks its session file (`watch.session.json` beside the control socket, 0600) names,
+//! the marks its session file (`session/fanotify.session.json` beside the control socket,
+//! 0600, in a 0700 directory) names,
 //! so the kernel's marks and the events it queued while no process read the group survive a
 //! restart, a crash and an upgrade. The permission group is never handed over (see
 //! `triggerd_watch`'s handover module): when triggerd dies, the kernel closes it and allows
@@ -22,6 +23,9 @@ pub(super) const MOUNT: &str = "fanotify-mount";
 /// The group a predecessor handed over as `name`, or a new one; either way its marks are
 /// written to its session file in `dir` and its fd is in the service manager's store.
 pub(super) fn open(name: &str, dir: &Path) -> Result<Watcher, WatchError> {
+    if let Err(e) = triggerd_support::private_dir(dir) {
+        tracing::warn!(dir = %dir.display(), "cannot make the session directory: {e}");
+    }
     let session = dir.join(format!("{name}.session.json"));
     let watcher = match handover::take(name).map(|fd| Watcher::adopt(fd, session.clone())) {
         Some(Ok(watcher)) => {
