@@ -69,6 +69,10 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
+        // Once reaped, its pid may be another process's: signal only a child not yet waited for.
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
             let child = &mut self.0;

@@ -9,8 +9,9 @@ use std::fs;
 use std::net::TcpListener;
 use std::process::Command;
 
-use crate::common::{wait_for, KillOnDrop, DEADLINE};
+use crate::common::{wait_for, DEADLINE};
 use crate::stamp::{self, wait_runs};
+use triggerd_testkit::StopOnDrop;
 
 /// Records the fields a run saw, then its stdin, as `NAME.fields` and `NAME.body`.
 const FIELDS: &str = r#"#!/bin/sh
@@ -111,8 +112,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// nginx on a free port (retried if another process takes it first) with `access_log`.
-fn start_nginx(dir: &std::path::Path, access_log: &str) -> (KillOnDrop, u16) {
+/// nginx on a free port (retried if another process takes it first) with `access_log`; stopped
+/// with SIGTERM on drop, so that its master ends its workers (a SIGKILL would orphan them).
+fn start_nginx(dir: &std::path::Path, access_log: &str) -> (StopOnDrop, u16) {
     for _ in 0..10 {
         let port = free_port();
         let conf = dir.join("nginx.conf");
@@ -129,7 +131,7 @@ fn start_nginx(dir: &std::path::Path, access_log: &str) -> (KillOnDrop, u16) {
             ),
         )
         .unwrap();
-        let mut nginx = KillOnDrop(
+        let mut nginx = StopOnDrop(
             Command::new("nginx")
                 .arg("-c")
                 .arg(&conf)
