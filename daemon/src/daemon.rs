@@ -89,7 +89,7 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
         (
             Box::new(FanotifySource::new(
                 Arc::clone(&shared.watch),
-                run_dir(config),
+                session_dir(config),
             )),
             SourceKind::Fanotify,
         ),
@@ -113,7 +113,7 @@ fn sources(shared: &Shared, config: &Config) -> Vec<(Box<dyn EventSource>, Sourc
 /// Where the session files of kernel objects kept across a restart live (they mean nothing
 /// after a reboot): `session/` in the control socket's directory (`/run/triggerd/session` as
 /// packaged), a directory of its own so that a watch on that directory never sees them.
-fn run_dir(config: &Config) -> std::path::PathBuf {
+fn session_dir(config: &Config) -> std::path::PathBuf {
     let control = &config.daemon.control;
     control
         .parent()

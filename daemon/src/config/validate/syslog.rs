@@ -52,15 +52,13 @@ pub(super) fn trigger(
         }
     };
     if matches!(listen, Some(SyslogListen::Udp(_))) {
-        for key in ["owner", "group", "mode"] {
-            let given = match key {
-                "owner" => raw.owner.is_some(),
-                "group" => raw.group.is_some(),
-                _ => raw.mode.is_some(),
-            };
-            if given {
-                problems.push(table.problem(key, "only for a Unix `socket`"));
-            }
+        let given = [
+            ("owner", raw.owner.is_some()),
+            ("group", raw.group.is_some()),
+            ("mode", raw.mode.is_some()),
+        ];
+        for (key, _) in given.into_iter().filter(|(_, given)| *given) {
+            problems.push(table.problem(key, "only for a Unix `socket`"));
         }
     }
     let (uid, gid, mode) = object_access(table, raw, DEFAULT_MODE, problems);
